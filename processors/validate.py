@@ -1,0 +1,244 @@
+"""validate: ``raw.<dataset>`` → ``<dataset>.validated`` or ``raw.<dataset>.dlq``.
+
+A raw record arrives in one of two shapes, and both are accepted:
+
+* the ``RawEvent`` Avro envelope in the Confluent wire format (the Sluice SDK
+  and ``sluice produce``), whose ``payload`` is the record as a JSON object;
+* plain UTF-8 JSON bytes (any Kafka client, Kafka Connect's JsonConverter with
+  or without schemas).
+
+The dataset's contract types the record and checks its rules; a record that
+passes becomes a typed Avro record keyed by the contract's key field, with its
+lineage in ``meta``. Anything else goes to the dead-letter topic with the exact
+field and rule that failed.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from prometheus_client import Counter, Gauge
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.catalog import Catalog, Dataset
+from streams.contracts import Contract, NullRateMonitor, Violation
+from streams.errors import RecordError
+from streams.processor import Context, InputRecord, Output, ProcessorSpec, per_record
+from streams.serde import MAGIC_BYTE, AvroSerde
+
+RAW_EVENT = "sluice.v1.RawEvent"
+_JSON_START = frozenset(b" \t\r\n{")
+
+VIOLATIONS = Counter(
+    "sluice_contract_violations_total",
+    "Broken contract rules, by dataset, field and rule.",
+    ["dataset", "field", "rule"],
+)
+NULL_RATE = Gauge(
+    "sluice_contract_null_rate",
+    "Null rate of a field over the last records, for fields with max_null_rate.",
+    ["dataset", "field"],
+)
+
+
+class ValidateSettings(BaseSettings):
+    """Settings of the validate processor (``SLUICE_VALIDATE__*``)."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_VALIDATE__", frozen=True, extra="ignore")
+    datasets: list[str] = Field(
+        default_factory=list, description="Datasets to validate; empty means all in the catalog."
+    )
+    null_rate_window: int = Field(1000, ge=10, description="Records per null-rate window.")
+
+
+# -- pure functions ---------------------------------------------------------------
+def parse_raw(
+    data: bytes | None, contract: Contract, decode_avro: Any
+) -> tuple[Mapping[str, Any], dict[str, Any]]:
+    """Turn raw bytes into (JSON object, envelope fields) or raise RecordError.
+
+    ``decode_avro(data)`` decodes a Confluent-framed RawEvent (the serde, in
+    production; a plain function in unit tests).
+    """
+    if data is None:
+        raise RecordError("parse", "record has no value (tombstone)", error_class="EmptyRecord")
+    if len(data) > contract.spec.max_record_bytes:
+        raise RecordError(
+            "parse",
+            f"record is {len(data)} bytes; the {contract.dataset} contract allows "
+            f"{contract.spec.max_record_bytes}",
+            error_class="RecordTooLarge",
+        )
+    if not data:
+        raise RecordError("parse", "record value is empty", error_class="EmptyRecord")
+    if data[0] == MAGIC_BYTE:
+        envelope = decode_avro(data)
+        if envelope["dataset"] != contract.dataset:
+            raise RecordError(
+                "parse",
+                f"RawEvent is for dataset {envelope['dataset']!r}, "
+                f"but this topic carries {contract.dataset!r}",
+                error_class="WrongDataset",
+            )
+        document = _json_object(envelope["payload"].encode("utf-8"), "RawEvent.payload")
+        return document, envelope
+    if data[0] in _JSON_START:
+        return _unwrap_connect(_json_object(data, "value")), {}
+    raise RecordError(
+        "parse",
+        f"neither Confluent Avro (magic byte 0x00) nor a JSON object: first byte 0x{data[0]:02x}",
+        error_class="UnknownMagicByte",
+    )
+
+
+def _json_object(data: bytes, what: str) -> dict[str, Any]:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RecordError(
+            "parse", f"{what} is not valid UTF-8 (byte {exc.start}: {exc.reason})",
+            error_class="InvalidUtf8",
+        ) from exc
+    try:
+        document = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise RecordError(
+            "parse", f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            error_class="InvalidJson",
+        ) from exc
+    if not isinstance(document, dict):
+        raise RecordError(
+            "parse", f"{what} is a JSON {type(document).__name__}, expected an object",
+            error_class="InvalidJson",
+        )
+    return document
+
+
+def _unwrap_connect(document: dict[str, Any]) -> dict[str, Any]:
+    """Kafka Connect's JsonConverter with schemas.enable=true wraps the record."""
+    if set(document) == {"schema", "payload"} and isinstance(document["payload"], dict):
+        payload: dict[str, Any] = document["payload"]
+        return payload
+    return document
+
+
+def check_contract(document: Mapping[str, Any], contract: Contract) -> dict[str, Any]:
+    """The typed record, or RecordError naming every broken rule by field."""
+    record, violations = contract.check(document)
+    if violations:
+        raise contract_error(contract, violations)
+    return record
+
+
+def contract_error(contract: Contract, violations: Sequence[Violation]) -> RecordError:
+    """A RecordError that tells a person exactly which rules failed on which fields."""
+    listing = "; ".join(str(v) for v in violations)
+    first = violations[0]
+    return RecordError(
+        "contract",
+        f"{contract.dataset} v{contract.version}: {len(violations)} rule(s) failed: {listing}",
+        error_class="ContractViolation",
+        details={
+            "field": first.field,
+            "rule": first.rule,
+            "violations": json.dumps(
+                [{"field": v.field, "rule": v.rule, "message": v.message} for v in violations]
+            ),
+        },
+    )
+
+
+def lineage(record: InputRecord, envelope: Mapping[str, Any], contract: Contract) -> dict[str, Any]:
+    """The ``meta`` field of a validated record."""
+    return {
+        # Plain JSON has no event id: topic, partition and offset identify it for good.
+        "event_id": envelope.get("event_id") or f"{record.topic}:{record.partition}:{record.offset}",
+        "source": envelope.get("source") or "kafka",
+        "raw_topic": record.topic,
+        "raw_partition": record.partition,
+        "raw_offset": record.offset,
+        "contract_version": contract.version,
+        "validated_at": int(time.time() * 1000),
+    }
+
+
+def validate_record(
+    record: InputRecord, dataset: Dataset, decode_avro: Any
+) -> Output:
+    """Validate one raw record of ``dataset`` into its validated output."""
+    contract = dataset.contract
+    document, envelope = parse_raw(record.raw, contract, decode_avro)
+    try:
+        typed = check_contract(document, contract)
+    except RecordError as error:
+        for violation in json.loads(error.details["violations"]):
+            VIOLATIONS.labels(contract.dataset, violation["field"], violation["rule"]).inc()
+        raise
+    typed["meta"] = lineage(record, envelope, contract)
+    return Output(
+        topic=dataset.validated_topic,
+        value=typed,
+        key=str(typed[contract.key_field]),
+    )
+
+
+# -- the processor declaration ------------------------------------------------------
+def _datasets(catalog: Catalog) -> list[Dataset]:
+    wanted = ValidateSettings().datasets or sorted(catalog.datasets)
+    return [catalog.dataset(name) for name in wanted]
+
+
+def _setup(ctx: Context) -> None:
+    serde: AvroSerde = ctx.services["serde"]
+    raw_schema = ctx.catalog.schemas[RAW_EVENT]
+    settings = ValidateSettings()
+    ctx.resources["by_topic"] = {d.raw_topic: d for d in _datasets(ctx.catalog)}
+    ctx.resources["decode_avro"] = lambda data: serde.decode(data, raw_schema)
+    ctx.resources["null_rates"] = {
+        d.raw_topic: NullRateMonitor(d.contract.null_rate_limits, settings.null_rate_window)
+        for d in _datasets(ctx.catalog)
+        if d.contract.null_rate_limits
+    }
+    ctx.resources["breached"] = set()
+
+
+def _process(record: InputRecord, ctx: Context) -> list[Output]:
+    dataset: Dataset = ctx.resources["by_topic"][record.topic]
+    output = validate_record(record, dataset, ctx.resources["decode_avro"])
+    monitor = ctx.resources["null_rates"].get(record.topic)
+    if monitor is not None:
+        monitor.observe(output.value)
+    return [output]
+
+
+def _after_commit(ctx: Context) -> None:
+    breached: set[tuple[str, str]] = ctx.resources["breached"]
+    for topic, monitor in ctx.resources["null_rates"].items():
+        dataset = ctx.resources["by_topic"][topic].name
+        for field, rate in monitor.rates().items():
+            NULL_RATE.labels(dataset, field).set(rate)
+        now = set(monitor.breaches())
+        for field in now:
+            if (dataset, field) not in breached:
+                ctx.logger.warning(
+                    "%s.%s null rate %.2f is above its contract limit %.2f",
+                    dataset, field, monitor.rates()[field], monitor.limits[field],
+                )
+                breached.add((dataset, field))
+        breached -= {(dataset, f) for f in monitor.limits if f not in now}
+
+
+PROCESSOR = ProcessorSpec(
+    name="validate",
+    description="Apply each dataset's data contract: typed records out, broken ones to the DLQ.",
+    inputs=lambda catalog: [d.raw_topic for d in _datasets(catalog)],
+    outputs=lambda catalog: [d.validated_topic for d in _datasets(catalog)],
+    process_batch=per_record(_process),
+    decode_inputs=False,
+    setup=_setup,
+    after_commit=_after_commit,
+)

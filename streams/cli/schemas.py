@@ -1,0 +1,72 @@
+"""``sluice schemas apply|check``: the topic catalog onto the cluster and the registry."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+from rich.table import Table
+
+from streams import kafka, registry
+from streams.catalog import load_catalog
+from streams.cli import console, err_console
+from streams.settings import get_settings
+
+
+@click.group()
+def schemas() -> None:
+    """Topics and Avro schemas from schemas/ (the source of truth)."""
+
+
+@schemas.command()
+def apply() -> None:
+    """Create the catalog's topics and register its schemas, idempotently.
+
+    An incompatible schema change is refused with the registry's reason and
+    nothing is registered.
+    """
+    settings = get_settings()
+    catalog = load_catalog(settings.schemas_dir)
+    specs = list(catalog.topics.values())
+    topic_changes = kafka.ensure_topics(kafka.admin(settings), specs)
+    table = Table(title=f"topics on {settings.kafka.bootstrap_servers}")
+    for column in ("topic", "partitions", "value", "action"):
+        table.add_column(column)
+    failed = False
+    for change in topic_changes:
+        spec = catalog.topics[change.topic]
+        action = change.action + (f" ({change.detail})" if change.detail else "")
+        failed |= change.action == "error"
+        table.add_row(change.topic, str(spec.partitions), spec.value,
+                      f"[red]{action}[/red]" if change.action == "error" else action)
+    console.print(table)
+    if failed:
+        err_console.print("[red]error:[/red] some topics could not be created (see above)")
+        sys.exit(1)
+    subject_changes = registry.apply(settings.registry, catalog, specs)
+    table = Table(title=f"subjects on {settings.registry.url}")
+    for column in ("subject", "schema", "version", "id", "action"):
+        table.add_column(column)
+    for sc in subject_changes:
+        table.add_row(sc.subject, sc.schema, str(sc.version), str(sc.schema_id), sc.action)
+    console.print(table)
+
+
+@schemas.command()
+def check() -> None:
+    """Say what `apply` would change, and fail on an incompatible schema (for CI)."""
+    settings = get_settings()
+    catalog = load_catalog(settings.schemas_dir)
+    planned = registry.plan(settings.registry, catalog, catalog.topics.values())
+    refused = False
+    for change in planned:
+        if change.action == "refused":
+            refused = True
+            console.print(f"[red]{change.subject}: refused[/red]: {change.detail}")
+        else:
+            console.print(f"{change.subject}: {change.action}")
+    if refused:
+        sys.exit(1)
+
+
+COMMANDS = [schemas]

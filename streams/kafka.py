@@ -1,0 +1,132 @@
+"""Kafka and Schema Registry clients configured from Settings, and topic administration."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka.schema_registry import SchemaRegistryClient
+
+from streams.catalog import TopicSpec
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+def admin(settings: Settings) -> AdminClient:
+    """An admin client for the configured cluster."""
+    return AdminClient(settings.kafka.client_config())
+
+
+def producer(settings: Settings, **overrides: Any) -> Producer:
+    """An idempotent producer that waits for all in-sync replicas."""
+    conf = settings.kafka.client_config(
+        **{"enable.idempotence": True, "acks": "all", "linger.ms": 5, **overrides}
+    )
+    return Producer(conf)
+
+
+def consumer(settings: Settings, group_id: str, **overrides: Any) -> Consumer:
+    """A consumer that sees only committed records and commits only when told to."""
+    conf = settings.kafka.client_config(
+        **{
+            "group.id": group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+            **overrides,
+        }
+    )
+    return Consumer(conf)
+
+
+def registry(settings: Settings) -> SchemaRegistryClient:
+    """A Schema Registry client for the configured (Confluent-compatible) registry."""
+    return SchemaRegistryClient(settings.registry.client_config())
+
+
+@dataclass(frozen=True)
+class TopicChange:
+    """What ``ensure_topics`` did (or would do) to one topic."""
+
+    topic: str
+    action: str  # created, exists, updated-config, partitions-added, error
+    detail: str = ""
+
+
+def ensure_topics(
+    client: AdminClient, specs: Iterable[TopicSpec], timeout: float = 30.0
+) -> list[TopicChange]:
+    """Create missing topics and bring existing ones to the catalog's settings.
+
+    Idempotent: a second run reports every topic as ``exists``. Partitions are
+    only ever added (Kafka cannot remove them); configs are set incrementally so
+    settings the catalog does not mention stay as the operator left them.
+    """
+    specs = list(specs)
+    metadata = client.list_topics(timeout=timeout)
+    changes: list[TopicChange] = []
+    to_create = [s for s in specs if s.name not in metadata.topics]
+    if to_create:
+        futures = client.create_topics(
+            [
+                NewTopic(s.name, num_partitions=s.partitions,
+                         replication_factor=s.replication_factor, config=dict(s.configs))
+                for s in to_create
+            ],
+            request_timeout=timeout,
+        )
+        for name, future in futures.items():
+            try:
+                future.result()
+                changes.append(TopicChange(name, "created"))
+            except KafkaException as exc:
+                if exc.args[0].name() == "TOPIC_ALREADY_EXISTS":
+                    changes.append(TopicChange(name, "exists"))
+                else:
+                    changes.append(TopicChange(name, "error", exc.args[0].str()))
+    for spec in specs:
+        if spec.name not in metadata.topics:
+            continue
+        have = len(metadata.topics[spec.name].partitions)
+        changes.append(_reconcile(client, spec, have, timeout))
+    return changes
+
+
+def _reconcile(client: AdminClient, spec: TopicSpec, partitions: int, timeout: float) -> TopicChange:
+    from confluent_kafka.admin import (  # noqa: PLC0415  (rarely used)
+        AlterConfigOpType,
+        ConfigEntry,
+        NewPartitions,
+    )
+
+    done: list[str] = []
+    if partitions < spec.partitions:
+        future = client.create_partitions(
+            [NewPartitions(spec.name, spec.partitions)], request_timeout=timeout
+        )[spec.name]
+        future.result()
+        done.append(f"partitions {partitions}->{spec.partitions}")
+    resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name)
+    current = client.describe_configs([resource], request_timeout=timeout)[resource].result()
+    drift = {k: v for k, v in spec.configs.items() if k not in current or current[k].value != v}
+    if drift:
+        entries = [
+            ConfigEntry(k, v, incremental_operation=AlterConfigOpType.SET) for k, v in drift.items()
+        ]
+        resource = ConfigResource(ConfigResource.Type.TOPIC, spec.name, incremental_configs=entries)
+        client.incremental_alter_configs([resource])[resource].result()
+        done.append("configs " + ", ".join(f"{k}={v}" for k, v in drift.items()))
+    if not done:
+        return TopicChange(spec.name, "exists")
+    return TopicChange(spec.name, "updated", "; ".join(done))
+
+
+def missing_topics(client: AdminClient, topics: Iterable[str], timeout: float = 10.0) -> list[str]:
+    """Which of ``topics`` do not exist on the cluster."""
+    existing = client.list_topics(timeout=timeout).topics
+    return sorted(t for t in set(topics) if t not in existing)

@@ -1,0 +1,121 @@
+"""The local stack without Docker: ``sluice up``, ``sluice status``, ``sluice down``.
+
+Everything lives in one state directory (``.sluice/`` by default): downloads in
+``dist/``, data in ``data/``, logs in ``logs/``, pid files in ``run/``.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from streams.settings import Settings
+from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
+
+Report = Callable[[str], None]
+
+#: Start order; ``down`` stops in reverse.
+COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry]
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    """What ``sluice status`` shows for one component."""
+
+    name: str
+    title: str
+    state: str  # healthy, starting, dead, stopped
+    address: str
+    pid: int | None
+    detail: str
+
+
+class Stack:
+    """The local stack's components under one state directory."""
+
+    def __init__(self, settings: Settings, only: list[str] | None = None) -> None:
+        self.settings = settings
+        components = [cls(settings) for cls in COMPONENTS]
+        if only:
+            unknown = set(only) - {c.name for c in components}
+            if unknown:
+                known = ", ".join(c.name for c in components)
+                raise ValueError(f"unknown component(s) {', '.join(sorted(unknown))}; known: {known}")
+            components = [c for c in components if c.name in only]
+        self.components = components
+
+    def up(self, report: Report) -> None:
+        """Fetch (once), configure and start every component that is not running; wait for health."""
+        for component in self.components:
+            if component.process.is_running():
+                try:
+                    detail = component.probe()
+                except Exception as exc:  # noqa: BLE001 (any failure means "not ready yet")
+                    report(f"{component.title}: running, not answering yet ({exc}); waiting")
+                    self._wait_healthy(component, report)
+                else:
+                    report(f"{component.title}: already running at {component.address()} ({detail})")
+                continue
+            component.fetch(lambda msg, c=component: report(f"{c.title}: {msg}"))
+            component.prepare()
+            component.process.start(component.command())
+            report(f"{component.title}: starting (log: {component.process.log_file})")
+            self._wait_healthy(component, report)
+
+    def _wait_healthy(self, component: Component, report: Report) -> None:
+        deadline = time.monotonic() + self.settings.stack.start_timeout_s
+        last_error = ""
+        while time.monotonic() < deadline:
+            if not component.process.is_running():
+                raise ComponentError(
+                    f"{component.title} exited during start-up. Last lines of "
+                    f"{component.process.log_file}:\n{component.process.log_tail(30)}"
+                )
+            try:
+                detail = component.probe()
+            except Exception as exc:  # noqa: BLE001
+                last_error = str(exc)
+                time.sleep(0.5)
+                continue
+            report(f"{component.title}: healthy at {component.address()} ({detail})")
+            return
+        raise ComponentError(
+            f"{component.title} did not become healthy within "
+            f"{self.settings.stack.start_timeout_s:.0f}s ({last_error}). Last lines of "
+            f"{component.process.log_file}:\n{component.process.log_tail(30)}"
+        )
+
+    def down(self, report: Report, purge: bool = False) -> None:
+        """Stop what ``up`` started (by pid), in reverse order; ``purge`` also deletes data and logs."""
+        for component in reversed(self.components):
+            if component.process.stop():
+                report(f"{component.title}: stopped")
+            else:
+                report(f"{component.title}: not running")
+        if purge:
+            root = self.settings.stack.root
+            for sub in ("data", "logs", "config", "run"):
+                shutil.rmtree(root / sub, ignore_errors=True)
+            report(f"purged data and logs under {root} (downloads in {root / 'dist'} kept)")
+
+    def status(self) -> list[ComponentStatus]:
+        """State of every component, probing the running ones."""
+        result = []
+        for component in self.components:
+            pid = component.process.pid()
+            if pid is None:
+                dead = component.process.pid_file.exists()
+                state = "dead" if dead else "stopped"
+                detail = component.process.log_tail(8) if dead else ""
+            else:
+                try:
+                    state, detail = "healthy", component.probe()
+                except Exception as exc:  # noqa: BLE001
+                    state, detail = "starting", f"not answering: {exc}"
+            result.append(
+                ComponentStatus(component.name, component.title, state, component.address(),
+                                pid, detail)
+            )
+        return result

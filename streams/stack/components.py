@@ -1,0 +1,247 @@
+"""The components of the local stack: how each is fetched, configured, started and probed."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import string
+import subprocess
+import tarfile
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+import httpx
+
+from streams.settings import Settings
+from streams.stack import maven
+from streams.stack.java import find_java
+from streams.stack.process import ManagedProcess
+
+INFRA = "infra/local"
+
+
+class ComponentError(RuntimeError):
+    """A component could not be fetched, configured or started."""
+
+
+class Component(ABC):
+    """One process of the local stack."""
+
+    name: str = ""
+    title: str = ""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.stack = settings.stack
+        self.root = settings.stack.root
+        self.process = ManagedProcess(
+            self.name, self.root / "run" / f"{self.name}.pid", self.root / "logs" / f"{self.name}.log"
+        )
+
+    @property
+    def dist_dir(self) -> Path:
+        """Downloads (reused across `up`/`down`, kept by `down --purge`)."""
+        return self.root / "dist"
+
+    @property
+    def data_dir(self) -> Path:
+        """Persistent data of this component."""
+        return self.root / "data" / self.name
+
+    @property
+    def config_dir(self) -> Path:
+        """Rendered configuration of this component."""
+        return self.root / "config" / self.name
+
+    def template(self, relative: str) -> str:
+        """A file from infra/local/, read as text."""
+        return (self.settings.project_root / INFRA / relative).read_text()
+
+    def render(self, relative: str, target: Path, **values: object) -> Path:
+        """Render an infra/local/ template (``${name}`` placeholders) into ``target``."""
+        target.parent.mkdir(parents=True, exist_ok=True)
+        text = string.Template(self.template(relative)).substitute(
+            {k: str(v) for k, v in values.items()}
+        )
+        target.write_text(text)
+        return target
+
+    @abstractmethod
+    def fetch(self, progress: maven.Progress) -> None:
+        """Download what the component needs, once."""
+
+    @abstractmethod
+    def prepare(self) -> None:
+        """Write configuration and initialise data directories."""
+
+    @abstractmethod
+    def command(self) -> list[str]:
+        """The command line that runs the component in the foreground."""
+
+    @abstractmethod
+    def address(self) -> str:
+        """Where clients reach the component."""
+
+    @abstractmethod
+    def probe(self) -> str:
+        """A short health detail; raises when the component does not answer."""
+
+
+class Kafka(Component):
+    """Apache Kafka, KRaft single node, from Maven Central jars."""
+
+    name = "kafka"
+    title = "Kafka"
+
+    @property
+    def classpath_file(self) -> Path:
+        """Where the resolved classpath of this Kafka version is recorded."""
+        return self.dist_dir / f"kafka-{self.stack.kafka_version}.classpath"
+
+    def fetch(self, progress: maven.Progress) -> None:
+        """Resolve kafka_2.13 and its runtime dependencies with Maven."""
+        if self.classpath_file.exists() and all(
+            p.exists() for p in maven.read_classpath(self.classpath_file)
+        ):
+            return
+        progress(f"fetching Kafka {self.stack.kafka_version} jars from Maven Central")
+        maven.build_classpath(
+            self.settings.project_root / INFRA / "maven" / "kafka" / "pom.xml",
+            self.classpath_file,
+            {"kafka.version": self.stack.kafka_version},
+            self.stack.maven,
+            progress,
+        )
+
+    def _java(self) -> Path:
+        return find_java(17, self.stack.java_home)
+
+    def prepare(self) -> None:
+        """Render server.properties and format the KRaft storage on first start."""
+        properties = self.render(
+            "kafka/server.properties",
+            self.config_dir / "server.properties",
+            kafka_port=self.stack.kafka_port,
+            controller_port=self.stack.kafka_controller_port,
+            log_dirs=self.data_dir,
+        )
+        shutil.copy(
+            self.settings.project_root / INFRA / "kafka" / "log4j2.properties",
+            self.config_dir / "log4j2.properties",
+        )
+        if (self.data_dir / "meta.properties").exists():
+            return
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        base = [str(self._java()), *self._jvm_flags(), "-cp", self._classpath()]
+        cluster_id = subprocess.run(
+            [*base, "kafka.tools.StorageTool", "random-uuid"],
+            capture_output=True, text=True, check=True,
+        ).stdout.strip().splitlines()[-1]
+        result = subprocess.run(
+            [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id,
+             "-c", str(properties), "--standalone"],
+            capture_output=True, text=True, check=False,
+        )
+        if result.returncode != 0:
+            raise ComponentError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+
+    def _classpath(self) -> str:
+        return ":".join(str(p) for p in maven.read_classpath(self.classpath_file))
+
+    def _jvm_flags(self) -> list[str]:
+        return [f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"]
+
+    def command(self) -> list[str]:
+        """java … kafka.Kafka server.properties."""
+        return [
+            str(self._java()),
+            f"-Xmx{self.stack.kafka_heap}",
+            f"-Xms{self.stack.kafka_heap}",
+            "-XX:+UseG1GC",
+            "-Dsluice.component=kafka",
+            *self._jvm_flags(),
+            "-cp", self._classpath(),
+            "kafka.Kafka", str(self.config_dir / "server.properties"),
+        ]
+
+    def address(self) -> str:
+        """The broker's bootstrap address."""
+        return f"127.0.0.1:{self.stack.kafka_port}"
+
+    def probe(self) -> str:
+        """Metadata from the broker: broker count and topic count."""
+        from confluent_kafka.admin import AdminClient  # noqa: PLC0415 (slow import)
+
+        # A plain connect first: librdkafka would log every refused connection.
+        with socket.create_connection(("127.0.0.1", self.stack.kafka_port), timeout=2):
+            pass
+        client = AdminClient(
+            {"bootstrap.servers": self.address(), "socket.timeout.ms": 2000, "log_level": 0}
+        )
+        metadata = client.list_topics(timeout=3)
+        topics = [t for t in metadata.topics if not t.startswith("__")]
+        return f"Kafka {self.stack.kafka_version}, {len(metadata.brokers)} broker, {len(topics)} topics"
+
+
+class SchemaRegistry(Component):
+    """Apicurio Registry 3.x, used through its Confluent-compatible API."""
+
+    name = "registry"
+    title = "Schema Registry"
+
+    @property
+    def home(self) -> Path:
+        """The unpacked Quarkus distribution."""
+        return self.dist_dir / f"apicurio-registry-{self.stack.registry_version}"
+
+    def fetch(self, progress: maven.Progress) -> None:
+        """Download the registry's `all` tar.gz from Maven Central and unpack it."""
+        if (self.home / "quarkus-run.jar").exists():
+            return
+        version = self.stack.registry_version
+        progress(f"fetching Apicurio Registry {version} from Maven Central (about 160 MB)")
+        downloads = self.dist_dir / "downloads"
+        maven.copy_artifact(
+            f"io.apicurio:apicurio-registry-app:{version}:tar.gz:all",
+            downloads, self.stack.maven, progress,
+        )
+        archive = downloads / f"apicurio-registry-app-{version}-all.tar.gz"
+        progress(f"unpacking {archive.name}")
+        partial = self.home.with_suffix(".partial")
+        shutil.rmtree(partial, ignore_errors=True)
+        with tarfile.open(archive) as tar:
+            tar.extractall(partial, filter="data")
+        partial.rename(self.home)
+        archive.unlink()
+
+    def prepare(self) -> None:
+        """Render application.properties with ports and the H2 file location."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.render(
+            "registry/application.properties",
+            self.config_dir / "application.properties",
+            registry_port=self.stack.registry_port,
+            management_port=self.stack.registry_management_port,
+            data_dir=self.data_dir,
+        )
+
+    def command(self) -> list[str]:
+        """java -jar quarkus-run.jar, on Java 21+ (Apicurio 3.x needs it)."""
+        java = find_java(21, self.stack.registry_java_home, newest=True)
+        return [
+            str(java),
+            f"-Xmx{self.stack.registry_heap}",
+            "-Dsluice.component=registry",
+            f"-Dquarkus.config.locations=file:{self.config_dir / 'application.properties'}",
+            "-jar", str(self.home / "quarkus-run.jar"),
+        ]
+
+    def address(self) -> str:
+        """The Confluent-compatible endpoint clients use."""
+        return f"http://127.0.0.1:{self.stack.registry_port}/apis/ccompat/v7"
+
+    def probe(self) -> str:
+        """Subject count from the Confluent API."""
+        response = httpx.get(f"{self.address()}/subjects", timeout=3)
+        response.raise_for_status()
+        return f"Apicurio {self.stack.registry_version}, {len(response.json())} subjects"
