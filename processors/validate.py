@@ -31,7 +31,8 @@ from streams.processor import Context, InputRecord, Output, ProcessorSpec, per_r
 from streams.serde import MAGIC_BYTE, AvroSerde
 
 RAW_EVENT = "sluice.v1.RawEvent"
-_JSON_START = frozenset(b" \t\r\n{")
+# Bytes a JSON text can start with (RFC 8259): whitespace or the first byte of a value.
+_JSON_START = frozenset(b" \t\r\n{[\"-0123456789tfn")
 
 VIOLATIONS = Counter(
     "sluice_contract_violations_total",

@@ -39,13 +39,23 @@ def read_recent(settings: Settings, topic: str, limit: int = 20, timeout: float 
         metadata = consumer.list_topics(topic, timeout=timeout).topics.get(topic)
         if metadata is None or metadata.error is not None:
             raise ValueError(f"topic {topic!r} does not exist")
-        assignment, ends = [], {}
+        bounds = {}
         for partition in metadata.partitions:
             low, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), timeout)
             if high > low:
-                assignment.append(TopicPartition(topic, partition, max(low, high - limit)))
-                ends[partition] = high
-        letters = _drain(consumer, assignment, ends, timeout)
+                bounds[partition] = (low, high)
+        # Offsets also hold transaction markers and aborted records, so "the last N
+        # offsets" can hold fewer than N records: widen the window until it does.
+        window = 2 * limit + 2
+        while True:
+            assignment = [TopicPartition(topic, p, max(low, high - window))
+                          for p, (low, high) in bounds.items()]
+            letters = _drain(consumer, assignment, {p: h for p, (_, h) in bounds.items()}, timeout)
+            short = [p for p, (low, high) in bounds.items()
+                     if high - window > low and sum(d.partition == p for d in letters) < limit]
+            if not short:
+                break
+            window *= 4
     finally:
         consumer.close()
     letters.sort(key=lambda d: (d.timestamp_ms, d.partition, d.offset))

@@ -81,7 +81,7 @@ def apply(settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpe
     planned = plan(settings, catalog, specs)
     refused = [c for c in planned if c.action == "refused"]
     if refused:
-        raise IncompatibleSchemaError(refused)
+        raise IncompatibleSchemaError([_with_registry_reason(client, catalog, c) for c in refused])
     by_subject = {s.subject: s for s in specs}
     result = []
     for change in planned:
@@ -102,6 +102,25 @@ def apply(settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpe
         result.append(SubjectChange(spec.subject, spec.value, change.action,
                                     registered.version, schema_id))
     return result
+
+
+def _with_registry_reason(
+    client: SchemaRegistryClient, catalog: Catalog, change: SubjectChange
+) -> SubjectChange:
+    """Ask the registry itself why a change is refused.
+
+    Not every registry explains a failed compatibility test (Apicurio answers a
+    bare ``is_compatible: false``), but all of them explain a refused
+    registration. The registry's compatibility rule refuses it, so nothing is
+    registered; if it were accepted after all, the registry judged it compatible
+    and the change stands as evolved.
+    """
+    schema = Schema(catalog.schemas[change.schema].document, "AVRO")
+    try:
+        schema_id = client.register_schema(change.subject, schema)
+    except SchemaRegistryError as exc:
+        return SubjectChange(change.subject, change.schema, "refused", detail=exc.error_message)
+    return SubjectChange(change.subject, change.schema, "evolved", schema_id=schema_id)
 
 
 def _has_versions(client: SchemaRegistryClient, subject: str) -> bool:

@@ -142,6 +142,9 @@ class Settings(BaseSettings):
     )
 
     project_root: Path = PROJECT_ROOT
+    schemas_path: Path | None = Field(
+        None, description="Catalog, schemas and contracts; default <project_root>/schemas."
+    )
     stack: StackSettings = StackSettings()
     kafka: KafkaSettings = KafkaSettings()
     registry: RegistrySettings = RegistrySettings()
@@ -171,7 +174,7 @@ class Settings(BaseSettings):
     @property
     def schemas_dir(self) -> Path:
         """Where the Avro schemas, the topic catalog and the contracts live."""
-        return self.project_root / "schemas"
+        return self.schemas_path or self.project_root / "schemas"
 
     def instance_id(self) -> str:
         """Id of this process among the replicas of a processor."""

@@ -1,0 +1,181 @@
+"""Helpers for integration tests: a fresh catalog per test, processes, topic readers."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import yaml
+from confluent_kafka import Consumer, Message, Producer, TopicPartition
+
+from streams import kafka, registry
+from streams.catalog import Catalog, load_catalog
+from streams.settings import PROJECT_ROOT, Settings
+
+SCHEMAS = PROJECT_ROOT / "schemas"
+
+
+@dataclass
+class World:
+    """A private catalog (uuid-named dataset, topics, subjects, groups) on the shared stack."""
+
+    settings: Settings
+    catalog: Catalog
+    dataset: str
+    env: dict[str, str]
+    schemas: Path
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def raw(self) -> str:
+        return f"raw.{self.dataset}"
+
+    @property
+    def validated(self) -> str:
+        return f"{self.dataset}.validated"
+
+    @property
+    def dlq(self) -> str:
+        return f"raw.{self.dataset}.dlq"
+
+    def reload(self) -> None:
+        """Re-read the catalog after a test edited the schema files."""
+        self.catalog = load_catalog(self.schemas)
+
+
+def make_world(base: Settings, tmp_path: Path, *, partitions: int = 3) -> World:
+    """Copy schemas/ with the support_tickets dataset renamed, apply it, return settings for it."""
+    suffix = uuid.uuid4().hex[:8]
+    dataset = f"tickets_{suffix}"
+    schemas = tmp_path / "schemas"
+    shutil.copytree(SCHEMAS / "avro", schemas / "avro")
+    (schemas / "contracts").mkdir()
+    contract = yaml.safe_load((SCHEMAS / "contracts" / "support_tickets.yaml").read_text())
+    contract["dataset"] = dataset
+    (schemas / "contracts" / f"{dataset}.yaml").write_text(yaml.safe_dump(contract))
+    catalog_file = yaml.safe_load((SCHEMAS / "topics.yaml").read_text())
+    catalog_file["datasets"] = {
+        dataset: {"contract": f"contracts/{dataset}.yaml", "partitions": partitions}
+    }
+    catalog_file["topics"] = []
+    (schemas / "topics.yaml").write_text(yaml.safe_dump(catalog_file))
+    env = {
+        "SLUICE_SCHEMAS_PATH": str(schemas),
+        "SLUICE_RUNNER__GROUP_PREFIX": f"test-{suffix}",
+        "SLUICE_VALIDATE__DATASETS": f'["{dataset}"]',
+    }
+    settings = base.model_copy(
+        update={"schemas_path": schemas,
+                "runner": base.runner.model_copy(update={"group_prefix": f"test-{suffix}"})}
+    )
+    world = World(settings, load_catalog(schemas), dataset, env, schemas)
+    apply(world)
+    return world
+
+
+def apply(world: World) -> None:
+    """What `sluice schemas apply` does, for the world's catalog."""
+    world.reload()
+    specs = list(world.catalog.topics.values())
+    changes = kafka.ensure_topics(kafka.admin(world.settings), specs)
+    assert all(c.action != "error" for c in changes), changes
+    registry.apply(world.settings.registry, world.catalog, specs)
+
+
+def start_processor(world: World, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:
+    """`sluice run <name>` as a real child process with the world's settings."""
+    log = open(world.schemas.parent / f"{name}-{len(world.processes)}.log", "wb")  # noqa: SIM115
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams", "run", name, *args],
+        env={**os.environ, **world.env, **env},
+        stdout=log, stderr=subprocess.STDOUT,
+    )
+    world.processes.append(process)
+    return process
+
+
+def stop_all(world: World) -> None:
+    for process in world.processes:
+        if process.poll() is None:
+            process.send_signal(signal.SIGTERM)
+    for process in world.processes:
+        try:
+            process.wait(30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def process_log(world: World) -> str:
+    return "\n".join(p.read_text(errors="replace") for p in sorted(world.schemas.parent.glob("*.log")))
+
+
+def produce(settings: Settings, topic: str, values: list[bytes | None],
+            keys: list[bytes | None] | None = None) -> None:
+    producer = Producer(settings.kafka.client_config(**{"enable.idempotence": True, "linger.ms": 5}))
+    for index, value in enumerate(values):
+        key = keys[index] if keys else None
+        while True:
+            try:
+                producer.produce(topic, value=value, key=key)
+                break
+            except BufferError:
+                producer.poll(0.1)
+    assert producer.flush(60) == 0
+
+
+def read_all(settings: Settings, topic: str, expect: int, *, timeout: float = 120.0,
+             settle: float = 3.0) -> list[Message]:
+    """Every committed record of ``topic``: waits until ``expect`` arrived, then ``settle``
+    seconds more so that duplicates would show up too."""
+    consumer = Consumer(settings.kafka.client_config(**{
+        "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
+        "enable.auto.commit": False, "isolation.level": "read_committed",
+    }))
+    metadata = consumer.list_topics(topic, timeout=10).topics[topic]
+    consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
+    messages: list[Message] = []
+    deadline = time.monotonic() + timeout
+    settled_at: float | None = None
+    try:
+        while time.monotonic() < deadline:
+            batch = consumer.consume(1000, 0.5)
+            messages += [m for m in batch if m.error() is None]
+            if len(messages) >= expect:
+                settled_at = settled_at or time.monotonic()
+                if time.monotonic() - settled_at >= settle:
+                    break
+    finally:
+        consumer.close()
+    return messages
+
+
+def wait_for(condition: Callable[[], bool], timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(0.5)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+
+
+def committed_count(settings: Settings, topic: str) -> int:
+    """Records visible to a read_committed consumer right now (fast: counts, no decode)."""
+    return len(read_all(settings, topic, expect=0, timeout=5, settle=0.5))
+
+
+@contextmanager
+def running(world: World, name: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
+    process = start_processor(world, name, **env)
+    try:
+        yield process
+    finally:
+        stop_all(world)

@@ -1,0 +1,51 @@
+"""`sluice up/status/down` on a second, private stack (the registry alone: it starts in seconds)."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from streams.settings import Settings, StackSettings
+from streams.stack import Stack
+
+
+@pytest.fixture
+def private(tmp_path, stack) -> Settings:  # `stack` first: the shared download cache exists
+    shared = stack.stack.root / "dist"
+    state = tmp_path / "state"
+    (state).mkdir()
+    (state / "dist").symlink_to(shared)
+    return Settings(stack=StackSettings(state_dir=state, registry_port=28081,
+                                        registry_management_port=29081))
+
+
+def test_up_status_down_lifecycle(private: Settings):
+    stack = Stack(private, only=["registry"])
+    messages: list[str] = []
+    stack.up(messages.append)
+    assert any("healthy" in m for m in messages)
+    [status] = stack.status()
+    assert status.state == "healthy"
+    assert status.address.endswith(":28081/apis/ccompat/v7")
+    pid = status.pid
+
+    messages.clear()
+    stack.up(messages.append)
+    assert any("already running" in m for m in messages), "a second up is a no-op"
+    assert stack.status()[0].pid == pid
+
+    os.kill(pid, signal.SIGKILL)
+    stack.components[0].process.pid()  # reaps nothing: the child belongs to a new session
+    [dead] = stack.status()
+    assert dead.state == "dead"
+    assert dead.detail, "a dead component shows the tail of its log"
+
+    stack.up(messages.append)
+    assert stack.status()[0].state == "healthy", "up restarts a dead component"
+    stack.down(messages.append)
+    assert stack.status()[0].state == "stopped"
+    assert (private.stack.root / "data" / "registry").exists(), "down keeps data"
+    stack.down(messages.append, purge=True)
+    assert not (private.stack.root / "data").exists()
