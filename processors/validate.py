@@ -32,7 +32,7 @@ from streams.serde import MAGIC_BYTE, AvroSerde
 
 RAW_EVENT = "sluice.v1.RawEvent"
 # Bytes a JSON text can start with (RFC 8259): whitespace or the first byte of a value.
-_JSON_START = frozenset(b" \t\r\n{[\"-0123456789tfn")
+_JSON_START = frozenset(b' \t\r\n{["-0123456789tfn')
 
 VIOLATIONS = Counter(
     "sluice_contract_violations_total",
@@ -101,19 +101,22 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise RecordError(
-            "parse", f"{what} is not valid UTF-8 (byte {exc.start}: {exc.reason})",
+            "parse",
+            f"{what} is not valid UTF-8 (byte {exc.start}: {exc.reason})",
             error_class="InvalidUtf8",
         ) from exc
     try:
         document = json.loads(text)
     except json.JSONDecodeError as exc:
         raise RecordError(
-            "parse", f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            "parse",
+            f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
             error_class="InvalidJson",
         ) from exc
     if not isinstance(document, dict):
         raise RecordError(
-            "parse", f"{what} is a JSON {type(document).__name__}, expected an object",
+            "parse",
+            f"{what} is a JSON {type(document).__name__}, expected an object",
             error_class="InvalidJson",
         )
     return document
@@ -157,7 +160,8 @@ def lineage(record: InputRecord, envelope: Mapping[str, Any], contract: Contract
     """The ``meta`` field of a validated record."""
     return {
         # Plain JSON has no event id: topic, partition and offset identify it for good.
-        "event_id": envelope.get("event_id") or f"{record.topic}:{record.partition}:{record.offset}",
+        "event_id": envelope.get("event_id")
+        or f"{record.topic}:{record.partition}:{record.offset}",
         "source": envelope.get("source") or "kafka",
         "raw_topic": record.topic,
         "raw_partition": record.partition,
@@ -167,9 +171,7 @@ def lineage(record: InputRecord, envelope: Mapping[str, Any], contract: Contract
     }
 
 
-def validate_record(
-    record: InputRecord, dataset: Dataset, decode_avro: Any
-) -> Output:
+def validate_record(record: InputRecord, dataset: Dataset, decode_avro: Any) -> Output:
     """Validate one raw record of ``dataset`` into its validated output."""
     contract = dataset.contract
     document, envelope = parse_raw(record.raw, contract, decode_avro)
@@ -227,7 +229,10 @@ def _after_commit(ctx: Context) -> None:
             if (dataset, field) not in breached:
                 ctx.logger.warning(
                     "%s.%s null rate %.2f is above its contract limit %.2f",
-                    dataset, field, monitor.rates()[field], monitor.limits[field],
+                    dataset,
+                    field,
+                    monitor.rates()[field],
+                    monitor.limits[field],
                 )
                 breached.add((dataset, field))
         breached -= {(dataset, f) for f in monitor.limits if f not in now}

@@ -215,10 +215,16 @@ def load_catalog(schemas_dir: Path) -> Catalog:
                 f"{path}: dataset {name!r} points at the contract of {contract.dataset!r}"
             )
         datasets[name] = Dataset(name, contract)
-        add(_TopicEntry(name=f"raw.{name}", value="sluice.v1.RawEvent",
-                        partitions=ds.partitions, dlq=True))
-        add(_TopicEntry(name=f"{name}.validated", value=contract.schema_name,
-                        partitions=ds.partitions))
+        add(
+            _TopicEntry(
+                name=f"raw.{name}", value="sluice.v1.RawEvent", partitions=ds.partitions, dlq=True
+            )
+        )
+        add(
+            _TopicEntry(
+                name=f"{name}.validated", value=contract.schema_name, partitions=ds.partitions
+            )
+        )
     for entry in spec.topics:
         add(entry)
     return Catalog(topics=topics, datasets=datasets, schemas=schemas)

@@ -41,8 +41,14 @@ class DeliveryError(RuntimeError):
 class SluiceClient:
     """Produces to Sluice topics; thread-safe, flushes on ``close``."""
 
-    def __init__(self, settings: Settings | None = None, catalog: Catalog | None = None,
-                 *, source: str = "sdk", **producer_overrides: Any) -> None:
+    def __init__(
+        self,
+        settings: Settings | None = None,
+        catalog: Catalog | None = None,
+        *,
+        source: str = "sdk",
+        **producer_overrides: Any,
+    ) -> None:
         self.settings = settings or get_settings()
         self.catalog = catalog or load_catalog(self.settings.schemas_dir)
         self.serde = AvroSerde(kafka.registry(self.settings), self.catalog)
@@ -69,11 +75,18 @@ class SluiceClient:
                 self.failed += 1
                 self.last_error = error.str()
 
-    def _send(self, topic: str, value: bytes, key: str | None, headers: list[tuple[str, bytes]]) -> None:
+    def _send(
+        self, topic: str, value: bytes, key: str | None, headers: list[tuple[str, bytes]]
+    ) -> None:
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers,
-                                      on_delivery=self._on_delivery)
+                self.producer.produce(
+                    topic,
+                    value=value,
+                    key=key,
+                    headers=kafka.kafka_headers(headers),
+                    on_delivery=self._on_delivery,
+                )
                 break
             except BufferError:
                 self.producer.poll(0.1)  # queue full: wait for deliveries, never drop
@@ -81,29 +94,46 @@ class SluiceClient:
 
     def _traced_headers(self, topic: str, attributes: Mapping[str, Any]) -> list[tuple[str, bytes]]:
         span = self._tracer.start_span(
-            f"send {topic}", kind=SpanKind.PRODUCER,
+            f"send {topic}",
+            kind=SpanKind.PRODUCER,
             attributes=tracing.kafka_attributes(operation="send", destination=topic, **attributes),
         )
         headers = tracing.span_context_headers(span) if span.get_span_context().is_valid else []
         span.end()
         return headers
 
-    def send_record(self, dataset: str, record: Mapping[str, Any], *,
-                    key: str | None = None, attributes: Mapping[str, str] | None = None) -> str:
-        """Produce one dataset record (a JSON-able dict) to ``raw.<dataset>``; returns its event id."""
+    def send_record(
+        self,
+        dataset: str,
+        record: Mapping[str, Any],
+        *,
+        key: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> str:
+        """Produce one record (a JSON-able dict) to ``raw.<dataset>``; returns its event id."""
         if key is None:
             value = record.get(self.catalog.dataset(dataset).contract.key_field)
             key = None if value is None else str(value)
         payload = json.dumps(record, separators=(",", ":"), ensure_ascii=False, default=str)
         return self.send_payload(dataset, payload, key=key, attributes=attributes)
 
-    def send_payload(self, dataset: str, payload: str, *, key: str | None = None,
-                     attributes: Mapping[str, str] | None = None) -> str:
+    def send_payload(
+        self,
+        dataset: str,
+        payload: str,
+        *,
+        key: str | None = None,
+        attributes: Mapping[str, str] | None = None,
+    ) -> str:
         """Produce a record given as JSON text, unparsed: validate judges it, the DLQ keeps it."""
         spec = self.catalog.dataset(dataset)
         event = RawEvent(
-            event_id=new_id(), dataset=dataset, source=self.source, produced_at=utcnow(),
-            payload=payload, attributes=dict(attributes or {}),
+            event_id=new_id(),
+            dataset=dataset,
+            source=self.source,
+            produced_at=utcnow(),
+            payload=payload,
+            attributes=dict(attributes or {}),
         )
         headers = self._traced_headers(spec.raw_topic, {"sluice.event_id": event.event_id})
         self._send(spec.raw_topic, self._encode(spec.raw_topic, event.to_avro()), key, headers)
@@ -120,8 +150,12 @@ class SluiceClient:
             REQUESTS_TOPIC,
             {"gen_ai.request.model": request.model, "sluice.request_id": request.request_id},
         )
-        self._send(REQUESTS_TOPIC, self._encode(REQUESTS_TOPIC, request.to_avro()),
-                   request.request_id, headers)
+        self._send(
+            REQUESTS_TOPIC,
+            self._encode(REQUESTS_TOPIC, request.to_avro()),
+            request.request_id,
+            headers,
+        )
         return request.request_id
 
     def flush(self, timeout: float = 60.0) -> None:
@@ -139,8 +173,12 @@ class SluiceClient:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
-                 tb: TracebackType | None) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         if exc_type is None:
             self.close()
         else:

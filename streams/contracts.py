@@ -283,7 +283,12 @@ def _payload_fields(schema: AvroSchema) -> list[_AvroField]:
 
 def _base_type(avro_type: Any, where: str) -> str:
     if isinstance(avro_type, str) and avro_type in {
-        "string", "int", "long", "float", "double", "boolean"
+        "string",
+        "int",
+        "long",
+        "float",
+        "double",
+        "boolean",
     }:
         return avro_type
     if isinstance(avro_type, dict) and avro_type.get("logicalType") == "timestamp-millis":
@@ -355,27 +360,15 @@ def _compile_rules(avro: _AvroField, rules: FieldRules) -> tuple[Check, ...]:
         if avro.base != "string":
             raise ContractError(f"field {name!r}: min_length/max_length apply to strings only")
         if rules.min_length is not None:
-            lo = rules.min_length
-            checks.append(
-                lambda v, lo=lo: Violation(name, "min_length", f"length {len(v)} < {lo}")
-                if len(v) < lo
-                else None
-            )
+            checks.append(_length_check(name, "min_length", rules.min_length))
         if rules.max_length is not None:
-            hi = rules.max_length
-            checks.append(
-                lambda v, hi=hi: Violation(name, "max_length", f"length {len(v)} > {hi}")
-                if len(v) > hi
-                else None
-            )
+            checks.append(_length_check(name, "max_length", rules.max_length))
     if rules.regex is not None:
         if avro.base != "string":
             raise ContractError(f"field {name!r}: regex applies to strings only")
         pattern = re.compile(rules.regex)
         message = f"does not match {rules.regex}"
-        checks.append(
-            lambda v: None if pattern.search(v) else Violation(name, "regex", message)
-        )
+        checks.append(lambda v: None if pattern.search(v) else Violation(name, "regex", message))
     if rules.enum is not None:
         allowed = frozenset(rules.enum)
         listing = ", ".join(str(a) for a in rules.enum)
@@ -384,7 +377,7 @@ def _compile_rules(avro: _AvroField, rules: FieldRules) -> tuple[Check, ...]:
     return tuple(checks)
 
 
-def _bound_check(
+def _bound_check(  # noqa: PLR0917 (a private factory; keywords would only add noise)
     name: str,
     rule: str,
     limit: float,
@@ -394,3 +387,15 @@ def _bound_check(
 ) -> Check:
     message = f"is {word} {rule} {shown}"
     return lambda v: Violation(name, rule, message) if broken(v, limit) else None
+
+
+def _length_check(name: str, rule: str, limit: int) -> Check:
+    def check(value: str) -> Violation | None:
+        size = len(value)
+        if rule == "min_length" and size < limit:
+            return Violation(name, rule, f"length {size} < {limit}")
+        if rule == "max_length" and size > limit:
+            return Violation(name, rule, f"length {size} > {limit}")
+        return None
+
+    return check

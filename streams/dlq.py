@@ -63,7 +63,9 @@ def error_headers(
     return headers
 
 
-def dlq_record_headers(original: Sequence[tuple[str, bytes | None]] | None, error: Headers) -> Headers:
+def dlq_record_headers(
+    original: Sequence[tuple[str, bytes | None]] | None, error: Headers
+) -> Headers:
     """Original headers (minus any earlier error headers) followed by the new error headers."""
     return without_error_headers(original) + error
 
@@ -81,9 +83,9 @@ def parse_error_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> D
         if not key.startswith(PREFIX):
             continue
         text = (raw or b"").decode("utf-8", errors="replace")
-        name = key[len(PREFIX):]
+        name = key[len(PREFIX) :]
         if name.startswith("detail."):
-            details[name[len("detail."):]] = text
+            details[name[len("detail.") :]] = text
         else:
             values[name] = text
     return DlqInfo(

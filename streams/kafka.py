@@ -3,18 +3,63 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ConfigResource, NewTopic
+from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka.admin import (  # type: ignore[attr-defined]
+    AdminClient,
+    AlterConfigOpType,
+    ConfigEntry,
+    ConfigResource,
+    NewPartitions,
+    NewTopic,
+)
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
 from streams.catalog import TopicSpec
+from streams.processor import Headers, InputRecord
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
+
+#: The header type confluent-kafka's produce() takes.
+KafkaHeaders = list[tuple[str, str | bytes | None]]
+
+
+def record_of(message: Message) -> InputRecord:
+    """A consumed message as a typed record; ``value`` and ``raw`` are the value bytes.
+
+    The one place a confluent-kafka Message is unpacked: everything past the
+    consumer works on InputRecord.
+    """
+    topic, partition, offset = message.topic(), message.partition(), message.offset()
+    if topic is None or partition is None or offset is None:
+        raise ValueError("a consumed message without topic, partition or offset")
+    raw = message.value()
+    return InputRecord(
+        topic=topic,
+        partition=partition,
+        offset=offset,
+        key=message.key(),
+        value=raw,
+        raw=raw,
+        headers=headers_of(message),
+        timestamp_ms=message.timestamp()[1],
+    )
+
+
+def headers_of(message: Message) -> Headers:
+    """A message's headers as (name, bytes) pairs."""
+    raw = message.headers() or []
+    pairs = raw.items() if isinstance(raw, dict) else raw
+    return [(k, v.encode() if isinstance(v, str) else (v or b"")) for k, v in pairs]
+
+
+def kafka_headers(headers: Sequence[tuple[str, bytes]]) -> KafkaHeaders:
+    """Headers in the type produce() takes."""
+    return [(k, v) for k, v in headers]
 
 
 def admin(settings: Settings) -> AdminClient:
@@ -74,8 +119,12 @@ def ensure_topics(
     if to_create:
         futures = client.create_topics(
             [
-                NewTopic(s.name, num_partitions=s.partitions,
-                         replication_factor=s.replication_factor, config=dict(s.configs))
+                NewTopic(
+                    s.name,
+                    num_partitions=s.partitions,
+                    replication_factor=s.replication_factor,
+                    config=dict(s.configs),
+                )
                 for s in to_create
             ],
             request_timeout=timeout,
@@ -97,12 +146,9 @@ def ensure_topics(
     return changes
 
 
-def _reconcile(client: AdminClient, spec: TopicSpec, partitions: int, timeout: float) -> TopicChange:
-    from confluent_kafka.admin import (  # noqa: PLC0415  (rarely used)
-        AlterConfigOpType,
-        ConfigEntry,
-        NewPartitions,
-    )
+def _reconcile(
+    client: AdminClient, spec: TopicSpec, partitions: int, timeout: float
+) -> TopicChange:
 
     done: list[str] = []
     if partitions < spec.partitions:

@@ -14,37 +14,39 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
 log = logging.getLogger(__name__)
 
-RECORDS_IN = Counter(
-    "sluice_records_in_total", "Records consumed.", ["processor", "topic"]
-)
+RECORDS_IN = Counter("sluice_records_in_total", "Records consumed.", ["processor", "topic"])
 RECORDS_OUT = Counter(
     "sluice_records_out_total", "Records produced (committed).", ["processor", "topic"]
 )
 RECORDS_DLQ = Counter(
-    "sluice_records_dlq_total", "Records sent to a dead-letter topic.",
+    "sluice_records_dlq_total",
+    "Records sent to a dead-letter topic.",
     ["processor", "topic", "stage"],
 )
 BATCHES = Counter(
     "sluice_batches_total", "Batches processed, by outcome.", ["processor", "outcome"]
 )
 BATCH_SIZE = Histogram(
-    "sluice_batch_size", "Records per batch.", ["processor"],
+    "sluice_batch_size",
+    "Records per batch.",
+    ["processor"],
     buckets=(1, 10, 50, 100, 250, 500, 1000, 2500, 5000, 10000),
 )
 BATCH_LATENCY = Histogram(
-    "sluice_batch_latency_seconds", "From poll to committed transaction, per batch.",
+    "sluice_batch_latency_seconds",
+    "From poll to committed transaction, per batch.",
     ["processor"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-IN_FLIGHT = Gauge(
-    "sluice_batches_in_flight", "Batches being processed right now.", ["processor"]
-)
+IN_FLIGHT = Gauge("sluice_batches_in_flight", "Batches being processed right now.", ["processor"])
 CONSUMER_LAG = Gauge(
-    "sluice_consumer_lag", "Records behind the end of each assigned partition.",
+    "sluice_consumer_lag",
+    "Records behind the end of each assigned partition.",
     ["processor", "topic", "partition"],
 )
 RETRIES = Counter(
-    "sluice_retries_total", "Batches rewound because a dependency was unavailable.",
+    "sluice_retries_total",
+    "Batches rewound because a dependency was unavailable.",
     ["processor"],
 )
 

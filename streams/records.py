@@ -101,8 +101,14 @@ class InferenceRequest(_AvroRecord):
     @classmethod
     def new(cls, tenant_id: str, model: str, input_text: str, **kwargs: Any) -> InferenceRequest:
         """A request with a fresh id, created now."""
-        return cls(request_id=new_id(), tenant_id=tenant_id, model=model,
-                   input_text=input_text, created_at=utcnow(), **kwargs)
+        return cls(
+            request_id=new_id(),
+            tenant_id=tenant_id,
+            model=model,
+            input_text=input_text,
+            created_at=utcnow(),
+            **kwargs,
+        )
 
 
 @dataclass(frozen=True, slots=True)

@@ -42,7 +42,9 @@ class SubjectChange:
     detail: str = ""
 
 
-def plan(settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpec]) -> list[SubjectChange]:
+def plan(
+    settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpec]
+) -> list[SubjectChange]:
     """Check every Avro topic's schema against its subject without registering anything."""
     client = SchemaRegistryClient(settings.client_config())
     changes = []
@@ -56,8 +58,11 @@ def plan(settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpec
             if exc.http_status_code != 404:
                 raise
         else:
-            changes.append(SubjectChange(spec.subject, spec.value, "unchanged",
-                                         existing.version, existing.schema_id))
+            changes.append(
+                SubjectChange(
+                    spec.subject, spec.value, "unchanged", existing.version, existing.schema_id
+                )
+            )
             continue
         if not _has_versions(client, spec.subject):
             changes.append(SubjectChange(spec.subject, spec.value, "registered"))
@@ -74,7 +79,9 @@ def plan(settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpec
     return changes
 
 
-def apply(settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpec]) -> list[SubjectChange]:
+def apply(
+    settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpec]
+) -> list[SubjectChange]:
     """Register every new or evolved schema; refuse all if any change is incompatible."""
     specs = list(specs)
     client = SchemaRegistryClient(settings.client_config())
@@ -99,8 +106,9 @@ def apply(settings: RegistrySettings, catalog: Catalog, specs: Iterable[TopicSpe
             ) from exc
         _set_compatibility(client, spec)
         registered = client.lookup_schema(spec.subject, schema)
-        result.append(SubjectChange(spec.subject, spec.value, change.action,
-                                    registered.version, schema_id))
+        result.append(
+            SubjectChange(spec.subject, spec.value, change.action, registered.version, schema_id)
+        )
     return result
 
 

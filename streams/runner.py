@@ -1,6 +1,6 @@
 """The processor runner: poll → batch → process → produce → commit, exactly once.
 
-Every processor runs in this loop (DESIGN §3–§4):
+Every processor runs in this loop (DESIGN sections 3 and 4):
 
 * a consumer in the group ``<prefix>.<processor>`` reading only committed
   records, and a transactional producer; each batch's outputs, dead-letter
@@ -21,6 +21,7 @@ aborted by the broker after ``transaction_timeout_ms``.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -153,7 +154,10 @@ class Runner:
         self._register()
         log.info(
             "%s running: group %s, instance %s, reading %s",
-            self.spec.name, self.group_id, self.instance_id, ", ".join(self.inputs),
+            self.spec.name,
+            self.group_id,
+            self.instance_id,
+            ", ".join(self.inputs),
         )
 
     def _check_topics(self) -> None:
@@ -182,7 +186,10 @@ class Runner:
             self.metrics_port = metrics.serve(host, 0)
             log.warning(
                 "metrics port %d is taken (%s); serving on %d instead. Give each replica "
-                "its own port with --metrics-port.", port, exc.strerror, self.metrics_port,
+                "its own port with --metrics-port.",
+                port,
+                exc.strerror,
+                self.metrics_port,
             )
 
     def _register(self) -> None:
@@ -191,15 +198,19 @@ class Runner:
         with suppress(OSError):
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / f"{self.spec.name}.{self.instance_id}.json"
-            path.write_text(json.dumps({
-                "processor": self.spec.name,
-                "instance": self.instance_id,
-                "pid": os.getpid(),
-                "group": self.group_id,
-                "inputs": self.inputs,
-                "metrics_port": getattr(self, "metrics_port", None),
-                "started_at": time.time(),
-            }))
+            path.write_text(
+                json.dumps(
+                    {
+                        "processor": self.spec.name,
+                        "instance": self.instance_id,
+                        "pid": os.getpid(),
+                        "group": self.group_id,
+                        "inputs": self.inputs,
+                        "metrics_port": getattr(self, "metrics_port", None),
+                        "started_at": time.time(),
+                    }
+                )
+            )
             self._registration = path
 
     def _close(self) -> None:
@@ -222,19 +233,19 @@ class Runner:
         log.info("revoked %s", _describe(partitions))
 
     # -- one batch --------------------------------------------------------------
-    def _usable(self, messages: list[Message]) -> list[Message]:
+    def _usable(self, messages: list[Message]) -> list[InputRecord]:
         batch = []
         for message in messages:
             error = message.error()
             if error is None:
-                batch.append(message)
+                batch.append(kafka.record_of(message))
             elif error.code() != KafkaError._PARTITION_EOF:
                 if error.fatal():
                     raise KafkaException(error)
                 log.warning("consumer: %s", error.str())
         return batch
 
-    def _commit_batch(self, batch: list[Message]) -> None:
+    def _commit_batch(self, batch: list[InputRecord]) -> None:
         started = time.perf_counter()
         name = self.spec.name
         metrics.IN_FLIGHT.labels(name).inc()
@@ -272,8 +283,8 @@ class Runner:
         metrics.BATCHES.labels(name, "committed").inc()
         metrics.BATCH_SIZE.labels(name).observe(len(batch))
         metrics.BATCH_LATENCY.labels(name).observe(time.perf_counter() - started)
-        for message in batch:
-            metrics.RECORDS_IN.labels(name, message.topic()).inc()
+        for record in batch:
+            metrics.RECORDS_IN.labels(name, record.topic).inc()
         for (topic, stage), count in produced.items():
             if stage:
                 metrics.RECORDS_DLQ.labels(name, topic, stage).inc(count)
@@ -282,50 +293,41 @@ class Runner:
         if self.spec.after_commit is not None:
             self.spec.after_commit(self.ctx)
 
-    def _process_and_produce(self, batch: list[Message]) -> dict[tuple[str, str], int]:
+    def _process_and_produce(self, batch: list[InputRecord]) -> dict[tuple[str, str], int]:
         """Process a batch and produce its outputs in the open transaction.
 
         Returns counts per (topic, dlq stage or ""), for the metrics.
         """
-        records: list[InputRecord] = []
-        positions: list[int] = []
-        outcomes: list[Outcome | None] = [None] * len(batch)
-        for index, message in enumerate(batch):
-            decoded = self._to_input(message)
-            if isinstance(decoded, RecordError):
-                outcomes[index] = decoded
-            else:
-                records.append(decoded)
-                positions.append(index)
-        spans = (
-            {p: self._record_span(r) for p, r in zip(positions, records, strict=True)}
-            if self._tracing
-            else {}
-        )
-        for position, outcome in zip(positions, self._process(records), strict=True):
-            outcomes[position] = outcome
-
+        decoded = [self._decode(record) for record in batch]
+        records = {i: r for i, r in enumerate(decoded) if isinstance(r, InputRecord)}
+        spans = {i: self._record_span(r) for i, r in records.items()} if self._tracing else {}
+        processed = dict(zip(records, self._process(list(records.values())), strict=True))
         counts: dict[tuple[str, str], int] = {}
-        for index, (message, outcome) in enumerate(zip(batch, outcomes, strict=True)):
-            assert outcome is not None
-            span = spans.get(index)
-            if not isinstance(outcome, RecordError):
-                try:
-                    encoded = [self._encode(o, message, span) for o in outcome]
-                except RecordError as error:
-                    outcome = error
-                else:
-                    for output, (key, value, headers) in zip(outcome, encoded, strict=True):
-                        self._produce(output.topic, value, key, headers)
-                        counts[(output.topic, "")] = counts.get((output.topic, ""), 0) + 1
-            if isinstance(outcome, RecordError):
-                dlq = self._dead_letter(message, outcome)
-                counts[(dlq, outcome.stage)] = counts.get((dlq, outcome.stage), 0) + 1
-                if span is not None:
-                    span.set_status(Status(StatusCode.ERROR, outcome.error_class))
+        for index, source in enumerate(batch):
+            first = decoded[index]
+            outcome = first if isinstance(first, RecordError) else processed[index]
+            for key in self._emit(source, outcome, spans.get(index)):
+                counts[key] = counts.get(key, 0) + 1
         for span in spans.values():
             span.end()
         return counts
+
+    def _emit(
+        self, source: InputRecord, outcome: Outcome, span: trace.Span | None
+    ) -> list[tuple[str, str]]:
+        """Produce one record's outputs, or its dead letter; returns (topic, stage) per record."""
+        if not isinstance(outcome, RecordError):
+            try:
+                encoded = [self._encode(output, source, span) for output in outcome]
+            except RecordError as error:
+                outcome = error
+            else:
+                for output, (key, value, headers) in zip(outcome, encoded, strict=True):
+                    self._produce(output.topic, value, key, headers)
+                return [(output.topic, "") for output in outcome]
+        if span is not None:
+            span.set_status(Status(StatusCode.ERROR, outcome.error_class))
+        return [(self._dead_letter(source, outcome), outcome.stage)]
 
     def _process(self, records: Sequence[InputRecord]) -> Sequence[Outcome]:
         """Run the processor; if it raises, isolate the record that made it raise."""
@@ -339,10 +341,16 @@ class Runner:
             if len(records) == 1:
                 log.exception(
                     "%s raised on %s[%d]@%d; sending the record to the DLQ",
-                    self.spec.name, records[0].topic, records[0].partition, records[0].offset,
+                    self.spec.name,
+                    records[0].topic,
+                    records[0].partition,
+                    records[0].offset,
                 )
-                return [RecordError("process", f"{type(exc).__name__}: {exc}",
-                                    error_class=type(exc).__name__)]
+                return [
+                    RecordError(
+                        "process", f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__
+                    )
+                ]
             return [outcome for record in records for outcome in self._process([record])]
         if len(outcomes) != len(records):
             raise RuntimeError(
@@ -351,25 +359,14 @@ class Runner:
             )
         return outcomes
 
-    def _to_input(self, message: Message) -> InputRecord | RecordError:
-        raw: bytes | None = message.value()
-        value: Any = raw
-        if self.spec.decode_inputs:
-            topic = message.topic()
-            try:
-                value = self.serde.decode(raw, self.catalog.value_schema(topic))
-            except RecordError as error:
-                return error
-        return InputRecord(
-            topic=message.topic(),
-            partition=message.partition(),
-            offset=message.offset(),
-            key=message.key(),
-            value=value,
-            raw=raw,
-            headers=[(k, v or b"") for k, v in (message.headers() or [])],
-            timestamp_ms=message.timestamp()[1],
-        )
+    def _decode(self, record: InputRecord) -> InputRecord | RecordError:
+        if not self.spec.decode_inputs:
+            return record
+        try:
+            value = self.serde.decode(record.raw, self.catalog.value_schema(record.topic))
+        except RecordError as error:
+            return error
+        return dataclasses.replace(record, value=value)
 
     def _encoder(self, topic: str) -> Encoder:
         encoder = self._encoders.get(topic)
@@ -380,7 +377,7 @@ class Runner:
         return encoder
 
     def _encode(
-        self, output: Output, source: Message, span: trace.Span | None
+        self, output: Output, source: InputRecord, span: trace.Span | None
     ) -> tuple[bytes | None, bytes, list[tuple[str, bytes]]]:
         try:
             value = self._encoder(output.topic)(output.value)
@@ -396,7 +393,7 @@ class Runner:
         if span is not None:
             headers = tracing.span_context_headers(span)
         else:
-            headers = tracing.trace_headers(source.headers())
+            headers = tracing.trace_headers(source.headers)
         return key, value, [*headers, *output.headers]
 
     def _produce(
@@ -404,25 +401,27 @@ class Runner:
     ) -> None:
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers)
+                self.producer.produce(
+                    topic, value=value, key=key, headers=kafka.kafka_headers(headers)
+                )
                 return
             except BufferError:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
 
-    def _dead_letter(self, message: Message, error: RecordError) -> str:
-        topic = self._dlq_topics[message.topic()]
+    def _dead_letter(self, source: InputRecord, error: RecordError) -> str:
+        topic = self._dlq_topics[source.topic]
         headers = dlq_record_headers(
-            message.headers(),
+            source.headers,
             error_headers(
                 error,
                 processor=self.spec.name,
-                topic=message.topic(),
-                partition=message.partition(),
-                offset=message.offset(),
+                topic=source.topic,
+                partition=source.partition,
+                offset=source.offset,
                 max_message_chars=self.settings.runner.max_dlq_message_chars,
             ),
         )
-        self._produce(topic, message.value() or b"", message.key(), headers)
+        self._produce(topic, source.raw or b"", source.key, headers)
         return topic
 
     def _abort(self) -> None:
@@ -434,7 +433,7 @@ class Runner:
             log.warning("abort_transaction: %s", exc.args[0].str())
 
     # -- retry ------------------------------------------------------------------
-    def _rewind(self, batch: list[Message]) -> None:
+    def _rewind(self, batch: list[InputRecord]) -> None:
         """Seek every partition of the batch back to its first record in the batch."""
         for tp in _first_offsets(batch):
             try:
@@ -445,11 +444,16 @@ class Runner:
     def _back_off(self, error: Exception) -> None:
         runner = self.settings.runner
         self._attempt += 1
-        delay = min(runner.retry_backoff_max_s, runner.retry_backoff_initial_s * 2 ** (self._attempt - 1))
+        delay = min(
+            runner.retry_backoff_max_s, runner.retry_backoff_initial_s * 2 ** (self._attempt - 1)
+        )
         metrics.RETRIES.labels(self.spec.name).inc()
         log.warning(
             "%s: %s; nothing committed, retrying the batch in %.1fs (attempt %d)",
-            self.spec.name, error, delay, self._attempt,
+            self.spec.name,
+            error,
+            delay,
+            self._attempt,
         )
         self.consumer.pause(self.consumer.assignment())
         deadline = time.monotonic() + delay
@@ -458,17 +462,18 @@ class Runner:
             # meanwhile is not paused, so anything it returns is put back.
             message = self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
             if message is not None and message.error() is None:
-                tp = TopicPartition(message.topic(), message.partition(), message.offset())
+                record = kafka.record_of(message)
+                tp = TopicPartition(record.topic, record.partition, record.offset)
                 self.consumer.seek(tp)
                 self.consumer.pause([tp])
         self.consumer.resume(self.consumer.assignment())
 
     # -- tracing ----------------------------------------------------------------
-    def _batch_span(self, batch: list[Message]) -> trace.Span:
-        topics = sorted({m.topic() for m in batch})
+    def _batch_span(self, batch: list[InputRecord]) -> trace.Span:
+        topics = sorted({r.topic for r in batch})
         links = []
-        for message in batch[:128]:  # a span with thousands of links helps nobody
-            context = trace.get_current_span(tracing.extract(message.headers())).get_span_context()
+        for record in batch[:128]:  # a span with thousands of links helps nobody
+            context = trace.get_current_span(tracing.extract(record.headers)).get_span_context()
             if context.is_valid:
                 links.append(Link(context))
         return self._tracer.start_span(
@@ -507,19 +512,19 @@ def _as_bytes(value: Any) -> bytes:
     raise TypeError(f"a byte topic takes bytes, got {type(value).__name__}")
 
 
-def _next_offsets(batch: list[Message]) -> list[TopicPartition]:
+def _next_offsets(batch: list[InputRecord]) -> list[TopicPartition]:
     last: dict[tuple[str, int], int] = {}
-    for message in batch:
-        key = (message.topic(), message.partition())
-        last[key] = max(last.get(key, -1), message.offset())
+    for record in batch:
+        key = (record.topic, record.partition)
+        last[key] = max(last.get(key, -1), record.offset)
     return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
 
 
-def _first_offsets(batch: list[Message]) -> list[TopicPartition]:
+def _first_offsets(batch: list[InputRecord]) -> list[TopicPartition]:
     first: dict[tuple[str, int], int] = {}
-    for message in batch:
-        key = (message.topic(), message.partition())
-        first[key] = min(first.get(key, message.offset()), message.offset())
+    for record in batch:
+        key = (record.topic, record.partition)
+        first[key] = min(first.get(key, record.offset), record.offset)
     return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
 

@@ -82,6 +82,8 @@ class AvroSerde:
                     f"{spec.subject!r}; run `sluice schemas apply` first"
                 ) from exc
             raise
+        if registered.schema_id is None:
+            raise SchemaNotRegisteredError(f"registry returned no id for {spec.subject!r}")
         schema_id = int(registered.schema_id)
         self._writer_ids[spec.name] = schema_id
         return schema_id
@@ -116,8 +118,16 @@ class AvroSerde:
                 f"{reader.fullname}: {exc}",
                 error_class="SchemaMismatch",
             ) from exc
-        except (EOFError, StopIteration, ValueError, IndexError, UnicodeDecodeError,
-                struct.error, OverflowError, MemoryError) as exc:
+        except (
+            EOFError,
+            StopIteration,
+            ValueError,
+            IndexError,
+            UnicodeDecodeError,
+            struct.error,
+            OverflowError,
+            MemoryError,
+        ) as exc:
             raise RecordError(
                 "deserialize",
                 f"truncated or corrupt Avro body for schema id {schema_id} "
@@ -132,7 +142,9 @@ class AvroSerde:
                 error_class="CorruptAvro",
             )
         if not isinstance(value, dict):
-            raise RecordError("deserialize", "Avro value is not a record", error_class="CorruptAvro")
+            raise RecordError(
+                "deserialize", "Avro value is not a record", error_class="CorruptAvro"
+            )
         return value
 
     def _writer_schema(self, schema_id: int) -> Any:
@@ -159,7 +171,7 @@ class AvroSerde:
                     f"schema id {schema_id} is {registered.schema_type}, not Avro",
                     error_class="SchemaMismatch",
                 )
-            parsed = parse_document(json.loads(registered.schema_str))
+            parsed = parse_document(json.loads(registered.schema_str or "null"))
             self._by_id[schema_id] = parsed
             return parsed
 

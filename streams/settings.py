@@ -67,7 +67,7 @@ class KafkaSettings(_Frozen):
     )
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
-        """librdkafka configuration shared by every producer, consumer and admin client."""
+        """Librdkafka configuration shared by every producer, consumer and admin client."""
         conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
         conf.update(self.options)
         if self.sasl_password is not None:

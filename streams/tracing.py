@@ -90,7 +90,8 @@ def _exporter(settings: TelemetrySettings) -> SpanExporter | None:
                 "SLUICE_TELEMETRY__EXPORTER=otlp needs the OTLP exporter: "
                 "pip install 'sluice[otlp]'"
             ) from exc
-        return OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+        exporter: SpanExporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, insecure=True)
+        return exporter
     return None
 
 

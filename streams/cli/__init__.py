@@ -29,8 +29,15 @@ class SluiceGroup(click.Group):
 
         try:
             return super().invoke(ctx)
-        except (CatalogError, ContractError, IncompatibleSchemaError, SchemaNotRegisteredError,
-                ComponentError, JavaNotFoundError, MavenError) as exc:
+        except (
+            CatalogError,
+            ContractError,
+            IncompatibleSchemaError,
+            SchemaNotRegisteredError,
+            ComponentError,
+            JavaNotFoundError,
+            MavenError,
+        ) as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             sys.exit(1)
 

@@ -18,10 +18,15 @@ from streams.settings import get_settings
 @click.command()
 @click.argument("dataset")
 @click.argument("file", type=click.Path(exists=True, dir_okay=False, path_type=Path))
-@click.option("--format", "fmt", type=click.Choice(["envelope", "json"]), default="envelope",
-              show_default=True,
-              help="envelope: RawEvent Avro (what the SDK writes); json: each line's bytes as they are "
-                   "(what a generic producer or Kafka Connect writes).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["envelope", "json"]),
+    default="envelope",
+    show_default=True,
+    help="envelope: RawEvent Avro (what the SDK writes); json: each line's bytes as they are "
+    "(what a generic producer or Kafka Connect writes).",
+)
 @click.option("--limit", type=int, default=None, help="Send only the first N lines.")
 def produce(dataset: str, file: Path, fmt: str, limit: int | None) -> None:
     """Produce FILE (JSON lines) to raw.DATASET, with a progress bar and a summary.
@@ -36,18 +41,29 @@ def produce(dataset: str, file: Path, fmt: str, limit: int | None) -> None:
     lines = [line for line in lines if line.strip()][:limit]
     started = time.perf_counter()
     sent_bytes = 0
-    with SluiceClient(settings, catalog, source=f"cli:{file.name}") as client, Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TextColumn("{task.fields[rate]}"), TimeRemainingColumn(), console=console,
-    ) as progress:
+    with (
+        SluiceClient(settings, catalog, source=f"cli:{file.name}") as client,
+        Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TimeRemainingColumn(),
+            console=console,
+        ) as progress,
+    ):
         task = progress.add_task(f"{file.name} → {spec.raw_topic}", total=len(lines), rate="")
         for index, line in enumerate(lines, 1):
             key = _key(line, spec.contract.key_field)
             if fmt == "json":
                 client.send_bytes(spec.raw_topic, line, key=key)
             else:
-                client.send_payload(dataset, line.decode("utf-8", "replace"), key=key,
-                                    attributes={"line": str(index)})
+                client.send_payload(
+                    dataset,
+                    line.decode("utf-8", "replace"),
+                    key=key,
+                    attributes={"line": str(index)},
+                )
             sent_bytes += len(line)
             if index % 500 == 0 or index == len(lines):
                 elapsed = time.perf_counter() - started

@@ -6,6 +6,7 @@ from datetime import UTC, datetime
 
 import click
 from rich.markup import escape
+
 from streams.cli import console
 from streams.deadletters import dlq_topic_name, read_recent, replay
 from streams.settings import get_settings
@@ -55,10 +56,16 @@ def replay_command(topic: str, dry_run: bool) -> None:
     """
     name = dlq_topic_name(topic)
     with console.status(f"replaying {name}") as status:
-        summary = replay(get_settings(), name, dry_run=dry_run,
-                         progress=lambda n: status.update(f"replayed {n:,} records from {name}"))
+        summary = replay(
+            get_settings(),
+            name,
+            dry_run=dry_run,
+            progress=lambda n: status.update(f"replayed {n:,} records from {name}"),
+        )
     verb = "would replay" if dry_run else "replayed"
-    targets = ", ".join(f"{n:,} to {t}" for t, n in (summary.by_target or {}).items()) or "nothing new"
+    targets = (
+        ", ".join(f"{n:,} to {t}" for t, n in (summary.by_target or {}).items()) or "nothing new"
+    )
     console.print(f"{verb} {summary.replayed:,} records: {targets}")
     if summary.skipped:
         console.print(f"skipped {summary.skipped} records without a sluice.error.topic header")

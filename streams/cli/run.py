@@ -13,8 +13,12 @@ from streams.tracing import setup_tracing
 
 @click.command()
 @click.argument("processor", type=click.Choice(sorted(processors.PROCESSORS)))
-@click.option("--metrics-port", type=int, default=None,
-              help="Prometheus port of this replica (default SLUICE_METRICS__PORT).")
+@click.option(
+    "--metrics-port",
+    type=int,
+    default=None,
+    help="Prometheus port of this replica (default SLUICE_METRICS__PORT).",
+)
 def run(processor: str, metrics_port: int | None) -> None:
     """Run PROCESSOR until SIGTERM; start more replicas to share its partitions.
 

@@ -37,8 +37,12 @@ def apply() -> None:
         spec = catalog.topics[change.topic]
         action = change.action + (f" ({change.detail})" if change.detail else "")
         failed |= change.action == "error"
-        table.add_row(change.topic, str(spec.partitions), spec.value,
-                      f"[red]{action}[/red]" if change.action == "error" else action)
+        table.add_row(
+            change.topic,
+            str(spec.partitions),
+            spec.value,
+            f"[red]{action}[/red]" if change.action == "error" else action,
+        )
     console.print(table)
     if failed:
         err_console.print("[red]error:[/red] some topics could not be created (see above)")

@@ -24,11 +24,13 @@ def up(only: tuple[str, ...]) -> None:
     settings = get_settings()
     stack = Stack(settings, list(only) or None)
     with console.status("starting the local stack") as status:
+
         def report(message: str) -> None:
             if message.startswith(tuple(f"{c.title}: downloaded" for c in stack.components)):
                 status.update(message)
             else:
                 console.print(message)
+
         stack.up(report)
     console.print(f"[green]stack is up[/green] (state in {settings.stack.root})")
 
@@ -51,8 +53,13 @@ def status() -> None:
     for item in Stack(settings).status():
         style = _STATE_STYLE.get(item.state, "")
         detail = item.detail if item.state != "dead" else "see below"
-        table.add_row(item.title, f"[{style}]{item.state}[/{style}]", item.address,
-                      str(item.pid or ""), detail)
+        table.add_row(
+            item.title,
+            f"[{style}]{item.state}[/{style}]",
+            item.address,
+            str(item.pid or ""),
+            detail,
+        )
         if item.state == "dead":
             dead.append(item)
     console.print(table)
@@ -84,10 +91,15 @@ def _processors(directory: Path) -> None:
         records, lag = _scrape(port) if port else (None, None)
         uptime = max(1.0, time.time() - info["started_at"])
         rate = f"{records:,.0f} ({records / uptime:,.0f}/s avg)" if records is not None else "?"
-        table.add_row(info["processor"], info["instance"], str(info["pid"]),
-                      ", ".join(info["inputs"]), rate,
-                      f"{lag:,.0f}" if lag is not None else "?",
-                      f"http://127.0.0.1:{port}/metrics" if port else "off")
+        table.add_row(
+            info["processor"],
+            info["instance"],
+            str(info["pid"]),
+            ", ".join(info["inputs"]),
+            rate,
+            f"{lag:,.0f}" if lag is not None else "?",
+            f"http://127.0.0.1:{port}/metrics" if port else "off",
+        )
     console.print(table)
 
 

@@ -32,6 +32,10 @@ class ComponentStatus:
     detail: str
 
 
+def _prefixed(report: Report, prefix: str) -> Report:
+    return lambda message: report(f"{prefix}: {message}")
+
+
 class Stack:
     """The local stack's components under one state directory."""
 
@@ -42,23 +46,27 @@ class Stack:
             unknown = set(only) - {c.name for c in components}
             if unknown:
                 known = ", ".join(c.name for c in components)
-                raise ValueError(f"unknown component(s) {', '.join(sorted(unknown))}; known: {known}")
+                raise ValueError(
+                    f"unknown component(s) {', '.join(sorted(unknown))}; known: {known}"
+                )
             components = [c for c in components if c.name in only]
         self.components = components
 
     def up(self, report: Report) -> None:
-        """Fetch (once), configure and start every component that is not running; wait for health."""
+        """Fetch (once), configure and start each component that is not running; await health."""
         for component in self.components:
             if component.process.is_running():
                 try:
                     detail = component.probe()
-                except Exception as exc:  # noqa: BLE001 (any failure means "not ready yet")
+                except Exception as exc:
                     report(f"{component.title}: running, not answering yet ({exc}); waiting")
                     self._wait_healthy(component, report)
                 else:
-                    report(f"{component.title}: already running at {component.address()} ({detail})")
+                    report(
+                        f"{component.title}: already running at {component.address()} ({detail})"
+                    )
                 continue
-            component.fetch(lambda msg, c=component: report(f"{c.title}: {msg}"))
+            component.fetch(_prefixed(report, component.title))
             component.prepare()
             component.process.start(component.command())
             report(f"{component.title}: starting (log: {component.process.log_file})")
@@ -75,7 +83,7 @@ class Stack:
                 )
             try:
                 detail = component.probe()
-            except Exception as exc:  # noqa: BLE001
+            except Exception as exc:
                 last_error = str(exc)
                 time.sleep(0.5)
                 continue
@@ -88,7 +96,7 @@ class Stack:
         )
 
     def down(self, report: Report, purge: bool = False) -> None:
-        """Stop what ``up`` started (by pid), in reverse order; ``purge`` also deletes data and logs."""
+        """Stop what ``up`` started (by pid), in reverse order; ``purge`` deletes data and logs."""
         for component in reversed(self.components):
             if component.process.stop():
                 report(f"{component.title}: stopped")
@@ -112,10 +120,11 @@ class Stack:
             else:
                 try:
                     state, detail = "healthy", component.probe()
-                except Exception as exc:  # noqa: BLE001
+                except Exception as exc:
                     state, detail = "starting", f"not answering: {exc}"
             result.append(
-                ComponentStatus(component.name, component.title, state, component.address(),
-                                pid, detail)
+                ComponentStatus(
+                    component.name, component.title, state, component.address(), pid, detail
+                )
             )
         return result

@@ -35,7 +35,9 @@ class Component(ABC):
         self.stack = settings.stack
         self.root = settings.stack.root
         self.process = ManagedProcess(
-            self.name, self.root / "run" / f"{self.name}.pid", self.root / "logs" / f"{self.name}.log"
+            self.name,
+            self.root / "run" / f"{self.name}.pid",
+            self.root / "logs" / f"{self.name}.log",
         )
 
     @property
@@ -133,17 +135,35 @@ class Kafka(Component):
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         base = [str(self._java()), *self._jvm_flags(), "-cp", self._classpath()]
-        cluster_id = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "random-uuid"],
-            capture_output=True, text=True, check=True,
-        ).stdout.strip().splitlines()[-1]
+        cluster_id = (
+            subprocess.run(
+                [*base, "kafka.tools.StorageTool", "random-uuid"],
+                capture_output=True,
+                text=True,
+                check=True,
+            )
+            .stdout.strip()
+            .splitlines()[-1]
+        )
         result = subprocess.run(
-            [*base, "kafka.tools.StorageTool", "format", "-t", cluster_id,
-             "-c", str(properties), "--standalone"],
-            capture_output=True, text=True, check=False,
+            [
+                *base,
+                "kafka.tools.StorageTool",
+                "format",
+                "-t",
+                cluster_id,
+                "-c",
+                str(properties),
+                "--standalone",
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
         )
         if result.returncode != 0:
-            raise ComponentError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            raise ComponentError(
+                f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
+            )
 
     def _classpath(self) -> str:
         return ":".join(str(p) for p in maven.read_classpath(self.classpath_file))
@@ -152,7 +172,7 @@ class Kafka(Component):
         return [f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"]
 
     def command(self) -> list[str]:
-        """java … kafka.Kafka server.properties."""
+        """Java … kafka.Kafka server.properties."""
         return [
             str(self._java()),
             f"-Xmx{self.stack.kafka_heap}",
@@ -160,8 +180,10 @@ class Kafka(Component):
             "-XX:+UseG1GC",
             "-Dsluice.component=kafka",
             *self._jvm_flags(),
-            "-cp", self._classpath(),
-            "kafka.Kafka", str(self.config_dir / "server.properties"),
+            "-cp",
+            self._classpath(),
+            "kafka.Kafka",
+            str(self.config_dir / "server.properties"),
         ]
 
     def address(self) -> str:
@@ -180,7 +202,8 @@ class Kafka(Component):
         )
         metadata = client.list_topics(timeout=3)
         topics = [t for t in metadata.topics if not t.startswith("__")]
-        return f"Kafka {self.stack.kafka_version}, {len(metadata.brokers)} broker, {len(topics)} topics"
+        brokers = len(metadata.brokers)
+        return f"Kafka {self.stack.kafka_version}, {brokers} broker, {len(topics)} topics"
 
 
 class SchemaRegistry(Component):
@@ -203,7 +226,9 @@ class SchemaRegistry(Component):
         downloads = self.dist_dir / "downloads"
         maven.copy_artifact(
             f"io.apicurio:apicurio-registry-app:{version}:tar.gz:all",
-            downloads, self.stack.maven, progress,
+            downloads,
+            self.stack.maven,
+            progress,
         )
         archive = downloads / f"apicurio-registry-app-{version}-all.tar.gz"
         progress(f"unpacking {archive.name}")
@@ -226,14 +251,15 @@ class SchemaRegistry(Component):
         )
 
     def command(self) -> list[str]:
-        """java -jar quarkus-run.jar, on Java 21+ (Apicurio 3.x needs it)."""
+        """Java -jar quarkus-run.jar, on Java 21+ (Apicurio 3.x needs it)."""
         java = find_java(21, self.stack.registry_java_home, newest=True)
         return [
             str(java),
             f"-Xmx{self.stack.registry_heap}",
             "-Dsluice.component=registry",
             f"-Dquarkus.config.locations=file:{self.config_dir / 'application.properties'}",
-            "-jar", str(self.home / "quarkus-run.jar"),
+            "-jar",
+            str(self.home / "quarkus-run.jar"),
         ]
 
     def address(self) -> str:

@@ -35,7 +35,8 @@ def run_maven(args: Sequence[str], maven: str, progress: Progress, cwd: Path | N
     process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    assert process.stdout is not None
+    if process.stdout is None:  # pragma: no cover (stdout=PIPE always gives one)
+        raise MavenError("could not read Maven's output")
     lines: list[str] = []
     downloads = 0
     for line in process.stdout:
@@ -51,14 +52,19 @@ def run_maven(args: Sequence[str], maven: str, progress: Progress, cwd: Path | N
     return "\n".join(lines)
 
 
-def build_classpath(pom: Path, output: Path, properties: dict[str, str], maven: str,
-                    progress: Progress) -> list[Path]:
+def build_classpath(
+    pom: Path, output: Path, properties: dict[str, str], maven: str, progress: Progress
+) -> list[Path]:
     """Resolve the runtime classpath of ``pom`` into ``output`` (one path per line)."""
     output.parent.mkdir(parents=True, exist_ok=True)
     run_maven(
         [
-            "-f", str(pom), "dependency:build-classpath", "-Dmdep.includeScope=runtime",
-            f"-Dmdep.outputFile={output}", "-Dmdep.pathSeparator=\n",
+            "-f",
+            str(pom),
+            "dependency:build-classpath",
+            "-Dmdep.includeScope=runtime",
+            f"-Dmdep.outputFile={output}",
+            "-Dmdep.pathSeparator=\n",
             *(f"-D{k}={v}" for k, v in properties.items()),
         ],
         maven,
@@ -77,7 +83,9 @@ def copy_artifact(coordinates: str, output_dir: Path, maven: str, progress: Prog
     output_dir.mkdir(parents=True, exist_ok=True)
     run_maven(
         [
-            "dependency:copy", f"-Dartifact={coordinates}", f"-DoutputDirectory={output_dir}",
+            "dependency:copy",
+            f"-Dartifact={coordinates}",
+            f"-DoutputDirectory={output_dir}",
             "-Dmdep.overWriteReleases=true",
         ],
         maven,

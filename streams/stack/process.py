@@ -26,7 +26,10 @@ class ManagedProcess:
     log_file: Path
 
     def start(
-        self, command: Sequence[str], *, env: Mapping[str, str] | None = None,
+        self,
+        command: Sequence[str],
+        *,
+        env: Mapping[str, str] | None = None,
         cwd: Path | None = None,
     ) -> int:
         """Start ``command`` in its own session, appending output to the log."""

@@ -1,6 +1,7 @@
 """Produce and consume 20 records through faust-streaming (aiokafka) against the local broker.
 
-Run as a script by test_kafka_clients.py (CHECK_BOOTSTRAP, CHECK_TOPIC in the environment): faust owns the event loop and the process.
+Run as a script by test_kafka_clients.py (CHECK_BOOTSTRAP, CHECK_TOPIC in the
+environment): faust owns the event loop and the process.
 """
 
 from __future__ import annotations
@@ -52,5 +53,10 @@ async def give_up() -> None:
 
 
 if __name__ == "__main__":
-    sys.argv = [sys.argv[0], "worker", os.environ.get("CHECK_LOGLEVEL", "--loglevel=warn"), "--without-web"]
+    sys.argv = [
+        sys.argv[0],
+        "worker",
+        os.environ.get("CHECK_LOGLEVEL", "--loglevel=warn"),
+        "--without-web",
+    ]
     app.main()  # type: ignore[no-untyped-call]

@@ -74,8 +74,10 @@ def make_world(base: Settings, tmp_path: Path, *, partitions: int = 3) -> World:
         "SLUICE_VALIDATE__DATASETS": f'["{dataset}"]',
     }
     settings = base.model_copy(
-        update={"schemas_path": schemas,
-                "runner": base.runner.model_copy(update={"group_prefix": f"test-{suffix}"})}
+        update={
+            "schemas_path": schemas,
+            "runner": base.runner.model_copy(update={"group_prefix": f"test-{suffix}"}),
+        }
     )
     world = World(settings, load_catalog(schemas), dataset, env, schemas)
     apply(world)
@@ -97,7 +99,8 @@ def start_processor(world: World, name: str, *args: str, **env: str) -> subproce
     process = subprocess.Popen(
         [sys.executable, "-m", "streams", "run", name, *args],
         env={**os.environ, **world.env, **env},
-        stdout=log, stderr=subprocess.STDOUT,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     world.processes.append(process)
     return process
@@ -115,12 +118,20 @@ def stop_all(world: World) -> None:
 
 
 def process_log(world: World) -> str:
-    return "\n".join(p.read_text(errors="replace") for p in sorted(world.schemas.parent.glob("*.log")))
+    return "\n".join(
+        p.read_text(errors="replace") for p in sorted(world.schemas.parent.glob("*.log"))
+    )
 
 
-def produce(settings: Settings, topic: str, values: list[bytes | None],
-            keys: list[bytes | None] | None = None) -> None:
-    producer = Producer(settings.kafka.client_config(**{"enable.idempotence": True, "linger.ms": 5}))
+def produce(
+    settings: Settings,
+    topic: str,
+    values: list[bytes | None],
+    keys: list[bytes | None] | None = None,
+) -> None:
+    producer = Producer(
+        settings.kafka.client_config(**{"enable.idempotence": True, "linger.ms": 5})
+    )
     for index, value in enumerate(values):
         key = keys[index] if keys else None
         while True:
@@ -132,14 +143,21 @@ def produce(settings: Settings, topic: str, values: list[bytes | None],
     assert producer.flush(60) == 0
 
 
-def read_all(settings: Settings, topic: str, expect: int, *, timeout: float = 120.0,
-             settle: float = 3.0) -> list[Message]:
+def read_all(
+    settings: Settings, topic: str, expect: int, *, timeout: float = 120.0, settle: float = 3.0
+) -> list[Message]:
     """Every committed record of ``topic``: waits until ``expect`` arrived, then ``settle``
     seconds more so that duplicates would show up too."""
-    consumer = Consumer(settings.kafka.client_config(**{
-        "group.id": f"reader-{uuid.uuid4().hex}", "auto.offset.reset": "earliest",
-        "enable.auto.commit": False, "isolation.level": "read_committed",
-    }))
+    consumer = Consumer(
+        settings.kafka.client_config(
+            **{
+                "group.id": f"reader-{uuid.uuid4().hex}",
+                "auto.offset.reset": "earliest",
+                "enable.auto.commit": False,
+                "isolation.level": "read_committed",
+            }
+        )
+    )
     metadata = consumer.list_topics(topic, timeout=10).topics[topic]
     consumer.assign([TopicPartition(topic, p, 0) for p in metadata.partitions])
     messages: list[Message] = []

@@ -62,8 +62,11 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(world: World):
     valid, invalid = load(world)
     # Small batches: many transactions, so the kill lands between and inside them.
     first = start_processor(world, "validate", SLUICE_RUNNER__BATCH_SIZE="500")
-    wait_for(lambda: committed_count(world.settings, world.validated) >= 8_000, 180,
-             "validate to commit part of the stream")
+    wait_for(
+        lambda: committed_count(world.settings, world.validated) >= 8_000,
+        180,
+        "validate to commit part of the stream",
+    )
     first.send_signal(signal.SIGKILL)
     first.wait(10)
     done = committed_count(world.settings, world.validated)
@@ -83,8 +86,11 @@ def test_kill_9_mid_stream_loses_and_duplicates_nothing(world: World):
 def test_sigterm_finishes_the_batch_and_commits(world: World):
     valid, invalid = load(world)
     first = start_processor(world, "validate", SLUICE_RUNNER__BATCH_SIZE="2000")
-    wait_for(lambda: committed_count(world.settings, world.validated) >= 5_000, 180,
-             "validate to commit part of the stream")
+    wait_for(
+        lambda: committed_count(world.settings, world.validated) >= 5_000,
+        180,
+        "validate to commit part of the stream",
+    )
     first.send_signal(signal.SIGTERM)
     assert first.wait(30) == 0, "SIGTERM must end validate cleanly"
     start_processor(world, "validate")

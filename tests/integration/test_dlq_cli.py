@@ -22,9 +22,11 @@ def world(stack, tmp_path) -> World:
 
 def sluice(world: World, *args: str) -> subprocess.CompletedProcess[str]:
     result = subprocess.run(
-        [sys.executable, "-m", "streams", *args], env={**os.environ, **world.env,
-                                                       "COLUMNS": "200"},
-        capture_output=True, text=True, timeout=120,
+        [sys.executable, "-m", "streams", *args],
+        env={**os.environ, **world.env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return result
@@ -32,8 +34,10 @@ def sluice(world: World, *args: str) -> subprocess.CompletedProcess[str]:
 
 def test_show_then_fix_the_contract_and_replay_once(world: World):
     valid = [json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}")).encode() for i in range(20)]
-    invalid = [json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}", priority="critical")).encode()
-               for i in range(20, 30)]
+    invalid = [
+        json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}", priority="critical")).encode()
+        for i in range(20, 30)
+    ]
     produce(world.settings, world.raw, valid + invalid)
     with running(world, "validate"):
         read_all(world.settings, world.validated, 20, settle=0.5)
@@ -51,7 +55,10 @@ def test_show_then_fix_the_contract_and_replay_once(world: World):
     contract_path.write_text(yaml.safe_dump(contract))
 
     with running(world, "validate"):
-        assert "replayed 10 records: 10 to " + world.raw in sluice(world, "dlq", "replay", world.raw).stdout
+        assert (
+            "replayed 10 records: 10 to " + world.raw
+            in sluice(world, "dlq", "replay", world.raw).stdout
+        )
         validated = read_all(world.settings, world.validated, 30)
         assert "replayed 0 records" in sluice(world, "dlq", "replay", world.raw).stdout
     assert len(validated) == 30

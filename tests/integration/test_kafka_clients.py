@@ -51,9 +51,15 @@ def test_confluent_kafka_new_consumer_protocol(stack):
     for i in range(10):
         producer.produce(topic, value=b"%d" % i)
     producer.flush(30)
-    consumer = Consumer(stack.kafka.client_config(**{
-        "group.id": f"g-{topic}", "group.protocol": "consumer", "auto.offset.reset": "earliest",
-    }))
+    consumer = Consumer(
+        stack.kafka.client_config(
+            **{
+                "group.id": f"g-{topic}",
+                "group.protocol": "consumer",
+                "auto.offset.reset": "earliest",
+            }
+        )
+    )
     consumer.subscribe([topic])
     got = []
     for _ in range(60):
@@ -67,7 +73,10 @@ def test_confluent_kafka_new_consumer_protocol(stack):
 def test_faust_streaming_round_trip(stack):
     topic = new_topic(stack, partitions=1)
     result = subprocess.run(
-        [sys.executable, str(FAUST_SCRIPT)], capture_output=True, text=True, timeout=180,
+        [sys.executable, str(FAUST_SCRIPT)],
+        capture_output=True,
+        text=True,
+        timeout=180,
         env={**os.environ, "CHECK_BOOTSTRAP": stack.kafka.bootstrap_servers, "CHECK_TOPIC": topic},
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -85,16 +94,25 @@ def test_serde_interoperates_with_confluent_serializers(stack, tmp_path):
     serde = AvroSerde(client, world.catalog)
     raw_schema = world.catalog.schemas["sluice.v1.RawEvent"]
     context = SerializationContext(world.raw, MessageField.VALUE)
-    event = {"event_id": "e", "dataset": world.dataset, "source": "t", "produced_at": 5,
-             "payload": "{}", "attributes": {"a": "b"}}
+    event = {
+        "event_id": "e",
+        "dataset": world.dataset,
+        "source": "t",
+        "produced_at": 5,
+        "payload": "{}",
+        "attributes": {"a": "b"},
+    }
 
     ours = serde.encoder(world.raw)(event)
     theirs = AvroDeserializer(client)(ours, context)
     assert theirs["event_id"] == "e"
     assert theirs["attributes"] == {"a": "b"}
 
-    serializer = AvroSerializer(client, raw_schema.document,
-                                conf={"auto.register.schemas": False, "use.latest.version": False})
+    serializer = AvroSerializer(
+        client,
+        raw_schema.document,
+        conf={"auto.register.schemas": False, "use.latest.version": False},
+    )
     confluent_bytes = serializer(event, context)
     assert confluent_bytes[:5] == ours[:5], "same subject, same schema id"
     back = serde.decode(confluent_bytes, raw_schema)

@@ -46,9 +46,18 @@ def test_apply_is_idempotent(world: World):
 
 
 def test_compatible_change_registers_a_new_version(world: World):
-    edit_ticket_schema(world, lambda fields: fields.insert(-1, {
-        "name": "assignee_team", "type": ["null", "string"], "default": None,
-        "doc": "Team the ticket is assigned to."}))
+    edit_ticket_schema(
+        world,
+        lambda fields: fields.insert(
+            -1,
+            {
+                "name": "assignee_team",
+                "type": ["null", "string"],
+                "default": None,
+                "doc": "Team the ticket is assigned to.",
+            },
+        ),
+    )
     apply(world)
     assert versions(world) == [1, 2]
 
@@ -77,7 +86,10 @@ def test_cli_refuses_with_exit_code_and_reason(world: World):
     edit_ticket_schema(world, drop_default)
     result = subprocess.run(
         [sys.executable, "-m", "streams", "schemas", "apply"],
-        env={**os.environ, **world.env}, capture_output=True, text=True, timeout=120,
+        env={**os.environ, **world.env},
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert result.returncode == 1
     assert "incompatible" in result.stderr

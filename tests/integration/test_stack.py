@@ -17,8 +17,9 @@ def private(tmp_path, stack) -> Settings:  # `stack` first: the shared download 
     state = tmp_path / "state"
     (state).mkdir()
     (state / "dist").symlink_to(shared)
-    return Settings(stack=StackSettings(state_dir=state, registry_port=28081,
-                                        registry_management_port=29081))
+    return Settings(
+        stack=StackSettings(state_dir=state, registry_port=28081, registry_management_port=29081)
+    )
 
 
 def test_up_status_down_lifecycle(private: Settings):

@@ -31,20 +31,30 @@ def ticket(i: int, **changes) -> dict:
 
 
 def test_valid_invalid_and_garbage_inputs(world: World):
-    serde = AvroSerde(__import__("streams.kafka", fromlist=["registry"]).registry(world.settings),
-                      world.catalog)
+    serde = AvroSerde(
+        __import__("streams.kafka", fromlist=["registry"]).registry(world.settings), world.catalog
+    )
     envelope = serde.encoder(world.raw)
     with SluiceClient(world.settings, world.catalog, source="test") as client:
         for i in range(200):  # valid, through the SDK (RawEvent envelope)
             client.send_record(world.dataset, ticket(i))
         for i in range(200, 230):  # broken contract, through the SDK
             client.send_record(world.dataset, ticket(i, priority="critical"))
-    good_event = envelope({"event_id": "x", "dataset": world.dataset, "source": "t",
-                           "produced_at": 0, "payload": json.dumps(ticket(999)),
-                           "attributes": {}})
+    good_event = envelope(
+        {
+            "event_id": "x",
+            "dataset": world.dataset,
+            "source": "t",
+            "produced_at": 0,
+            "payload": json.dumps(ticket(999)),
+            "attributes": {},
+        }
+    )
     plain_json = [json.dumps(ticket(i)).encode() for i in range(300, 350)]
-    connect_json = [json.dumps({"schema": {"type": "struct"}, "payload": ticket(i)}).encode()
-                    for i in range(400, 420)]
+    connect_json = [
+        json.dumps({"schema": {"type": "struct"}, "payload": ticket(i)}).encode()
+        for i in range(400, 420)
+    ]
     garbage = {
         "UnknownMagicByte": [b"\x05not avro at all", b"\x01" + good_event[1:]],
         "UnknownSchemaId": [b"\x00\x7f\xff\xff\xf0" + good_event[5:]],
@@ -77,10 +87,13 @@ def test_valid_invalid_and_garbage_inputs(world: World):
     for values in garbage.values():
         for value in values:
             assert (value or b"") in originals, "DLQ must keep the original bytes untouched"
-    info = parse_error_headers(next(
-        m.headers() for m in dead
-        if parse_error_headers(m.headers()).details.get("rule") == "enum"
-    ))
+    info = parse_error_headers(
+        next(
+            m.headers()
+            for m in dead
+            if parse_error_headers(m.headers()).details.get("rule") == "enum"
+        )
+    )
     assert info.processor == "validate"
     assert info.stage == "contract"
     assert info.topic == world.raw

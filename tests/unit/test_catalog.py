@@ -50,7 +50,7 @@ def test_unknown_schema_is_refused(tmp_path):
     topics = yaml.safe_load((schemas / "topics.yaml").read_text())
     topics["topics"].append({"name": "x", "value": "sluice.v1.Nope"})
     (schemas / "topics.yaml").write_text(yaml.safe_dump(topics))
-    with pytest.raises(CatalogError, match="sluice.v1.Nope"):
+    with pytest.raises(CatalogError, match=r"sluice\.v1\.Nope"):
         load_catalog(schemas)
 
 

@@ -85,15 +85,22 @@ def test_every_violation_is_reported(contract):
 
 def test_messages_never_echo_values(contract):
     secret = "jane.doe@example.com"
-    _, violations = contract.check(good_ticket(tenant_id=secret, channel=secret, subject=secret * 20))
+    _, violations = contract.check(
+        good_ticket(tenant_id=secret, channel=secret, subject=secret * 20)
+    )
     assert violations
     assert all(secret not in str(v) for v in violations)
 
 
 def test_optional_fields_default(contract):
     record, violations = contract.check(
-        good_ticket(customer_tier=..., satisfaction=..., language=..., first_response_minutes=...,
-                    order_value_usd=...)
+        good_ticket(
+            customer_tier=...,
+            satisfaction=...,
+            language=...,
+            first_response_minutes=...,
+            order_value_usd=...,
+        )
     )
     assert violations == []
     assert record["customer_tier"] is None

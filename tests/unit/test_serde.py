@@ -29,8 +29,14 @@ def serde(catalog):
 
 
 def event():
-    return RawEvent("e1", "support_tickets", "test", datetime(2026, 1, 1, tzinfo=UTC),
-                    json.dumps({"a": 1}), {"k": "v"})
+    return RawEvent(
+        "e1",
+        "support_tickets",
+        "test",
+        datetime(2026, 1, 1, tzinfo=UTC),
+        json.dumps({"a": 1}),
+        {"k": "v"},
+    )
 
 
 def test_round_trip(serde, catalog):

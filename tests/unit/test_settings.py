@@ -31,7 +31,9 @@ def test_explicit_bootstrap_wins(monkeypatch):
 
 
 def test_librdkafka_options_pass_through(monkeypatch):
-    monkeypatch.setenv("SLUICE_KAFKA__OPTIONS", '{"security.protocol": "SASL_SSL", "linger.ms": "20"}')
+    monkeypatch.setenv(
+        "SLUICE_KAFKA__OPTIONS", '{"security.protocol": "SASL_SSL", "linger.ms": "20"}'
+    )
     monkeypatch.setenv("SLUICE_KAFKA__SASL_PASSWORD", "hunter2")
     settings = Settings()
     conf = settings.kafka.client_config(**{"group.id": "g"})

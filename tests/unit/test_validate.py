@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 
 import pytest
 
-from processors.validate import parse_raw, validate_record
+from processors.validate import validate_record
 from streams.catalog import load_catalog
 from streams.errors import RecordError
 from streams.processor import InputRecord
@@ -32,8 +32,9 @@ def dataset(catalog):
 def serde(catalog):
     registry = DictRegistry()
     registry.register("raw.support_tickets-value", catalog.schemas["sluice.v1.RawEvent"].document)
-    registry.register("inference.requests-value",
-                      catalog.schemas["sluice.v1.InferenceRequest"].document)
+    registry.register(
+        "inference.requests-value", catalog.schemas["sluice.v1.InferenceRequest"].document
+    )
     return AvroSerde(registry, catalog)
 
 
@@ -130,6 +131,8 @@ def test_contract_failure_names_field_and_rule(dataset, decode):
     assert error.details["field"] == "priority"
     assert error.details["rule"] == "enum"
     violations = json.loads(error.details["violations"])
-    assert {(v["field"], v["rule"]) for v in violations} == {("priority", "enum"),
-                                                             ("satisfaction", "min")}
+    assert {(v["field"], v["rule"]) for v in violations} == {
+        ("priority", "enum"),
+        ("satisfaction", "min"),
+    }
     assert "priority: is not one of [low, medium, high, urgent] [enum]" in error.message

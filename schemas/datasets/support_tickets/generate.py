@@ -26,31 +26,93 @@ PRIORITY_WEIGHTS = [35, 40, 18, 7]
 PRODUCTS = ["billing", "mobile-app", "web-app", "api", "hardware", "shipping"]
 TIERS = ["free", "pro", "enterprise"]
 LANGUAGES = ["en", "en", "en", "en", "de", "fr", "es", "nl"]
-FIRST_NAMES = ["Maria", "James", "Aisha", "Chen", "Lukas", "Sofia", "David", "Priya", "Tom",
-               "Elena", "Omar", "Hannah", "Kenji", "Grace", "Mateo", "Olivia"]
-LAST_NAMES = ["Garcia", "Smith", "Khan", "Wei", "Muller", "Rossi", "Brown", "Patel", "Jones",
-              "Novak", "Haddad", "Schmidt", "Tanaka", "Okafor", "Silva", "Taylor"]
+FIRST_NAMES = [
+    "Maria",
+    "James",
+    "Aisha",
+    "Chen",
+    "Lukas",
+    "Sofia",
+    "David",
+    "Priya",
+    "Tom",
+    "Elena",
+    "Omar",
+    "Hannah",
+    "Kenji",
+    "Grace",
+    "Mateo",
+    "Olivia",
+]
+LAST_NAMES = [
+    "Garcia",
+    "Smith",
+    "Khan",
+    "Wei",
+    "Muller",
+    "Rossi",
+    "Brown",
+    "Patel",
+    "Jones",
+    "Novak",
+    "Haddad",
+    "Schmidt",
+    "Tanaka",
+    "Okafor",
+    "Silva",
+    "Taylor",
+]
 SUBJECTS = {
-    "billing": ["Charged twice this month", "Refund not received", "Invoice shows wrong VAT",
-                "Cannot update my card", "Unexpected price increase"],
-    "mobile-app": ["App crashes on start", "Login loop on Android", "Push notifications missing",
-                   "Dark mode unreadable", "Sync stuck at 99%"],
-    "web-app": ["Dashboard loads forever", "Export to CSV is empty", "Cannot invite teammates",
-                "Session expires every minute", "Search returns nothing"],
-    "api": ["429 errors below our rate limit", "Webhook signatures fail", "Timeouts on /v2/orders",
-            "Pagination skips records", "OAuth token refresh fails"],
-    "hardware": ["Device will not power on", "Battery drains overnight", "Bluetooth pairing fails",
-                 "Screen flickers", "Firmware update bricked unit"],
-    "shipping": ["Parcel marked delivered but missing", "Wrong item received",
-                 "Tracking not updating", "Customs fee unexpected", "Delivery address change"],
+    "billing": [
+        "Charged twice this month",
+        "Refund not received",
+        "Invoice shows wrong VAT",
+        "Cannot update my card",
+        "Unexpected price increase",
+    ],
+    "mobile-app": [
+        "App crashes on start",
+        "Login loop on Android",
+        "Push notifications missing",
+        "Dark mode unreadable",
+        "Sync stuck at 99%",
+    ],
+    "web-app": [
+        "Dashboard loads forever",
+        "Export to CSV is empty",
+        "Cannot invite teammates",
+        "Session expires every minute",
+        "Search returns nothing",
+    ],
+    "api": [
+        "429 errors below our rate limit",
+        "Webhook signatures fail",
+        "Timeouts on /v2/orders",
+        "Pagination skips records",
+        "OAuth token refresh fails",
+    ],
+    "hardware": [
+        "Device will not power on",
+        "Battery drains overnight",
+        "Bluetooth pairing fails",
+        "Screen flickers",
+        "Firmware update bricked unit",
+    ],
+    "shipping": [
+        "Parcel marked delivered but missing",
+        "Wrong item received",
+        "Tracking not updating",
+        "Customs fee unexpected",
+        "Delivery address change",
+    ],
 }
 BODIES = [
     "Hi, {subject_lc}. I tried restarting and clearing the cache but nothing changed. "
     "This started {days} days ago and is blocking our team.",
     "Hello support, since the last update {subject_lc}. Order value was ${value:.2f}. "
     "Please advise what we should do next.",
-    "{subject}! We are on the {tier} plan and expected better. My colleague {name} can reproduce it. "
-    "Reach me at {email} if you need logs.",
+    "{subject}! We are on the {tier} plan and expected better. "
+    "My colleague {name} can reproduce it. Reach me at {email} if you need logs.",
     "Dear team, {subject_lc}. You can call me on {phone} between 9 and 5. Thanks, {name}",
     "Good morning, {subject_lc}. Ticket reference from last week did not help. "
     "Attached screenshots show the issue on {product}.",
@@ -75,8 +137,15 @@ def ticket(rng: random.Random, index: int, start: datetime) -> dict[str, Any]:
     value = round(rng.lognormvariate(4.0, 1.0), 2)
     created = start + timedelta(seconds=index * 37 + rng.randint(0, 30))
     body = rng.choice(BODIES).format(
-        subject=subject, subject_lc=subject[0].lower() + subject[1:], days=rng.randint(1, 9),
-        value=value, tier=tier, name=name, email=email, phone=phone, product=product,
+        subject=subject,
+        subject_lc=subject[0].lower() + subject[1:],
+        days=rng.randint(1, 9),
+        value=value,
+        tier=tier,
+        name=name,
+        email=email,
+        phone=phone,
+        product=product,
         users=rng.randint(5, 5000),
     )
     answered = rng.random() < 0.9
@@ -92,7 +161,8 @@ def ticket(rng: random.Random, index: int, start: datetime) -> dict[str, Any]:
         "customer_tier": tier,
         "first_response_minutes": round(rng.expovariate(1 / 90), 1) if answered else None,
         "satisfaction": rng.choices([1, 2, 3, 4, 5], [5, 8, 17, 35, 35])[0]
-        if rng.random() < 0.35 else None,
+        if rng.random() < 0.35
+        else None,
         "order_value_usd": value if product in {"billing", "shipping", "hardware"} else None,
         "language": rng.choice(LANGUAGES),
     }
@@ -142,7 +212,7 @@ def main() -> None:
     args = parser.parse_args()
     lines = generate(args.rows, args.seed, args.invalid_share)
     args.out.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    print(f"wrote {len(lines)} rows to {args.out}")  # noqa: T201
+    print(f"wrote {len(lines)} rows to {args.out}")
 
 
 if __name__ == "__main__":
