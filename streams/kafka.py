@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Message, Producer
+from confluent_kafka import Consumer, KafkaException, Message, Producer, TopicPartition
 from confluent_kafka.admin import (  # type: ignore[attr-defined]
     AdminClient,
     AlterConfigOpType,
@@ -176,3 +176,36 @@ def missing_topics(client: AdminClient, topics: Iterable[str], timeout: float = 
     """Which of ``topics`` do not exist on the cluster."""
     existing = client.list_topics(timeout=timeout).topics
     return sorted(t for t in set(topics) if t not in existing)
+
+
+def end_offsets(
+    client: Consumer, topics: Iterable[str], timeout: float = 10.0
+) -> dict[TopicPartition, int]:
+    """High watermark of every partition of ``topics``."""
+    ends: dict[TopicPartition, int] = {}
+    for topic in topics:
+        metadata = client.list_topics(topic, timeout=timeout).topics[topic]
+        for partition in metadata.partitions:
+            tp = TopicPartition(topic, partition)
+            ends[tp] = client.get_watermark_offsets(tp, timeout)[1]
+    return ends
+
+
+def group_lag(settings: Settings, group: str, topics: Iterable[str], timeout: float = 10.0) -> int:
+    """Records of ``topics`` not yet committed by consumer group ``group``.
+
+    Transaction markers occupy offsets too, so a fully caught-up group can show a
+    lag of one marker per partition while the producer's last transaction is
+    open; callers wait for 0.
+    """
+    client = consumer(settings, group)
+    try:
+        ends = end_offsets(client, topics, timeout)
+        committed = client.committed(list(ends), timeout=timeout)
+    finally:
+        client.close()
+    lag = 0
+    for tp in committed:
+        end = ends[TopicPartition(tp.topic, tp.partition)]
+        lag += end - tp.offset if tp.offset >= 0 else end
+    return lag

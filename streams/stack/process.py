@@ -64,7 +64,10 @@ class ManagedProcess:
         except OSError:
             return None
         expected = [part.encode() for part in info["command"]]
-        if cmdline[: len(expected)] != expected:
+        # The java launcher re-executes itself right after start; for that moment the
+        # command line reads empty. A pid that young is still the one we started.
+        just_started = cmdline == [b""] and time.time() - float(info["started_at"]) < 30
+        if cmdline[: len(expected)] != expected and not just_started:
             return None
         if _is_zombie(pid):
             return None

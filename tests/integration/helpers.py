@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -14,26 +13,37 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import yaml
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
-from streams import kafka, registry
-from streams.catalog import Catalog, load_catalog
-from streams.settings import PROJECT_ROOT, Settings
-
-SCHEMAS = PROJECT_ROOT / "schemas"
+from streams import sandbox
+from streams.catalog import Catalog
+from streams.sandbox import Sandbox
+from streams.settings import Settings
 
 
 @dataclass
 class World:
     """A private catalog (uuid-named dataset, topics, subjects, groups) on the shared stack."""
 
-    settings: Settings
-    catalog: Catalog
+    sandbox: Sandbox
     dataset: str
-    env: dict[str, str]
-    schemas: Path
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    @property
+    def settings(self) -> Settings:
+        return self.sandbox.settings
+
+    @property
+    def catalog(self) -> Catalog:
+        return self.sandbox.catalog
+
+    @property
+    def schemas(self) -> Path:
+        return self.sandbox.schemas
+
+    @property
+    def env(self) -> dict[str, str]:
+        return self.sandbox.env
 
     @property
     def raw(self) -> str:
@@ -49,48 +59,20 @@ class World:
 
     def reload(self) -> None:
         """Re-read the catalog after a test edited the schema files."""
-        self.catalog = load_catalog(self.schemas)
+        self.sandbox = self.sandbox.reload()
 
 
 def make_world(base: Settings, tmp_path: Path, *, partitions: int = 3) -> World:
-    """Copy schemas/ with the support_tickets dataset renamed, apply it, return settings for it."""
-    suffix = uuid.uuid4().hex[:8]
-    dataset = f"tickets_{suffix}"
-    schemas = tmp_path / "schemas"
-    shutil.copytree(SCHEMAS / "avro", schemas / "avro")
-    (schemas / "contracts").mkdir()
-    contract = yaml.safe_load((SCHEMAS / "contracts" / "support_tickets.yaml").read_text())
-    contract["dataset"] = dataset
-    (schemas / "contracts" / f"{dataset}.yaml").write_text(yaml.safe_dump(contract))
-    catalog_file = yaml.safe_load((SCHEMAS / "topics.yaml").read_text())
-    catalog_file["datasets"] = {
-        dataset: {"contract": f"contracts/{dataset}.yaml", "partitions": partitions}
-    }
-    catalog_file["topics"] = []
-    (schemas / "topics.yaml").write_text(yaml.safe_dump(catalog_file))
-    env = {
-        "SLUICE_SCHEMAS_PATH": str(schemas),
-        "SLUICE_RUNNER__GROUP_PREFIX": f"test-{suffix}",
-        "SLUICE_VALIDATE__DATASETS": f'["{dataset}"]',
-    }
-    settings = base.model_copy(
-        update={
-            "schemas_path": schemas,
-            "runner": base.runner.model_copy(update={"group_prefix": f"test-{suffix}"}),
-        }
-    )
-    world = World(settings, load_catalog(schemas), dataset, env, schemas)
-    apply(world)
-    return world
+    """A sandbox with the support_tickets dataset renamed, applied to the stack."""
+    box = sandbox.create(base, tmp_path, datasets=["support_tickets"], partitions=partitions)
+    box.apply()
+    return World(box, box.datasets["support_tickets"])
 
 
 def apply(world: World) -> None:
     """What `sluice schemas apply` does, for the world's catalog."""
     world.reload()
-    specs = list(world.catalog.topics.values())
-    changes = kafka.ensure_topics(kafka.admin(world.settings), specs)
-    assert all(c.action != "error" for c in changes), changes
-    registry.apply(world.settings.registry, world.catalog, specs)
+    world.sandbox.apply()
 
 
 def start_processor(world: World, name: str, *args: str, **env: str) -> subprocess.Popen[bytes]:

@@ -9,6 +9,7 @@ import pytest
 
 from streams.settings import Settings, StackSettings
 from streams.stack import Stack
+from tests.integration.helpers import wait_for
 
 
 @pytest.fixture
@@ -38,7 +39,8 @@ def test_up_status_down_lifecycle(private: Settings):
     assert stack.status()[0].pid == pid
 
     os.kill(pid, signal.SIGKILL)
-    stack.components[0].process.pid()  # reaps nothing: the child belongs to a new session
+    process = stack.components[0].process
+    wait_for(lambda: process.pid() is None, 10, "the registry to die")
     [dead] = stack.status()
     assert dead.state == "dead"
     assert dead.detail, "a dead component shows the tail of its log"

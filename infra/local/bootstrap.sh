@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Sets up everything Sluice needs on a fresh Debian machine, idempotently:
+# system packages (Java, Maven), the Python virtual environment (.venv) with the
+# package and its extras. Jars are fetched by `sluice up` itself (Maven, cached in ~/.m2).
+set -euo pipefail
+root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$root"
+
+need_apt=()
+command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
+command -v mvn >/dev/null || need_apt+=(maven)
+if ((${#need_apt[@]})); then
+  echo "bootstrap: installing ${need_apt[*]} (apt)"
+  sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
+  $sudo_cmd apt-get update -qq && $sudo_cmd apt-get install -y -qq "${need_apt[@]}"
+fi
+
+python=${PYTHON:-python3.11}
+command -v "$python" >/dev/null || python=python3
+if [ ! -x .venv/bin/python ]; then
+  echo "bootstrap: creating .venv with $($python --version)"
+  "$python" -m venv .venv
+  .venv/bin/pip install -q --upgrade pip
+fi
+extras=${SLUICE_EXTRAS:-dev}
+stamp=".venv/.sluice-installed"
+want="$(sha256sum pyproject.toml | cut -d' ' -f1) $extras"
+if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+  echo "bootstrap: installing sluice[$extras] into .venv (pip cache makes reruns fast)"
+  .venv/bin/pip install -q -e ".[$extras]"
+  echo "$want" > "$stamp"
+fi
