@@ -20,6 +20,7 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from prometheus_client import Counter, Gauge
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -98,21 +99,9 @@ def parse_raw(
 
 def _json_object(data: bytes, what: str) -> dict[str, Any]:
     try:
-        text = data.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RecordError(
-            "parse",
-            f"{what} is not valid UTF-8 (byte {exc.start}: {exc.reason})",
-            error_class="InvalidUtf8",
-        ) from exc
-    try:
-        document = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise RecordError(
-            "parse",
-            f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
-            error_class="InvalidJson",
-        ) from exc
+        document = orjson.loads(data)  # validates UTF-8 too; about 5x faster than json
+    except orjson.JSONDecodeError:
+        raise _json_error(data, what) from None
     if not isinstance(document, dict):
         raise RecordError(
             "parse",
@@ -120,6 +109,27 @@ def _json_object(data: bytes, what: str) -> dict[str, Any]:
             error_class="InvalidJson",
         )
     return document
+
+
+def _json_error(data: bytes, what: str) -> RecordError:
+    """Why ``data`` is not JSON, in the words of the standard library (failure path only)."""
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return RecordError(
+            "parse",
+            f"{what} is not valid UTF-8 (byte {exc.start}: {exc.reason})",
+            error_class="InvalidUtf8",
+        )
+    try:
+        json.loads(text)
+    except json.JSONDecodeError as exc:
+        return RecordError(
+            "parse",
+            f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})",
+            error_class="InvalidJson",
+        )
+    return RecordError("parse", f"{what} is not valid JSON", error_class="InvalidJson")
 
 
 def _unwrap_connect(document: dict[str, Any]) -> dict[str, Any]:

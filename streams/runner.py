@@ -28,6 +28,7 @@ import os
 import signal
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from contextlib import suppress
 from pathlib import Path
@@ -83,6 +84,7 @@ class Runner:
             instance_id=self.instance_id,
         )
         self.committed_batches = 0
+        self.committed_records = 0
 
     # -- lifecycle --------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -280,11 +282,12 @@ class Runner:
             if span is not None:
                 span.end()
         self.committed_batches += 1
+        self.committed_records += len(batch)
         metrics.BATCHES.labels(name, "committed").inc()
         metrics.BATCH_SIZE.labels(name).observe(len(batch))
         metrics.BATCH_LATENCY.labels(name).observe(time.perf_counter() - started)
-        for record in batch:
-            metrics.RECORDS_IN.labels(name, record.topic).inc()
+        for topic, count in Counter(record.topic for record in batch).items():
+            metrics.RECORDS_IN.labels(name, topic).inc(count)
         for (topic, stage), count in produced.items():
             if stage:
                 metrics.RECORDS_DLQ.labels(name, topic, stage).inc(count)

@@ -95,7 +95,9 @@ class RegistrySettings(_Frozen):
 class RunnerSettings(_Frozen):
     """The processor runner: batching, transactions and shutdown."""
 
-    batch_size: int = Field(1000, ge=1, description="Most records taken per poll.")
+    batch_size: int = Field(
+        2000, ge=1, description="Most records per poll, and so per transaction."
+    )
     batch_timeout_ms: int = Field(200, ge=1, description="Longest wait to fill a batch.")
     transaction_timeout_ms: int = Field(
         10_000,
