@@ -15,12 +15,15 @@ import pytest
 from streams.settings import PROJECT_ROOT, Settings
 from streams.stack import Stack
 
+# One port block per checkout (SLUICE_TEST_PORT_BASE, default 19000), so that
+# several checkouts can run their suites on one machine.
+_BASE = int(os.environ.get("SLUICE_TEST_PORT_BASE", "19000"))
 TEST_ENV = {
     "SLUICE_STACK__STATE_DIR": str(PROJECT_ROOT / ".sluice-test"),
-    "SLUICE_STACK__KAFKA_PORT": "19092",
-    "SLUICE_STACK__KAFKA_CONTROLLER_PORT": "19093",
-    "SLUICE_STACK__REGISTRY_PORT": "18081",
-    "SLUICE_STACK__REGISTRY_MANAGEMENT_PORT": "19081",
+    "SLUICE_STACK__KAFKA_PORT": str(_BASE + 92),
+    "SLUICE_STACK__KAFKA_CONTROLLER_PORT": str(_BASE + 93),
+    "SLUICE_STACK__REGISTRY_PORT": str(_BASE + 81),
+    "SLUICE_STACK__REGISTRY_MANAGEMENT_PORT": str(_BASE + 82),
     "SLUICE_METRICS__PORT": "0",
 }
 for _name in ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL"):

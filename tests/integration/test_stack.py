@@ -18,8 +18,9 @@ def private(tmp_path, stack) -> Settings:  # `stack` first: the shared download 
     state = tmp_path / "state"
     (state).mkdir()
     (state / "dist").symlink_to(shared)
+    port = stack.stack.registry_port + 4  # a free pair inside the session stack's block
     return Settings(
-        stack=StackSettings(state_dir=state, registry_port=28081, registry_management_port=29081)
+        stack=StackSettings(state_dir=state, registry_port=port, registry_management_port=port + 1)
     )
 
 
@@ -30,7 +31,7 @@ def test_up_status_down_lifecycle(private: Settings):
     assert any("healthy" in m for m in messages)
     [status] = stack.status()
     assert status.state == "healthy"
-    assert status.address.endswith(":28081/apis/ccompat/v7")
+    assert status.address.endswith(f":{private.stack.registry_port}/apis/ccompat/v7")
     pid = status.pid
 
     messages.clear()
