@@ -1,0 +1,190 @@
+"""The recognizers guard runs: Presidio's own for the standard entities, plus secrets.
+
+Guard builds its recognizer registry by hand instead of loading Presidio's
+predefined set. Only the entities a policy can name are ever asked for, which
+is what keeps Presidio's known false positives out (an e-mail's domain
+reported as a URL, a card number as a bank or licence number, a date as NRP):
+the recognizers that produce them are simply not there.
+
+Nothing here reaches the network. Presidio's e-mail recognizer validates
+domains with ``tldextract``, whose default extractor fetches the public
+suffix list over HTTP the first time it runs; guard's e-mail recognizer uses
+the snapshot bundled with ``tldextract`` instead.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import tldextract
+from presidio_analyzer import (
+    EntityRecognizer,
+    LocalRecognizer,
+    Pattern,
+    PatternRecognizer,
+    RecognizerRegistry,
+    RecognizerResult,
+)
+from presidio_analyzer.nlp_engine import NlpArtifacts
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    EmailRecognizer,
+    IbanRecognizer,
+    IpRecognizer,
+    PhoneRecognizer,
+    SpacyRecognizer,
+    UsSsnRecognizer,
+)
+
+from processors.guarding.policy import Entity
+
+LANGUAGE = "en"
+
+# Offline public-suffix lookups: no cache directory, no suffix-list download, the
+# snapshot shipped inside the tldextract wheel.
+_OFFLINE_TLD = tldextract.TLDExtract(cache_dir=None, suffix_list_urls=(), fallback_to_snapshot=True)
+
+
+class OfflineEmailRecognizer(EmailRecognizer):
+    """Presidio's e-mail recognizer, validating domains without any network access."""
+
+    def validate_result(self, pattern_text: str) -> bool:
+        """Accept a match only when its domain ends in a known public suffix."""
+        return _OFFLINE_TLD(pattern_text).fqdn != ""
+
+
+# -- secrets ------------------------------------------------------------------------
+# Vendor key formats are distinctive enough to score high on their own. They are
+# matched case-sensitively (Presidio's default flags include IGNORECASE, which
+# would let `akia...` or `GHP_...` through as keys and widen false positives).
+_SECRET_FLAGS = re.DOTALL | re.MULTILINE
+
+SECRET_PATTERNS: tuple[Pattern, ...] = (
+    Pattern("openai_key", r"\bsk-(?:proj-|svcacct-|admin-)?[A-Za-z0-9_-]{20,}", 0.95),
+    Pattern("anthropic_key", r"\bsk-ant-[A-Za-z0-9_-]{20,}", 0.95),
+    Pattern("aws_access_key_id", r"\b(?:AKIA|ASIA|ABIA|ACCA)[0-9A-Z]{16}\b", 0.95),
+    Pattern("github_token", r"\b(?:ghp|gho|ghu|ghs|ghr)_[A-Za-z0-9]{36,255}\b", 0.95),
+    Pattern("github_fine_grained_pat", r"\bgithub_pat_[A-Za-z0-9_]{22,255}\b", 0.95),
+    Pattern("slack_token", r"\bxox[abposr]-[A-Za-z0-9-]{10,}", 0.9),
+    Pattern("stripe_key", r"\b(?:sk|rk)_(?:live|test)_[A-Za-z0-9]{16,}\b", 0.95),
+    Pattern("google_api_key", r"\bAIza[0-9A-Za-z_-]{35}\b", 0.9),
+    Pattern("private_key_block", r"-----BEGIN (?:[A-Z]+ )?PRIVATE KEY-----", 0.95),
+)
+
+
+class VendorSecretRecognizer(PatternRecognizer):
+    """API keys and tokens in the formats their vendors document."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entity=Entity.API_KEY.value,
+            patterns=list(SECRET_PATTERNS),
+            name="VendorSecretRecognizer",
+            supported_language=LANGUAGE,
+            global_regex_flags=_SECRET_FLAGS,
+        )
+
+
+# `api_key = "..."`, `password: ...`, `Authorization: Bearer ...`: the value after a
+# name that says it is secret. Only the value is reported, so the redacted text keeps
+# the name (`api_key=<API_KEY>`) and a reader still understands the prompt.
+_ASSIGNED_SECRET = re.compile(
+    r"""(?ix)
+    \b(?:api[_-]?key|apikey|x-api-key|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?token
+        |auth[_-]?token|refresh[_-]?token|token|password|passwd|pwd|aws_secret_access_key
+        |private[_-]?key|bearer)
+    ["']?\s*(?:[:=]|=>|\s)\s*["']?
+    (?P<value>[A-Za-z0-9_\-./+=~]{12,256})
+    """
+)
+_HAS_DIGIT = re.compile(r"\d")
+_HAS_ALPHA = re.compile(r"[A-Za-z]")
+
+
+class AssignedSecretRecognizer(LocalRecognizer):
+    """A value assigned to a name such as ``api_key`` or ``password``.
+
+    The value must mix letters and digits and be at least 12 characters, so
+    that ``password: please-reset`` or ``token expired`` stay readable.
+    """
+
+    SCORE = 0.8
+    NAME = "AssignedSecretRecognizer"
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entities=[Entity.API_KEY.value],
+            name=self.NAME,
+            supported_language=LANGUAGE,
+        )
+
+    def load(self) -> None:
+        """Nothing to load: the pattern is compiled at import."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report the value part of each ``name = value`` whose name says it is secret."""
+        results = []
+        for match in _ASSIGNED_SECRET.finditer(text):
+            value = match.group("value")
+            if not (_HAS_DIGIT.search(value) and _HAS_ALPHA.search(value)):
+                continue
+            start, end = match.span("value")
+            results.append(
+                RecognizerResult(
+                    entity_type=Entity.API_KEY.value,
+                    start=start,
+                    end=end,
+                    score=self.SCORE,
+                    recognition_metadata={
+                        RecognizerResult.RECOGNIZER_NAME_KEY: self.NAME,
+                        RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+                    },
+                )
+            )
+        return results
+
+
+# -- the registry -------------------------------------------------------------------
+@dataclass(frozen=True)
+class RecognizerSet:
+    """The registry plus the entity names it was built for."""
+
+    registry: RecognizerRegistry
+    entities: tuple[str, ...]
+
+
+def build_registry(ner_strength: float = 0.85) -> RecognizerSet:
+    """Build a registry with exactly one recognizer (or family) per policy entity type.
+
+    The PERSON recognizer reads the NER model's entities from the NLP artifacts;
+    every other recognizer works on the text alone.
+    """
+    registry = RecognizerRegistry(supported_languages=[LANGUAGE])
+    recognizers: list[EntityRecognizer] = [
+        SpacyRecognizer(
+            supported_language=LANGUAGE,
+            supported_entities=[Entity.PERSON.value],
+            ner_strength=ner_strength,
+        ),
+        OfflineEmailRecognizer(supported_language=LANGUAGE),
+        PhoneRecognizer(supported_language=LANGUAGE),
+        CreditCardRecognizer(supported_language=LANGUAGE),
+        IbanRecognizer(supported_language=LANGUAGE),
+        UsSsnRecognizer(supported_language=LANGUAGE),
+        IpRecognizer(supported_language=LANGUAGE),
+        VendorSecretRecognizer(),
+        AssignedSecretRecognizer(),
+    ]
+    for recognizer in recognizers:
+        registry.add_recognizer(recognizer)
+    return RecognizerSet(registry=registry, entities=tuple(e.value for e in Entity))
+
+
+def recognizer_name(result: RecognizerResult) -> str:
+    """Return the name of the recognizer that produced ``result`` (for the finding)."""
+    metadata: dict[str, Any] = result.recognition_metadata or {}
+    return str(metadata.get(RecognizerResult.RECOGNIZER_NAME_KEY, "unknown"))
