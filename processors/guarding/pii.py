@@ -46,16 +46,32 @@ class Analyzer(Protocol):
 
 
 def resolve_overlaps(detections: Iterable[Detection]) -> list[Detection]:
-    """Keep the best of any overlapping detections; the result is sorted by start.
+    """Make detections disjoint; the result is sorted by start.
 
-    Best means highest score, then longest span; the remaining order is total
-    (start, end, type, recognizer) so the outcome never depends on the order
-    the recognizers ran in. This drops, for example, a phone number found inside
-    a validated card number or IBAN.
+    Two rules, so that no part of a value is left in the clear:
+
+    * overlapping detections of the same type are merged into their union (the NER
+      model finding "Kim" and the cue recognizer "Min-jun Kim" give one PERSON);
+    * across types, pattern-based findings win over NER ones, then the higher score,
+      then the longer span: the small NER model sometimes labels a phone number or
+      part of an IPv6 address as a PERSON, and a partial PERSON span must not
+      displace the structured value it overlaps.
+
+    The order among equals is total (start, end, type, recognizer), so the outcome
+    never depends on the order the recognizers ran in.
     """
+    merged = _merge_same_type(detections)
     ranked = sorted(
-        detections,
-        key=lambda d: (-d.score, -(d.end - d.start), d.start, d.end, d.entity_type, d.recognizer),
+        merged,
+        key=lambda d: (
+            d.entity_type in _NER_TYPES,
+            -d.score,
+            -(d.end - d.start),
+            d.start,
+            d.end,
+            d.entity_type,
+            d.recognizer,
+        ),
     )
     kept: list[Detection] = []
     for detection in ranked:
@@ -63,6 +79,35 @@ def resolve_overlaps(detections: Iterable[Detection]) -> list[Detection]:
             kept.append(detection)
     kept.sort()
     return kept
+
+
+_NER_TYPES = frozenset(e.value for e in NER_ENTITIES)
+
+
+def _merge_same_type(detections: Iterable[Detection]) -> list[Detection]:
+    """Union of overlapping spans per type; the best-scored part names score and recognizer."""
+    out: list[Detection] = []
+    by_type: dict[str, list[Detection]] = {}
+    for d in detections:
+        by_type.setdefault(d.entity_type, []).append(d)
+    for group in by_type.values():
+        group.sort(key=lambda d: (d.start, d.end))
+        current = group[0]
+        for d in group[1:]:
+            if d.start < current.end:
+                best = max((current, d), key=lambda x: (x.score, x.end - x.start, x.recognizer))
+                current = Detection(
+                    start=current.start,
+                    end=max(current.end, d.end),
+                    entity_type=current.entity_type,
+                    score=best.score,
+                    recognizer=best.recognizer,
+                )
+            else:
+                out.append(current)
+                current = d
+        out.append(current)
+    return out
 
 
 def to_detections(results: Iterable[RecognizerResult]) -> list[Detection]:
