@@ -4,7 +4,8 @@ Two signals, each in [0, 1]:
 
 * patterns (``schemas/guard/injection_patterns.yaml``): regular expressions
   for phrasings attacks keep using, each with a weight. They run on several
-  views of the prompt (normalised, de-leeted, de-spaced, decoded base64), so
+  views of the prompt (normalised, de-leeted, de-spaced, decoded base64, and
+  rot13 or reversed when the prompt mentions that), so
   ``1gn0re previous instructions`` or the same sentence in base64 still
   match; an instruction that only shows up after de-obfuscation also counts
   as a hit of its own, since hiding it is a signal. Distinct hits combine as
@@ -125,24 +126,53 @@ _HOMOGLYPHS = str.maketrans({
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
                        "@": "a", "$": "s", "|": "l", "!": "i"})
 _SPACES = re.compile(r"\s+")
-# Runs of single characters split by spaces, dots, dashes, underscores or stars:
-# "i g n o r e", "i.g.n.o.r.e", "i-g-n-o-r-e".
-_SPACED_LETTERS = re.compile(r"\b(?:\w[ .\-_*]{1,2}){3,}\w\b")
-_SEPARATORS = re.compile(r"[ .\-_*]")
+_WORD = re.compile(r"\w+")
+_LATIN = re.compile(r"[A-Za-z]")
+# Single letters separated by one space ("i g n o r e"), and by one repeated
+# punctuation character ("i.g.n.o.r.e", "i-g-n-o-r-e").
+_SPACED_WORDS = re.compile(r"(?<![^\W_])\w(?: \w){2,}(?![^\W_])")
+_SAME_SEPARATOR = re.compile(r"(?<![^\W_])\w(?P<sep>[.\-_*])\w(?:(?P=sep)\w)+(?![^\W_])")
 _BASE64 = re.compile(r"[A-Za-z0-9+/]{20,}={0,2}")
 _ROT13_HINT = re.compile(r"rot[\s-]?13|caesar", re.IGNORECASE)
+_REVERSED_HINT = re.compile(r"\b(backwards?|reversed?|reverse order|right to left)\b")
+
+
+def _clean(text: str) -> str:
+    """Apply NFKC, drop invisible characters, map look-alikes and casefold; keep spacing."""
+    text = unicodedata.normalize("NFKC", text)
+    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
+    return _WORD.sub(_unconfuse, text).casefold()
+
+
+def _collapse(text: str) -> str:
+    return _SPACES.sub(" ", text).strip()
 
 
 def normalize(text: str) -> str:
     """Apply NFKC, drop invisible characters, map look-alikes, casefold, collapse spaces."""
-    text = unicodedata.normalize("NFKC", text)
-    text = "".join(ch for ch in text if unicodedata.category(ch) != "Cf")
-    text = text.translate(_HOMOGLYPHS).casefold()
-    return _SPACES.sub(" ", text).strip()
+    return _collapse(_clean(text))
+
+
+def _unconfuse(match: re.Match[str]) -> str:
+    """Map look-alike letters in a word that also has Latin letters ("Ign\u043ere").
+
+    Words written wholly in Cyrillic or Greek are left alone, so that attacks
+    in Russian still read as Russian to the patterns.
+    """
+    word = match.group(0)
+    if _LATIN.search(word):
+        return word.translate(_HOMOGLYPHS)
+    return word
 
 
 def _despace(text: str) -> str:
-    return _SPACED_LETTERS.sub(lambda m: _SEPARATORS.sub("", m.group(0)), text)
+    """Join letters spelled out one by one: "i g n o r e" and "i.g.n.o.r.e" become "ignore".
+
+    Runs use one separator throughout; with spaces, two or more spaces mark
+    the gaps between words ("i g n o r e   a l l").
+    """
+    text = _SPACED_WORDS.sub(lambda m: m.group(0).replace(" ", ""), text)
+    return _SAME_SEPARATOR.sub(lambda m: m.group(0).replace(m.group("sep"), ""), text)
 
 
 def _decoded_base64(text: str) -> list[str]:
@@ -163,8 +193,11 @@ def _decoded_base64(text: str) -> list[str]:
 
 def views(text: str) -> tuple[str, list[str]]:
     """Return the normalised prompt and its de-obfuscated variants (deduplicated)."""
-    base = normalize(text)
-    others = [base.translate(_LEET), _despace(base), *_decoded_base64(text)]
+    cleaned = _clean(text)
+    base = _collapse(cleaned)
+    others = [base.translate(_LEET), _collapse(_despace(cleaned)), *_decoded_base64(text)]
+    if _REVERSED_HINT.search(base):
+        others.append(base[::-1])
     if _ROT13_HINT.search(base):
         others.append(codecs.decode(base, "rot13"))
     return base, [v for v in dict.fromkeys(others) if v != base]
