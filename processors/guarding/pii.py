@@ -13,7 +13,9 @@ from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
-from presidio_analyzer import AnalyzerEngine, RecognizerResult
+from presidio_analyzer import AnalyzerEngine, EntityRecognizer, RecognizerResult
+from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
+from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from processors.guarding.nlp import DEFAULT_MODEL, GuardNlpEngine, create_engine
 from processors.guarding.policy import NER_ENTITIES, Entity
@@ -124,6 +126,36 @@ def to_detections(results: Iterable[RecognizerResult]) -> list[Detection]:
     ]
 
 
+class CertainResultsEnhancer(LemmaContextAwareEnhancer):
+    """Presidio's context enhancer, not consulted for results already at the maximum score.
+
+    Enhancing adds ``context_similarity_factor`` and caps the score at
+    ``MAX_SCORE``, so a result at ``MAX_SCORE`` (a Luhn-valid card, a
+    checksum-valid IBAN, a validated e-mail) comes out unchanged; only its
+    explanation would change, and guard drops explanations. Skipping those
+    results means their text needs no lemmas, which are the costly part of the
+    NLP artifacts (see nlp.py).
+    """
+
+    def enhance_using_context(
+        self,
+        text: str,
+        raw_results: list[RecognizerResult],
+        nlp_artifacts: NlpArtifacts,
+        recognizers: list[EntityRecognizer],
+        context: list[str] | None = None,
+    ) -> list[RecognizerResult]:
+        """Enhance the results that can still change; pass the certain ones through."""
+        certain = [r for r in raw_results if r.score >= EntityRecognizer.MAX_SCORE]
+        uncertain = [r for r in raw_results if r.score < EntityRecognizer.MAX_SCORE]
+        if not uncertain:
+            return certain
+        enhanced: list[RecognizerResult] = super().enhance_using_context(
+            text, uncertain, nlp_artifacts, recognizers, context
+        )
+        return certain + enhanced
+
+
 class PresidioAnalyzer:
     """Presidio ``AnalyzerEngine`` with guard's recognizers, run batch-wise."""
 
@@ -141,6 +173,7 @@ class PresidioAnalyzer:
             registry=recognizers.registry,
             nlp_engine=self.nlp_engine,
             supported_languages=[LANGUAGE],
+            context_aware_enhancer=CertainResultsEnhancer(),
         )
 
     def analyze_batch(

@@ -18,6 +18,7 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+import phonenumbers.phonenumbermatcher
 import tldextract
 from presidio_analyzer import (
     EntityRecognizer,
@@ -54,6 +55,28 @@ class OfflineEmailRecognizer(EmailRecognizer):
     def validate_result(self, pattern_text: str) -> bool:
         """Accept a match only when its domain ends in a known public suffix."""
         return _OFFLINE_TLD(pattern_text).fqdn != ""
+
+
+# phonenumbers' matcher looks for candidates with one region-independent pattern before
+# it parses anything (PhoneNumberMatcher._find: no `_PATTERN.search` hit, no match, for
+# every region). Checking it once lets a text without any candidate skip the eight
+# per-region scans; a text with one is scanned exactly as before.
+_PHONE_CANDIDATE: re.Pattern[str] | None = getattr(
+    phonenumbers.phonenumbermatcher, "_PATTERN", None
+)
+
+
+class PrefilteredPhoneRecognizer(PhoneRecognizer):
+    """Presidio's phone recognizer, skipped on texts with no phone-number candidate."""
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Return Presidio's results, or none when no candidate exists at all."""
+        if _PHONE_CANDIDATE is not None and _PHONE_CANDIDATE.search(text) is None:
+            return []
+        results: list[RecognizerResult] = super().analyze(text, entities, nlp_artifacts)
+        return results
 
 
 # -- secrets ------------------------------------------------------------------------
@@ -340,7 +363,7 @@ def build_registry(ner_strength: float = 0.85) -> RecognizerSet:
         PersonCueRecognizer(),
         GivenNameRecognizer(),
         OfflineEmailRecognizer(supported_language=LANGUAGE),
-        PhoneRecognizer(supported_language=LANGUAGE),
+        PrefilteredPhoneRecognizer(supported_language=LANGUAGE),
         CreditCardRecognizer(supported_language=LANGUAGE),
         IbanRecognizer(supported_language=LANGUAGE),
         UsSsnRecognizer(supported_language=LANGUAGE),
