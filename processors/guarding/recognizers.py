@@ -75,7 +75,10 @@ class PrefilteredPhoneRecognizer(PhoneRecognizer):
         """Return Presidio's results, or none when no candidate exists at all."""
         if _PHONE_CANDIDATE is not None and _PHONE_CANDIDATE.search(text) is None:
             return []
-        results: list[RecognizerResult] = super().analyze(text, entities, nlp_artifacts)
+        # Presidio annotates nlp_artifacts as required, but the phone recognizer never reads it.
+        results: list[RecognizerResult] = super().analyze(
+            text, entities, nlp_artifacts  # type: ignore[arg-type]
+        )
         return results
 
 
@@ -194,7 +197,8 @@ _PERSON_CUE = re.compile(
 )
 # Capitalised words that follow those cues without being names.
 NOT_NAMES = frozenset({
-    "I", "A", "An", "The", "This", "That", "These", "Those", "It", "We", "You", "They",
+    "I", "I'm", "I've", "I'd", "I'll", "I\u2019m", "A", "An", "The", "This", "That", "These",
+    "Those", "It", "We", "You", "They",
     "He", "She", "Team", "All", "Everyone", "Sir", "Madam", "Monday", "Tuesday",
     "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February", "March",
     "April", "May", "June", "July", "August", "September", "October", "November",
