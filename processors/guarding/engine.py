@@ -29,6 +29,8 @@ from concurrent.futures import TimeoutError as FuturesTimeout
 from dataclasses import dataclass
 from datetime import datetime
 
+from presidio_analyzer import pattern_recognizer
+
 from processors.guarding.embedder import Embedder, TritonEmbedder
 from processors.guarding.hashing import TenantHasher
 from processors.guarding.injection import ExemplarSet, InjectionScore, InjectionScorer, PatternSet
@@ -120,6 +122,7 @@ class GuardEngine:
         ``embedder`` overrides the one the settings name (tests and tools pass one).
         """
         settings = settings or GuardSettings()
+        _check_regex_timeout(settings.analyzer_timeout_s)
         hasher = TenantHasher(settings.hash_secret)
         policy = Policy.load(settings.policy_path)
         if embedder is None and settings.embedder == "triton":
@@ -281,6 +284,23 @@ class GuardEngine:
             reason=reason,
         )
         return Inspection(item.request_id, item.tenant_id, item.field, text, verdict, findings)
+
+
+def _check_regex_timeout(analyzer_timeout_s: float) -> None:
+    """Refuse a Presidio regex timeout shorter than guard's own.
+
+    Presidio skips a pattern whose regex runs past ``REGEX_TIMEOUT_SECONDS``
+    and carries on without its findings, which would let that entity through.
+    As long as guard's batch timeout fires first, such a batch is blocked instead.
+    """
+    regex_timeout = float(pattern_recognizer.REGEX_TIMEOUT_SECONDS)
+    if regex_timeout <= analyzer_timeout_s:
+        raise ValueError(
+            f"REGEX_TIMEOUT_SECONDS ({regex_timeout:g}) must be longer than "
+            f"SLUICE_GUARD__ANALYZER_TIMEOUT_S ({analyzer_timeout_s:g}): Presidio drops a "
+            "timed-out pattern's findings, guard blocks a timed-out batch. Raise the first "
+            "or lower the second."
+        )
 
 
 def _decide(

@@ -234,6 +234,10 @@ def test_engine_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         assert result.verdict.entity_counts == {"EMAIL_ADDRESS": 1}
     finally:
         engine.close()
+    monkeypatch.setenv("SLUICE_GUARD__ANALYZER_TIMEOUT_S", "90")
+    with pytest.raises(ValueError, match="REGEX_TIMEOUT_SECONDS"):
+        GuardEngine.from_settings(GuardSettings())
+    monkeypatch.delenv("SLUICE_GUARD__ANALYZER_TIMEOUT_S")
     monkeypatch.delenv("SLUICE_GUARD__HASH_SECRET")
     with pytest.raises(ValueError, match="SLUICE_GUARD__HASH_SECRET"):
         GuardEngine.from_settings(GuardSettings())
