@@ -80,6 +80,23 @@ class GuardVerdict(_AvroRecord):
 
 
 @dataclass(frozen=True, slots=True)
+class PiiFinding(_AvroRecord):
+    """sluice.v1.PiiFinding: where guard found personal data in a text; never the value."""
+
+    request_id: str
+    tenant_id: str
+    field: str
+    entity_type: str
+    start: int
+    end: int
+    score: float
+    recognizer: str
+    action: str
+    policy_version: str
+    detected_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceRequest(_AvroRecord):
     """sluice.v1.InferenceRequest: one request for a model."""
 

