@@ -92,8 +92,9 @@ def load(path: Path) -> list[dict[str, str]]:
 def build_scorer(args: argparse.Namespace, settings: GuardSettings) -> InjectionScorer:
     embedder: Embedder | None = None
     if args.embedder == "triton":
-        embedder = TritonEmbedder(args.triton_url, args.triton_model,
-                                  timeout_s=settings.triton_timeout_s)
+        embedder = TritonEmbedder(
+            args.triton_url, args.triton_model, timeout_s=settings.triton_timeout_s
+        )
     return InjectionScorer(
         PatternSet.load(settings.injection_patterns_path),
         ExemplarSet.load(settings.injection_exemplars_path),
@@ -107,12 +108,21 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--embedder", choices=["none", "triton"], default="none")
     parser.add_argument("--triton-url", default="127.0.0.1:8001")
     parser.add_argument("--triton-model", default="minilm")
-    parser.add_argument("--threshold", type=float, default=None,
-                        help="default: the default policy's injection threshold")
-    parser.add_argument("--split", choices=["all", "dev", "test"], default="all",
-                        help="dev: odd-numbered prompts (used to revise patterns); test: even")
-    parser.add_argument("--show-errors", action="store_true",
-                        help="print the misclassified prompts")
+    parser.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="default: the default policy's injection threshold",
+    )
+    parser.add_argument(
+        "--split",
+        choices=["all", "dev", "test"],
+        default="all",
+        help="dev: odd-numbered prompts (used to revise patterns); test: even",
+    )
+    parser.add_argument(
+        "--show-errors", action="store_true", help="print the misclassified prompts"
+    )
     args = parser.parse_args(argv)
 
     settings = GuardSettings()
@@ -129,13 +139,19 @@ def main(argv: list[str] | None = None) -> int:
     values = [s.score for s in scored]
     result = metrics(labels, values, threshold)
     counts = Counter(r["label"] for r in rows)
-    print(f"guard injection eval: {args.data.name} ({args.split}), {counts['attack']} attacks, "
-          f"{counts['benign']} benign, embedder={args.embedder}")
-    print(f"threshold {threshold:.2f}: precision {result.precision:.3f}  recall "
-          f"{result.recall:.3f}  F1 {result.f1:.3f}  (TP {result.tp}, FP {result.fp}, "
-          f"FN {result.fn}, TN {result.tn})")
-    print(f"scored {len(rows)} prompts in {elapsed * 1000:.0f} ms "
-          f"({len(rows) / elapsed:.0f} prompts/s)")
+    print(
+        f"guard injection eval: {args.data.name} ({args.split}), {counts['attack']} attacks, "
+        f"{counts['benign']} benign, embedder={args.embedder}"
+    )
+    print(
+        f"threshold {threshold:.2f}: precision {result.precision:.3f}  recall "
+        f"{result.recall:.3f}  F1 {result.f1:.3f}  (TP {result.tp}, FP {result.fp}, "
+        f"FN {result.fn}, TN {result.tn})"
+    )
+    print(
+        f"scored {len(rows)} prompts in {elapsed * 1000:.0f} ms "
+        f"({len(rows) / elapsed:.0f} prompts/s)"
+    )
     print("\nsweep:  threshold  precision  recall     F1")
     for t in SWEEP:
         m = metrics(labels, values, t)
@@ -152,8 +168,10 @@ def main(argv: list[str] | None = None) -> int:
         for row, score in zip(rows, scored, strict=True):
             wrong = (score.score >= threshold) != (row["label"] == "attack")
             if wrong:
-                print(f"  {row['id']} {row['label']:6s} {score.score:.2f} {score.rule}: "
-                      f"{row['text'][:100]!r}")
+                print(
+                    f"  {row['id']} {row['label']:6s} {score.score:.2f} {score.rule}: "
+                    f"{row['text'][:100]!r}"
+                )
     return 0
 
 

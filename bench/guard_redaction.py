@@ -72,7 +72,8 @@ def baseline(texts: list[str], tenant: str, policy: Policy) -> Run:
     """Presidio's default path, one text at a time; the run returns its findings."""
     nlp_engine = NlpEngineProvider(nlp_configuration=nlp_configuration()).create_engine()
     analyzer = AnalyzerEngine(
-        registry=build_registry().registry, nlp_engine=nlp_engine,
+        registry=build_registry().registry,
+        nlp_engine=nlp_engine,
         supported_languages=[LANGUAGE],
     )
     anonymizer = AnonymizerEngine()
@@ -100,15 +101,16 @@ def baseline(texts: list[str], tenant: str, policy: Policy) -> Run:
 
 def guard(texts: list[str], tenant: str, policy: Policy, batch: int) -> Run:
     """Guard's engine over batches; the run returns its findings."""
-    engine = GuardEngine(policy, PresidioAnalyzer(), TenantHasher(SECRET), None,
-                         analyzer_timeout_s=600)
+    engine = GuardEngine(
+        policy, PresidioAnalyzer(), TenantHasher(SECRET), None, analyzer_timeout_s=600
+    )
     items = [GuardItem(str(i), tenant, text) for i, text in enumerate(texts)]
     engine.redact_batch(items[:20])  # warm up
 
     def run() -> set[Finding]:
         inspections = []
         for start in range(0, len(items), batch):
-            inspections.extend(engine.redact_batch(items[start:start + batch]))
+            inspections.extend(engine.redact_batch(items[start : start + batch]))
         if any(i.verdict.reason in ("analyzer_error", "analyzer_timeout") for i in inspections):
             raise SystemExit("guard failed closed during the bench; see the log")
         return {
@@ -141,11 +143,16 @@ def machine() -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--corpora", nargs="+", choices=sorted(CORPORA),
-                        default=["pii", "tickets", "prompts"])
+    parser.add_argument(
+        "--corpora", nargs="+", choices=sorted(CORPORA), default=["pii", "tickets", "prompts"]
+    )
     parser.add_argument("--batch", type=int, default=256, help="texts per guard batch")
-    parser.add_argument("--tenants", nargs="+", default=["default", "telemetry"],
-                        help="tenants of schemas/guard/policy.yaml to bench")
+    parser.add_argument(
+        "--tenants",
+        nargs="+",
+        default=["default", "telemetry"],
+        help="tenants of schemas/guard/policy.yaml to bench",
+    )
     args = parser.parse_args(argv)
     policy = Policy.load(POLICY)
     print(f"guard redaction bench, batch {args.batch}, best of {ROUNDS} rounds; {machine()}")
@@ -180,8 +187,10 @@ def bench_corpus(texts: list[str], tenants: list[str], policy: Policy, batch: in
     status = 0
     for tenant in tenants:
         tenant_policy = policy.for_tenant(tenant)
-        runs = {"presidio": baseline(texts, tenant, policy),
-                "guard": guard(texts, tenant, policy, batch)}
+        runs = {
+            "presidio": baseline(texts, tenant, policy),
+            "guard": guard(texts, tenant, policy, batch),
+        }
         # Alternate the two, best of ROUNDS each. Throughput is counted in CPU time of
         # this process: the machine is shared, and wall time swings with its load.
         best = {name: float("inf") for name in runs}
@@ -195,15 +204,19 @@ def bench_corpus(texts: list[str], tenants: list[str], policy: Policy, batch: in
         base_s, guard_s = best["presidio"], best["guard"]
         base_findings, guard_findings = found["presidio"], found["guard"]
         if base_findings != guard_findings:
-            print(f"  {tenant}: FINDINGS DIFFER: {len(base_findings - guard_findings)} only in "
-                  f"the baseline, {len(guard_findings - base_findings)} only in guard")
+            print(
+                f"  {tenant}: FINDINGS DIFFER: {len(base_findings - guard_findings)} only in "
+                f"the baseline, {len(guard_findings - base_findings)} only in guard"
+            )
             status = 1
             continue
         ner = "NER + patterns" if tenant_policy.needs_ner else "patterns only (no PERSON)"
         print(f"  tenant {tenant!r} [{ner}]: findings equal ({len(guard_findings)})")
         for label, name in (("presidio one-by-one", "presidio"), ("guard batched", "guard")):
-            print(f"    {label:20s} {len(texts) / best[name]:8.1f} docs/s per CPU second "
-                  f"({best[name]:.2f} s CPU, {len(texts) / wall[name]:.1f} docs/s wall)")
+            print(
+                f"    {label:20s} {len(texts) / best[name]:8.1f} docs/s per CPU second "
+                f"({best[name]:.2f} s CPU, {len(texts) / wall[name]:.1f} docs/s wall)"
+            )
         print(f"    speed-up (CPU):      {base_s / guard_s:8.2f}x")
     return status
 

@@ -140,9 +140,7 @@ class GuardEngine:
         analyzer = PresidioAnalyzer(
             model_name=settings.spacy_model, batch_size=settings.nlp_batch_size
         )
-        return cls(
-            policy, analyzer, hasher, scorer, analyzer_timeout_s=settings.analyzer_timeout_s
-        )
+        return cls(policy, analyzer, hasher, scorer, analyzer_timeout_s=settings.analyzer_timeout_s)
 
     def close(self) -> None:
         """Release the analyzer thread."""
@@ -182,7 +180,11 @@ class GuardEngine:
         )
         return [
             self._inspection(
-                item, text=text, detections=found, policy=policy, score=score,
+                item,
+                text=text,
+                detections=found,
+                policy=policy,
+                score=score,
                 checked_at=checked_at,
             )
             for item, text, found, policy, score in zip(
@@ -202,14 +204,16 @@ class GuardEngine:
             log.error(
                 "PII analysis of %d texts took longer than %.1f s; blocking the batch. "
                 "Raise SLUICE_GUARD__ANALYZER_TIMEOUT_S or lower the runner batch size.",
-                len(items), self.analyzer_timeout_s,
+                len(items),
+                self.analyzer_timeout_s,
             )
             return None, ANALYZER_TIMEOUT
         except Exception as exc:  # fail closed on anything the analyzer does
             # The class name only: messages of NLP errors may quote the input.
             log.error(
                 "PII analyzer raised %s on a batch of %d texts; blocking the batch",
-                type(exc).__name__, len(items),
+                type(exc).__name__,
+                len(items),
             )
             return None, ANALYZER_ERROR
 
@@ -321,6 +325,7 @@ def _check_spans(detections: Sequence[Detection], length: int, wanted: frozenset
         if not 0 <= d.start < d.end <= length or d.start < previous_end:
             raise ValueError("analyzer returned an invalid or overlapping span")
         if d.entity_type not in wanted:
-            raise ValueError(f"analyzer returned an entity type that was not asked for: "
-                             f"{d.entity_type}")
+            raise ValueError(
+                f"analyzer returned an entity type that was not asked for: {d.entity_type}"
+            )
         previous_end = d.end

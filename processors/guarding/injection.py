@@ -117,14 +117,44 @@ def _load(path: Path, model: type[BaseModel]) -> Any:
 # -- views of a prompt ----------------------------------------------------------------
 # Cyrillic and Greek letters that look like Latin ones (written as escapes so the source
 # shows what they are), used to dodge keyword filters.
-_HOMOGLYPHS = str.maketrans({
-    "\u0430": "a", "\u0435": "e", "\u043e": "o", "\u0440": "p", "\u0441": "c", "\u0443": "y",
-    "\u0445": "x", "\u0456": "i", "\u0458": "j", "\u0455": "s", "\u0501": "d", "\u0261": "g",
-    "\u03bf": "o", "\u03b1": "a", "\u03b5": "e", "\u03b9": "i", "\u03bd": "v", "\u03c4": "t",
-    "\u03ba": "k", "\u03c1": "p"
-})
-_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t",
-                       "@": "a", "$": "s", "|": "l", "!": "i"})
+_HOMOGLYPHS = str.maketrans(
+    {
+        "\u0430": "a",
+        "\u0435": "e",
+        "\u043e": "o",
+        "\u0440": "p",
+        "\u0441": "c",
+        "\u0443": "y",
+        "\u0445": "x",
+        "\u0456": "i",
+        "\u0458": "j",
+        "\u0455": "s",
+        "\u0501": "d",
+        "\u0261": "g",
+        "\u03bf": "o",
+        "\u03b1": "a",
+        "\u03b5": "e",
+        "\u03b9": "i",
+        "\u03bd": "v",
+        "\u03c4": "t",
+        "\u03ba": "k",
+        "\u03c1": "p",
+    }
+)
+_LEET = str.maketrans(
+    {
+        "0": "o",
+        "1": "i",
+        "3": "e",
+        "4": "a",
+        "5": "s",
+        "7": "t",
+        "@": "a",
+        "$": "s",
+        "|": "l",
+        "!": "i",
+    }
+)
 _SPACES = re.compile(r"\s+")
 _WORD = re.compile(r"\w+")
 _LATIN = re.compile(r"[A-Za-z]")
@@ -265,9 +295,7 @@ class ExemplarSet:
 
     def __init__(self, exemplars: Sequence[ExemplarSpec], floor: float, ceiling: float) -> None:
         if ceiling <= floor:
-            raise InjectionConfigError(
-                f"similarity ceiling {ceiling} must be above floor {floor}"
-            )
+            raise InjectionConfigError(f"similarity ceiling {ceiling} must be above floor {floor}")
         self.exemplars = list(exemplars)
         self.floor = floor
         self.ceiling = ceiling

@@ -76,8 +76,5 @@ Amara Fatoumata Moussa Mamadou Aminata Ousmane Seydou Abebe Tesfaye Almaz Selam
 """
 
 GIVEN_NAMES: frozenset[str] = frozenset(
-    word
-    for line in _NAMES.splitlines()
-    if not line.startswith("#")
-    for word in line.split()
+    word for line in _NAMES.splitlines() if not line.startswith("#") for word in line.split()
 )

@@ -49,8 +49,23 @@ NER_COMPONENT = "ner"
 # The OntoNotes labels of spaCy's English models. Guard maps PERSON and ignores the rest
 # (no NRP from dates, no LOCATION/ORGANIZATION the policy never asked for).
 _IGNORED_LABELS = [
-    "CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MONEY", "NORP",
-    "ORDINAL", "ORG", "PERCENT", "PRODUCT", "QUANTITY", "TIME", "WORK_OF_ART",
+    "CARDINAL",
+    "DATE",
+    "EVENT",
+    "FAC",
+    "GPE",
+    "LANGUAGE",
+    "LAW",
+    "LOC",
+    "MONEY",
+    "NORP",
+    "ORDINAL",
+    "ORG",
+    "PERCENT",
+    "PRODUCT",
+    "QUANTITY",
+    "TIME",
+    "WORK_OF_ART",
 ]
 
 

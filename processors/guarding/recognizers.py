@@ -77,7 +77,9 @@ class PrefilteredPhoneRecognizer(PhoneRecognizer):
             return []
         # Presidio annotates nlp_artifacts as required, but the phone recognizer never reads it.
         results: list[RecognizerResult] = super().analyze(
-            text, entities, nlp_artifacts  # type: ignore[arg-type]
+            text,
+            entities,
+            nlp_artifacts,  # type: ignore[arg-type]
         )
         return results
 
@@ -196,17 +198,82 @@ _PERSON_CUE = re.compile(
     rf"(?P<name>{PERSON_NAME})\b"
 )
 # Capitalised words that follow those cues without being names.
-NOT_NAMES = frozenset({
-    "I", "I'm", "I've", "I'd", "I'll", "I\u2019m", "A", "An", "The", "This", "That", "These",
-    "Those", "It", "We", "You", "They",
-    "He", "She", "Team", "All", "Everyone", "Sir", "Madam", "Monday", "Tuesday",
-    "Wednesday", "Thursday", "Friday", "Saturday", "Sunday", "January", "February", "March",
-    "April", "May", "June", "July", "August", "September", "October", "November",
-    "December", "Support", "Sales", "Customer", "Please", "Thanks", "Thank", "Regards",
-    "Best", "Hi", "Hello", "Dear", "Yes", "No", "Ok", "OK", "Python", "Java", "Spanish",
-    "English", "French", "German", "Chinese", "Japanese", "Google", "Microsoft", "Amazon",
-    "Apple", "Linux", "Windows",
-})
+NOT_NAMES = frozenset(
+    {
+        "I",
+        "I'm",
+        "I've",
+        "I'd",
+        "I'll",
+        "I\u2019m",
+        "A",
+        "An",
+        "The",
+        "This",
+        "That",
+        "These",
+        "Those",
+        "It",
+        "We",
+        "You",
+        "They",
+        "He",
+        "She",
+        "Team",
+        "All",
+        "Everyone",
+        "Sir",
+        "Madam",
+        "Monday",
+        "Tuesday",
+        "Wednesday",
+        "Thursday",
+        "Friday",
+        "Saturday",
+        "Sunday",
+        "January",
+        "February",
+        "March",
+        "April",
+        "May",
+        "June",
+        "July",
+        "August",
+        "September",
+        "October",
+        "November",
+        "December",
+        "Support",
+        "Sales",
+        "Customer",
+        "Please",
+        "Thanks",
+        "Thank",
+        "Regards",
+        "Best",
+        "Hi",
+        "Hello",
+        "Dear",
+        "Yes",
+        "No",
+        "Ok",
+        "OK",
+        "Python",
+        "Java",
+        "Spanish",
+        "English",
+        "French",
+        "German",
+        "Chinese",
+        "Japanese",
+        "Google",
+        "Microsoft",
+        "Amazon",
+        "Apple",
+        "Linux",
+        "Windows",
+    }
+)
 
 
 class PersonCueRecognizer(LocalRecognizer):
@@ -304,8 +371,10 @@ class GivenNameRecognizer(LocalRecognizer):
         """Report given name + surname(s) inside each run of capitalised words."""
         results = []
         for run in _NAME_RUN.finditer(text):
-            words = [(m.start() + run.start(), m.end() + run.start(), m.group(0))
-                     for m in _RUN_WORD.finditer(run.group(0))]
+            words = [
+                (m.start() + run.start(), m.end() + run.start(), m.group(0))
+                for m in _RUN_WORD.finditer(run.group(0))
+            ]
             span = _given_name_span(words, self.MAX_WORDS)
             if span is None:
                 continue

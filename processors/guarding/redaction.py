@@ -85,9 +85,7 @@ class Redactor:
         """``text`` with every detection rewritten by its entity's action."""
         if not detections:
             return text
-        results = [
-            AnonymizerResult(d.entity_type, d.start, d.end, d.score) for d in detections
-        ]
+        results = [AnonymizerResult(d.entity_type, d.start, d.end, d.score) for d in detections]
         engine_result = self._anonymizer.anonymize(
             text,
             results,

@@ -23,36 +23,85 @@ SEED = 20261127
 
 NAMES = [
     # English, Irish, Scottish
-    "Emily Carter", "James O'Connor", "Fiona MacLeod", "Thomas Whitfield", "Sarah Bennett",
+    "Emily Carter",
+    "James O'Connor",
+    "Fiona MacLeod",
+    "Thomas Whitfield",
+    "Sarah Bennett",
     # Spanish, Latin American, Portuguese, Brazilian
-    "Maria Gonzalez", "Javier Morales", "Lucia Fernandez", "Joao Pereira", "Camila Rodrigues",
+    "Maria Gonzalez",
+    "Javier Morales",
+    "Lucia Fernandez",
+    "Joao Pereira",
+    "Camila Rodrigues",
     # German, Dutch, Scandinavian
-    "Klaus Becker", "Anja Schneider", "Pieter de Vries", "Ingrid Johansson", "Lars Nielsen",
+    "Klaus Becker",
+    "Anja Schneider",
+    "Pieter de Vries",
+    "Ingrid Johansson",
+    "Lars Nielsen",
     # French, Italian, Greek
-    "Camille Dubois", "Luca Bianchi", "Giulia Romano", "Nikos Papadopoulos", "Elena Conti",
+    "Camille Dubois",
+    "Luca Bianchi",
+    "Giulia Romano",
+    "Nikos Papadopoulos",
+    "Elena Conti",
     # Polish, Russian, Ukrainian, Czech
-    "Katarzyna Nowak", "Dmitri Ivanov", "Olga Petrova", "Oksana Shevchenko", "Jan Novak",
+    "Katarzyna Nowak",
+    "Dmitri Ivanov",
+    "Olga Petrova",
+    "Oksana Shevchenko",
+    "Jan Novak",
     # Chinese, Japanese, Korean, Vietnamese
-    "Wei Zhang", "Li Na Chen", "Kenji Tanaka", "Yuki Sato", "Min-jun Kim", "Ji-woo Park",
+    "Wei Zhang",
+    "Li Na Chen",
+    "Kenji Tanaka",
+    "Yuki Sato",
+    "Min-jun Kim",
+    "Ji-woo Park",
     "Nguyen Van Minh",
     # South Asian
-    "Priya Sharma", "Rahul Gupta", "Ananya Iyer", "Imran Qureshi",
+    "Priya Sharma",
+    "Rahul Gupta",
+    "Ananya Iyer",
+    "Imran Qureshi",
     # Arabic, Persian, Turkish, Hebrew
-    "Ahmed Hassan", "Fatima Al-Sayed", "Omar Khalil", "Reza Tehrani", "Elif Yilmaz",
+    "Ahmed Hassan",
+    "Fatima Al-Sayed",
+    "Omar Khalil",
+    "Reza Tehrani",
+    "Elif Yilmaz",
     "Noa Levi",
     # African
-    "Chinedu Okafor", "Aisha Bello", "Kwame Mensah", "Wanjiru Kamau", "Thabo Nkosi",
+    "Chinedu Okafor",
+    "Aisha Bello",
+    "Kwame Mensah",
+    "Wanjiru Kamau",
+    "Thabo Nkosi",
 ]
 # Names whose given name is NOT in guard's given-name list
 # (processors/guarding/names.py): they measure what the NER model and the cue
 # recognizer achieve without the list. test_guard_corpus checks that they stay out.
 HELD_OUT_NAMES = [
-    "Aigerim Nurlanova", "Tevita Fifita", "Mahlet Girma", "Bolormaa Batbayar",
-    "Rangi Parata", "Ilkka Virtanen", "Tancredi Ferraro", "Dagny Solberg",
+    "Aigerim Nurlanova",
+    "Tevita Fifita",
+    "Mahlet Girma",
+    "Bolormaa Batbayar",
+    "Rangi Parata",
+    "Ilkka Virtanen",
+    "Tancredi Ferraro",
+    "Dagny Solberg",
 ]
 NAMES = NAMES + HELD_OUT_NAMES
-DOMAINS = ["example.com", "mail.example.org", "example.co.uk", "corp.example.net",
-           "uni-example.edu", "example.de", "example.io"]
+DOMAINS = [
+    "example.com",
+    "mail.example.org",
+    "example.co.uk",
+    "corp.example.net",
+    "uni-example.edu",
+    "example.de",
+    "example.io",
+]
 PHONE_REGIONS = ["US", "US", "US", "GB", "DE", "FR", "IN", "CA"]
 
 
@@ -78,7 +127,7 @@ def credit_card(rng: random.Random) -> str:
     else:
         prefix = {"visa": "4", "mc": str(rng.randint(51, 55)), "discover": "6011"}[kind]
         number = luhn_complete(prefix, 16, rng)
-        groups = [number[i:i + 4] for i in range(0, 16, 4)]
+        groups = [number[i : i + 4] for i in range(0, 16, 4)]
     separator = rng.choice([" ", "-", ""])
     return separator.join(groups)
 
@@ -102,7 +151,7 @@ def iban(rng: random.Random) -> str:
     }[country]()
     compact = country + _iban_check(country, bban) + bban
     if rng.random() < 0.5:
-        return " ".join(compact[i:i + 4] for i in range(0, len(compact), 4))
+        return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
     return compact
 
 
@@ -126,17 +175,23 @@ def phone(rng: random.Random) -> str:
         national = str(example.national_number)
         # Vary the subscriber part, keep the prefix that makes the number valid.
         keep = max(3, len(national) - 4)
-        candidate = national[:keep] + "".join(rng.choice(string.digits)
-                                              for _ in range(len(national) - keep))
+        candidate = national[:keep] + "".join(
+            rng.choice(string.digits) for _ in range(len(national) - keep)
+        )
         number = phonenumbers.parse(candidate, region)
         if phonenumbers.is_valid_number(number):
             break
-    style = rng.choice([phonenumbers.PhoneNumberFormat.INTERNATIONAL,
-                        phonenumbers.PhoneNumberFormat.NATIONAL,
-                        phonenumbers.PhoneNumberFormat.E164])
+    style = rng.choice(
+        [
+            phonenumbers.PhoneNumberFormat.INTERNATIONAL,
+            phonenumbers.PhoneNumberFormat.NATIONAL,
+            phonenumbers.PhoneNumberFormat.E164,
+        ]
+    )
     if region not in ("US", "CA"):
-        style = rng.choice([phonenumbers.PhoneNumberFormat.INTERNATIONAL,
-                            phonenumbers.PhoneNumberFormat.E164])
+        style = rng.choice(
+            [phonenumbers.PhoneNumberFormat.INTERNATIONAL, phonenumbers.PhoneNumberFormat.E164]
+        )
     return phonenumbers.format_number(number, style)
 
 
@@ -174,8 +229,14 @@ def generic_secret(rng: random.Random) -> str:
 
 def email_for(name: str, rng: random.Random) -> str:
     parts = "".join(c for c in name.lower() if c.isalpha() or c == " ").split()
-    local = rng.choice([".".join(parts), parts[0] + parts[-1][0], parts[0][0] + parts[-1],
-                        parts[-1] + str(rng.randint(1, 99))])
+    local = rng.choice(
+        [
+            ".".join(parts),
+            parts[0] + parts[-1][0],
+            parts[0][0] + parts[-1],
+            parts[-1] + str(rng.randint(1, 99)),
+        ]
+    )
     return f"{local}@{rng.choice(DOMAINS)}"
 
 
@@ -232,8 +293,13 @@ TEMPLATES = [
 ]
 
 FILLERS = {
-    "EMAIL_ADDRESS": None, "PHONE_NUMBER": phone, "CREDIT_CARD": credit_card,
-    "IBAN_CODE": iban, "US_SSN": ssn, "IP_ADDRESS": ip_address, "API_KEY": api_key,
+    "EMAIL_ADDRESS": None,
+    "PHONE_NUMBER": phone,
+    "CREDIT_CARD": credit_card,
+    "IBAN_CODE": iban,
+    "US_SSN": ssn,
+    "IP_ADDRESS": ip_address,
+    "API_KEY": api_key,
 }
 
 
@@ -254,8 +320,9 @@ def render(template: str, rng: random.Random) -> dict[str, object]:
             filler = FILLERS[slot]
             assert filler is not None
             kind, value = slot, filler(rng)
-        entities.append({"type": kind, "value": value, "start": len(text),
-                         "end": len(text) + len(value)})
+        entities.append(
+            {"type": kind, "value": value, "start": len(text), "end": len(text) + len(value)}
+        )
         text += value
     text += rest
     return {"text": text, "entities": entities}
@@ -266,10 +333,13 @@ def main() -> None:
     lines = []
     for round_ in range(7):
         for index, template in enumerate(TEMPLATES):
-            record = {"id": f"pii-{round_:02d}-{index:03d}", "template": index,
-                      **render(template, rng)}
+            record = {
+                "id": f"pii-{round_:02d}-{index:03d}",
+                "template": index,
+                **render(template, rng),
+            }
             for entity in record["entities"]:  # type: ignore[attr-defined]
-                assert record["text"][entity["start"]:entity["end"]] == entity["value"]  # type: ignore[index]
+                assert record["text"][entity["start"] : entity["end"]] == entity["value"]  # type: ignore[index]
             lines.append(json.dumps(record, ensure_ascii=False))
     OUT.write_text("\n".join(lines) + "\n", encoding="utf-8")
     print(f"wrote {len(lines)} texts to {OUT}")

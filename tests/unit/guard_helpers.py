@@ -15,7 +15,7 @@ from processors.guarding.embedder import EmbedderError
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
 GUARD_DIR = ROOT / "schemas" / "guard"
-SECRET = "unit-test-secret-0123456789abcdef"  # noqa: S105 (test value)
+SECRET = "unit-test-secret-0123456789abcdef"
 
 
 def read_jsonl(name: str) -> list[dict[str, Any]]:

@@ -17,8 +17,15 @@ from processors.guarding.pii import PresidioAnalyzer
 from processors.guarding.policy import Entity, Policy
 from tests.unit.guard_helpers import GUARD_DIR, SECRET, read_jsonl
 
-STRUCTURED = ("EMAIL_ADDRESS", "PHONE_NUMBER", "CREDIT_CARD", "IBAN_CODE", "US_SSN",
-              "IP_ADDRESS", "API_KEY")
+STRUCTURED = (
+    "EMAIL_ADDRESS",
+    "PHONE_NUMBER",
+    "CREDIT_CARD",
+    "IBAN_CODE",
+    "US_SSN",
+    "IP_ADDRESS",
+    "API_KEY",
+)
 
 
 @pytest.fixture(scope="module")
@@ -28,8 +35,13 @@ def corpus() -> list[dict[str, Any]]:
 
 @pytest.fixture(scope="module")
 def inspections(analyzer: PresidioAnalyzer, corpus: list[dict[str, Any]]) -> list[Inspection]:
-    engine = GuardEngine(Policy.load(GUARD_DIR / "policy.yaml"), analyzer,
-                         TenantHasher(SECRET), None, analyzer_timeout_s=300)
+    engine = GuardEngine(
+        Policy.load(GUARD_DIR / "policy.yaml"),
+        analyzer,
+        TenantHasher(SECRET),
+        None,
+        analyzer_timeout_s=300,
+    )
     items = [GuardItem(row["id"], "default", row["text"]) for row in corpus]
     try:
         return engine.redact_batch(items)
@@ -38,12 +50,15 @@ def inspections(analyzer: PresidioAnalyzer, corpus: list[dict[str, Any]]) -> lis
 
 
 def covered(planted: dict[str, Any], inspection: Inspection) -> bool:
-    return any(f.entity_type == planted["type"] and f.start <= planted["start"]
-               and f.end >= planted["end"] for f in inspection.findings)
+    return any(
+        f.entity_type == planted["type"] and f.start <= planted["start"] and f.end >= planted["end"]
+        for f in inspection.findings
+    )
 
 
-def recall(corpus: list[dict[str, Any]], inspections: list[Inspection],
-           keep: Any = lambda e: True) -> dict[str, float]:
+def recall(
+    corpus: list[dict[str, Any]], inspections: list[Inspection], keep: Any = lambda e: True
+) -> dict[str, float]:
     total: Counter[str] = Counter()
     hit: Counter[str] = Counter()
     for row, inspection in zip(corpus, inspections, strict=True):
@@ -60,12 +75,13 @@ def test_corpus_is_well_formed(corpus: list[dict[str, Any]]) -> None:
     assert len(corpus) >= 300
     for row in corpus:
         for e in row["entities"]:
-            assert row["text"][e["start"]:e["end"]] == e["value"]
+            assert row["text"][e["start"] : e["end"]] == e["value"]
             digits = re.sub(r"\D", "", e["value"])
             if e["type"] == "CREDIT_CARD":
-                total = sum(int(d) if i % 2 == 0 else (int(d) * 2 - 9 if int(d) * 2 > 9
-                                                       else int(d) * 2)
-                            for i, d in enumerate(reversed(digits)))
+                total = sum(
+                    int(d) if i % 2 == 0 else (int(d) * 2 - 9 if int(d) * 2 > 9 else int(d) * 2)
+                    for i, d in enumerate(reversed(digits))
+                )
                 assert total % 10 == 0, e["value"]
             if e["type"] == "IBAN_CODE":
                 compact = e["value"].replace(" ", "")
@@ -87,9 +103,11 @@ def test_person_recall(corpus: list[dict[str, Any]], inspections: list[Inspectio
     assert recall(corpus, inspections)["PERSON"] >= 0.9
     # Names whose given name is not in guard's list: what the NER model and the cue
     # recognizer find alone (84% when this test was written).
-    held_out = recall(corpus, inspections,
-                      lambda e: e["type"] == "PERSON"
-                      and e["value"].split()[0] not in GIVEN_NAMES)
+    held_out = recall(
+        corpus,
+        inspections,
+        lambda e: e["type"] == "PERSON" and e["value"].split()[0] not in GIVEN_NAMES,
+    )
     assert held_out["PERSON"] >= 0.75
 
 
@@ -105,8 +123,7 @@ def test_no_planted_value_survives(
             assert not any(planted["value"] in v for v in finding_values), row["id"]
             if planted["type"] in ("CREDIT_CARD", "PHONE_NUMBER"):
                 # masked, keeping the last four digits only
-                assert re.sub(r"\D", "", planted["value"]) not in re.sub(r"\D", "",
-                                                                      inspection.text)
+                assert re.sub(r"\D", "", planted["value"]) not in re.sub(r"\D", "", inspection.text)
 
 
 def test_corpus_generator_is_reproducible(tmp_path: Path) -> None:

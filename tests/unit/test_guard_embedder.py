@@ -13,8 +13,7 @@ from processors.guarding.embedder import EmbedderError, TritonEmbedder
 
 
 class FakeClient:
-    def __init__(self, max_batch_size: int = 8, dimension: int = 384,
-                 fail: bool = False) -> None:
+    def __init__(self, max_batch_size: int = 8, dimension: int = 384, fail: bool = False) -> None:
         self.max_batch_size = max_batch_size
         self.dimension = dimension
         self.fail = fail
@@ -23,8 +22,9 @@ class FakeClient:
     def get_model_config(self, model: str, client_timeout: float) -> Any:
         return SimpleNamespace(config=SimpleNamespace(max_batch_size=self.max_batch_size))
 
-    def infer(self, model: str, inputs: list[Any], outputs: list[Any],
-              client_timeout: float) -> Any:
+    def infer(
+        self, model: str, inputs: list[Any], outputs: list[Any], client_timeout: float
+    ) -> Any:
         if self.fail:
             raise InferenceServerException("failed to connect to all addresses")
         [tensor] = inputs

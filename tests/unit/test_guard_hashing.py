@@ -18,8 +18,7 @@ def test_tokens_are_stable_within_a_tenant_and_differ_across_tenants() -> None:
     assert TenantHasher(SECRET).token("acme", "PERSON", "Maria Gonzalez") == a1  # restart
     assert hasher.token("globex", "PERSON", "Maria Gonzalez") != a1
     assert hasher.token("acme", "PERSON", "Mario Gonzalez") != a1
-    assert TenantHasher("another-secret-0123456789").token("acme", "PERSON",
-                                                           "Maria Gonzalez") != a1
+    assert TenantHasher("another-secret-0123456789").token("acme", "PERSON", "Maria Gonzalez") != a1
 
 
 def test_tenant_keys_are_derived_not_shared() -> None:
@@ -31,9 +30,11 @@ def test_tenant_keys_are_derived_not_shared() -> None:
 def test_spelling_variants_share_a_token() -> None:
     hasher = TenantHasher(SECRET)
     assert hasher.token("t", "PHONE_NUMBER", "+1 (415) 555-0134") == hasher.token(
-        "t", "PHONE_NUMBER", "+1 415 555 0134")
+        "t", "PHONE_NUMBER", "+1 415 555 0134"
+    )
     assert hasher.token("t", "EMAIL_ADDRESS", "Ana@Example.com") == hasher.token(
-        "t", "EMAIL_ADDRESS", "ana@example.com")
+        "t", "EMAIL_ADDRESS", "ana@example.com"
+    )
     assert canonical("IBAN_CODE", "de89 3704 0044 0532 0130 00") == "DE89370400440532013000"
 
 

@@ -101,9 +101,7 @@ def test_cyrillic_words_stay_cyrillic() -> None:
         "How can I decode a base64 string in JavaScript?",
     ],
 )
-def test_benign_prompts_stay_below_the_default_threshold(
-    patterns: PatternSet, text: str
-) -> None:
+def test_benign_prompts_stay_below_the_default_threshold(patterns: PatternSet, text: str) -> None:
     assert patterns.score(text)[0] < 0.7
 
 
@@ -112,8 +110,10 @@ def test_exemplars_have_provenance_and_are_not_in_the_eval_set() -> None:
     assert len(exemplars.exemplars) >= 20
     for exemplar in exemplars.exemplars:
         assert exemplar.provenance.startswith("Written by us")
+
     def words(text: str) -> set[str]:
         return set(re.findall(r"\w+", text.lower()))
+
     for row in read_jsonl("injection_eval.jsonl"):
         for exemplar in exemplars.texts:
             a, b = words(row["text"]), words(exemplar)
@@ -153,8 +153,16 @@ def test_scores_combine_as_noisy_or() -> None:
 
 def test_invalid_pattern_files_are_explained(tmp_path: Path) -> None:
     bad = tmp_path / "p.yaml"
-    bad.write_text(yaml.safe_dump({"version": "1", "patterns": [
-        {"id": "x", "category": "c", "weight": 1.5, "rationale": "r" * 20, "regex": "("}]}))
+    bad.write_text(
+        yaml.safe_dump(
+            {
+                "version": "1",
+                "patterns": [
+                    {"id": "x", "category": "c", "weight": 1.5, "rationale": "r" * 20, "regex": "("}
+                ],
+            }
+        )
+    )
     with pytest.raises(InjectionConfigError) as error:
         PatternSet.load(bad)
     assert "patterns.0.weight" in str(error.value)

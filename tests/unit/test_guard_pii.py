@@ -33,17 +33,23 @@ EXAMPLES = [
     (Entity.US_SSN, "My SSN is 219-09-9999.", "219-09-9999"),
     (Entity.IP_ADDRESS, "Blocked 203.0.113.7 at the edge.", "203.0.113.7"),
     (Entity.IP_ADDRESS, "Host 2001:db8::8a2e:370:7334 is down.", "2001:db8::8a2e:370:7334"),
-    (Entity.API_KEY, "key sk-proj-Abcdefghijklmnopqrstuv0123 failed",
-     "sk-proj-Abcdefghijklmnopqrstuv0123"),
+    (
+        Entity.API_KEY,
+        "key sk-proj-Abcdefghijklmnopqrstuv0123 failed",
+        "sk-proj-Abcdefghijklmnopqrstuv0123",
+    ),
     (Entity.API_KEY, "aws AKIAIOSFODNN7EXAMPLE leaked", "AKIAIOSFODNN7EXAMPLE"),
-    (Entity.API_KEY, "token ghp_abcdefghijklmnopqrstuvwxyz0123456789 expired",
-     "ghp_abcdefghijklmnopqrstuvwxyz0123456789"),
+    (
+        Entity.API_KEY,
+        "token ghp_abcdefghijklmnopqrstuvwxyz0123456789 expired",
+        "ghp_abcdefghijklmnopqrstuvwxyz0123456789",
+    ),
     (Entity.API_KEY, 'config: api_key="f8d9s7a6d5f4g3h2"', "f8d9s7a6d5f4g3h2"),
 ]
 
 
 def spans(text: str, detections: list[Detection]) -> list[tuple[str, str]]:
-    return [(d.entity_type, text[d.start:d.end]) for d in detections]
+    return [(d.entity_type, text[d.start : d.end]) for d in detections]
 
 
 @pytest.mark.parametrize(("entity", "text", "value"), EXAMPLES)
@@ -79,8 +85,10 @@ def test_known_presidio_false_positives_do_not_happen(
 
 
 def test_no_entity_outside_the_policy_vocabulary(analyzer: PresidioAnalyzer) -> None:
-    text = ("On 3 May 2025 the French team in Frankfurt (Google Cloud, https://example.com) "
-            "sent licence D1234567 and account 123456789 to bob@example.org.")
+    text = (
+        "On 3 May 2025 the French team in Frankfurt (Google Cloud, https://example.com) "
+        "sent licence D1234567 and account 123456789 to bob@example.org."
+    )
     [found] = analyzer.analyze_batch([text], ALL, 0.4)
     assert {d.entity_type for d in found} <= {e.value for e in Entity}
     assert ("EMAIL_ADDRESS", "bob@example.org") in spans(text, found)
@@ -96,8 +104,9 @@ def test_overlaps_keep_structured_values_whole() -> None:
     # Same type: the union, led by the better-scored part.
     partial = Detection(8, 11, "PERSON", 0.85, "SpacyRecognizer")
     full = Detection(0, 11, "PERSON", 0.5, "GivenNameRecognizer")
-    assert resolve_overlaps([partial, full]) == [Detection(0, 11, "PERSON", 0.85,
-                                                           "SpacyRecognizer")]
+    assert resolve_overlaps([partial, full]) == [
+        Detection(0, 11, "PERSON", 0.85, "SpacyRecognizer")
+    ]
     apart = [Detection(0, 3, "US_SSN", 0.5, "x"), Detection(3, 6, "US_SSN", 0.5, "x")]
     assert resolve_overlaps(apart) == apart
 
@@ -105,12 +114,14 @@ def test_overlaps_keep_structured_values_whole() -> None:
 def _baseline(texts: list[str], entities: frozenset[Entity]) -> list[list[Detection]]:
     """Presidio's default path: AnalyzerEngine.analyze on each text, full spaCy pipeline."""
     nlp = NlpEngineProvider(nlp_configuration=nlp_configuration()).create_engine()
-    engine = AnalyzerEngine(registry=build_registry().registry, nlp_engine=nlp,
-                            supported_languages=[LANGUAGE])
+    engine = AnalyzerEngine(
+        registry=build_registry().registry, nlp_engine=nlp, supported_languages=[LANGUAGE]
+    )
     wanted = sorted(e.value for e in entities)
     return [
-        resolve_overlaps(to_detections(
-            engine.analyze(t, LANGUAGE, entities=wanted, score_threshold=0.4)))
+        resolve_overlaps(
+            to_detections(engine.analyze(t, LANGUAGE, entities=wanted, score_threshold=0.4))
+        )
         for t in texts
     ]
 

@@ -29,11 +29,18 @@ def test_shipped_policy_is_valid_and_versioned() -> None:
 
 
 def test_tenant_override_merges_over_default() -> None:
-    p = policy(tenants={"bank": {
-        "pii_score_threshold": 0.3,
-        "entities": {"CREDIT_CARD": "block", "PHONE_NUMBER": {"action": "mask", "keep_last": 2}},
-        "injection": {"action": "flag"},
-    }})
+    p = policy(
+        tenants={
+            "bank": {
+                "pii_score_threshold": 0.3,
+                "entities": {
+                    "CREDIT_CARD": "block",
+                    "PHONE_NUMBER": {"action": "mask", "keep_last": 2},
+                },
+                "injection": {"action": "flag"},
+            }
+        }
+    )
     bank = p.for_tenant("bank")
     assert bank.entities[Entity.CREDIT_CARD].action is Action.BLOCK
     assert bank.entities[Entity.PHONE_NUMBER].keep_last == 2
@@ -54,20 +61,39 @@ def test_off_removes_an_entity_and_ner() -> None:
 @pytest.mark.parametrize(
     ("document", "expected"),
     [
-        ({"default": {"pii_score_threshold": 0.4, "entities": {**ALL, "PASSPORT": "tag"}}},
-         "default.entities.PASSPORT: unknown entity type 'PASSPORT'; known: 'PERSON'"),
-        ({"default": {"pii_score_threshold": 0.4, "entities": {**ALL, "PERSON": "redact"}}},
-         "default.entities.PERSON.action: 'redact' is not allowed; use one of 'tag', 'hash'"),
-        ({"default": {"pii_score_threshold": 0.4, "entities": ALL,
-                      "injection": {"action": "warn"}}},
-         "default.injection.action: 'warn' is not allowed; use one of 'flag' or 'block'"),
-        ({"default": {"pii_score_threshold": 1.5, "entities": ALL}},
-         "default.pii_score_threshold: Input should be less than or equal to 1"),
-        ({"default": {"pii_score_threshold": 0.4, "entites": ALL}},
-         "default.entites: unknown key (check its spelling)"),
-        ({"default": {"pii_score_threshold": 0.4, "entities": ALL},
-          "tenants": {"t": {"entities": {"EMAIL": "tag"}}}},
-         "tenants.t.entities.EMAIL: unknown entity type 'EMAIL'"),
+        (
+            {"default": {"pii_score_threshold": 0.4, "entities": {**ALL, "PASSPORT": "tag"}}},
+            "default.entities.PASSPORT: unknown entity type 'PASSPORT'; known: 'PERSON'",
+        ),
+        (
+            {"default": {"pii_score_threshold": 0.4, "entities": {**ALL, "PERSON": "redact"}}},
+            "default.entities.PERSON.action: 'redact' is not allowed; use one of 'tag', 'hash'",
+        ),
+        (
+            {
+                "default": {
+                    "pii_score_threshold": 0.4,
+                    "entities": ALL,
+                    "injection": {"action": "warn"},
+                }
+            },
+            "default.injection.action: 'warn' is not allowed; use one of 'flag' or 'block'",
+        ),
+        (
+            {"default": {"pii_score_threshold": 1.5, "entities": ALL}},
+            "default.pii_score_threshold: Input should be less than or equal to 1",
+        ),
+        (
+            {"default": {"pii_score_threshold": 0.4, "entites": ALL}},
+            "default.entites: unknown key (check its spelling)",
+        ),
+        (
+            {
+                "default": {"pii_score_threshold": 0.4, "entities": ALL},
+                "tenants": {"t": {"entities": {"EMAIL": "tag"}}},
+            },
+            "tenants.t.entities.EMAIL: unknown entity type 'EMAIL'",
+        ),
     ],
 )
 def test_invalid_policies_name_the_problem(document: dict[str, object], expected: str) -> None:
@@ -82,8 +108,9 @@ def test_missing_version_and_incomplete_default() -> None:
         Policy.from_mapping({"default": {"pii_score_threshold": 0.4, "entities": ALL}})
     partial = {k: v for k, v in ALL.items() if k != "US_SSN"}
     with pytest.raises(PolicyError, match=r"missing: US_SSN \(use `off`"):
-        Policy.from_mapping({"version": 1, "default": {"pii_score_threshold": 0.4,
-                                                       "entities": partial}})
+        Policy.from_mapping(
+            {"version": 1, "default": {"pii_score_threshold": 0.4, "entities": partial}}
+        )
 
 
 def test_unreadable_file_says_which_setting_to_use(tmp_path: Path) -> None:
