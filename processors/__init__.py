@@ -13,6 +13,7 @@ from streams.processor import ProcessorSpec
 #: processor name -> module that defines ``PROCESSOR``.
 PROCESSORS: dict[str, str] = {
     "validate": "processors.validate",
+    "guard": "processors.guard",
 }
 
 

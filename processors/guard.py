@@ -1,0 +1,151 @@
+"""guard: the gate between tenants' text and models, and between models and storage.
+
+Two routes in one processor (one consumer group, one transaction per batch):
+
+* ``inference.requests`` → ``inference.requests.safe`` (PII redacted per the
+  tenant's policy, injection-scored, with the verdict) or
+  ``inference.requests.blocked`` (the redacted copy and the reason: a PII entity
+  whose policy is ``block``, a prompt injection, an exhausted budget, or an
+  analyzer that failed — guard fails closed);
+* ``inference.responses`` → ``inference.results``: the model's output redacted
+  the same way before anyone stores it.
+
+Every finding goes to ``pii.findings`` with offsets, type, score and
+recognizer, never the matched text. The engine (``processors.guarding``) does
+the work and is pure; this module maps records to it and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+
+from processors.guarding import GuardEngine, GuardItem, Inspection
+from processors.guarding.embedder import EmbedderError
+from processors.guarding.engine import BLOCK, INPUT_FIELD, OUTPUT_FIELD
+from streams.errors import TransientError
+from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
+from streams.records import InferenceRequest, InferenceResult
+
+REQUESTS = "inference.requests"
+SAFE = "inference.requests.safe"
+BLOCKED = "inference.requests.blocked"
+RESPONSES = "inference.responses"
+RESULTS = "inference.results"
+FINDINGS = "pii.findings"
+BUDGET_EXCEEDED = "budget_exceeded"
+
+#: Answers "why must this tenant's requests stop now?" (None: they may go on).
+BudgetCheck = Callable[[str], "str | None"]
+
+
+# -- pure functions -----------------------------------------------------------------
+def guard_requests(
+    requests: Sequence[InferenceRequest],
+    engine: GuardEngine,
+    over_budget: BudgetCheck | None = None,
+) -> list[list[Output]]:
+    """Inspect prompts; per request, its safe or blocked copy plus its findings."""
+    inspections = engine.inspect_batch(
+        [GuardItem(r.request_id, r.tenant_id, r.input_text, INPUT_FIELD) for r in requests]
+    )
+    outputs = []
+    for request, inspection in zip(requests, inspections, strict=True):
+        verdict = inspection.verdict
+        if not inspection.blocked and over_budget is not None:
+            reason = over_budget(request.tenant_id)
+            if reason is not None:
+                verdict = dataclasses.replace(verdict, action=BLOCK, reason=BUDGET_EXCEEDED)
+        guarded = dataclasses.replace(request, input_text=inspection.text, guard=verdict)
+        topic = BLOCKED if verdict.action == BLOCK else SAFE
+        outputs.append(
+            [Output(topic, guarded.to_avro(), key=request.request_id), *_findings(inspection)]
+        )
+    return outputs
+
+
+def guard_results(results: Sequence[InferenceResult], engine: GuardEngine) -> list[list[Output]]:
+    """Redact model outputs; per result, the stored result plus its findings.
+
+    Embedding results have no text and pass with a verdict that says so; a
+    result whose analysis failed keeps its status but its text is withheld.
+    """
+    texts = [(i, r) for i, r in enumerate(results) if r.output_text]
+    inspections = dict(
+        zip(
+            (i for i, _ in texts),
+            engine.redact_batch(
+                [
+                    GuardItem(r.request_id, r.tenant_id, r.output_text or "", OUTPUT_FIELD)
+                    for _, r in texts
+                ]
+            ),
+            strict=True,
+        )
+    )
+    outputs = []
+    for index, result in enumerate(results):
+        inspection = inspections.get(index)
+        if inspection is None:
+            stored = result
+            found: list[Output] = []
+        else:
+            stored = dataclasses.replace(
+                result, output_text=inspection.text, output_guard=inspection.verdict
+            )
+            found = _findings(inspection)
+        outputs.append([Output(RESULTS, stored.to_avro(), key=result.request_id), *found])
+    return outputs
+
+
+def _findings(inspection: Inspection) -> list[Output]:
+    return [Output(FINDINGS, f.to_avro(), key=f.request_id) for f in inspection.findings]
+
+
+# -- the processor declaration --------------------------------------------------------
+def _setup(ctx: Context) -> None:
+    ctx.resources["engine"] = GuardEngine.from_settings()
+    ctx.resources["over_budget"] = None  # set by budget enforcement when metering runs
+
+
+def _teardown(ctx: Context) -> None:
+    engine: GuardEngine | None = ctx.resources.get("engine")
+    if engine is not None:
+        engine.close()
+
+
+def _process_batch(records: Sequence[InputRecord], ctx: Context) -> list[Outcome]:
+    engine: GuardEngine = ctx.resources["engine"]
+    requests = [(i, r) for i, r in enumerate(records) if r.topic == REQUESTS]
+    responses = [(i, r) for i, r in enumerate(records) if r.topic == RESPONSES]
+    outcomes: list[Outcome | None] = [None] * len(records)
+    try:
+        if requests:
+            guarded = guard_requests(
+                [InferenceRequest.from_avro(r.value) for _, r in requests],
+                engine,
+                ctx.resources.get("over_budget"),
+            )
+            for (index, _), outputs in zip(requests, guarded, strict=True):
+                outcomes[index] = outputs
+        if responses:
+            stored = guard_results(
+                [InferenceResult.from_avro(r.value) for _, r in responses], engine
+            )
+            for (index, _), outputs in zip(responses, stored, strict=True):
+                outcomes[index] = outputs
+    except EmbedderError as exc:
+        # Triton is a dependency: retry the batch later rather than pass prompts unscored.
+        raise TransientError(f"prompt embeddings unavailable: {exc}") from exc
+    return [o if o is not None else [] for o in outcomes]
+
+
+PROCESSOR = ProcessorSpec(
+    name="guard",
+    description="Redact PII and stop hostile prompts; redact model outputs before storage.",
+    inputs=lambda catalog: [REQUESTS, RESPONSES],
+    outputs=lambda catalog: [SAFE, BLOCKED, RESULTS, FINDINGS],
+    process_batch=_process_batch,
+    setup=_setup,
+    teardown=_teardown,
+)
