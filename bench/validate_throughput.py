@@ -142,26 +142,24 @@ def main() -> None:
     args = parser.parse_args()
     settings = Settings()
     with tempfile.TemporaryDirectory() as workdir:
-        box = sandbox.create(settings, Path(workdir), datasets=["support_tickets"])
+        box = sandbox.create(settings, Path(workdir))
         box.apply()
-        dataset = box.catalog.dataset(box.datasets["support_tickets"])
+        raw_topic = box.topic("raw.support_tickets")
         admin = kafka.admin(settings)
         sink = f"bench-passthrough-{box.suffix}"
         admin.create_topics([NewTopic(sink, 3, 1)])[sink].result()
-        print(f"producing {args.records:,} raw records to {dataset.raw_topic}")
-        produce_input(box.settings, dataset.raw_topic, args.records)
+        print(f"producing {args.records:,} raw records to {raw_topic}")
+        produce_input(box.settings, raw_topic, args.records)
 
         results: dict[str, list[float]] = {"bare": [], "transactional": [], "validate": []}
         for _ in range(2):  # interleaved, so drift in machine load hits every variant
             results["bare"].append(
-                passthrough(
-                    box.settings, dataset.raw_topic, sink, args.records, transactional=False
-                )
+                passthrough(box.settings, raw_topic, sink, args.records, transactional=False)
             )
             results["transactional"].append(
-                passthrough(box.settings, dataset.raw_topic, sink, args.records, transactional=True)
+                passthrough(box.settings, raw_topic, sink, args.records, transactional=True)
             )
-            results["validate"].append(run_validate(box.settings, dataset.raw_topic, args.records))
+            results["validate"].append(run_validate(box.settings, raw_topic, args.records))
         best = {name: max(rates) for name, rates in results.items()}
         for name, rates in results.items():
             print(

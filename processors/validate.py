@@ -166,14 +166,16 @@ def contract_error(contract: Contract, violations: Sequence[Violation]) -> Recor
     )
 
 
-def lineage(record: InputRecord, envelope: Mapping[str, Any], contract: Contract) -> dict[str, Any]:
+def lineage(
+    record: InputRecord, envelope: Mapping[str, Any], contract: Contract, raw_topic: str
+) -> dict[str, Any]:
     """The ``meta`` field of a validated record."""
     return {
         # Plain JSON has no event id: topic, partition and offset identify it for good.
         "event_id": envelope.get("event_id")
         or f"{record.topic}:{record.partition}:{record.offset}",
         "source": envelope.get("source") or "kafka",
-        "raw_topic": record.topic,
+        "raw_topic": raw_topic,
         "raw_partition": record.partition,
         "raw_offset": record.offset,
         "contract_version": contract.version,
@@ -181,7 +183,9 @@ def lineage(record: InputRecord, envelope: Mapping[str, Any], contract: Contract
     }
 
 
-def validate_record(record: InputRecord, dataset: Dataset, decode_avro: Any) -> Output:
+def validate_record(
+    record: InputRecord, dataset: Dataset, decode_avro: Any, raw_topic: str | None = None
+) -> Output:
     """Validate one raw record of ``dataset`` into its validated output."""
     contract = dataset.contract
     document, envelope = parse_raw(record.raw, contract, decode_avro)
@@ -191,7 +195,8 @@ def validate_record(record: InputRecord, dataset: Dataset, decode_avro: Any) -> 
         for violation in json.loads(error.details["violations"]):
             VIOLATIONS.labels(contract.dataset, violation["field"], violation["rule"]).inc()
         raise
-    typed["meta"] = lineage(record, envelope, contract)
+    # Lineage names the topic as the cluster does, so the raw event can be found again.
+    typed["meta"] = lineage(record, envelope, contract, raw_topic or record.topic)
     return Output(
         topic=dataset.validated_topic,
         value=typed,
@@ -221,7 +226,8 @@ def _setup(ctx: Context) -> None:
 
 def _process(record: InputRecord, ctx: Context) -> list[Output]:
     dataset: Dataset = ctx.resources["by_topic"][record.topic]
-    output = validate_record(record, dataset, ctx.resources["decode_avro"])
+    raw_topic = ctx.catalog.physical(record.topic)
+    output = validate_record(record, dataset, ctx.resources["decode_avro"], raw_topic)
     monitor = ctx.resources["null_rates"].get(record.topic)
     if monitor is not None:
         monitor.observe(output.value)

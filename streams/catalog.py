@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.avro_schemas import AvroSchema, load_schemas
 from streams.contracts import Contract, load_contract
+from streams.settings import Settings
 
 Compatibility = Literal[
     "BACKWARD",
@@ -76,7 +77,13 @@ class _CatalogFile(BaseModel):
 
 @dataclass(frozen=True)
 class TopicSpec:
-    """Everything Sluice knows about one topic."""
+    """Everything Sluice knows about one topic.
+
+    ``logical`` is the name code refers to (``inference.requests``); ``name`` is
+    the topic on the cluster: the logical name behind the deployment's topic
+    prefix (``staging.inference.requests``), so several environments or test
+    runs can share one cluster.
+    """
 
     name: str
     value: str  # Avro full name, or "bytes"
@@ -85,7 +92,12 @@ class TopicSpec:
     replication_factor: int
     compatibility: str
     configs: dict[str, str] = field(default_factory=dict)
-    dlq_topic: str | None = None  # the dead-letter topic of this topic, when it is an input
+    dlq_topic: str | None = None  # logical name of this topic's dead-letter topic, if an input
+    logical: str = ""
+
+    def __post_init__(self) -> None:
+        if not self.logical:
+            object.__setattr__(self, "logical", self.name)
 
     @property
     def subject(self) -> str:
@@ -123,11 +135,26 @@ class Dataset:
 
 @dataclass(frozen=True)
 class Catalog:
-    """The loaded catalog, with the Avro schemas the topics refer to."""
+    """The loaded catalog, with the Avro schemas the topics refer to.
+
+    Topics are looked up by logical name; ``physical``/``logical`` translate at
+    the Kafka boundary.
+    """
 
     topics: dict[str, TopicSpec]
     datasets: dict[str, Dataset]
     schemas: dict[str, AvroSchema]
+    prefix: str = ""
+
+    def physical(self, logical: str) -> str:
+        """The cluster topic of a logical topic name."""
+        return self.topic(logical).name
+
+    def logical(self, physical: str) -> str:
+        """The logical name of a cluster topic (the name itself when it has no prefix)."""
+        if self.prefix and physical.startswith(self.prefix):
+            return physical[len(self.prefix) :]
+        return physical
 
     def topic(self, name: str) -> TopicSpec:
         """The spec of ``name``, or a clear error naming the known topics."""
@@ -158,8 +185,16 @@ class Catalog:
         return sorted(t.dlq_topic for t in self.topics.values() if t.dlq_topic)
 
 
-def load_catalog(schemas_dir: Path) -> Catalog:
-    """Load ``topics.yaml``, the Avro schemas and every dataset's contract."""
+def catalog_for(settings: Settings) -> Catalog:
+    """The catalog a process works with: its schemas directory and its topic prefix."""
+    return load_catalog(settings.schemas_dir, prefix=settings.topic_prefix)
+
+
+def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
+    """Load ``topics.yaml``, the Avro schemas and every dataset's contract.
+
+    ``prefix`` is put in front of every topic name on the cluster.
+    """
     path = schemas_dir / "topics.yaml"
     try:
         raw: Any = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
@@ -189,7 +224,8 @@ def load_catalog(schemas_dir: Path) -> Catalog:
         }
         dlq_name = entry.name + DLQ_SUFFIX if entry.dlq else None
         topics[entry.name] = TopicSpec(
-            name=entry.name,
+            name=prefix + entry.name,
+            logical=entry.name,
             value=entry.value,
             key=entry.key or d.key,
             partitions=entry.partitions or d.partitions,
@@ -227,4 +263,4 @@ def load_catalog(schemas_dir: Path) -> Catalog:
         )
     for entry in spec.topics:
         add(entry)
-    return Catalog(topics=topics, datasets=datasets, schemas=schemas)
+    return Catalog(topics=topics, datasets=datasets, schemas=schemas, prefix=prefix)

@@ -26,7 +26,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 
 from streams import kafka, tracing
-from streams.catalog import Catalog, load_catalog
+from streams.catalog import Catalog, catalog_for
 from streams.records import InferenceRequest, RawEvent, new_id, utcnow
 from streams.serde import AvroSerde
 from streams.settings import Settings, get_settings
@@ -50,7 +50,7 @@ class SluiceClient:
         **producer_overrides: Any,
     ) -> None:
         self.settings = settings or get_settings()
-        self.catalog = catalog or load_catalog(self.settings.schemas_dir)
+        self.catalog = catalog or catalog_for(self.settings)
         self.serde = AvroSerde(kafka.registry(self.settings), self.catalog)
         self.producer = kafka.producer(self.settings, **producer_overrides)
         self.source = source
@@ -78,6 +78,8 @@ class SluiceClient:
     def _send(
         self, topic: str, value: bytes, key: str | None, headers: list[tuple[str, bytes]]
     ) -> None:
+        """Produce to logical ``topic`` (its cluster name carries the deployment's prefix)."""
+        topic = self.catalog.physical(topic)
         while True:
             try:
                 self.producer.produce(

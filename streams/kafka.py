@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,18 +28,19 @@ log = logging.getLogger(__name__)
 KafkaHeaders = list[tuple[str, str | bytes | None]]
 
 
-def record_of(message: Message) -> InputRecord:
+def record_of(message: Message, topic_name: Callable[[str], str] | None = None) -> InputRecord:
     """A consumed message as a typed record; ``value`` and ``raw`` are the value bytes.
 
     The one place a confluent-kafka Message is unpacked: everything past the
-    consumer works on InputRecord.
+    consumer works on InputRecord. ``topic_name`` maps the cluster's topic name
+    to the name the code uses (the catalog's logical name).
     """
     topic, partition, offset = message.topic(), message.partition(), message.offset()
     if topic is None or partition is None or offset is None:
         raise ValueError("a consumed message without topic, partition or offset")
     raw = message.value()
     return InputRecord(
-        topic=topic,
+        topic=topic_name(topic) if topic_name else topic,
         partition=partition,
         offset=offset,
         key=message.key(),

@@ -40,7 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from streams import kafka, metrics, tracing
-from streams.catalog import Catalog, load_catalog
+from streams.catalog import Catalog, catalog_for
 from streams.dlq import dlq_record_headers, error_headers
 from streams.errors import RecordError, TransientError
 from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
@@ -64,7 +64,7 @@ class Runner:
     ) -> None:
         self.spec = spec
         self.settings = settings
-        self.catalog = catalog or load_catalog(settings.schemas_dir)
+        self.catalog = catalog or catalog_for(settings)
         self.instance_id = settings.instance_id()
         self.group_id = f"{settings.runner.group_prefix}.{spec.name}"
         self.inputs = spec.inputs(self.catalog)
@@ -149,7 +149,11 @@ class Runner:
                 "stats_cb": lambda stats: metrics.record_consumer_lag(self.spec.name, stats),
             },
         )
-        self.consumer.subscribe(self.inputs, on_assign=self._on_assign, on_revoke=self._on_revoke)
+        self.consumer.subscribe(
+            [self.catalog.physical(t) for t in self.inputs],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
         self._attempt = 0
         if self.settings.metrics.enabled:
             self._serve_metrics()
@@ -164,7 +168,8 @@ class Runner:
 
     def _check_topics(self) -> None:
         needed = set(self.inputs) | set(self.outputs) | set(self._dlq_topics.values())
-        missing = kafka.missing_topics(kafka.admin(self.settings), needed)
+        physical = {self.catalog.physical(t) for t in needed}
+        missing = kafka.missing_topics(kafka.admin(self.settings), physical)
         if missing:
             raise SystemExit(
                 f"{self.spec.name}: topics missing on {self.settings.kafka.bootstrap_servers}: "
@@ -240,7 +245,7 @@ class Runner:
         for message in messages:
             error = message.error()
             if error is None:
-                batch.append(kafka.record_of(message))
+                batch.append(kafka.record_of(message, self.catalog.logical))
             elif error.code() != KafkaError._PARTITION_EOF:
                 if error.fatal():
                     raise KafkaException(error)
@@ -257,7 +262,7 @@ class Runner:
             try:
                 produced = self._process_and_produce(batch)
                 self.producer.send_offsets_to_transaction(
-                    _next_offsets(batch), self.consumer.consumer_group_metadata(), 60
+                    self._offsets(batch, last=True), self.consumer.consumer_group_metadata(), 60
                 )
                 self.producer.commit_transaction(60)
             except TransientError:
@@ -286,8 +291,9 @@ class Runner:
         metrics.BATCHES.labels(name, "committed").inc()
         metrics.BATCH_SIZE.labels(name).observe(len(batch))
         metrics.BATCH_LATENCY.labels(name).observe(time.perf_counter() - started)
+        # Metrics name topics as the cluster does, like the lag librdkafka reports.
         for topic, count in Counter(record.topic for record in batch).items():
-            metrics.RECORDS_IN.labels(name, topic).inc(count)
+            metrics.RECORDS_IN.labels(name, self.catalog.physical(topic)).inc(count)
         for (topic, stage), count in produced.items():
             if stage:
                 metrics.RECORDS_DLQ.labels(name, topic, stage).inc(count)
@@ -326,8 +332,8 @@ class Runner:
                 outcome = error
             else:
                 for output, (key, value, headers) in zip(outcome, encoded, strict=True):
-                    self._produce(output.topic, value, key, headers)
-                return [(output.topic, "") for output in outcome]
+                    self._produce(self.catalog.physical(output.topic), value, key, headers)
+                return [(self.catalog.physical(output.topic), "") for output in outcome]
         if span is not None:
             span.set_status(Status(StatusCode.ERROR, outcome.error_class))
         return [(self._dead_letter(source, outcome), outcome.stage)]
@@ -412,13 +418,13 @@ class Runner:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
 
     def _dead_letter(self, source: InputRecord, error: RecordError) -> str:
-        topic = self._dlq_topics[source.topic]
+        topic = self.catalog.physical(self._dlq_topics[source.topic])
         headers = dlq_record_headers(
             source.headers,
             error_headers(
                 error,
                 processor=self.spec.name,
-                topic=source.topic,
+                topic=self.catalog.physical(source.topic),
                 partition=source.partition,
                 offset=source.offset,
                 max_message_chars=self.settings.runner.max_dlq_message_chars,
@@ -436,9 +442,26 @@ class Runner:
             log.warning("abort_transaction: %s", exc.args[0].str())
 
     # -- retry ------------------------------------------------------------------
+    def _offsets(self, batch: list[InputRecord], *, last: bool) -> list[TopicPartition]:
+        """Per partition of the batch, where to commit to or rewind to.
+
+        ``last``: the offset after the partition's last record (what a commit
+        stores); otherwise its first record's offset (where a retry restarts).
+        """
+        bounds: dict[tuple[str, int], int] = {}
+        for record in batch:
+            key = (record.topic, record.partition)
+            seen = bounds.get(key)
+            if seen is None or (record.offset > seen if last else record.offset < seen):
+                bounds[key] = record.offset
+        return [
+            TopicPartition(self.catalog.physical(t), p, o + 1 if last else o)
+            for (t, p), o in bounds.items()
+        ]
+
     def _rewind(self, batch: list[InputRecord]) -> None:
         """Seek every partition of the batch back to its first record in the batch."""
-        for tp in _first_offsets(batch):
+        for tp in self._offsets(batch, last=False):
             try:
                 self.consumer.seek(tp)
             except KafkaException as exc:  # partition revoked meanwhile: committed offset rules
@@ -465,7 +488,7 @@ class Runner:
             # meanwhile is not paused, so anything it returns is put back.
             message = self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
             if message is not None and message.error() is None:
-                record = kafka.record_of(message)
+                record = kafka.record_of(message)  # physical topic name: it goes back to Kafka
                 tp = TopicPartition(record.topic, record.partition, record.offset)
                 self.consumer.seek(tp)
                 self.consumer.pause([tp])
@@ -485,7 +508,7 @@ class Runner:
             links=links,
             attributes=tracing.kafka_attributes(
                 operation="process",
-                destination=",".join(topics),
+                destination=",".join(self.catalog.physical(t) for t in topics),
                 group=self.group_id,
                 **{"messaging.batch.message_count": len(batch), "sluice.processor": self.spec.name},
             ),
@@ -498,7 +521,7 @@ class Runner:
             kind=SpanKind.CONSUMER,
             attributes=tracing.kafka_attributes(
                 operation="process",
-                destination=record.topic,
+                destination=self.catalog.physical(record.topic),
                 group=self.group_id,
                 **{
                     "messaging.destination.partition.id": str(record.partition),
@@ -513,22 +536,6 @@ def _as_bytes(value: Any) -> bytes:
     if isinstance(value, bytes):
         return value
     raise TypeError(f"a byte topic takes bytes, got {type(value).__name__}")
-
-
-def _next_offsets(batch: list[InputRecord]) -> list[TopicPartition]:
-    last: dict[tuple[str, int], int] = {}
-    for record in batch:
-        key = (record.topic, record.partition)
-        last[key] = max(last.get(key, -1), record.offset)
-    return [TopicPartition(t, p, o + 1) for (t, p), o in last.items()]
-
-
-def _first_offsets(batch: list[InputRecord]) -> list[TopicPartition]:
-    first: dict[tuple[str, int], int] = {}
-    for record in batch:
-        key = (record.topic, record.partition)
-        first[key] = min(first.get(key, record.offset), record.offset)
-    return [TopicPartition(t, p, o) for (t, p), o in first.items()]
 
 
 def _describe(partitions: list[TopicPartition]) -> str:

@@ -1,48 +1,49 @@
-"""A private copy of the catalog with uniquely named datasets, on a shared cluster.
+"""A private copy of the platform on a shared cluster: own topic prefix, groups and schemas.
 
-Tests and benchmarks run side by side on one stack; each gets its own topics,
-subjects and consumer groups by renaming its datasets with a suffix, so they
-never see each other's records.
+Tests and benchmarks run side by side on one stack. Each sandbox puts a unique
+prefix in front of every topic (the same mechanism a deployment uses to share a
+cluster between environments, ``SLUICE_TOPIC_PREFIX``), uses its own consumer
+groups, and works on its own copy of ``schemas/`` so that it may edit
+contracts and schemas without touching anyone else's.
 """
 
 from __future__ import annotations
 
-import json
 import shutil
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-import yaml
-
 from streams import kafka, registry
-from streams.catalog import Catalog, load_catalog
+from streams.catalog import Catalog, catalog_for
 from streams.settings import Settings
 
 
 @dataclass(frozen=True)
 class Sandbox:
-    """Settings and catalog of a private copy of the schemas."""
+    """Settings and catalog of one private copy."""
 
     settings: Settings
     catalog: Catalog
     schemas: Path
     suffix: str
-    datasets: dict[str, str]  # original name -> sandboxed name
 
     @property
     def env(self) -> dict[str, str]:
         """Environment for a `sluice` child process that works in this sandbox."""
         return {
             "SLUICE_SCHEMAS_PATH": str(self.schemas),
+            "SLUICE_TOPIC_PREFIX": self.settings.topic_prefix,
             "SLUICE_RUNNER__GROUP_PREFIX": self.settings.runner.group_prefix,
-            "SLUICE_VALIDATE__DATASETS": json.dumps(list(self.datasets.values())),
         }
+
+    def topic(self, logical: str) -> str:
+        """The cluster name of one of the sandbox's topics."""
+        return self.catalog.physical(logical)
 
     def reload(self) -> Sandbox:
         """The same sandbox with its catalog re-read (after editing its files)."""
-        catalog = load_catalog(self.schemas)
-        return Sandbox(self.settings, catalog, self.schemas, self.suffix, self.datasets)
+        return Sandbox(self.settings, catalog_for(self.settings), self.schemas, self.suffix)
 
     def apply(self) -> None:
         """Create the sandbox's topics and register its schemas (`sluice schemas apply`)."""
@@ -54,45 +55,16 @@ class Sandbox:
         registry.apply(self.settings.registry, self.catalog, specs)
 
 
-def create(
-    base: Settings,
-    workdir: Path,
-    *,
-    datasets: list[str],
-    keep_topics: bool = False,
-    partitions: int | None = None,
-) -> Sandbox:
-    """Copy ``base``'s schemas into ``workdir`` with ``datasets`` renamed ``<name>_<suffix>``.
-
-    ``keep_topics`` keeps the catalog's other topics (inference.*, ...) under their
-    own names; otherwise only the renamed datasets' topics are in the sandbox.
-    """
+def create(base: Settings, workdir: Path) -> Sandbox:
+    """A sandbox whose topics are ``sbx<suffix>.<topic>``, with schemas copied to ``workdir``."""
     suffix = uuid.uuid4().hex[:8]
-    source = base.schemas_dir
     schemas = workdir / "schemas"
-    shutil.copytree(source, schemas, ignore=shutil.ignore_patterns("datasets"))
-    catalog_file = yaml.safe_load((source / "topics.yaml").read_text())
-    renamed: dict[str, str] = {}
-    entries = {}
-    for name in datasets:
-        entry = dict(catalog_file["datasets"][name])
-        new = f"{name}_{suffix}"
-        contract = yaml.safe_load((source / entry["contract"]).read_text())
-        contract["dataset"] = new
-        entry["contract"] = f"contracts/{new}.yaml"
-        if partitions is not None:
-            entry["partitions"] = partitions
-        (schemas / entry["contract"]).write_text(yaml.safe_dump(contract, sort_keys=False))
-        entries[new] = entry
-        renamed[name] = new
-    catalog_file["datasets"] = entries
-    if not keep_topics:
-        catalog_file["topics"] = []
-    (schemas / "topics.yaml").write_text(yaml.safe_dump(catalog_file, sort_keys=False))
+    shutil.copytree(base.schemas_dir, schemas, ignore=shutil.ignore_patterns("datasets"))
     settings = base.model_copy(
         update={
             "schemas_path": schemas,
-            "runner": base.runner.model_copy(update={"group_prefix": f"sandbox-{suffix}"}),
+            "topic_prefix": f"sbx{suffix}.",
+            "runner": base.runner.model_copy(update={"group_prefix": f"sbx{suffix}"}),
         }
     )
-    return Sandbox(settings, load_catalog(schemas), schemas, suffix, renamed)
+    return Sandbox(settings, catalog_for(settings), schemas, suffix)

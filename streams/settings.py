@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     )
 
     project_root: Path = PROJECT_ROOT
+    topic_prefix: str = Field(
+        "", description="Put in front of every topic name, e.g. 'staging.' to share a cluster."
+    )
     schemas_path: Path | None = Field(
         None, description="Catalog, schemas and contracts; default <project_root>/schemas."
     )

@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streams.catalog import load_catalog
+from streams.catalog import catalog_for
 from streams.cli import console
 from streams.client import SluiceClient
 from streams.settings import get_settings
@@ -35,7 +35,7 @@ def produce(dataset: str, file: Path, fmt: str, limit: int | None) -> None:
     decides, and the dead-letter topic keeps what it refuses.
     """
     settings = get_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = catalog_for(settings)
     spec = catalog.dataset(dataset)
     lines = file.read_bytes().splitlines()
     lines = [line for line in lines if line.strip()][:limit]
@@ -52,7 +52,8 @@ def produce(dataset: str, file: Path, fmt: str, limit: int | None) -> None:
             console=console,
         ) as progress,
     ):
-        task = progress.add_task(f"{file.name} → {spec.raw_topic}", total=len(lines), rate="")
+        raw_topic = catalog.physical(spec.raw_topic)
+        task = progress.add_task(f"{file.name} → {raw_topic}", total=len(lines), rate="")
         for index, line in enumerate(lines, 1):
             key = _key(line, spec.contract.key_field)
             if fmt == "json":
@@ -72,7 +73,7 @@ def produce(dataset: str, file: Path, fmt: str, limit: int | None) -> None:
         delivered, failed = client.delivered, client.failed
     elapsed = time.perf_counter() - started
     console.print(
-        f"produced {delivered:,} records ({sent_bytes / 1e6:.1f} MB) to {spec.raw_topic} "
+        f"produced {delivered:,} records ({sent_bytes / 1e6:.1f} MB) to {raw_topic} "
         f"in {elapsed:.1f}s ({delivered / max(elapsed, 1e-9):,.0f} rec/s), {failed} failed"
     )
 

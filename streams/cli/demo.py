@@ -24,7 +24,7 @@ from confluent_kafka import TopicPartition
 from rich.table import Table
 
 from streams import kafka, registry
-from streams.catalog import Catalog, load_catalog
+from streams.catalog import catalog_for
 from streams.cli import console
 from streams.client import SluiceClient
 from streams.dlq import parse_error_headers
@@ -44,7 +44,7 @@ def demo(rows: int | None) -> None:
     Needs a running stack (`sluice up`); applies the schemas itself.
     """
     settings = get_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = catalog_for(settings)
     specs = list(catalog.topics.values())
     kafka.ensure_topics(kafka.admin(settings), specs)
     registry.apply(settings.registry, catalog, specs)
@@ -53,19 +53,22 @@ def demo(rows: int | None) -> None:
     dataset = catalog.dataset(DATASET)
     sample = settings.schemas_dir / "datasets" / DATASET / "sample.jsonl"
     lines = [line for line in sample.read_text().splitlines() if line.strip()][:rows]
-    before = _ends(settings, [dataset.validated_topic, dataset.dlq_topic])
+    validated_topic = catalog.physical(dataset.validated_topic)
+    dlq_topic = catalog.physical(dataset.dlq_topic)
+    before = _ends(settings, [validated_topic, dlq_topic])
 
     with _processors(settings, ["validate"]):
-        console.print(f"[bold]2. producing[/bold] {len(lines):,} raw events to {dataset.raw_topic}")
+        raw_topic = catalog.physical(dataset.raw_topic)
+        console.print(f"[bold]2. producing[/bold] {len(lines):,} raw events to {raw_topic}")
         started = time.perf_counter()
         with SluiceClient(settings, catalog, source=f"demo:{sample.name}") as client:
             for line in lines:
                 client.send_payload(DATASET, line, key=_key(line))
-        _wait_caught_up(settings, catalog, "validate", [dataset.raw_topic])
+        _wait_caught_up(settings, "validate", [raw_topic])
         elapsed = time.perf_counter() - started
 
-    validated = _read_new(settings, dataset.validated_topic, before)
-    dead = _read_new(settings, dataset.dlq_topic, before)
+    validated = _read_new(settings, validated_topic, before)
+    dead = _read_new(settings, dlq_topic, before)
     _report_validate(len(lines), validated, dead, elapsed)
 
 
@@ -146,7 +149,7 @@ def _processors(settings: Settings, names: list[str]) -> Iterator[None]:
 
 
 def _wait_caught_up(
-    settings: Settings, catalog: Catalog, processor: str, topics: list[str], timeout: float = 600
+    settings: Settings, processor: str, topics: list[str], timeout: float = 600
 ) -> None:
     group = f"{settings.runner.group_prefix}.{processor}"
     deadline = time.monotonic() + timeout

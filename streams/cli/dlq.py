@@ -7,9 +7,10 @@ from datetime import UTC, datetime
 import click
 from rich.markup import escape
 
+from streams.catalog import catalog_for
 from streams.cli import console
 from streams.deadletters import dlq_topic_name, read_recent, replay
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
 
 
 @click.group()
@@ -27,8 +28,9 @@ def show(topic: str, limit: int) -> None:
     Payloads are not printed (they may hold personal data): the reason, where the
     record came from and its size are.
     """
-    name = dlq_topic_name(topic)
-    letters = read_recent(get_settings(), name, limit)
+    settings = get_settings()
+    name = _physical(settings, dlq_topic_name(topic))
+    letters = read_recent(settings, name, limit)
     if not letters:
         console.print(f"{name} is empty")
         return
@@ -54,10 +56,11 @@ def replay_command(topic: str, dry_run: bool) -> None:
     most once (progress is committed with the replayed records); one that fails
     again returns to the DLQ with its replay count.
     """
-    name = dlq_topic_name(topic)
+    settings = get_settings()
+    name = _physical(settings, dlq_topic_name(topic))
     with console.status(f"replaying {name}") as status:
         summary = replay(
-            get_settings(),
+            settings,
             name,
             dry_run=dry_run,
             progress=lambda n: status.update(f"replayed {n:,} records from {name}"),
@@ -69,6 +72,12 @@ def replay_command(topic: str, dry_run: bool) -> None:
     console.print(f"{verb} {summary.replayed:,} records: {targets}")
     if summary.skipped:
         console.print(f"skipped {summary.skipped} records without a sluice.error.topic header")
+
+
+def _physical(settings: Settings, topic: str) -> str:
+    """A catalog topic's cluster name; any other name is taken as a cluster name."""
+    catalog = catalog_for(settings)
+    return catalog.physical(topic) if topic in catalog.topics else topic
 
 
 COMMANDS = [dlq]

@@ -8,7 +8,7 @@ import click
 from rich.table import Table
 
 from streams import kafka, registry
-from streams.catalog import load_catalog
+from streams.catalog import catalog_for
 from streams.cli import console, err_console
 from streams.settings import get_settings
 
@@ -26,7 +26,7 @@ def apply() -> None:
     nothing is registered.
     """
     settings = get_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = catalog_for(settings)
     specs = list(catalog.topics.values())
     topic_changes = kafka.ensure_topics(kafka.admin(settings), specs)
     table = Table(title=f"topics on {settings.kafka.bootstrap_servers}")
@@ -34,7 +34,7 @@ def apply() -> None:
         table.add_column(column)
     failed = False
     for change in topic_changes:
-        spec = catalog.topics[change.topic]
+        spec = catalog.topics[catalog.logical(change.topic)]
         action = change.action + (f" ({change.detail})" if change.detail else "")
         failed |= change.action == "error"
         table.add_row(
@@ -60,7 +60,7 @@ def apply() -> None:
 def check() -> None:
     """Say what `apply` would change, and fail on an incompatible schema (for CI)."""
     settings = get_settings()
-    catalog = load_catalog(settings.schemas_dir)
+    catalog = catalog_for(settings)
     planned = registry.plan(settings.registry, catalog, catalog.topics.values())
     refused = False
     for change in planned:

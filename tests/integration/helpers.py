@@ -23,10 +23,10 @@ from streams.settings import Settings
 
 @dataclass
 class World:
-    """A private catalog (uuid-named dataset, topics, subjects, groups) on the shared stack."""
+    """A sandbox (own topic prefix, subjects, groups, schemas) on the shared stack."""
 
     sandbox: Sandbox
-    dataset: str
+    dataset: str = "support_tickets"
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
 
     @property
@@ -45,28 +45,32 @@ class World:
     def env(self) -> dict[str, str]:
         return self.sandbox.env
 
+    def topic(self, logical: str) -> str:
+        """Cluster name of a catalog topic in this world."""
+        return self.sandbox.topic(logical)
+
     @property
     def raw(self) -> str:
-        return f"raw.{self.dataset}"
+        return self.topic(f"raw.{self.dataset}")
 
     @property
     def validated(self) -> str:
-        return f"{self.dataset}.validated"
+        return self.topic(f"{self.dataset}.validated")
 
     @property
     def dlq(self) -> str:
-        return f"raw.{self.dataset}.dlq"
+        return self.topic(f"raw.{self.dataset}.dlq")
 
     def reload(self) -> None:
         """Re-read the catalog after a test edited the schema files."""
         self.sandbox = self.sandbox.reload()
 
 
-def make_world(base: Settings, tmp_path: Path, *, partitions: int = 3) -> World:
-    """A sandbox with the support_tickets dataset renamed, applied to the stack."""
-    box = sandbox.create(base, tmp_path, datasets=["support_tickets"], partitions=partitions)
+def make_world(base: Settings, tmp_path: Path) -> World:
+    """A sandbox of the whole catalog, applied to the stack."""
+    box = sandbox.create(base, tmp_path)
     box.apply()
-    return World(box, box.datasets["support_tickets"])
+    return World(box)
 
 
 def apply(world: World) -> None:

@@ -103,7 +103,7 @@ def test_serde_interoperates_with_confluent_serializers(stack, tmp_path):
         "attributes": {"a": "b"},
     }
 
-    ours = serde.encoder(world.raw)(event)
+    ours = serde.encoder("raw.support_tickets")(event)
     theirs = AvroDeserializer(client)(ours, context)
     assert theirs["event_id"] == "e"
     assert theirs["attributes"] == {"a": "b"}

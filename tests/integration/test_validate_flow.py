@@ -34,7 +34,7 @@ def test_valid_invalid_and_garbage_inputs(world: World):
     serde = AvroSerde(
         __import__("streams.kafka", fromlist=["registry"]).registry(world.settings), world.catalog
     )
-    envelope = serde.encoder(world.raw)
+    envelope = serde.encoder("raw.support_tickets")
     with SluiceClient(world.settings, world.catalog, source="test") as client:
         for i in range(200):  # valid, through the SDK (RawEvent envelope)
             client.send_record(world.dataset, ticket(i))
