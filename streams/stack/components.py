@@ -35,7 +35,9 @@ class Component(ABC):
         self.stack = settings.stack
         self.root = settings.stack.root
         self.process = ManagedProcess(
-            self.name, self.root / "run" / f"{self.name}.pid", self.root / "logs" / f"{self.name}.log"
+            self.name,
+            self.root / "run" / f"{self.name}.pid",
+            self.root / "logs" / f"{self.name}.log",
         )
 
     @property
@@ -65,6 +67,15 @@ class Component(ABC):
         )
         target.write_text(text)
         return target
+
+    @property
+    def start_timeout_s(self) -> float:
+        """How long `up` waits for the component to become healthy."""
+        return self.stack.start_timeout_s
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables the component's process needs on top of Sluice's own."""
+        return {}
 
     @abstractmethod
     def fetch(self, progress: maven.Progress) -> None:
@@ -143,7 +154,9 @@ class Kafka(Component):
             capture_output=True, text=True, check=False,
         )
         if result.returncode != 0:
-            raise ComponentError(f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}")
+            raise ComponentError(
+                f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
+            )
 
     def _classpath(self) -> str:
         return ":".join(str(p) for p in maven.read_classpath(self.classpath_file))
@@ -152,7 +165,7 @@ class Kafka(Component):
         return [f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"]
 
     def command(self) -> list[str]:
-        """java … kafka.Kafka server.properties."""
+        """Run ``java … kafka.Kafka server.properties``."""
         return [
             str(self._java()),
             f"-Xmx{self.stack.kafka_heap}",
@@ -180,7 +193,8 @@ class Kafka(Component):
         )
         metadata = client.list_topics(timeout=3)
         topics = [t for t in metadata.topics if not t.startswith("__")]
-        return f"Kafka {self.stack.kafka_version}, {len(metadata.brokers)} broker, {len(topics)} topics"
+        return (f"Kafka {self.stack.kafka_version}, {len(metadata.brokers)} broker, "
+                f"{len(topics)} topics")
 
 
 class SchemaRegistry(Component):
@@ -226,7 +240,7 @@ class SchemaRegistry(Component):
         )
 
     def command(self) -> list[str]:
-        """java -jar quarkus-run.jar, on Java 21+ (Apicurio 3.x needs it)."""
+        """Run ``java -jar quarkus-run.jar`` on Java 21+ (Apicurio 3.x needs it)."""
         java = find_java(21, self.stack.registry_java_home, newest=True)
         return [
             str(java),

@@ -35,7 +35,7 @@ def run_maven(args: Sequence[str], maven: str, progress: Progress, cwd: Path | N
     process = subprocess.Popen(
         command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
     )
-    assert process.stdout is not None
+    assert process.stdout is not None  # noqa: S101 (stdout=PIPE)
     lines: list[str] = []
     downloads = 0
     for line in process.stdout:
