@@ -212,15 +212,26 @@ def main(argv: Sequence[str] | None = None) -> None:
     started = time.monotonic()
     device = pick_device(args.device)
 
-    from pytriton.triton import Triton, TritonConfig  # noqa: PLC0415
+    from pytriton.triton import (  # noqa: PLC0415
+        DEFAULT_PROTECTED_ENDPOINTS,
+        Triton,
+        TritonConfig,
+        TritonSecurityConfig,
+    )
 
+    # PyTriton guards some APIs with a random token. Statistics (read-only counters:
+    # requests, executions, queue times) stay open: they show whether dynamic batching
+    # works. Loading/unloading models, shared memory, tracing and logging stay guarded.
+    security = TritonSecurityConfig(
+        restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"]
+    )
     config = TritonConfig(
         http_address=args.host, http_port=args.http_port,
         grpc_address=args.host, grpc_port=args.grpc_port,
         metrics_address=args.host, metrics_port=args.metrics_port,
         log_verbose=args.log_verbose, exit_timeout_secs=10,
     )
-    with Triton(config=config) as triton:
+    with Triton(config=config, security_config=security) as triton:
         for entry in entries:
             LOG.info("binding %s as Triton model %r (%s)", entry["name"], entry["triton_model"],
                      entry["serve"]["implementation"])
