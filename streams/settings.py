@@ -70,6 +70,11 @@ class StackSettings(_Frozen):
     triton_device: Literal["auto", "cpu", "cuda"] = Field(
         "auto", description="auto: CUDA (fp16) when available, else CPU (fp32)."
     )
+    triton_torch_threads: int = Field(
+        1, ge=0, description="torch's CPU threads in the Triton server (0: one per core). "
+        "1 by default: on a small CPU shared with Kafka and the JVMs, torch's thread "
+        "barriers stall whenever a core is taken (see infra/triton/README.md).",
+    )
     triton_start_timeout_s: float = Field(
         600.0, description="Importing torch and loading the models can take minutes."
     )

@@ -28,6 +28,7 @@ from types import FrameType
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import yaml
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # models come from PyPI packages, never a hub
@@ -57,6 +58,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", choices=["auto", "cpu", "cuda"], default="auto")
     parser.add_argument("--status-file", type=Path, default=None,
                         help="write {device, models, ...} here once the models are bound")
+    parser.add_argument("--torch-threads", type=int, default=0,
+                        help="intra-op threads for torch on the CPU (0: torch's default, one "
+                        "per core); 1 avoids stalls on a CPU shared with busy processes")
     parser.add_argument("--log-verbose", type=int, default=0, help="Triton's own verbosity")
     return parser.parse_args(argv)
 
@@ -74,9 +78,12 @@ def served_entries(catalog: Path, names: Sequence[str]) -> list[dict[str, Any]]:
     return [entries[n] for n in wanted]
 
 
-def pick_device(choice: str) -> Any:
+def pick_device(choice: str, torch_threads: int = 0) -> Any:
     """CUDA when asked for or available (auto), else the CPU."""
     import torch  # noqa: PLC0415 (slow import, after argument errors)
+
+    if torch_threads > 0:
+        torch.set_num_threads(torch_threads)
 
     if choice == "cuda" and not torch.cuda.is_available():
         raise SystemExit("--device cuda, but torch sees no CUDA device")
@@ -114,8 +121,8 @@ def bind_minilm(triton: Any, entry: dict[str, Any], device: Any) -> None:
     emb = tensor(entry, "outputs", "embedding", (model.dims,))
     cnt = tensor(entry, "outputs", "num_input_tokens", (1,))
 
-    @batch  # type: ignore[misc]
-    def infer(**inputs: np.ndarray) -> dict[str, np.ndarray]:
+    @batch  # type: ignore[untyped-decorator]
+    def infer(**inputs: npt.NDArray[Any]) -> dict[str, npt.NDArray[Any]]:
         texts = [text_of(v) for v in inputs[inp.name][:, 0]]
         counts = np.asarray(model.count(texts), dtype=cnt.dtype).reshape(-1, 1)
         return {emb.name: model.embed(texts).astype(emb.dtype), cnt.name: counts}
@@ -155,7 +162,7 @@ def bind_textgen(triton: Any, entry: dict[str, Any], device: Any) -> None:
     def flag(request: Any, spec: Any) -> bool:
         return bool(request[spec.name][0]) if spec.name in request else False
 
-    def respond(request: Any) -> dict[str, np.ndarray]:
+    def respond(request: Any) -> dict[str, npt.NDArray[Any]]:
         prompt = text_of(request[text_in.name][0])
         raw = request[params.name][0] if params.name in request else None
         sampling = Sampling.parse(raw, max_output)
@@ -169,7 +176,7 @@ def bind_textgen(triton: Any, entry: dict[str, Any], device: Any) -> None:
             response[n_out.name] = np.asarray([output_tokens], dtype=n_out.dtype)
         return response
 
-    def infer(requests: list[Any]) -> Iterator[list[dict[str, np.ndarray]]]:
+    def infer(requests: list[Any]) -> Iterator[list[dict[str, npt.NDArray[Any]]]]:
         # A generator makes PyTriton answer over the decoupled (streaming) path, as vLLM does.
         try:
             yield [respond(request) for request in requests]
@@ -210,7 +217,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     entries = served_entries(args.catalog, [n for n in args.models.split(",") if n])
     _stop_on_sigterm()
     started = time.monotonic()
-    device = pick_device(args.device)
+    device = pick_device(args.device, args.torch_threads)
 
     from pytriton.triton import (  # noqa: PLC0415
         DEFAULT_PROTECTED_ENDPOINTS,
@@ -242,6 +249,7 @@ def main(argv: Sequence[str] | None = None) -> None:
             args.status_file.parent.mkdir(parents=True, exist_ok=True)
             args.status_file.write_text(json.dumps({
                 "device": str(device), "torch": torch.__version__, "pid": os.getpid(),
+                "torch_threads": torch.get_num_threads(),
                 "models": [e["triton_model"] for e in entries],
             }))
         LOG.info("serving %s on %s (HTTP %d, gRPC %d, metrics %d); models bound in %.1fs",

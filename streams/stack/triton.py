@@ -91,6 +91,7 @@ class Triton(Component):
             "--grpc-port", str(self.stack.triton_grpc_port),
             "--metrics-port", str(self.stack.triton_metrics_port),
             "--device", self.stack.triton_device,
+            "--torch-threads", str(self.stack.triton_torch_threads),
             "--status-file", str(self.status_file),
             *(["--models", ",".join(platform_names)] if platform_names else []),
         ]
