@@ -44,7 +44,9 @@ def test_triton_runs_server_py_from_its_venv_on_the_configured_ports(tmp_path: P
     assert "--models" not in flags
     assert triton.models == ["minilm", "textgen"]
     assert triton.start_timeout_s == s.stack.triton_start_timeout_s
-    assert Settings().stack.triton_venv_dir == Path(".sluice/venvs/triton").resolve()
+    default = settings(tmp_path).stack
+    assert default.triton_venv is None
+    assert default.triton_venv_dir == tmp_path / "state" / "venvs" / "triton"
 
 
 def test_a_model_selection_is_checked_against_the_catalog(tmp_path: Path) -> None:
