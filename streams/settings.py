@@ -47,11 +47,51 @@ class StackSettings(_Frozen):
     )
     maven: str = Field("mvn", description="Maven executable used to fetch the jars.")
     start_timeout_s: float = 120.0
+    components: list[str] = Field(
+        default_factory=lambda: ["kafka", "registry", "triton"],
+        description="What `sluice up` starts without --only, e.g. "
+        'SLUICE_STACK__COMPONENTS=\'["kafka","registry"]\' to leave Triton out.',
+    )
+    triton_http_port: int = 8000
+    triton_grpc_port: int = 8001
+    triton_metrics_port: int = 8002
+    triton_python: Path | None = Field(
+        None,
+        description="Interpreter the Triton venv is created from (PyTriton ships stubs for "
+        "3.8-3.13); default: the one running Sluice.",
+    )
+    triton_venv: Path | None = Field(
+        None, description="The Triton venv (torch, PyTriton); default: <state_dir>/venvs/triton."
+    )
+    triton_models: list[str] = Field(
+        default_factory=list,
+        description="Models the local Triton serves; default: every catalog entry with `serve`.",
+    )
+    triton_device: Literal["auto", "cpu", "cuda"] = Field(
+        "auto", description="auto: CUDA (fp16) when available, else CPU (fp32)."
+    )
+    triton_torch_threads: int = Field(
+        1,
+        ge=0,
+        description="torch's CPU threads in the Triton server (0: one per core). "
+        "1 by default: on a small CPU shared with Kafka and the JVMs, torch's thread "
+        "barriers stall whenever a core is taken (see infra/triton/README.md).",
+    )
+    triton_start_timeout_s: float = Field(
+        600.0, description="Importing torch and loading the models can take minutes."
+    )
 
     @property
     def root(self) -> Path:
         """The state directory as an absolute path."""
         return self.state_dir.expanduser().resolve()
+
+    @property
+    def triton_venv_dir(self) -> Path:
+        """Where the Triton venv lives (created by `sluice up`, reused while unchanged)."""
+        if self.triton_venv is not None:
+            return self.triton_venv.expanduser().resolve()
+        return self.root / "venvs" / "triton"
 
 
 class KafkaSettings(_Frozen):
@@ -115,6 +155,17 @@ class RunnerSettings(_Frozen):
     max_dlq_message_chars: int = 1000
 
 
+class TritonSettings(_Frozen):
+    """How processors reach Triton, and which models they may route to."""
+
+    url: str = Field("127.0.0.1:8001", description="Triton's gRPC endpoint (host:port).")
+    models_file: Path = Field(
+        PROJECT_ROOT / "infra" / "triton" / "models.yaml",
+        description="The model catalog: routing, tensor names, limits, price keys.",
+    )
+    timeout_s: float = Field(60.0, gt=0, description="Longest wait for one Triton call.")
+
+
 class TelemetrySettings(_Frozen):
     """OpenTelemetry tracing."""
 
@@ -153,6 +204,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     kafka: KafkaSettings = KafkaSettings()
     registry: RegistrySettings = RegistrySettings()
+    triton: TritonSettings = TritonSettings()
     runner: RunnerSettings = RunnerSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -174,7 +226,10 @@ class Settings(BaseSettings):
         kafka.setdefault("bootstrap_servers", f"127.0.0.1:{kafka_port}")
         registry = _as_dict(data.get("registry"))
         registry.setdefault("url", f"http://127.0.0.1:{registry_port}/apis/ccompat/v7")
-        return {**data, "kafka": kafka, "registry": registry}
+        triton_port = stack.get("triton_grpc_port", defaults["triton_grpc_port"].default)
+        triton = _as_dict(data.get("triton"))
+        triton.setdefault("url", f"127.0.0.1:{triton_port}")
+        return {**data, "kafka": kafka, "registry": registry, "triton": triton}
 
     @property
     def schemas_dir(self) -> Path:

@@ -12,21 +12,31 @@ from rich.table import Table
 
 from streams.cli import console
 from streams.settings import get_settings
-from streams.stack import Stack
+from streams.stack import Stack, component_names
 
 _STATE_STYLE = {"healthy": "green", "starting": "yellow", "dead": "red", "stopped": "dim"}
 
 
 @click.command()
-@click.option("--only", multiple=True, help="Start only these components (kafka, registry).")
+@click.option(
+    "--only",
+    multiple=True,
+    help="Start only these components (kafka, registry, triton); default: "
+    "SLUICE_STACK__COMPONENTS, which lists all three.",
+)
 def up(only: tuple[str, ...]) -> None:
-    """Start the local stack (fetching it from Maven Central the first time)."""
+    """Start the local stack (fetching it from Maven Central and PyPI the first time)."""
     settings = get_settings()
     stack = Stack(settings, list(only) or None)
     with console.status("starting the local stack") as status:
+        transient = tuple(
+            f"{c.title}: {word}"
+            for c in stack.components
+            for word in ("downloaded", "Collecting", "Downloading")
+        )
 
         def report(message: str) -> None:
-            if message.startswith(tuple(f"{c.title}: downloaded" for c in stack.components)):
+            if message.startswith(transient):  # per-file progress: one updating line
                 status.update(message)
             else:
                 console.print(message)
@@ -39,7 +49,8 @@ def up(only: tuple[str, ...]) -> None:
 @click.option("--purge", is_flag=True, help="Also delete data and logs (downloads are kept).")
 def down(purge: bool) -> None:
     """Stop exactly what `sluice up` started; data is kept unless --purge."""
-    Stack(get_settings()).down(console.print, purge=purge)
+    # Every component, not only the configured ones: stop what an earlier `up --only` started.
+    Stack(get_settings(), component_names()).down(console.print, purge=purge)
 
 
 @click.command()
@@ -50,7 +61,10 @@ def status() -> None:
     for column in ("component", "state", "address", "pid", "detail"):
         table.add_column(column)
     dead = []
-    for item in Stack(settings).status():
+    configured = set(settings.stack.components)
+    for item in Stack(settings, component_names()).status():
+        if item.name not in configured and item.state == "stopped":
+            continue  # left out by SLUICE_STACK__COMPONENTS and not running: not news
         style = _STATE_STYLE.get(item.state, "")
         detail = item.detail if item.state != "dead" else "see below"
         table.add_row(

@@ -6,6 +6,7 @@ Everything lives in one state directory (``.sluice/`` by default): downloads in
 
 from __future__ import annotations
 
+import functools
 import shutil
 import time
 from collections.abc import Callable
@@ -13,11 +14,21 @@ from dataclasses import dataclass
 
 from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
+from streams.stack.triton import Triton
 
 Report = Callable[[str], None]
 
 #: Start order; ``down`` stops in reverse.
-COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry]
+COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry, Triton]
+
+
+def component_names() -> list[str]:
+    """Every component the stack knows, in start order."""
+    return [cls.name for cls in COMPONENTS]
+
+
+def _prefixed(report: Report, title: str, message: str) -> None:
+    report(f"{title}: {message}")
 
 
 @dataclass(frozen=True)
@@ -32,33 +43,30 @@ class ComponentStatus:
     detail: str
 
 
-def _prefixed(report: Report, prefix: str) -> Report:
-    return lambda message: report(f"{prefix}: {message}")
-
-
 class Stack:
     """The local stack's components under one state directory."""
 
     def __init__(self, settings: Settings, only: list[str] | None = None) -> None:
+        """Select ``only`` these components; by default those in ``SLUICE_STACK__COMPONENTS``."""
         self.settings = settings
         components = [cls(settings) for cls in COMPONENTS]
-        if only:
-            unknown = set(only) - {c.name for c in components}
-            if unknown:
-                known = ", ".join(c.name for c in components)
-                raise ValueError(
-                    f"unknown component(s) {', '.join(sorted(unknown))}; known: {known}"
-                )
-            components = [c for c in components if c.name in only]
-        self.components = components
+        selected = only if only is not None else settings.stack.components
+        unknown = set(selected) - {c.name for c in components}
+        if unknown:
+            known = ", ".join(c.name for c in components)
+            source = "--only" if only is not None else "SLUICE_STACK__COMPONENTS"
+            raise ComponentError(
+                f"unknown component(s) {', '.join(sorted(unknown))} in {source}; known: {known}"
+            )
+        self.components = [c for c in components if c.name in selected]
 
     def up(self, report: Report) -> None:
-        """Fetch (once), configure and start each component that is not running; await health."""
+        """Fetch (once), configure and start each component that is not running; wait for health."""
         for component in self.components:
             if component.process.is_running():
                 try:
                     detail = component.probe()
-                except Exception as exc:
+                except Exception as exc:  # any failure means "not ready yet"
                     report(f"{component.title}: running, not answering yet ({exc}); waiting")
                     self._wait_healthy(component, report)
                 else:
@@ -66,14 +74,14 @@ class Stack:
                         f"{component.title}: already running at {component.address()} ({detail})"
                     )
                 continue
-            component.fetch(_prefixed(report, component.title))
+            component.fetch(functools.partial(_prefixed, report, component.title))
             component.prepare()
-            component.process.start(component.command())
+            component.process.start(component.command(), env=component.environment())
             report(f"{component.title}: starting (log: {component.process.log_file})")
             self._wait_healthy(component, report)
 
     def _wait_healthy(self, component: Component, report: Report) -> None:
-        deadline = time.monotonic() + self.settings.stack.start_timeout_s
+        deadline = time.monotonic() + component.start_timeout_s
         last_error = ""
         while time.monotonic() < deadline:
             if not component.process.is_running():
@@ -91,7 +99,7 @@ class Stack:
             return
         raise ComponentError(
             f"{component.title} did not become healthy within "
-            f"{self.settings.stack.start_timeout_s:.0f}s ({last_error}). Last lines of "
+            f"{component.start_timeout_s:.0f}s ({last_error}). Last lines of "
             f"{component.process.log_file}:\n{component.process.log_tail(30)}"
         )
 

@@ -68,6 +68,15 @@ class Component(ABC):
         target.write_text(text)
         return target
 
+    @property
+    def start_timeout_s(self) -> float:
+        """How long `up` waits for the component to become healthy."""
+        return self.stack.start_timeout_s
+
+    def environment(self) -> dict[str, str]:
+        """Environment variables the component's process needs on top of Sluice's own."""
+        return {}
+
     @abstractmethod
     def fetch(self, progress: maven.Progress) -> None:
         """Download what the component needs, once."""
@@ -172,7 +181,7 @@ class Kafka(Component):
         return [f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"]
 
     def command(self) -> list[str]:
-        """Java … kafka.Kafka server.properties."""
+        """Run ``java … kafka.Kafka server.properties``."""
         return [
             str(self._java()),
             f"-Xmx{self.stack.kafka_heap}",
@@ -251,7 +260,7 @@ class SchemaRegistry(Component):
         )
 
     def command(self) -> list[str]:
-        """Java -jar quarkus-run.jar, on Java 21+ (Apicurio 3.x needs it)."""
+        """Run ``java -jar quarkus-run.jar`` on Java 21+ (Apicurio 3.x needs it)."""
         java = find_java(21, self.stack.registry_java_home, newest=True)
         return [
             str(java),

@@ -50,6 +50,7 @@ class ManagedProcess:
         self.pid_file.write_text(
             json.dumps({"pid": process.pid, "command": list(command), "started_at": time.time()})
         )
+        _wait_for_cmdline(process.pid)
         return process.pid
 
     def pid(self) -> int | None:
@@ -105,6 +106,22 @@ class ManagedProcess:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def _wait_for_cmdline(pid: int, timeout: float = 5.0) -> None:
+    """Wait until the kernel shows the new process's command line.
+
+    Right after exec, /proc/<pid>/cmdline can read empty for a moment; ``pid()``
+    would then take a healthy start for a dead process.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if Path(f"/proc/{pid}/cmdline").read_bytes():
+                return
+        except OSError:
+            return  # gone already: pid() reports it
+        time.sleep(0.01)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -1,0 +1,233 @@
+"""The real Triton (PyTriton's) started by the stack component, called through tritonclient.
+
+Runs on ports 18000-18002 with a temporary state directory, so it never meets
+a default stack. The Triton venv is the checkout's own (.sluice/venvs/triton,
+built on first use, minutes) unless SLUICE_TEST_TRITON_VENV names another. The
+sentence-transformers reference runs with that venv's python: Sluice's own
+environment has no torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import queue
+import socket
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import tritonclient.grpc as grpcclient
+
+from streams.models import load_models
+from streams.settings import PROJECT_ROOT, Settings
+from streams.stack import Stack
+from streams.stack.triton import Triton
+from streams.stack.venv import venv_python
+from streams.tokenizing import TokenCounter, search_paths
+
+pytestmark = pytest.mark.integration
+
+PORTS = {"triton_http_port": 18000, "triton_grpc_port": 18001, "triton_metrics_port": 18002}
+VENV = Path(os.environ.get("SLUICE_TEST_TRITON_VENV", PROJECT_ROOT / ".sluice/venvs/triton"))
+
+SENTENCES = [
+    "Hello world",
+    "Sluice meters every token a tenant sends to a model.",
+    "",
+    "Ünïcödé tëxt ☃ and emoji 🎉",
+    "The quick brown fox jumps over the lazy dog. " * 40,  # 402 tokens: cut at 256 for the model
+]
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Start Triton through the stack component; stop it after the module."""
+    for port in PORTS.values():
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                pytest.fail(f"port {port} is taken; stop what listens there and rerun")
+    state = tmp_path_factory.mktemp("triton-state")
+    settings = Settings(stack={"state_dir": state, "triton_venv": VENV, **PORTS})
+    stack = Stack(settings, only=["triton"])
+    stack.up(print)
+    try:
+        yield settings
+    finally:
+        stack.down(print)
+
+
+@pytest.fixture(scope="module")
+def client(settings: Settings) -> Iterator[grpcclient.InferenceServerClient]:
+    with grpcclient.InferenceServerClient(settings.triton.url) as triton:
+        yield triton
+
+
+def embed(client: grpcclient.InferenceServerClient, texts: list[str]) -> tuple[Any, Any]:
+    tensor = grpcclient.InferInput("text", [len(texts), 1], "BYTES")
+    tensor.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
+    result = client.infer("minilm", [tensor])
+    return result.as_numpy("embedding"), result.as_numpy("num_input_tokens")
+
+
+def reference(texts: list[str]) -> dict[str, Any]:
+    """sentence-transformers' own encode, in the Triton venv."""
+    done = subprocess.run(
+        [str(venv_python(VENV)), str(PROJECT_ROOT / "infra/triton/reference.py")],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=PROJECT_ROOT / "infra/triton",
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_the_probe_reports_version_models_and_device(settings: Settings) -> None:
+    assert Triton(settings).probe() == "Triton 2.51.0, models: minilm, textgen (cpu)"
+    messages: list[str] = []
+    Stack(settings, only=["triton"]).up(messages.append)  # idempotent
+    assert messages and "already running" in messages[0]
+
+
+def test_minilm_equals_sentence_transformers_and_counts_true_tokens(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    embeddings, counts = embed(client, SENTENCES)
+    expected = reference(SENTENCES)
+    assert embeddings.shape == (len(SENTENCES), 384) and embeddings.dtype == np.float32
+    np.testing.assert_allclose(embeddings, np.array(expected["embeddings"]), atol=1e-4)
+    np.testing.assert_allclose(np.linalg.norm(embeddings, axis=1), 1.0, atol=1e-5)
+    assert counts.dtype == np.int32 and counts.shape == (len(SENTENCES), 1)
+    assert counts.ravel().tolist() == expected["num_input_tokens"] == [4, 15, 2, 10, 402]
+    catalog = load_models()
+    counter = TokenCounter(catalog.path.parent, search_paths(Settings(stack={"triton_venv": VENV})))
+    assert counter.count(catalog.get("minilm"), SENTENCES) == counts.ravel().tolist()
+
+
+class Generator:
+    """Calls a decoupled (vLLM-style) model over one gRPC stream, one request at a time."""
+
+    def __init__(self, client: grpcclient.InferenceServerClient, model: str = "textgen") -> None:
+        self.client, self.model = client, model
+        self.results: queue.Queue[tuple[Any, Any]] = queue.Queue()
+        client.start_stream(callback=lambda result, error: self.results.put((result, error)))
+
+    def __call__(
+        self,
+        prompt: str,
+        params: dict[str, Any] | None = None,
+        *,
+        exclude_input: bool | None = None,
+        counts: bool = True,
+    ) -> dict[str, Any]:
+        inputs = [self._tensor("text_input", "BYTES", prompt.encode())]
+        if params is not None:
+            inputs.append(self._tensor("sampling_parameters", "BYTES", json.dumps(params).encode()))
+        if exclude_input is not None:
+            inputs.append(self._tensor("exclude_input_in_output", "BOOL", exclude_input))
+        if counts:
+            inputs += [
+                self._tensor("return_num_input_tokens", "BOOL", True),
+                self._tensor("return_num_output_tokens", "BOOL", True),
+            ]
+        self.client.async_stream_infer(self.model, inputs, enable_empty_final_response=True)
+        outputs: dict[str, Any] = {}
+        while True:
+            result, error = self.results.get(timeout=120)
+            if error is not None:
+                raise RuntimeError(str(error))
+            response = result.get_response()
+            for output in response.outputs:
+                value = result.as_numpy(output.name)[0]
+                outputs[output.name] = value.decode() if isinstance(value, bytes) else int(value)
+            if response.parameters["triton_final_response"].bool_param:
+                return outputs
+
+    @staticmethod
+    def _tensor(name: str, dtype: str, value: object) -> grpcclient.InferInput:
+        tensor = grpcclient.InferInput(name, [1], dtype)
+        numpy_type = np.object_ if dtype == "BYTES" else np.bool_
+        tensor.set_data_from_numpy(np.array([value], dtype=numpy_type))
+        return tensor
+
+    def close(self) -> None:
+        self.client.stop_stream()
+
+
+@pytest.fixture
+def generate(client: grpcclient.InferenceServerClient) -> Iterator[Generator]:
+    generator = Generator(client)
+    yield generator
+    generator.close()
+
+
+def test_textgen_generates_exactly_max_tokens_and_reports_true_counts(
+    generate: Generator,
+) -> None:
+    prompt = "Summarise the ticket: the invoice was charged twice."
+    catalog = load_models()
+    counter = TokenCounter(catalog.path.parent, search_paths(Settings(stack={"triton_venv": VENV})))
+    [prompt_tokens] = counter.count(catalog.get("textgen"), [prompt])
+    for max_tokens in (1, 7, 64):
+        out = generate(prompt, {"max_tokens": max_tokens, "temperature": 0}, exclude_input=True)
+        assert out["num_output_tokens"] == max_tokens
+        assert out["num_input_tokens"] == prompt_tokens == 16
+        assert out["text_output"].startswith(" ") and len(out["text_output"].split()) >= 1
+
+
+def test_textgen_is_greedy_at_temperature_0_and_seeded_otherwise(generate: Generator) -> None:
+    greedy = {"max_tokens": 20, "temperature": 0}
+    first, again = generate("hello", greedy), generate("hello", greedy)
+    assert first == again
+    sampled = {"max_tokens": 20, "temperature": 0.9, "seed": 7}
+    assert generate("hello", sampled) == generate("hello", sampled)
+    assert generate("hello", sampled) != generate("hello", {**sampled, "seed": 8})
+
+
+def test_textgen_follows_the_vllm_backends_interface(generate: Generator) -> None:
+    params = {"max_tokens": 5, "temperature": 0}
+    excluded = generate("Hi there", params, exclude_input=True)["text_output"]
+    assert generate("Hi there", params)["text_output"] == "Hi there" + excluded  # default: prepend
+    plain = generate("Hi there", params, counts=False)
+    assert set(plain) == {"text_output"}  # counts only when asked for, as vLLM
+    assert generate("Hi", None, exclude_input=True)["num_output_tokens"] == 16  # vLLM's default
+    with pytest.raises(RuntimeError, match="does not implement stop"):
+        generate("Hi", {"max_tokens": 5, "stop": ["."]})
+    with pytest.raises(RuntimeError, match="between 1 and 512"):
+        generate("Hi", {"max_tokens": 0})
+
+
+def test_concurrent_requests_are_batched_by_triton(
+    client: grpcclient.InferenceServerClient,
+) -> None:
+    def counts() -> tuple[int, int]:
+        stats = client.get_inference_statistics("minilm", as_json=True)["model_stats"][0]
+        return int(stats.get("inference_count", 0)), int(stats.get("execution_count", 0))
+
+    inferences, executions = counts()
+    requests, finished = 64, threading.Semaphore(0)
+    errors: list[object] = []
+
+    def done(result: object, error: object) -> None:
+        if error is not None:
+            errors.append(error)
+        finished.release()
+
+    for i in range(requests):
+        tensor = grpcclient.InferInput("text", [1, 1], "BYTES")
+        tensor.set_data_from_numpy(np.array([[f"request number {i}".encode()]], dtype=np.object_))
+        client.async_infer("minilm", [tensor], callback=done)
+    for _ in range(requests):
+        assert finished.acquire(timeout=120)
+    assert errors == []
+    after_inferences, after_executions = counts()
+    assert after_inferences - inferences == requests
+    batches = after_executions - executions
+    assert 0 < batches < requests, f"{requests} requests ran in {batches} executions"
