@@ -56,7 +56,7 @@ class TritonEmbedder:
         model: str = "minilm",
         *,
         timeout_s: float = 10.0,
-        max_batch: int = 256,
+        max_batch: int | None = None,
         input_name: str = "text",
         output_name: str = "embedding",
         dimension: int = 384,
@@ -70,7 +70,7 @@ class TritonEmbedder:
         self.output_name = output_name
         self._dimension = dimension
         self._client = client
-        self._batched: bool | None = None
+        self._server_batch: int | None = None
 
     @property
     def dimension(self) -> int:
@@ -91,22 +91,24 @@ class TritonEmbedder:
             "(its readiness: GET /v2/models/<model>/ready on the HTTP port)."
         )
 
-    def _model_batches(self, client: Any) -> bool:
-        """Whether the model takes a batch dimension (max_batch_size > 0)."""
-        if self._batched is None:
+    def _model_batch(self, client: Any) -> int:
+        """The model's max_batch_size as Triton reports it (0: no batch dimension)."""
+        if self._server_batch is None:
             try:
                 config = client.get_model_config(self.model, client_timeout=self.timeout_s)
             except Exception as exc:
                 raise self._error("cannot read the model configuration", exc) from exc
-            self._batched = int(config.config.max_batch_size) > 0
-        return self._batched
+            self._server_batch = int(config.config.max_batch_size)
+        return self._server_batch
 
     def embed(self, texts: Sequence[str]) -> Matrix:
         """Embed ``texts``, batching as the model allows."""
         if not texts:
             return np.zeros((0, self.dimension), dtype=np.float32)
         client = self._connect()
-        batch = self.max_batch if self._model_batches(client) else 1
+        server_batch = self._model_batch(client)
+        # Triton refuses a request larger than the model's batch; max_batch may only lower it.
+        batch = min(self.max_batch or server_batch, server_batch) if server_batch else 1
         parts = [self._infer(client, texts[i : i + batch]) for i in range(0, len(texts), batch)]
         return normalize_rows(np.concatenate(parts, axis=0))
 
@@ -114,7 +116,7 @@ class TritonEmbedder:
         import tritonclient.grpc as grpcclient  # noqa: PLC0415
 
         data = np.array([t.encode("utf-8") for t in texts], dtype=np.object_)
-        shape = [len(texts), 1] if self._batched else [1]
+        shape = [len(texts), 1] if self._server_batch else [1]
         tensor = grpcclient.InferInput(self.input_name, shape, "BYTES")
         tensor.set_data_from_numpy(data.reshape(shape))
         output = grpcclient.InferRequestedOutput(self.output_name)

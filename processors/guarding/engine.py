@@ -39,6 +39,7 @@ from processors.guarding.policy import Action, Entity, Policy, TenantPolicy
 from processors.guarding.redaction import Redactor
 from processors.guarding.settings import GuardSettings
 from streams.records import GuardVerdict, PiiFinding, utcnow
+from streams.settings import get_settings
 
 log = logging.getLogger("sluice.guard")
 
@@ -127,7 +128,7 @@ class GuardEngine:
         policy = Policy.load(settings.policy_path)
         if embedder is None and settings.embedder == "triton":
             embedder = TritonEmbedder(
-                settings.triton_url,
+                settings.triton_url or get_settings().triton.url,
                 settings.triton_model,
                 timeout_s=settings.triton_timeout_s,
                 max_batch=settings.triton_max_batch,

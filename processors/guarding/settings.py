@@ -38,7 +38,11 @@ class GuardSettings(BaseSettings):
     embedder: Literal["triton", "none"] = Field(
         "triton", description="Where prompt embeddings come from; none: patterns only."
     )
-    triton_url: str = Field("127.0.0.1:8001", description="Triton gRPC endpoint (host:port).")
+    triton_url: str | None = Field(
+        None, description="Triton gRPC endpoint (host:port); default: the platform's Triton."
+    )
     triton_model: str = "minilm"
     triton_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Triton call.")
-    triton_max_batch: int = Field(256, ge=1, description="Most texts per Triton request.")
+    triton_max_batch: int | None = Field(
+        None, ge=1, description="Most texts per Triton request; default: the model's own limit."
+    )

@@ -24,6 +24,13 @@ TEST_ENV = {
     "SLUICE_STACK__KAFKA_CONTROLLER_PORT": str(_BASE + 93),
     "SLUICE_STACK__REGISTRY_PORT": str(_BASE + 81),
     "SLUICE_STACK__REGISTRY_MANAGEMENT_PORT": str(_BASE + 82),
+    "SLUICE_STACK__TRITON_HTTP_PORT": str(_BASE + 0),
+    "SLUICE_STACK__TRITON_GRPC_PORT": str(_BASE + 1),
+    "SLUICE_STACK__TRITON_METRICS_PORT": str(_BASE + 2),
+    # The Triton venv (torch, ~6 GB) is shared with the checkout's own stack: built once.
+    "SLUICE_STACK__TRITON_VENV": os.environ.get(
+        "SLUICE_TEST_TRITON_VENV", str(PROJECT_ROOT / ".sluice" / "venvs" / "triton")
+    ),
     "SLUICE_METRICS__PORT": "0",
 }
 for _name in ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL"):
@@ -45,5 +52,15 @@ def stack() -> Settings:
     local = Stack(settings, only=["kafka", "registry"])
     local.up(print)
     yield settings
+    if not os.environ.get("SLUICE_TEST_KEEP_STACK"):
+        local.down(print)
+
+
+@pytest.fixture(scope="session")
+def triton(stack: Settings) -> Settings:
+    """Triton serving the platform's models, started once (the first time builds its venv)."""
+    local = Stack(stack, only=["triton"])
+    local.up(print)
+    yield stack
     if not os.environ.get("SLUICE_TEST_KEEP_STACK"):
         local.down(print)

@@ -1,7 +1,6 @@
 """Guard's embedder against the platform's real Triton ``minilm`` model.
 
-Needs Triton serving ``minilm`` (the local stack starts it); set
-SLUICE_GUARD__TRITON_URL when it is not on 127.0.0.1:8001. Unit tests use a
+Uses the session's Triton (tests/integration/conftest.py). Unit tests use a
 fake embedder instead.
 """
 
@@ -13,14 +12,15 @@ import pytest
 from processors.guarding.embedder import EmbedderError, TritonEmbedder
 from processors.guarding.injection import ExemplarSet, InjectionScorer, PatternSet
 from processors.guarding.settings import GuardSettings
+from streams.settings import Settings
 
 pytestmark = pytest.mark.integration
 
 
 @pytest.fixture(scope="module")
-def embedder() -> TritonEmbedder:
+def embedder(triton: Settings) -> TritonEmbedder:
     settings = GuardSettings()
-    embedder = TritonEmbedder(settings.triton_url, settings.triton_model, timeout_s=30)
+    embedder = TritonEmbedder(triton.triton.url, settings.triton_model, timeout_s=30)
     try:
         embedder.embed(["ping"])
     except EmbedderError as exc:

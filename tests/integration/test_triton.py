@@ -1,10 +1,9 @@
 """The real Triton (PyTriton's) started by the stack component, called through tritonclient.
 
-Runs on ports 18000-18002 with a temporary state directory, so it never meets
-a default stack. The Triton venv is the checkout's own (.sluice/venvs/triton,
-built on first use, minutes) unless SLUICE_TEST_TRITON_VENV names another. The
-sentence-transformers reference runs with that venv's python: Sluice's own
-environment has no torch.
+Runs on the session's port block (conftest.py). The Triton venv is the
+checkout's own (.sluice/venvs/triton, built on first use, minutes) unless
+SLUICE_TEST_TRITON_VENV names another. The sentence-transformers reference runs
+with that venv's python: Sluice's own environment has no torch.
 """
 
 from __future__ import annotations
@@ -12,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import socket
 import subprocess
 import threading
 from collections.abc import Iterator
@@ -23,7 +21,7 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from streams.models import load_models
+from streams.models import DEFAULT_MODELS_FILE, load_models
 from streams.settings import PROJECT_ROOT, Settings
 from streams.stack import Stack
 from streams.stack.triton import Triton
@@ -32,8 +30,7 @@ from streams.tokenizing import TokenCounter, search_paths
 
 pytestmark = pytest.mark.integration
 
-PORTS = {"triton_http_port": 18000, "triton_grpc_port": 18001, "triton_metrics_port": 18002}
-VENV = Path(os.environ.get("SLUICE_TEST_TRITON_VENV", PROJECT_ROOT / ".sluice/venvs/triton"))
+VENV = Path(os.environ["SLUICE_STACK__TRITON_VENV"])
 
 SENTENCES = [
     "Hello world",
@@ -45,20 +42,9 @@ SENTENCES = [
 
 
 @pytest.fixture(scope="module")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
-    """Start Triton through the stack component; stop it after the module."""
-    for port in PORTS.values():
-        with socket.socket() as probe:
-            if probe.connect_ex(("127.0.0.1", port)) == 0:
-                pytest.fail(f"port {port} is taken; stop what listens there and rerun")
-    state = tmp_path_factory.mktemp("triton-state")
-    settings = Settings(stack={"state_dir": state, "triton_venv": VENV, **PORTS})
-    stack = Stack(settings, only=["triton"])
-    stack.up(print)
-    try:
-        yield settings
-    finally:
-        stack.down(print)
+def settings(triton: Settings) -> Settings:
+    """The session's Triton (tests/integration/conftest.py)."""
+    return triton
 
 
 @pytest.fixture(scope="module")
@@ -231,3 +217,21 @@ def test_concurrent_requests_are_batched_by_triton(
     assert after_inferences - inferences == requests
     batches = after_executions - executions
     assert 0 < batches < requests, f"{requests} requests ran in {batches} executions"
+
+
+# Counted with MiniLM's own tokenizer.json: [CLS] + WordPiece pieces + [SEP].
+KNOWN_COUNTS = {
+    "Hello world": 4,
+    "": 2,
+    "Ünïcödé tëxt ☃ and emoji 🎉": 10,
+    "The quick brown fox jumps over the lazy dog. " * 40: 402,
+    "unbelievably": 7,  # un ##bel ##ie ##va ##bly
+}
+
+
+def test_minilm_counts_match_known_values(settings: Settings) -> None:
+    """MiniLM's tokenizer.json lives in the Triton venv, which the session fixture builds."""
+    counter = TokenCounter(DEFAULT_MODELS_FILE.parent, search_paths(settings))
+    counts = counter.count(load_models().get("minilm"), list(KNOWN_COUNTS))
+    assert counts == list(KNOWN_COUNTS.values())
+    assert counter.count(load_models().get("textgen"), ["Hello world"]) == [4]
