@@ -12,11 +12,17 @@ and nothing is dropped.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 
 class RecordError(Exception):
-    """A record that must go to the dead-letter topic, with the reason."""
+    """A record that must go to the dead-letter topic, with the reason.
+
+    ``outputs`` are produced as well, in the same transaction: a processor that
+    owes every input an answer (infer: one result per request) sends an error
+    result downstream while the original waits in the DLQ for a replay.
+    """
 
     def __init__(
         self,
@@ -25,12 +31,14 @@ class RecordError(Exception):
         *,
         error_class: str | None = None,
         details: Mapping[str, str] | None = None,
+        outputs: Sequence[Any] = (),
     ) -> None:
         super().__init__(message)
         self.stage = stage
         self.message = message
         self.error_class = error_class or type(self).__name__
         self.details = dict(details or {})
+        self.outputs = list(outputs)
 
 
 class TransientError(Exception):

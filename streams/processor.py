@@ -91,6 +91,9 @@ class ProcessorSpec:
     teardown: Callable[[Context], None] | None = None
     # Called after each committed batch, e.g. to export processor-specific metrics.
     after_commit: Callable[[Context], None] | None = None
+    # (records per poll, longest wait in ms) when the processor knows better than the
+    # runner's defaults; SLUICE_RUNNER__BATCH_SIZE/_TIMEOUT_MS set explicitly still win.
+    batching: Callable[[], tuple[int, int]] | None = None
 
 
 def per_record(process: ProcessOne) -> ProcessBatch:

@@ -70,6 +70,7 @@ class Runner:
         self.inputs = spec.inputs(self.catalog)
         self.outputs = spec.outputs(self.catalog)
         self._metrics_port = settings.metrics.port if metrics_port is None else metrics_port
+        self._batch_size, self._batch_timeout_s = self._batching()
         self._stopping = threading.Event()
         self._encoders: dict[str, Encoder] = {}
         self._dlq_topics = {t: self._dlq_topic_of(t) for t in self.inputs}
@@ -106,9 +107,7 @@ class Runner:
         self._start()
         try:
             while not self._stopping.is_set():
-                messages = self.consumer.consume(
-                    self.settings.runner.batch_size, self.settings.runner.batch_timeout_ms / 1000
-                )
+                messages = self.consumer.consume(self._batch_size, self._batch_timeout_s)
                 batch = self._usable(messages)
                 if not batch:
                     continue
@@ -121,6 +120,16 @@ class Runner:
                     self._attempt = 0
         finally:
             self._close()
+
+    def _batching(self) -> tuple[int, float]:
+        runner = self.settings.runner
+        size, timeout_ms = runner.batch_size, runner.batch_timeout_ms
+        if self.spec.batching is not None:
+            own_size, own_timeout_ms = self.spec.batching()
+            explicit = runner.model_fields_set
+            size = size if "batch_size" in explicit else own_size
+            timeout_ms = timeout_ms if "batch_timeout_ms" in explicit else own_timeout_ms
+        return size, timeout_ms / 1000
 
     # -- start and stop ---------------------------------------------------------
     def _start(self) -> None:
@@ -336,7 +345,10 @@ class Runner:
                 return [(self.catalog.physical(output.topic), "") for output in outcome]
         if span is not None:
             span.set_status(Status(StatusCode.ERROR, outcome.error_class))
-        return [(self._dead_letter(source, outcome), outcome.stage)]
+        produced = [(self._dead_letter(source, outcome), outcome.stage)]
+        if outcome.outputs:  # e.g. the error result a request is still owed
+            produced += self._emit(source, outcome.outputs, span)
+        return produced
 
     def _process(self, records: Sequence[InputRecord]) -> Sequence[Outcome]:
         """Run the processor; if it raises, isolate the record that made it raise."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
@@ -19,6 +21,7 @@ from streams import sandbox
 from streams.catalog import Catalog
 from streams.sandbox import Sandbox
 from streams.settings import Settings
+from streams.stack.venv import venv_python
 
 
 @dataclass
@@ -183,3 +186,20 @@ def running(world: World, name: str, **env: str) -> Iterator[subprocess.Popen[by
         yield process
     finally:
         stop_all(world)
+
+
+def reference(texts: list[str]) -> dict[str, Any]:
+    """sentence-transformers' own encode of ``texts``, run in the Triton venv (it has torch)."""
+    venv = Path(os.environ["SLUICE_STACK__TRITON_VENV"])
+    root = Path(__file__).resolve().parents[2]
+    done = subprocess.run(
+        [str(venv_python(venv)), str(root / "infra/triton/reference.py")],
+        input=json.dumps(texts),
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=root / "infra/triton",
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+    )
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result

@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import os
 import queue
-import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,11 +21,11 @@ import pytest
 import tritonclient.grpc as grpcclient
 
 from streams.models import DEFAULT_MODELS_FILE, load_models
-from streams.settings import PROJECT_ROOT, Settings
+from streams.settings import Settings
 from streams.stack import Stack
 from streams.stack.triton import Triton
-from streams.stack.venv import venv_python
 from streams.tokenizing import TokenCounter, search_paths
+from tests.integration.helpers import reference
 
 pytestmark = pytest.mark.integration
 
@@ -58,21 +57,6 @@ def embed(client: grpcclient.InferenceServerClient, texts: list[str]) -> tuple[A
     tensor.set_data_from_numpy(np.array([[t.encode()] for t in texts], dtype=np.object_))
     result = client.infer("minilm", [tensor])
     return result.as_numpy("embedding"), result.as_numpy("num_input_tokens")
-
-
-def reference(texts: list[str]) -> dict[str, Any]:
-    """sentence-transformers' own encode, in the Triton venv."""
-    done = subprocess.run(
-        [str(venv_python(VENV)), str(PROJECT_ROOT / "infra/triton/reference.py")],
-        input=json.dumps(texts),
-        capture_output=True,
-        text=True,
-        check=True,
-        cwd=PROJECT_ROOT / "infra/triton",
-        env={**os.environ, "HF_HUB_OFFLINE": "1"},
-    )
-    result: dict[str, Any] = json.loads(done.stdout)
-    return result
 
 
 def test_the_probe_reports_version_models_and_device(settings: Settings) -> None:

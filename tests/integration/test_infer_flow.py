@@ -1,0 +1,155 @@
+"""infer against the real Triton and Kafka: one result per request, true counts, real vectors."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from streams import kafka
+from streams.models import load_models
+from streams.records import InferenceRequest, InferenceResult
+from streams.serde import AvroSerde
+from streams.settings import Settings
+from streams.stack import Stack
+from streams.tokenizing import TokenCounter, search_paths
+from tests.integration.helpers import (
+    World,
+    make_world,
+    produce,
+    read_all,
+    reference,
+    start_processor,
+    stop_all,
+    wait_for,
+)
+
+SENTENCES = [
+    "Where is my parcel? It was due on Monday.",
+    "The invoice shows VAT twice.",
+    "Ünïcödé tëxt ☃ and emoji 🎉",
+    "Reset my password please",
+]
+
+
+@pytest.fixture
+def world(triton: Settings, tmp_path) -> World:
+    return make_world(triton, tmp_path)
+
+
+def send(world: World, requests: list[InferenceRequest]) -> None:
+    """Straight to the safe topic (what guard writes): these requests are clean by construction."""
+    encode = AvroSerde(kafka.registry(world.settings), world.catalog).encoder(
+        "inference.requests.safe"
+    )
+    produce(
+        world.settings,
+        world.topic("inference.requests.safe"),
+        [encode(r.to_avro()) for r in requests],
+        [r.request_id.encode() for r in requests],
+    )
+
+
+def results(world: World, expect: int, timeout: float = 300) -> dict[str, InferenceResult]:
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    schema = world.catalog.schemas["sluice.v1.InferenceResult"]
+    messages = read_all(world.settings, world.topic("inference.responses"), expect, timeout=timeout)
+    decoded = [InferenceResult.from_avro(serde.decode(m.value(), schema)) for m in messages]
+    counts = Counter(r.request_id for r in decoded)
+    assert max(counts.values()) == 1, "a request got two results"
+    return {r.request_id: r for r in decoded}
+
+
+def test_mixed_models_one_result_each_with_true_counts(world: World, tmp_path):
+    catalog = load_models()
+    counter = TokenCounter(catalog.path.parent, search_paths(world.settings))
+    embeds = [InferenceRequest.new("acme", "minilm", s) for s in SENTENCES * 10]
+    gens = [
+        InferenceRequest.new("globex", "textgen", s, max_tokens=n, temperature=0.0)
+        for s, n in zip(SENTENCES, (1, 5, 9, 16), strict=True)
+    ]
+    unknown = InferenceRequest.new("acme", "gpt-9", "hello")
+    too_long = InferenceRequest.new("acme", "minilm", "word " * 400)
+    bad_tokens = InferenceRequest.new("acme", "textgen", "hi", max_tokens=100_000)
+    everything = [*embeds, *gens, unknown, too_long, bad_tokens]
+    send(world, everything)
+    with_runner = start_processor(world, "infer")
+    try:
+        got = results(world, len(everything))
+        dead = read_all(world.settings, world.topic("inference.requests.safe.dlq"), 3, settle=1)
+    finally:
+        stop_all(world)
+    assert with_runner.returncode in (0, -signal.SIGTERM)
+    assert set(got) == {r.request_id for r in everything}
+
+    vectors = reference(SENTENCES)
+    expected_counts = counter.count(catalog.get("minilm"), [r.input_text for r in embeds])
+    for request, tokens in zip(embeds, expected_counts, strict=True):
+        result = got[request.request_id]
+        assert result.status == "ok", result.error_message
+        assert result.input_tokens == tokens
+        row = SENTENCES.index(request.input_text)
+        assert np.allclose(result.embedding, vectors["embeddings"][row], atol=1e-4)
+        assert result.operation == "embeddings" and result.model_version == "1"
+        assert 1 <= result.batch_size <= 64
+        assert result.e2e_ms >= result.inference_ms > 0
+    assert max(got[r.request_id].batch_size for r in embeds) > 1, "requests were batched"
+
+    for request in gens:
+        result = got[request.request_id]
+        assert result.status == "ok", result.error_message
+        assert result.output_tokens == request.max_tokens
+        [tokens] = counter.count(catalog.get("textgen"), [request.input_text])
+        assert result.input_tokens == tokens
+        assert result.output_text and result.operation == "text_completion"
+
+    for request, code in (
+        (unknown, "unknown_model"),
+        (too_long, "input_too_long"),
+        (bad_tokens, "invalid_request"),
+    ):
+        result = got[request.request_id]
+        assert (result.status, result.error_code) == ("error", code)
+        assert result.error_message
+    assert {m.key().decode() for m in dead} == {
+        unknown.request_id,
+        too_long.request_id,
+        bad_tokens.request_id,
+    }
+
+
+@pytest.mark.slow
+def test_triton_killed_and_restarted_mid_run(world: World):
+    requests = [
+        InferenceRequest.new("acme", "minilm", f"{s} #{i}") for i in range(150) for s in SENTENCES
+    ]
+    send(world, requests)
+    start_processor(
+        world,
+        "infer",
+        SLUICE_INFER__MAX_RECORDS_PER_POLL="64",
+        SLUICE_RUNNER__RETRY_BACKOFF_MAX_S="2",
+    )
+    group = f"{world.settings.runner.group_prefix}.infer"
+    inputs = [world.topic("inference.requests.safe")]
+    stack = Stack(world.settings, only=["triton"])
+    try:
+        wait_for(
+            lambda: kafka.group_lag(world.settings, group, inputs) < len(requests) - 64,
+            300,
+            "infer to commit a first batch",
+        )
+        triton = stack.components[0].process
+        pid = triton.pid()
+        assert pid is not None
+        triton.stop(timeout=0)  # SIGTERM then straight to SIGKILL: Triton dies mid-batch
+        assert kafka.group_lag(world.settings, group, inputs) > 0, "the kill must land mid-run"
+        stack.up(print)  # back; the paused partitions drain
+        got = results(world, len(requests), timeout=600)
+    finally:
+        stop_all(world)
+        stack.up(print)
+    assert set(got) == {r.request_id for r in requests}
+    assert {r.status for r in got.values()} == {"ok"}, "an outage is retried, never an error"
