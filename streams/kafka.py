@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -195,11 +196,11 @@ def end_offsets(
 
 
 def group_lag(settings: Settings, group: str, topics: Iterable[str], timeout: float = 10.0) -> int:
-    """Records of ``topics`` not yet committed by consumer group ``group``.
+    """Offsets of ``topics`` past what consumer group ``group`` committed.
 
-    Transaction markers occupy offsets too, so a fully caught-up group can show a
-    lag of one marker per partition while the producer's last transaction is
-    open; callers wait for 0.
+    Transaction markers occupy offsets too: behind a transactional producer, a
+    caught-up group still shows one offset per finished transaction that ended a
+    partition. ``pending_records`` counts records only.
     """
     client = consumer(settings, group)
     try:
@@ -212,3 +213,44 @@ def group_lag(settings: Settings, group: str, topics: Iterable[str], timeout: fl
         end = ends[TopicPartition(tp.topic, tp.partition)]
         lag += end - tp.offset if tp.offset >= 0 else end
     return lag
+
+
+def pending_records(
+    settings: Settings, group: str, topics: Iterable[str], timeout: float = 10.0
+) -> int:
+    """Committed records of ``topics`` that consumer group ``group`` has not committed yet.
+
+    Reads the gap between the group's offsets and the end of each partition with a
+    read_committed consumer of its own, so transaction markers and aborted records
+    (which ``group_lag`` counts as offsets) are not mistaken for work left.
+    """
+    topics = list(topics)
+    client = consumer(settings, f"{group}.lag-probe")
+    try:
+        ends = end_offsets(client, topics, timeout)
+        committed = consumer(settings, group)
+        try:
+            offsets = committed.committed(list(ends), timeout=timeout)
+        finally:
+            committed.close()
+        starts = {}
+        for tp in offsets:
+            key = TopicPartition(tp.topic, tp.partition)
+            start = tp.offset if tp.offset >= 0 else 0
+            if start < ends[key]:
+                starts[key] = start
+        if not starts:
+            return 0
+        client.assign([TopicPartition(tp.topic, tp.partition, o) for tp, o in starts.items()])
+        pending = 0
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pending += sum(1 for m in client.consume(1000, 0.2) if m.error() is None)
+            positions = client.position(list(starts))
+            if all(
+                (p.offset or 0) >= ends[TopicPartition(p.topic, p.partition)] for p in positions
+            ):
+                break
+        return pending
+    finally:
+        client.close()

@@ -108,7 +108,8 @@ class KafkaSettings(_Frozen):
 
     def client_config(self, **overrides: Any) -> dict[str, Any]:
         """Librdkafka configuration shared by every producer, consumer and admin client."""
-        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers}
+        # librdkafka logs at info (6) by default; warnings and errors are what users act on.
+        conf: dict[str, Any] = {"bootstrap.servers": self.bootstrap_servers, "log_level": 4}
         conf.update(self.options)
         if self.sasl_password is not None:
             conf["sasl.password"] = self.sasl_password.get_secret_value()
