@@ -39,6 +39,21 @@ class StackSettings(_Frozen):
     registry_port: int = 8081
     registry_management_port: int = 9081
     registry_heap: str = "512m"
+    connect_port: int = Field(8083, description="REST port of the Kafka Connect worker.")
+    connect_heap: str = "768m"
+    connect_group_id: str = Field(
+        "sluice-connect", description="Group of the Connect worker; prefixes its internal topics."
+    )
+    connect_version: str = Field(
+        "4.3.1",
+        description="Kafka Connect worker and FileStream plugin version. Maven Central has no "
+        "connect-file 4.4.0, and the 4.3 plugin cannot run on a 4.4 worker (it calls "
+        "AppInfoParser, which 4.4 moved); Debezium 3.6 is built on Kafka 4.3 too. "
+        "A 4.3 worker talks to the 4.4 broker like any client.",
+    )
+    debezium_version: str = Field(
+        "3.6.1.Final", description="Debezium PostgreSQL connector plugin (tar.gz, plugin)."
+    )
     java_home: Path | None = Field(
         None, description="JDK for Kafka (17+); default: JAVA_HOME or the java on PATH."
     )
@@ -115,6 +130,15 @@ class RunnerSettings(_Frozen):
     max_dlq_message_chars: int = 1000
 
 
+class ConnectSettings(_Frozen):
+    """How the CLI reaches a Kafka Connect worker's REST API."""
+
+    url: str = Field(
+        "http://127.0.0.1:8083", description="REST API of any worker of the Connect cluster."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Longest wait for one REST call.")
+
+
 class TelemetrySettings(_Frozen):
     """OpenTelemetry tracing."""
 
@@ -150,6 +174,7 @@ class Settings(BaseSettings):
     stack: StackSettings = StackSettings()
     kafka: KafkaSettings = KafkaSettings()
     registry: RegistrySettings = RegistrySettings()
+    connect: ConnectSettings = ConnectSettings()
     runner: RunnerSettings = RunnerSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -167,11 +192,14 @@ class Settings(BaseSettings):
         defaults = StackSettings.model_fields
         kafka_port = stack.get("kafka_port", defaults["kafka_port"].default)
         registry_port = stack.get("registry_port", defaults["registry_port"].default)
+        connect_port = stack.get("connect_port", defaults["connect_port"].default)
         kafka = _as_dict(data.get("kafka"))
         kafka.setdefault("bootstrap_servers", f"127.0.0.1:{kafka_port}")
         registry = _as_dict(data.get("registry"))
         registry.setdefault("url", f"http://127.0.0.1:{registry_port}/apis/ccompat/v7")
-        return {**data, "kafka": kafka, "registry": registry}
+        connect = _as_dict(data.get("connect"))
+        connect.setdefault("url", f"http://127.0.0.1:{connect_port}")
+        return {**data, "kafka": kafka, "registry": registry, "connect": connect}
 
     @property
     def schemas_dir(self) -> Path:

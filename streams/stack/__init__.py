@@ -13,11 +13,12 @@ from dataclasses import dataclass
 
 from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
+from streams.stack.connect import Connect
 
 Report = Callable[[str], None]
 
-#: Start order; ``down`` stops in reverse.
-COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry]
+#: Start order; ``down`` stops in reverse. Connect needs the broker (its state is in topics).
+COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry, Connect]
 
 
 @dataclass(frozen=True)
