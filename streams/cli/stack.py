@@ -11,14 +11,16 @@ import httpx
 from rich.table import Table
 
 from streams.cli import console
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
 from streams.stack import Stack
 
 _STATE_STYLE = {"healthy": "green", "starting": "yellow", "dead": "red", "stopped": "dim"}
 
 
 @click.command()
-@click.option("--only", multiple=True, help="Start only these components (kafka, registry).")
+@click.option(
+    "--only", multiple=True, help="Start only these components (kafka, registry, connect)."
+)
 def up(only: tuple[str, ...]) -> None:
     """Start the local stack (fetching it from Maven Central the first time)."""
     settings = get_settings()
@@ -50,7 +52,8 @@ def status() -> None:
     for column in ("component", "state", "address", "pid", "detail"):
         table.add_column(column)
     dead = []
-    for item in Stack(settings).status():
+    statuses = Stack(settings).status()
+    for item in statuses:
         style = _STATE_STYLE.get(item.state, "")
         detail = item.detail if item.state != "dead" else "see below"
         table.add_row(
@@ -66,7 +69,27 @@ def status() -> None:
     for item in dead:
         console.print(f"[red]{item.title} died.[/red] Last lines of its log:\n{item.detail}")
         console.print("Run `sluice up` to start it again.")
+    if any(item.name == "connect" and item.state == "healthy" for item in statuses):
+        _connectors(settings)
     _processors(settings.stack.root / "run" / "processors")
+
+
+def _connectors(settings: Settings) -> None:
+    """The Connect worker's connectors, their state and tasks (details: `sluice connect status`)."""
+    from streams.cli.connect import connector_table  # noqa: PLC0415
+    from streams.connect import ConnectClient, ConnectError  # noqa: PLC0415
+
+    try:
+        connectors = ConnectClient(f"http://127.0.0.1:{settings.stack.connect_port}", 5).statuses()
+    except ConnectError as exc:
+        console.print(f"[yellow]connectors: {exc}[/yellow]")
+        return
+    if not connectors:
+        console.print("no connectors (add one with `sluice connect apply connectors/<name>.json`)")
+        return
+    console.print(connector_table(connectors))
+    if any(c.failed for c in connectors):
+        console.print("[red]a connector failed[/red]: `sluice connect status` shows why")
 
 
 def _processors(directory: Path) -> None:
