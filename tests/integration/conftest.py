@@ -24,9 +24,10 @@ TEST_ENV = {
     "SLUICE_STACK__KAFKA_CONTROLLER_PORT": str(_BASE + 93),
     "SLUICE_STACK__REGISTRY_PORT": str(_BASE + 81),
     "SLUICE_STACK__REGISTRY_MANAGEMENT_PORT": str(_BASE + 82),
+    "SLUICE_STACK__CONNECT_PORT": str(_BASE + 83),
     "SLUICE_METRICS__PORT": "0",
 }
-for _name in ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL"):
+for _name in ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL", "SLUICE_CONNECT__URL"):
     os.environ.pop(_name, None)
 os.environ.update(TEST_ENV)
 
@@ -47,3 +48,13 @@ def stack() -> Settings:
     yield settings
     if not os.environ.get("SLUICE_TEST_KEEP_STACK"):
         local.down(print)
+
+
+@pytest.fixture(scope="session")
+def connect_worker(stack: Settings) -> Settings:
+    """The Kafka Connect worker on the session's stack (started on first use)."""
+    worker = Stack(stack, only=["connect"])
+    worker.up(print)
+    yield stack
+    if not os.environ.get("SLUICE_TEST_KEEP_STACK"):
+        worker.down(print)
