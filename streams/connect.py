@@ -30,7 +30,8 @@ import httpx
 
 from streams.settings import Settings
 
-PLACEHOLDER = re.compile(r"\$\{(SLUICE_[A-Z0-9_]+)(?::-([^}]*))?\}")
+# A default may itself hold placeholders: the innermost (no "${" in its default) go first.
+PLACEHOLDER = re.compile(r"\$\{(SLUICE_[A-Z0-9_]+)(?::-((?:(?!\$\{)[^}])*))?\}")
 
 
 class ConnectError(RuntimeError):
@@ -58,26 +59,25 @@ def builtin_values(settings: Settings) -> dict[str, str]:
 
 def substitute(text: str, values: Mapping[str, str], source: str) -> str:
     """Fill ``${SLUICE_...}`` placeholders in ``text``; name every one that has no value."""
-    missing: list[str] = []
 
     def replace(match: re.Match[str]) -> str:
         name, default = match.group(1), match.group(2)
         if name in values:
             return values[name]
-        if default is not None:
-            return default
-        missing.append(name)
-        return match.group(0)
+        return match.group(0) if default is None else default
 
-    result = PLACEHOLDER.sub(replace, text)
+    for _ in range(8):  # enough for any sensible nesting of defaults
+        expanded = PLACEHOLDER.sub(replace, text)
+        if expanded == text:
+            break
+        text = expanded
+    missing = sorted({match.group(1) for match in PLACEHOLDER.finditer(text)})
     if missing:
-        names = ", ".join(sorted(set(missing)))
-        example = sorted(set(missing))[0]
         raise ConnectError(
-            f"{source} needs a value for {names}: export it, or pass "
-            f"--var {example}=<value> to `sluice connect apply`"
+            f"{source} needs a value for {', '.join(missing)}: export it, or pass "
+            f"--var {missing[0]}=<value> to `sluice connect apply`"
         )
-    return result
+    return text
 
 
 def load_connector(
@@ -193,9 +193,12 @@ def parse_status(body: Mapping[str, Any]) -> ConnectorStatus:
 class ConnectClient:
     """The REST API of a Connect cluster (any worker forwards to the leader)."""
 
-    def __init__(self, url: str, timeout: float = 30.0) -> None:
+    def __init__(
+        self, url: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
+    ) -> None:
         self.url = url.rstrip("/")
         self.timeout = timeout
+        self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ConnectClient:
@@ -204,7 +207,7 @@ class ConnectClient:
 
     def _request(self, method: str, path: str, **kwargs: Any) -> httpx.Response:
         try:
-            return httpx.request(method, f"{self.url}{path}", timeout=self.timeout, **kwargs)
+            return self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
             raise ConnectError(
                 f"no Kafka Connect worker answers at {self.url}: start the local stack with "
