@@ -105,6 +105,19 @@ def raw_count(settings: Settings, topic: str) -> int:
         consumer.close()
 
 
+def high_watermark(settings: Settings, topic: str) -> int:
+    """Sum of the partitions' end offsets: cheap, counts transaction markers too."""
+    consumer = Consumer(settings.kafka.client_config(**{"group.id": f"hw-{uuid.uuid4().hex}"}))
+    try:
+        partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        return sum(
+            consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=5)[1]
+            for p in partitions
+        )
+    finally:
+        consumer.close()
+
+
 # -- FileStream source --------------------------------------------------------------
 def ticket_lines(start: int, count: int, *, broken_every: int = 0) -> tuple[list[str], set[str]]:
     """JSON lines of tickets ``start..start+count``; returns (lines, ids that are valid)."""
@@ -299,10 +312,11 @@ def test_postgres_row_changes_arrive_as_validated_change_events(
 # -- the worker dies mid-ingestion ----------------------------------------------------
 @pytest.mark.slow
 def test_worker_killed_mid_ingestion_loses_and_duplicates_nothing(world: World, tmp_path: Path):
-    # batch.size 200 makes many small transactions, so the kill lands inside one. The total
-    # is a multiple of it: the FileStream source leaves buffered lines unread when a poll
-    # fills a batch exactly at the end of the file (see connectors/README.md).
-    total, batch = 60_000, 200
+    # A tiny batch.size makes thousands of small transactions: slow enough for the kill to
+    # land mid-file, and likely inside an open transaction. The total is a multiple of it:
+    # the FileStream source leaves buffered lines unread when a poll fills a batch exactly
+    # at the end of the file (see connectors/README.md).
+    total, batch = 60_000, 20
     lines, valid = ticket_lines(0, total)
     source = tmp_path / "big.jsonl"
     source.write_text("\n".join(lines) + "\n")
@@ -324,7 +338,7 @@ def test_worker_killed_mid_ingestion_loses_and_duplicates_nothing(world: World, 
     )
     worker = Stack(world.settings, only=["connect"]).components[0].process
     try:
-        wait_for(lambda: raw_count(world.settings, world.raw) >= 2_000, 120, "ingestion")
+        wait_for(lambda: high_watermark(world.settings, world.raw) >= 2_000, 120, "ingestion")
         pid = worker.pid()
         assert pid is not None
         os.kill(pid, signal.SIGKILL)
@@ -341,5 +355,8 @@ def test_worker_killed_mid_ingestion_loses_and_duplicates_nothing(world: World, 
         assert set(keys) == valid, f"{len(valid - set(keys))} tickets lost"
         assert not duplicates, f"{len(duplicates)} tickets validated twice"
         assert raw_count(world.settings, world.raw) == total, "raw holds every line once"
+        print(f"killed the worker after {ingested:,} of {total:,} lines; all {total:,} once")
     finally:
+        if worker.pid() is None:  # failed before the restart: leave a running worker behind
+            sluice(world, "up", check=False)
         sluice(world, "connect", "delete", name, check=False)
