@@ -19,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections import Counter
 from collections.abc import Iterator
@@ -83,8 +84,9 @@ def decoded(world: World, messages: list[Message]) -> list[dict[str, object]]:
     return [serde.decode(m.value(), schema) for m in messages]
 
 
-def raw_count(settings: Settings, topic: str) -> int:
-    """Committed records in ``topic`` (read_committed: markers and aborted records excluded)."""
+def raw_count(settings: Settings, topic: str, timeout: float = 60.0) -> int:
+    """Committed records in ``topic`` now (read_committed: markers and aborted records are
+    not counted), read up to each partition's end offset."""
     consumer = Consumer(
         settings.kafka.client_config(
             **{
@@ -96,11 +98,18 @@ def raw_count(settings: Settings, topic: str) -> int:
     )
     try:
         partitions = consumer.list_topics(topic, timeout=10).topics[topic].partitions
+        ends = {
+            p: consumer.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1]
+            for p in partitions
+        }
         consumer.assign([TopicPartition(topic, p, 0) for p in partitions])
-        count = 0
-        while batch := consumer.consume(5000, 1.0):
-            count += sum(1 for m in batch if m.error() is None)
-        return count
+        count, deadline = 0, time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            positions = consumer.position([TopicPartition(topic, p) for p in partitions])
+            if all(max(tp.offset, 0) >= ends[tp.partition] for tp in positions):
+                return count
+            count += sum(1 for m in consumer.consume(5000, 0.5) if m.error() is None)
+        raise AssertionError(f"could not read {topic} to its end within {timeout:.0f}s")
     finally:
         consumer.close()
 
