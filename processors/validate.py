@@ -5,7 +5,14 @@ A raw record arrives in one of two shapes, and both are accepted:
 * the ``RawEvent`` Avro envelope in the Confluent wire format (the Sluice SDK
   and ``sluice produce``), whose ``payload`` is the record as a JSON object;
 * plain UTF-8 JSON bytes (any Kafka client, Kafka Connect's JsonConverter with
-  or without schemas).
+  or without schemas, the FileStream source's lines through the StringConverter).
+
+Rows from Debezium arrive flattened by its ``ExtractNewRecordState`` transform,
+with Debezium's metadata in ``__``-prefixed fields (``__op``, ``__deleted``,
+``__source_ts_ms``). Those are not data: validate takes them out before the
+contract and records the operation in ``meta.op`` and ``meta.deleted``, so a
+deleted row is a validated record that says it was deleted (never an unknown
+field, never silently an upsert).
 
 The dataset's contract types the record and checks its rules; a record that
 passes becomes a typed Avro record keyed by the contract's key field, with its
@@ -18,6 +25,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -32,6 +40,10 @@ from streams.processor import Context, InputRecord, Output, ProcessorSpec, per_r
 from streams.serde import MAGIC_BYTE, AvroSerde
 
 RAW_EVENT = "sluice.v1.RawEvent"
+#: Fields that Kafka Connect transforms add (Debezium's add.fields and delete rewrite).
+CONNECT_FIELD_PREFIX = "__"
+#: Header a connector can set (InsertHeader transform) to name itself in ``meta.source``.
+SOURCE_HEADER = "sluice.source"
 # Bytes a JSON text can start with (RFC 8259): whitespace or the first byte of a value.
 _JSON_START = frozenset(b' \t\r\n{["-0123456789tfn')
 
@@ -60,7 +72,7 @@ class ValidateSettings(BaseSettings):
 # -- pure functions ---------------------------------------------------------------
 def parse_raw(
     data: bytes | None, contract: Contract, decode_avro: Any
-) -> tuple[Mapping[str, Any], dict[str, Any]]:
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Turn raw bytes into (JSON object, envelope fields) or raise RecordError.
 
     ``decode_avro(data)`` decodes a Confluent-framed RawEvent (the serde, in
@@ -140,6 +152,31 @@ def _unwrap_connect(document: dict[str, Any]) -> dict[str, Any]:
     return document
 
 
+@dataclass(frozen=True, slots=True)
+class Change:
+    """What a CDC source said about a row besides its values."""
+
+    op: str | None = None
+    deleted: bool = False
+
+
+def pop_change(document: dict[str, Any]) -> Change:
+    """Remove Connect's ``__`` metadata fields from ``document`` and say what they meant.
+
+    ``__deleted`` is ``"true"``/``"false"`` (a string) from Debezium's delete rewrite;
+    ``__op`` is ``c``, ``u``, ``d`` or ``r``. A record without them is no change event.
+    """
+    if not any(name.startswith(CONNECT_FIELD_PREFIX) for name in document):
+        return Change()
+    extra = {
+        name: document.pop(name)
+        for name in [n for n in document if n.startswith(CONNECT_FIELD_PREFIX)]
+    }
+    op = extra.get("__op")
+    deleted = str(extra.get("__deleted", "")).lower() == "true" or op == "d"
+    return Change(op=None if op is None else str(op), deleted=deleted)
+
+
 def check_contract(document: Mapping[str, Any], contract: Contract) -> dict[str, Any]:
     """The typed record, or RecordError naming every broken rule by field."""
     record, violations = contract.check(document)
@@ -166,20 +203,48 @@ def contract_error(contract: Contract, violations: Sequence[Violation]) -> Recor
     )
 
 
+def incomplete_delete(
+    contract: Contract, document: Mapping[str, Any], error: RecordError
+) -> RecordError:
+    """A delete whose old row is missing fields: the source table must log whole rows.
+
+    PostgreSQL logs only the key of a deleted row unless the table has
+    ``REPLICA IDENTITY FULL``; such a delete cannot become a typed record, and it
+    must not vanish either, so it goes to the DLQ saying what to change.
+    """
+    key = document.get(contract.key_field)
+    return RecordError(
+        "contract",
+        f"delete of {contract.key_field}={key!r} does not carry the deleted row "
+        f"({error.message}); set REPLICA IDENTITY FULL on the source table so that "
+        "deletes carry the whole row, then replay this record",
+        error_class="IncompleteDelete",
+        details=error.details,
+    )
+
+
 def lineage(
-    record: InputRecord, envelope: Mapping[str, Any], contract: Contract, raw_topic: str
+    record: InputRecord,
+    envelope: Mapping[str, Any],
+    contract: Contract,
+    raw_topic: str,
+    change: Change | None = None,
 ) -> dict[str, Any]:
     """The ``meta`` field of a validated record."""
+    change = change or Change()
+    header = record.header(SOURCE_HEADER)
     return {
         # Plain JSON has no event id: topic, partition and offset identify it for good.
-        "event_id": envelope.get("event_id")
-        or f"{record.topic}:{record.partition}:{record.offset}",
-        "source": envelope.get("source") or "kafka",
+        "event_id": envelope.get("event_id") or f"{raw_topic}:{record.partition}:{record.offset}",
+        "source": envelope.get("source")
+        or (header.decode("utf-8", "replace") if header else "kafka"),
         "raw_topic": raw_topic,
         "raw_partition": record.partition,
         "raw_offset": record.offset,
         "contract_version": contract.version,
         "validated_at": int(time.time() * 1000),
+        "op": change.op,
+        "deleted": change.deleted,
     }
 
 
@@ -189,14 +254,17 @@ def validate_record(
     """Validate one raw record of ``dataset`` into its validated output."""
     contract = dataset.contract
     document, envelope = parse_raw(record.raw, contract, decode_avro)
+    change = pop_change(document)
     try:
         typed = check_contract(document, contract)
     except RecordError as error:
         for violation in json.loads(error.details["violations"]):
             VIOLATIONS.labels(contract.dataset, violation["field"], violation["rule"]).inc()
+        if change.deleted:
+            raise incomplete_delete(contract, document, error) from None
         raise
     # Lineage names the topic as the cluster does, so the raw event can be found again.
-    typed["meta"] = lineage(record, envelope, contract, raw_topic or record.topic)
+    typed["meta"] = lineage(record, envelope, contract, raw_topic or record.topic, change)
     return Output(
         topic=dataset.validated_topic,
         value=typed,

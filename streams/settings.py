@@ -39,6 +39,21 @@ class StackSettings(_Frozen):
     registry_port: int = 8081
     registry_management_port: int = 9081
     registry_heap: str = "512m"
+    connect_port: int = Field(8083, description="REST port of the Kafka Connect worker.")
+    connect_heap: str = "768m"
+    connect_group_id: str = Field(
+        "sluice-connect", description="Group of the Connect worker; prefixes its internal topics."
+    )
+    connect_version: str = Field(
+        "4.3.1",
+        description="Kafka Connect worker and FileStream plugin version. Maven Central has no "
+        "connect-file 4.4.0, and the 4.3 plugin cannot run on a 4.4 worker (it calls "
+        "AppInfoParser, which 4.4 moved); Debezium 3.6 is built on Kafka 4.3 too. "
+        "A 4.3 worker talks to the 4.4 broker like any client.",
+    )
+    debezium_version: str = Field(
+        "3.6.1.Final", description="Debezium PostgreSQL connector plugin (tar.gz, plugin)."
+    )
     java_home: Path | None = Field(
         None, description="JDK for Kafka (17+); default: JAVA_HOME or the java on PATH."
     )
@@ -48,9 +63,9 @@ class StackSettings(_Frozen):
     maven: str = Field("mvn", description="Maven executable used to fetch the jars.")
     start_timeout_s: float = 120.0
     components: list[str] = Field(
-        default_factory=lambda: ["kafka", "registry", "triton"],
+        default_factory=lambda: ["kafka", "registry", "connect", "triton"],
         description="What `sluice up` starts without --only, e.g. "
-        'SLUICE_STACK__COMPONENTS=\'["kafka","registry"]\' to leave Triton out.',
+        'SLUICE_STACK__COMPONENTS=\'["kafka","registry"]\' to leave Connect and Triton out.',
     )
     triton_http_port: int = 8000
     triton_grpc_port: int = 8001
@@ -167,6 +182,15 @@ class TritonSettings(_Frozen):
     timeout_s: float = Field(60.0, gt=0, description="Longest wait for one Triton call.")
 
 
+class ConnectSettings(_Frozen):
+    """How the CLI reaches a Kafka Connect worker's REST API."""
+
+    url: str = Field(
+        "http://127.0.0.1:8083", description="REST API of any worker of the Connect cluster."
+    )
+    timeout_s: float = Field(30.0, gt=0, description="Longest wait for one REST call.")
+
+
 class TelemetrySettings(_Frozen):
     """OpenTelemetry tracing."""
 
@@ -206,6 +230,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     registry: RegistrySettings = RegistrySettings()
     triton: TritonSettings = TritonSettings()
+    connect: ConnectSettings = ConnectSettings()
     runner: RunnerSettings = RunnerSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     metrics: MetricsSettings = MetricsSettings()
@@ -223,6 +248,7 @@ class Settings(BaseSettings):
         defaults = StackSettings.model_fields
         kafka_port = stack.get("kafka_port", defaults["kafka_port"].default)
         registry_port = stack.get("registry_port", defaults["registry_port"].default)
+        connect_port = stack.get("connect_port", defaults["connect_port"].default)
         kafka = _as_dict(data.get("kafka"))
         kafka.setdefault("bootstrap_servers", f"127.0.0.1:{kafka_port}")
         registry = _as_dict(data.get("registry"))
@@ -230,7 +256,9 @@ class Settings(BaseSettings):
         triton_port = stack.get("triton_grpc_port", defaults["triton_grpc_port"].default)
         triton = _as_dict(data.get("triton"))
         triton.setdefault("url", f"127.0.0.1:{triton_port}")
-        return {**data, "kafka": kafka, "registry": registry, "triton": triton}
+        connect = _as_dict(data.get("connect"))
+        connect.setdefault("url", f"http://127.0.0.1:{connect_port}")
+        return {**data, "kafka": kafka, "registry": registry, "triton": triton, "connect": connect}
 
     @property
     def schemas_dir(self) -> Path:

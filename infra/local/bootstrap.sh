@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Sets up everything Sluice needs on a fresh Debian machine, idempotently:
-# system packages (Java, Maven), the Python virtual environment (.venv) with the
+# system packages (Java, Maven, PostgreSQL for the CDC tests), the Python virtual environment (.venv) with the
 # package and its extras. Jars are fetched by `sluice up` itself (Maven, cached in ~/.m2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -9,6 +9,9 @@ cd "$root"
 need_apt=()
 command -v java >/dev/null || need_apt+=(openjdk-17-jre-headless)
 command -v mvn >/dev/null || need_apt+=(maven)
+# PostgreSQL for the CDC tests (Debezium); they run their own cluster with initdb/pg_ctl.
+compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v psql >/dev/null \
+  || need_apt+=(postgresql)
 if ((${#need_apt[@]})); then
   echo "bootstrap: installing ${need_apt[*]} (apt)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"

@@ -20,6 +20,7 @@ class SluiceGroup(click.Group):
     def invoke(self, ctx: click.Context) -> object:
         """Run the command, reporting expected failures plainly."""
         from streams.catalog import CatalogError  # noqa: PLC0415
+        from streams.connect import ConnectError  # noqa: PLC0415
         from streams.contracts import ContractError  # noqa: PLC0415
         from streams.registry import IncompatibleSchemaError  # noqa: PLC0415
         from streams.serde import SchemaNotRegisteredError  # noqa: PLC0415
@@ -31,6 +32,7 @@ class SluiceGroup(click.Group):
             return super().invoke(ctx)
         except (
             CatalogError,
+            ConnectError,
             ContractError,
             IncompatibleSchemaError,
             SchemaNotRegisteredError,
@@ -56,9 +58,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from streams.cli import datasets, demo, dlq, run, schemas, stack  # noqa: PLC0415
+    from streams.cli import connect, datasets, demo, dlq, run, schemas, stack  # noqa: PLC0415
 
-    for module in (stack, schemas, datasets, run, dlq, demo):
+    for module in (stack, schemas, datasets, run, dlq, connect, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -20,6 +20,7 @@ from streams import kafka, registry
 from streams.catalog import catalog_for
 from streams.cli import console
 from streams.cli.demo_inference import guard_secret, run_inference
+from streams.cli.demo_ingest import connect_client, ingest_with_connect
 from streams.cli.demo_support import end_offsets, processors, read_new, wait_caught_up
 from streams.client import SluiceClient
 from streams.dlq import parse_error_headers
@@ -40,7 +41,15 @@ DATASET = "support_tickets"
     show_default=True,
     help="Inference requests made from tickets (plus a few prompt-injection attempts).",
 )
-def demo(rows: int | None, prompts: int) -> None:
+@click.option(
+    "--via",
+    type=click.Choice(["auto", "connect", "sdk"]),
+    default="auto",
+    show_default=True,
+    help="Ingest with Kafka Connect's FileStream source, or produce with the SDK; "
+    "auto takes Connect when a worker answers.",
+)
+def demo(rows: int | None, prompts: int, via: str) -> None:
     """Push the sample dataset through the pipeline and print what happened.
 
     Needs a running stack (`sluice up`); applies the schemas itself.
@@ -57,16 +66,29 @@ def demo(rows: int | None, prompts: int) -> None:
     lines = [line for line in sample.read_text().splitlines() if line.strip()][:rows]
     validated_topic = catalog.physical(dataset.validated_topic)
     dlq_topic = catalog.physical(dataset.dlq_topic)
-    before = end_offsets(settings, [validated_topic, dlq_topic])
+    before = end_offsets(
+        settings, [catalog.physical(dataset.raw_topic), validated_topic, dlq_topic]
+    )
 
+    raw_topic = catalog.physical(dataset.raw_topic)
+    connect = connect_client(settings, via)
     env = guard_secret(settings, os.environ)
     with processors(settings, ["validate", "guard", "infer"], env):
-        raw_topic = catalog.physical(dataset.raw_topic)
-        console.print(f"[bold]2. producing[/bold] {len(lines):,} raw events to {raw_topic}")
         started = time.perf_counter()
-        with SluiceClient(settings, catalog, source=f"demo:{sample.name}") as client:
-            for line in lines:
-                client.send_payload(DATASET, line, key=_key(line))
+        if connect is not None:
+            ingest_with_connect(
+                settings,
+                connect,
+                raw_topic=raw_topic,
+                lines=lines,
+                subset=rows is not None,
+                before=before,
+            )
+        else:
+            console.print(f"[bold]2. producing[/bold] {len(lines):,} raw events to {raw_topic}")
+            with SluiceClient(settings, catalog, source=f"demo:{sample.name}") as client:
+                for line in lines:
+                    client.send_payload(DATASET, line, key=_key(line))
         wait_caught_up(settings, "validate", [raw_topic])
         elapsed = time.perf_counter() - started
         validated = read_new(settings, validated_topic, before)

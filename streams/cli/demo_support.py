@@ -12,7 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import click
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaException, TopicPartition
 
 from streams import kafka
 from streams.cli import console
@@ -79,7 +79,15 @@ def end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, i
     """Where ``topics`` end now: the demo counts only what comes after."""
     client = kafka.consumer(settings, f"{settings.runner.group_prefix}.demo-reader")
     try:
-        return kafka.end_offsets(client, topics)
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                return kafka.end_offsets(client, topics)
+            except KafkaException:
+                # Topics created a moment ago may not have a leader yet.
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
     finally:
         client.close()
 
@@ -95,9 +103,13 @@ def read_new(settings: Settings, topic: str, since: dict[TopicPartition, int]) -
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             positions = client.position(list(ends))
-            if all(
-                (p.offset or 0) >= ends[TopicPartition(p.topic, p.partition)] for p in positions
-            ):
+            # A partition nothing was read from has no position yet: it is where it started.
+            done = [
+                (p.offset if p.offset >= 0 else starts[TopicPartition(p.topic, p.partition)])
+                >= ends[TopicPartition(p.topic, p.partition)]
+                for p in positions
+            ]
+            if all(done):
                 break
             records += [kafka.record_of(m) for m in client.consume(1000, 0.5) if m.error() is None]
         return records

@@ -11,7 +11,7 @@ import httpx
 from rich.table import Table
 
 from streams.cli import console
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
 from streams.stack import Stack, component_names
 
 _STATE_STYLE = {"healthy": "green", "starting": "yellow", "dead": "red", "stopped": "dim"}
@@ -21,8 +21,8 @@ _STATE_STYLE = {"healthy": "green", "starting": "yellow", "dead": "red", "stoppe
 @click.option(
     "--only",
     multiple=True,
-    help="Start only these components (kafka, registry, triton); default: "
-    "SLUICE_STACK__COMPONENTS, which lists all three.",
+    help="Start only these components (kafka, registry, connect, triton); default: "
+    "SLUICE_STACK__COMPONENTS, which lists all four.",
 )
 def up(only: tuple[str, ...]) -> None:
     """Start the local stack (fetching it from Maven Central and PyPI the first time)."""
@@ -62,7 +62,8 @@ def status() -> None:
         table.add_column(column)
     dead = []
     configured = set(settings.stack.components)
-    for item in Stack(settings, component_names()).status():
+    statuses = Stack(settings, component_names()).status()
+    for item in statuses:
         if item.name not in configured and item.state == "stopped":
             continue  # left out by SLUICE_STACK__COMPONENTS and not running: not news
         style = _STATE_STYLE.get(item.state, "")
@@ -80,7 +81,27 @@ def status() -> None:
     for item in dead:
         console.print(f"[red]{item.title} died.[/red] Last lines of its log:\n{item.detail}")
         console.print("Run `sluice up` to start it again.")
+    if any(item.name == "connect" and item.state == "healthy" for item in statuses):
+        _connectors(settings)
     _processors(settings.stack.root / "run" / "processors")
+
+
+def _connectors(settings: Settings) -> None:
+    """The Connect worker's connectors, their state and tasks (details: `sluice connect status`)."""
+    from streams.cli.connect import connector_table  # noqa: PLC0415
+    from streams.connect import ConnectClient, ConnectError  # noqa: PLC0415
+
+    try:
+        connectors = ConnectClient(f"http://127.0.0.1:{settings.stack.connect_port}", 5).statuses()
+    except ConnectError as exc:
+        console.print(f"[yellow]connectors: {exc}[/yellow]")
+        return
+    if not connectors:
+        console.print("no connectors (add one with `sluice connect apply connectors/<name>.json`)")
+        return
+    console.print(connector_table(connectors))
+    if any(c.failed for c in connectors):
+        console.print("[red]a connector failed[/red]: `sluice connect status` shows why")
 
 
 def _processors(directory: Path) -> None:

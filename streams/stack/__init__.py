@@ -14,12 +14,13 @@ from dataclasses import dataclass
 
 from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
+from streams.stack.connect import Connect
 from streams.stack.triton import Triton
 
 Report = Callable[[str], None]
 
-#: Start order; ``down`` stops in reverse.
-COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry, Triton]
+#: Start order; ``down`` stops in reverse. Connect needs the broker (its state is in topics).
+COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry, Connect, Triton]
 
 
 def component_names() -> list[str]:

@@ -31,9 +31,10 @@ TEST_ENV = {
     "SLUICE_STACK__TRITON_VENV": os.environ.get(
         "SLUICE_TEST_TRITON_VENV", str(PROJECT_ROOT / ".sluice" / "venvs" / "triton")
     ),
+    "SLUICE_STACK__CONNECT_PORT": str(_BASE + 83),
     "SLUICE_METRICS__PORT": "0",
 }
-for _name in ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL"):
+for _name in ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL", "SLUICE_CONNECT__URL"):
     os.environ.pop(_name, None)
 os.environ.update(TEST_ENV)
 
@@ -64,3 +65,12 @@ def triton(stack: Settings) -> Settings:
     yield stack
     if not os.environ.get("SLUICE_TEST_KEEP_STACK"):
         local.down(print)
+
+
+def connect_worker(stack: Settings) -> Settings:
+    """The Kafka Connect worker on the session's stack (started on first use)."""
+    worker = Stack(stack, only=["connect"])
+    worker.up(print)
+    yield stack
+    if not os.environ.get("SLUICE_TEST_KEEP_STACK"):
+        worker.down(print)
