@@ -19,7 +19,7 @@ def settings(tmp_path: Path, **stack: object) -> Settings:
 
 
 def test_up_starts_the_configured_components_and_only_overrides(tmp_path: Path) -> None:
-    assert component_names() == ["kafka", "registry", "triton"]
+    assert component_names() == ["kafka", "registry", "connect", "triton"]
     assert [c.name for c in Stack(settings(tmp_path)).components] == component_names()
     without = settings(tmp_path, components=["kafka", "registry"])
     assert [c.name for c in Stack(without).components] == ["kafka", "registry"]
