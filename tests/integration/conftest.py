@@ -67,6 +67,7 @@ def triton(stack: Settings) -> Settings:
         local.down(print)
 
 
+@pytest.fixture(scope="session")
 def connect_worker(stack: Settings) -> Settings:
     """The Kafka Connect worker on the session's stack (started on first use)."""
     worker = Stack(stack, only=["connect"])
