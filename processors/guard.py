@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from processors.guarding import GuardEngine, GuardItem, Inspection
 from processors.guarding.embedder import EmbedderError
 from processors.guarding.engine import BLOCK, INPUT_FIELD, OUTPUT_FIELD
 from streams.errors import TransientError
 from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
-from streams.records import InferenceRequest, InferenceResult
+from streams.records import GuardVerdict, InferenceRequest, InferenceResult
 
 REQUESTS = "inference.requests"
 SAFE = "inference.requests.safe"
@@ -44,6 +45,7 @@ def guard_requests(
     requests: Sequence[InferenceRequest],
     engine: GuardEngine,
     over_budget: BudgetCheck | None = None,
+    spans: Sequence[Any] | None = None,
 ) -> list[list[Output]]:
     """Inspect prompts; per request, its safe or blocked copy plus its findings."""
     inspections = engine.inspect_batch(
@@ -57,6 +59,7 @@ def guard_requests(
             if reason is not None:
                 verdict = dataclasses.replace(verdict, action=BLOCK, reason=BUDGET_EXCEEDED)
         guarded = dataclasses.replace(request, input_text=inspection.text, guard=verdict)
+        trace_verdict(spans[len(outputs)] if spans else None, inspection.field, request, verdict)
         topic = BLOCKED if verdict.action == BLOCK else SAFE
         outputs.append(
             [Output(topic, guarded.to_avro(), key=request.request_id), *_findings(inspection)]
@@ -64,7 +67,9 @@ def guard_requests(
     return outputs
 
 
-def guard_results(results: Sequence[InferenceResult], engine: GuardEngine) -> list[list[Output]]:
+def guard_results(
+    results: Sequence[InferenceResult], engine: GuardEngine, spans: Sequence[Any] | None = None
+) -> list[list[Output]]:
     """Redact model outputs; per result, the stored result plus its findings.
 
     Embedding results have no text and pass with a verdict that says so; a
@@ -94,8 +99,31 @@ def guard_results(results: Sequence[InferenceResult], engine: GuardEngine) -> li
                 result, output_text=inspection.text, output_guard=inspection.verdict
             )
             found = _findings(inspection)
+            trace_verdict(spans[index] if spans else None, OUTPUT_FIELD, result, inspection.verdict)
         outputs.append([Output(RESULTS, stored.to_avro(), key=result.request_id), *found])
     return outputs
+
+
+def trace_verdict(
+    span: Any, field: str, record: InferenceRequest | InferenceResult, verdict: GuardVerdict
+) -> None:
+    """Guard's decision on the record's span: action, reason, counts; never text or values."""
+    if span is None:
+        return
+    span.set_attributes(
+        {
+            "sluice.guard.field": field,
+            "sluice.guard.action": verdict.action,
+            "sluice.guard.reason": verdict.reason or "",
+            "sluice.guard.policy_version": verdict.policy_version,
+            "sluice.guard.entities": ",".join(
+                f"{k}:{v}" for k, v in sorted(verdict.entity_counts.items())
+            ),
+            "sluice.guard.injection_score": verdict.injection_score,
+            "sluice.tenant_id": record.tenant_id,
+            "sluice.request_id": record.request_id,
+        }
+    )
 
 
 def _findings(inspection: Inspection) -> list[Output]:
@@ -125,12 +153,15 @@ def _process_batch(records: Sequence[InputRecord], ctx: Context) -> list[Outcome
                 [InferenceRequest.from_avro(r.value) for _, r in requests],
                 engine,
                 ctx.resources.get("over_budget"),
+                [r.span for _, r in requests],
             )
             for (index, _), outputs in zip(requests, guarded, strict=True):
                 outcomes[index] = outputs
         if responses:
             stored = guard_results(
-                [InferenceResult.from_avro(r.value) for _, r in responses], engine
+                [InferenceResult.from_avro(r.value) for _, r in responses],
+                engine,
+                [r.span for _, r in responses],
             )
             for (index, _), outputs in zip(responses, stored, strict=True):
                 outcomes[index] = outputs

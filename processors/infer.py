@@ -20,7 +20,10 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from datetime import datetime
+from typing import Any
 
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
 from processors.inferring.gateway import (
@@ -42,11 +45,12 @@ from processors.inferring.settings import InferSettings
 from streams.errors import RecordError, TransientError
 from streams.models import ModelCatalog, load_models
 from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
-from streams.records import InferenceRequest, utcnow
+from streams.records import InferenceRequest, InferenceResult, utcnow
 from streams.settings import Settings
 from streams.stack.triton import Triton
 from streams.tokenizing import TokenCounter, search_paths
 
+_TRACER = trace.get_tracer("sluice.infer")
 REQUESTS = "inference.requests.safe"
 RESPONSES = "inference.responses"
 
@@ -89,6 +93,7 @@ def infer_batch(
 ) -> list[Outcome]:
     """One outcome per request: its result, or an error result plus a dead letter."""
     requests = [(InferenceRequest.from_avro(r.value), r.timestamp_ms) for r in records]
+    spans = [r.span for r in records]
     planned = plan(requests, catalog, counter.count)
     jobs = [p for p in planned if isinstance(p, Job)]
     try:
@@ -113,6 +118,7 @@ def infer_batch(
             item, answer, version=versions[item.model.triton_model], device=device, now=now
         )
         _observe(item, answer, result.input_tokens, result.output_tokens)
+        _trace(spans[item.index], item, answer, result, gateway.url)
         outcomes.append([Output(RESPONSES, result.to_avro(), key=result.request_id)])
     return outcomes
 
@@ -155,6 +161,40 @@ def _observe(job: Job, done: Completion, input_tokens: int, output_tokens: int) 
     QUEUE_SECONDS.labels(model).observe(max(0.0, done.started_ms - job.arrived_ms) / 1000)
     TRITON_SECONDS.labels(model).observe(done.inference_ms / 1000)
     MICRO_BATCH.labels(model).observe(done.batch_size)
+
+
+def _trace(span: Any, job: Job, done: Completion, result: InferenceResult, url: str) -> None:
+    """Mark the request's span with GenAI attributes and add the Triton call as its child.
+
+    A micro-batch is one Triton call; each of its requests' traces shows it.
+    """
+    if span is None:
+        return
+    attributes = {
+        "gen_ai.operation.name": job.model.operation,
+        "gen_ai.system": "triton",
+        "gen_ai.request.model": job.request.model,
+        "gen_ai.response.model": f"{job.model.triton_model}:{result.model_version}",
+        "gen_ai.usage.input_tokens": result.input_tokens,
+        "gen_ai.usage.output_tokens": result.output_tokens,
+        "sluice.tenant_id": job.request.tenant_id,
+        "sluice.request_id": job.request.request_id,
+    }
+    span.set_attributes(attributes)
+    start_ns = int(done.started_ms * 1_000_000)
+    call = _TRACER.start_span(
+        f"{job.model.operation} {job.request.model}",
+        context=trace.set_span_in_context(span),
+        kind=SpanKind.CLIENT,
+        start_time=start_ns,
+        attributes={
+            **attributes,
+            "server.address": url,
+            "sluice.batch_size": done.batch_size,
+            "sluice.queue_ms": result.queue_ms,
+        },
+    )
+    call.end(end_time=start_ns + int(done.inference_ms * 1_000_000))
 
 
 def local_device(settings: Settings) -> str:

@@ -30,6 +30,7 @@ from streams.catalog import Catalog, catalog_for
 from streams.records import InferenceRequest, RawEvent, new_id, utcnow
 from streams.serde import AvroSerde
 from streams.settings import Settings, get_settings
+from streams.tracing import setup_tracing
 
 REQUESTS_TOPIC = "inference.requests"
 
@@ -50,6 +51,9 @@ class SluiceClient:
         **producer_overrides: Any,
     ) -> None:
         self.settings = settings or get_settings()
+        # With SLUICE_TELEMETRY__EXPORTER set, requests start their traces here (an
+        # application that configured OpenTelemetry itself keeps its own provider).
+        setup_tracing("sluice-sdk", self.settings)
         self.catalog = catalog or catalog_for(self.settings)
         self.serde = AvroSerde(kafka.registry(self.settings), self.catalog)
         self.producer = kafka.producer(self.settings, **producer_overrides)

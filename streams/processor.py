@@ -33,6 +33,9 @@ class InputRecord:
     raw: bytes | None
     headers: Headers
     timestamp_ms: int
+    # The runner's span for this record when tracing is on: processors may add
+    # attributes to it or start child spans under it (infer's Triton call).
+    span: Any = None
 
     def header(self, name: str) -> bytes | None:
         """Last value of header ``name``, or None."""

@@ -319,6 +319,8 @@ class Runner:
         decoded = [self._decode(record) for record in batch]
         records = {i: r for i, r in enumerate(decoded) if isinstance(r, InputRecord)}
         spans = {i: self._record_span(r) for i, r in records.items()} if self._tracing else {}
+        for index, span in spans.items():
+            records[index] = dataclasses.replace(records[index], span=span)
         processed = dict(zip(records, self._process(list(records.values())), strict=True))
         counts: dict[tuple[str, str], int] = {}
         for index, source in enumerate(batch):

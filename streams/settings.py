@@ -194,7 +194,11 @@ class ConnectSettings(_Frozen):
 class TelemetrySettings(_Frozen):
     """OpenTelemetry tracing."""
 
-    exporter: Literal["none", "console", "otlp"] = "none"
+    exporter: Literal["none", "kafka", "console", "otlp"] = Field(
+        "none",
+        description="kafka: spans to telemetry.spans (and on to ClickHouse); otlp: to a "
+        "collector; console: to stdout.",
+    )
     otlp_endpoint: str = "http://127.0.0.1:4317"
     root_sample_ratio: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of traces started by Sluice that are recorded."

@@ -28,7 +28,7 @@ from opentelemetry.sdk.trace.export import (
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from streams.settings import TelemetrySettings
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -57,10 +57,16 @@ SETTER = _HeaderSetter()
 
 def setup_tracing(
     service_name: str,
-    settings: TelemetrySettings,
+    settings: Settings,
     extra_processors: Iterable[SpanProcessor] = (),
 ) -> TracerProvider | None:
-    """Install the process-wide tracer provider; returns None when tracing is off."""
+    """Install the process-wide tracer provider; returns None when tracing is off.
+
+    A process that already has an SDK provider (an application embedding the
+    SDK client, say) keeps it: Sluice adds nothing on top.
+    """
+    if isinstance(trace.get_tracer_provider(), TracerProvider):
+        return None
     processors = list(extra_processors)
     exporter = _exporter(settings)
     if exporter is not None:
@@ -69,7 +75,7 @@ def setup_tracing(
         return None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.root_sample_ratio)),
+        sampler=ParentBased(TraceIdRatioBased(settings.telemetry.root_sample_ratio)),
     )
     for processor in processors:
         provider.add_span_processor(processor)
@@ -77,7 +83,12 @@ def setup_tracing(
     return provider
 
 
-def _exporter(settings: TelemetrySettings) -> SpanExporter | None:
+def _exporter(all_settings: Settings) -> SpanExporter | None:
+    settings = all_settings.telemetry
+    if settings.exporter == "kafka":
+        from streams.span_export import KafkaSpanExporter  # noqa: PLC0415 (imports the catalog)
+
+        return KafkaSpanExporter(all_settings)
     if settings.exporter == "console":
         return ConsoleSpanExporter()
     if settings.exporter == "otlp":

@@ -80,7 +80,7 @@ class TritonGateway:
         max_in_flight: int = 8,
         client_factory: Callable[[str], Any] = grpcclient.InferenceServerClient,
     ) -> None:
-        self.url = url
+        self.url = url  # host:port of Triton's gRPC endpoint
         self.timeout_s = timeout_s
         self._factory = client_factory
         self._local = threading.local()

@@ -28,7 +28,7 @@ def run(processor: str, metrics_port: int | None) -> None:
     """
     settings = get_settings()
     spec = processors.load(processor)
-    provider = setup_tracing(f"sluice-{processor}", settings.telemetry)
+    provider = setup_tracing(f"sluice-{processor}", settings)
     runner = Runner(spec, settings, metrics_port=metrics_port)
     runner.install_signal_handlers()
     console.print(f"running {processor} ({spec.description}) — Ctrl-C or SIGTERM to stop")
