@@ -51,7 +51,7 @@ def guard_requests(
     inspections = engine.inspect_batch(
         [GuardItem(r.request_id, r.tenant_id, r.input_text, INPUT_FIELD) for r in requests]
     )
-    outputs = []
+    outputs: list[list[Output]] = []
     for request, inspection in zip(requests, inspections, strict=True):
         verdict = inspection.verdict
         if not inspection.blocked and over_budget is not None:

@@ -170,7 +170,7 @@ def _trace(span: Any, job: Job, done: Completion, result: InferenceResult, url: 
     """
     if span is None:
         return
-    attributes = {
+    attributes: dict[str, str | int] = {
         "gen_ai.operation.name": job.model.operation,
         "gen_ai.system": "triton",
         "gen_ai.request.model": job.request.model,
