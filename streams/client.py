@@ -23,6 +23,7 @@ from typing import Any, Self
 
 from confluent_kafka import KafkaError, Message
 from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
 from streams import kafka, tracing
@@ -173,8 +174,11 @@ class SluiceClient:
             raise DeliveryError(f"{self.failed} records were not delivered: {self.last_error}")
 
     def close(self) -> None:
-        """Flush and release the producer."""
+        """Flush the producer, and the spans this process recorded (they may be Sluice's)."""
         self.flush()
+        provider = trace.get_tracer_provider()
+        if isinstance(provider, TracerProvider):
+            provider.force_flush()
 
     def __enter__(self) -> Self:
         return self

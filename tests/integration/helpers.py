@@ -180,6 +180,17 @@ def committed_count(settings: Settings, topic: str) -> int:
 
 
 @contextmanager
+def running_all(world: World, names: list[str], **env: str) -> Iterator[None]:
+    """Several processors at once; SIGTERM (graceful: spans and batches flushed) at the end."""
+    for name in names:
+        start_processor(world, name, **env)
+    try:
+        yield
+    finally:
+        stop_all(world)
+
+
+@contextmanager
 def running(world: World, name: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
     process = start_processor(world, name, **env)
     try:
