@@ -24,6 +24,7 @@ from typing import Any
 from processors.guarding import GuardEngine, GuardItem, Inspection
 from processors.guarding.embedder import EmbedderError
 from processors.guarding.engine import BLOCK, INPUT_FIELD, OUTPUT_FIELD
+from processors.guarding.settings import GuardSettings
 from streams.errors import TransientError
 from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
 from streams.records import GuardVerdict, InferenceRequest, InferenceResult
@@ -179,4 +180,8 @@ PROCESSOR = ProcessorSpec(
     process_batch=_process_batch,
     setup=_setup,
     teardown=_teardown,
+    batching=lambda: (
+        GuardSettings().max_records_per_poll,
+        GuardSettings().max_batch_latency_ms,
+    ),
 )

