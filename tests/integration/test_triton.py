@@ -12,6 +12,7 @@ import json
 import os
 import queue
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,11 @@ def test_concurrent_requests_are_batched_by_triton(
     for _ in range(requests):
         assert finished.acquire(timeout=120)
     assert errors == []
-    after_inferences, after_executions = counts()
+    # Triton records statistics after it answers: give them a moment to catch up.
+    deadline = time.monotonic() + 30
+    while (after := counts())[0] - inferences < requests and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after_inferences, after_executions = after
     assert after_inferences - inferences == requests
     batches = after_executions - executions
     assert 0 < batches < requests, f"{requests} requests ran in {batches} executions"

@@ -30,7 +30,11 @@ def test_up_starts_the_configured_components_and_only_overrides(tmp_path: Path) 
         Stack(settings(tmp_path, components=["kafka", "clickhouse"]))
 
 
-def test_triton_runs_server_py_from_its_venv_on_the_configured_ports(tmp_path: Path) -> None:
+def test_triton_runs_server_py_from_its_venv_on_the_configured_ports(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The integration tier's conftest points every Settings() at a shared venv; not here.
+    monkeypatch.delenv("SLUICE_STACK__TRITON_VENV", raising=False)
     s = settings(
         tmp_path,
         triton_http_port=18100,
