@@ -14,6 +14,7 @@ from streams.processor import ProcessorSpec
 PROCESSORS: dict[str, str] = {
     "validate": "processors.validate",
     "guard": "processors.guard",
+    "drift": "processors.drift",
 }
 
 
