@@ -21,7 +21,10 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from streams.contracts import Contract
 
 #: Probabilities at which numeric quantiles are kept: 0, 0.01, ..., 1.
 QUANTILE_PROBS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
@@ -29,6 +32,56 @@ QUANTILE_PROBS: tuple[float, ...] = tuple(round(i / 100, 2) for i in range(101))
 MAX_CATEGORIES = 64
 #: String fields whose contract allows longer values are free text, never categories.
 MAX_CATEGORY_LENGTH = 64
+NUMERIC_TYPES = frozenset({"int", "long", "float", "double"})
+#: Numeric measures of a model's results, derived per record (``error`` is 0/1).
+RESULT_MEASURES = (
+    "e2e_ms",
+    "input_tokens",
+    "output_tokens",
+    "output_chars",
+    "embedding_norm",
+    "embedding_cosine",
+    "error",
+)
+
+
+@dataclass(frozen=True)
+class DatasetFields:
+    """Which fields of a dataset are profiled and watched, derived from its contract."""
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...]
+    nullable: tuple[str, ...]
+
+
+def dataset_fields(contract: Contract) -> DatasetFields:
+    """Numeric fields, category candidates and nullable fields of a dataset.
+
+    Numbers: int, long, float, double (timestamps are not watched). Categories:
+    strings other than the key whose contract does not allow free text (a
+    ``max_length`` above ``MAX_CATEGORY_LENGTH``). The batch profile keeps a
+    candidate only if it has at most ``MAX_CATEGORIES`` distinct values.
+    """
+    numeric, categorical, nullable = [], [], []
+    for avro_field in contract.schema.json["fields"]:
+        name = avro_field["name"]
+        if name in (contract.key_field, "meta"):
+            continue
+        declared = avro_field["type"]
+        branches = declared if isinstance(declared, list) else [declared]
+        base = next(b for b in branches if b != "null")
+        rules = contract.spec.fields.get(name)
+        if isinstance(base, str) and base in NUMERIC_TYPES:
+            numeric.append(name)
+        elif base == "string":
+            if rules is not None and (rules.max_length or 0) > MAX_CATEGORY_LENGTH:
+                continue
+            categorical.append(name)
+        else:
+            continue
+        if "null" in branches:
+            nullable.append(name)
+    return DatasetFields(tuple(numeric), tuple(categorical), tuple(nullable))
 
 
 @dataclass(frozen=True)

@@ -16,7 +16,8 @@ or one measure of a model's results (``model:minilm:e2e_ms``), of one of three k
 online detectors of the signal restart on the new data; for ``cooldown`` values
 after an alert, further detections of the signal are only counted
 (``suppressed``). The window test alerts when a signal *enters* drift and stays
-silent while it remains drifted; a passing window clears the state.
+silent while it remains drifted; three clearly passing windows in a row
+(p >= 0.01) clear the state.
 
 A signal without a reference (no batch profile) takes its first ``warmup``
 values as the reference and is silent until then.
@@ -42,6 +43,9 @@ from processors.drifting.twosample import TestResult, chi_square, ks_binned, psi
 #: Version of the monitor's state layout; bump when ``state()`` changes shape.
 STATE_VERSION = 1
 _BLOCK = 64  # values per block of the "current" buffer
+#: A drifted signal counts as recovered after this many windows in a row with p >= this.
+RECOVERY_WINDOWS = 3
+RECOVERY_P_VALUE = 0.01
 
 
 @dataclass(frozen=True)
@@ -115,6 +119,7 @@ class SignalMonitor:
         self.seen = 0  # values observed since the signal was first seen, across restarts
         self.cooldown_until = 0
         self.in_drift = False
+        self.passing = 0  # test windows in a row that passed clearly, while in drift
         self.suppressed = 0
         self.alerts = 0
         if reference is not None:
@@ -236,8 +241,16 @@ class SignalMonitor:
         self.window = np.zeros_like(self.window)
         self.window_start = None
         if not result.drifted:
-            self.in_drift = False
+            # Leave the drifted state only after several clearly passing windows: a drifted
+            # signal's window can pass by chance, and flapping would re-alert the same shift.
+            if result.p_value >= RECOVERY_P_VALUE:
+                self.passing += 1
+                if self.passing >= RECOVERY_WINDOWS:
+                    self.in_drift = False
+            else:
+                self.passing = 0
             return None
+        self.passing = 0
         was_drifted, self.in_drift = self.in_drift, True
         if was_drifted:
             return None
@@ -262,7 +275,7 @@ class SignalMonitor:
                 window, reference.cdf, reference.count, self.params.alpha, self.params.min_ks
             )
         if isinstance(reference, CategoricalReference | RateReference):
-            return chi_square(window, reference.shares, self.params.alpha, self.params.min_psi)
+            return chi_square(window, reference.counts, self.params.alpha, self.params.min_psi)
         raise RuntimeError("window test without a reference")
 
     # -- the "current" buffer: the last few blocks of values ------------------------
@@ -326,6 +339,10 @@ class SignalMonitor:
         }
         self.cooldown_until = self.seen + self.params.cooldown
         self.suppressed = 0
+        # Whoever fired, the signal now differs from its reference: the window test stays
+        # silent until it sees the signal recover.
+        self.in_drift = True
+        self.passing = 0
         return alert
 
     # -- checkpoint -----------------------------------------------------------------
@@ -351,6 +368,7 @@ class SignalMonitor:
             "seen": self.seen,
             "cooldown_until": self.cooldown_until,
             "in_drift": self.in_drift,
+            "passing": self.passing,
             "suppressed": self.suppressed,
             "alerts": self.alerts,
         }
@@ -379,6 +397,7 @@ class SignalMonitor:
         monitor.seen = int(state["seen"])
         monitor.cooldown_until = int(state["cooldown_until"])
         monitor.in_drift = bool(state["in_drift"])
+        monitor.passing = int(state["passing"])
         monitor.suppressed = int(state["suppressed"])
         monitor.alerts = int(state["alerts"])
         return monitor

@@ -210,10 +210,15 @@ class RateReference:
         return cls(float(np.mean(values)) if values else 0.0, len(values), source)
 
     @property
-    def shares(self) -> Floats:
-        """Smoothed shares of (does not hold, holds), as the chi-square test wants them."""
+    def counts(self) -> Ints:
+        """Records where it (does not hold, holds): the two bins of the chi-square test."""
         hits = round(self.rate * self.count)
-        return smoothed_shares(np.asarray([self.count - hits, hits], dtype=np.int64))
+        return np.asarray([self.count - hits, hits], dtype=np.int64)
+
+    @property
+    def shares(self) -> Floats:
+        """Smoothed shares of the two bins."""
+        return smoothed_shares(self.counts)
 
     def summary(self) -> dict[str, Any]:
         """Count and rate, for alerts."""

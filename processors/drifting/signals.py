@@ -20,9 +20,8 @@ from numpy.typing import NDArray
 
 from processors.drifting.monitor import SignalId
 from streams.contracts import Contract
-from streams.profiles import MAX_CATEGORY_LENGTH
+from streams.profiles import dataset_fields
 
-NUMERIC_TYPES = frozenset({"int", "long", "float", "double"})
 #: Measures of a model's results, and their kinds.
 MODEL_SIGNALS: dict[str, str] = {
     "e2e_ms": "numeric",
@@ -48,37 +47,17 @@ class FieldPlan:
 
 
 def dataset_plan(contract: Contract) -> FieldPlan:
-    """Numeric, categorical and nullable fields of a dataset, as drift and profiles see them."""
-    numeric, categorical, nullable = [], [], []
-    for avro_field in contract.schema.json["fields"]:
-        name = avro_field["name"]
-        if name in (contract.key_field, "meta"):
-            continue
-        branches = (
-            avro_field["type"] if isinstance(avro_field["type"], list) else [avro_field["type"]]
-        )
-        base = next(b for b in branches if b != "null")
-        rules = contract.spec.fields.get(name)
-        if isinstance(base, str) and base in NUMERIC_TYPES:
-            numeric.append(name)
-        elif base == "string":
-            too_long = rules is not None and (rules.max_length or 0) > MAX_CATEGORY_LENGTH
-            if too_long:
-                continue
-            categorical.append(name)
-        else:
-            continue  # timestamps, booleans: not watched
-        if "null" in branches:
-            nullable.append(name)
+    """Numeric, categorical and nullable fields of a dataset, as the batch profile sees them."""
+    fields = dataset_fields(contract)
     signals: dict[str, SignalId] = {}
     dataset = contract.dataset
-    for name in numeric:
+    for name in fields.numeric:
         signals[name] = SignalId("dataset", dataset, name, "numeric")
-    for name in categorical:
+    for name in fields.categorical:
         signals[name] = SignalId("dataset", dataset, name, "categorical")
-    for name in nullable:
+    for name in fields.nullable:
         signals[f"{name}.null_rate"] = SignalId("dataset", dataset, f"{name}.null_rate", "rate")
-    return FieldPlan(dataset, tuple(numeric), tuple(categorical), tuple(nullable), signals)
+    return FieldPlan(dataset, fields.numeric, fields.categorical, fields.nullable, signals)
 
 
 def dataset_observations(record: Mapping[str, Any], plan: FieldPlan) -> list[Observation]:

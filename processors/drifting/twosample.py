@@ -10,9 +10,10 @@ vector of at most a hundred integers, cheap to keep, to test and to checkpoint.
   p-value (Kolmogorov distribution, effective size n·m/(n+m)) is conservative.
   That is what makes it valid on discrete data such as 1-5 scores, where the
   usual KS p-value is wrong.
-* **Chi-square + PSI.** Reference shares are smoothed (half a count per bin, the
-  "new category" bin included) so that a category never seen in the reference
-  has a finite, large contribution instead of an infinite one.
+* **Chi-square + PSI.** A test of homogeneity between the reference's counts
+  and the window's (both are samples). PSI smooths both with half a count per
+  bin, so that a category never seen in the reference has a finite, large
+  contribution instead of an infinite one.
 
 An alert needs both a small p-value and a material effect (KS distance or PSI
 above a floor): with large windows, a tiny, harmless difference is
@@ -78,16 +79,22 @@ def psi(reference_shares: Floats, window: Counts) -> float:
     return float(np.sum((current - reference_shares) * np.log(current / reference_shares)))
 
 
-def chi_square(
-    window: Counts, reference_shares: Floats, alpha: float, min_psi: float
-) -> TestResult:
-    """Chi-square goodness of fit of a window of category counts, with its PSI as the effect."""
+def chi_square(window: Counts, reference: Counts, alpha: float, min_psi: float) -> TestResult:
+    """Chi-square test of homogeneity (reference counts vs window counts), PSI as the effect.
+
+    A two-sample test, not goodness of fit: a reference learnt from a few
+    thousand values is a sample too, and treating its shares as exact would
+    make its noise look like drift.
+    """
     n = int(window.sum())
-    if n == 0:
+    if n == 0 or int(reference.sum()) == 0:
         return TestResult("chi_square", 0.0, 1.0, 0.0, False)
-    expected = reference_shares * n
-    statistic = float(np.sum((window - expected) ** 2 / expected))
-    dof = max(1, len(window) - 1)
-    p_value = float(stats.chi2.sf(statistic, dof))
-    index = psi(reference_shares, window)
+    table = np.vstack([reference, window]).astype(np.float64)
+    table = table[:, table.sum(axis=0) > 0]
+    if table.shape[1] < 2:
+        return TestResult("chi_square", 0.0, 1.0, 0.0, False)
+    expected = table.sum(axis=1, keepdims=True) * table.sum(axis=0, keepdims=True) / table.sum()
+    statistic = float(np.sum((table - expected) ** 2 / expected))
+    p_value = float(stats.chi2.sf(statistic, table.shape[1] - 1))
+    index = psi(smoothed_shares(reference), window)
     return TestResult("chi_square", statistic, p_value, index, p_value < alpha and index >= min_psi)
