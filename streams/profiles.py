@@ -23,6 +23,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from streams.records import utcnow
+
 if TYPE_CHECKING:
     from streams.contracts import Contract
 
@@ -155,7 +157,7 @@ class Profile:
     violations: list[FieldViolation] = field(default_factory=list)
     contract_version: int | None = None
     profile_id: str = field(default_factory=lambda: uuid.uuid4().hex[:16])
-    created_at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    created_at: datetime = field(default_factory=utcnow)  # millisecond precision, as Avro keeps
 
     @property
     def key(self) -> str:
@@ -232,9 +234,11 @@ def quantile_ranks(n: int, probs: Iterable[float] = QUANTILE_PROBS) -> list[int]
     """0-based ranks of the inverse-CDF quantiles: the smallest value with F(v) >= p.
 
     This is numpy's ``inverted_cdf`` method and what Spark's ``percentile_approx``
-    approximates, so both engines agree exactly whenever Spark's is exact.
+    approximates, so both engines agree exactly whenever Spark's is exact. The rank
+    is ``ceil(p * n)`` in floating point, as both of them compute it (so 0.07 x 200,000
+    rounds up past 14,000): matching them matters more than the last ulp.
     """
-    return [max(math.ceil(p * n - 1e-9) - 1, 0) for p in probs]
+    return [max(math.ceil(p * n) - 1, 0) for p in probs]
 
 
 def histogram_edges(quantiles: Iterable[float]) -> list[float]:
