@@ -56,9 +56,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from streams.cli import batch, datasets, demo, dlq, run, schemas, stack  # noqa: PLC0415
+    from streams.cli import batch, datasets, demo, dlq, drift, run, schemas, stack  # noqa: PLC0415
 
-    for module in (stack, schemas, datasets, run, dlq, demo, batch):
+    for module in (stack, schemas, datasets, run, dlq, demo, batch, drift):
         for command in module.COMMANDS:
             main.add_command(command)
 

@@ -71,6 +71,19 @@ def demo(rows: int | None) -> None:
     dead = _read_new(settings, dlq_topic, before)
     _report_validate(len(lines), validated, dead, elapsed)
 
+    from streams.cli import demo_drift  # noqa: PLC0415 (needs the drift extra)
+
+    demo_drift.run(
+        settings,
+        catalog,
+        lines,
+        validated,
+        processors=_processors,
+        wait_caught_up=_wait_caught_up,
+        ends=_ends,
+        read_new=_read_new,
+    )
+
 
 def _report_validate(
     produced: int, validated: list[InputRecord], dead: list[InputRecord], elapsed: float
