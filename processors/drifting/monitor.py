@@ -211,28 +211,46 @@ class SignalMonitor:
         start: int,
         end: int,
     ) -> list[dict[str, Any]]:
+        """Run every stream over values[start:end], in order of the detections they make.
+
+        Each stream runs ahead to its next detection; the earliest detection
+        across streams is handled first: counted if the signal is cooling down,
+        otherwise alerted, and then every stream restarts after that value.
+        """
         alerts: list[dict[str, Any]] = []
-        pairs = [(name, self.streams[name], series) for name, series in streams.items()]
-        for i in range(start, end):
-            self.seen += 1
-            fired: tuple[str, str, OnlineStream] | None = None
-            for name, stream, series in pairs:
-                detector = stream.update(series[i])
-                if detector is not None and fired is None:
-                    fired = (name, detector, stream)
-            self._remember_one(values[i], positions[i])
-            if fired is None:
-                continue
-            if self.seen < self.cooldown_until:
+        names = list(streams)
+        position = dict.fromkeys(names, start)
+        pending: dict[str, tuple[int, str]] = {}
+        remembered = start
+        while True:
+            for name in names:
+                if name not in pending and position[name] < end:
+                    hit = self.streams[name].run(streams[name], position[name], end)
+                    position[name] = end if hit is None else hit[0] + 1
+                    if hit is not None:
+                        pending[name] = hit
+            if not pending:
+                break
+            name = min(pending, key=lambda n: (pending[n][0], names.index(n)))
+            index, detector = pending.pop(name)
+            seen_at = self.seen + index - start + 1
+            if seen_at < self.cooldown_until:
                 self.suppressed += 1
                 continue
-            name, detector, stream = fired
-            statistic, threshold = stream.statistic(detector)
+            self._remember(values[remembered : index + 1], positions[remembered : index + 1])
+            remembered = index + 1
+            seen_before, self.seen = self.seen, seen_at
+            statistic, threshold = self.streams[name].statistic(detector)
             alerts.append(
-                self._alert(name, detector, statistic, threshold, None, None, positions[i])
+                self._alert(name, detector, statistic, threshold, None, None, positions[index])
             )
-            for other in self.streams.values():
-                other.restart()
+            self.seen = seen_before
+            for stream in self.streams.values():
+                stream.restart()
+            pending.clear()
+            position = dict.fromkeys(names, index + 1)
+        self._remember(values[remembered:end], positions[remembered:end])
+        self.seen += end - start
         return alerts
 
     def _window_test(self, last: Position) -> dict[str, Any] | None:
@@ -280,16 +298,16 @@ class SignalMonitor:
 
     # -- the "current" buffer: the last few blocks of values ------------------------
     def _remember(self, values: list[Any], positions: list[Position]) -> None:
-        for value, position in zip(values, positions, strict=True):
-            self._remember_one(value, position)
-
-    def _remember_one(self, value: Any, position: Position) -> None:
-        blocks = self.blocks
-        if not blocks or len(blocks[-1].values) >= _BLOCK:
-            blocks.append(_Block(position))
-            if len(blocks) > self.params.recent_blocks + 1:
-                del blocks[0]
-        blocks[-1].values.append(value)
+        blocks, count, index = self.blocks, len(values), 0
+        while index < count:
+            if not blocks or len(blocks[-1].values) >= _BLOCK:
+                blocks.append(_Block(positions[index]))
+                if len(blocks) > self.params.recent_blocks + 1:
+                    del blocks[0]
+            last = blocks[-1].values
+            take = min(_BLOCK - len(last), count - index)
+            last.extend(values[index : index + take])
+            index += take
 
     def current(self) -> tuple[dict[str, Any], Position | None, int]:
         """Summary of the recent values, where they start, and how many there are."""

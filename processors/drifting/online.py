@@ -126,6 +126,32 @@ class OnlineStream:
             fired = "page_hinkley"
         return fired
 
+    def run(self, series: list[float], start: int, end: int) -> tuple[int, str] | None:
+        """Feed ``series[start:end]`` until a detector fires: (index, detector), or None.
+
+        The same as calling ``update`` per value, in one tight loop: the drift
+        processor feeds each stream a batch at a time.
+        """
+        index = start
+        while index < end and self.calibration is not None:
+            fired = self.update(series[index])
+            if fired is not None:
+                return index, fired
+            index += 1
+        adwin_update = self.adwin.update
+        page_hinkley = self.page_hinkley
+        ph_update = page_hinkley.update
+        while index < end:
+            value = series[index]
+            if adwin_update(value):
+                ph_update(value)  # type: ignore[no-untyped-call]
+                return index, "adwin"
+            ph_update(value)  # type: ignore[no-untyped-call]
+            if page_hinkley._drift_detected:
+                return index, "page_hinkley"
+            index += 1
+        return None
+
     def restart(self) -> None:
         """Forget the past: after an alert, the new regime is the baseline.
 

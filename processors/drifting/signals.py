@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -37,45 +37,47 @@ Observation = tuple[SignalId, Any]
 
 @dataclass(frozen=True)
 class FieldPlan:
-    """The watched fields of a dataset, derived once from its contract."""
+    """The watched fields of a dataset and their signals, derived once from its contract."""
 
     dataset: str
-    numeric: tuple[str, ...]
-    categorical: tuple[str, ...]
-    nullable: tuple[str, ...]
-    signals: dict[str, SignalId] = field(default_factory=dict)
+    numeric: tuple[tuple[str, SignalId], ...]
+    categorical: tuple[tuple[str, SignalId], ...]
+    nullable: tuple[tuple[str, SignalId], ...]
+
+    @property
+    def signals(self) -> dict[str, SignalId]:
+        """Every signal by name (``<field>`` or ``<field>.null_rate``)."""
+        return {s.name: s for _, s in (*self.numeric, *self.categorical, *self.nullable)}
 
 
 def dataset_plan(contract: Contract) -> FieldPlan:
     """Numeric, categorical and nullable fields of a dataset, as the batch profile sees them."""
     fields = dataset_fields(contract)
-    signals: dict[str, SignalId] = {}
     dataset = contract.dataset
-    for name in fields.numeric:
-        signals[name] = SignalId("dataset", dataset, name, "numeric")
-    for name in fields.categorical:
-        signals[name] = SignalId("dataset", dataset, name, "categorical")
-    for name in fields.nullable:
-        signals[f"{name}.null_rate"] = SignalId("dataset", dataset, f"{name}.null_rate", "rate")
-    return FieldPlan(dataset, fields.numeric, fields.categorical, fields.nullable, signals)
+    return FieldPlan(
+        dataset,
+        tuple((n, SignalId("dataset", dataset, n, "numeric")) for n in fields.numeric),
+        tuple((n, SignalId("dataset", dataset, n, "categorical")) for n in fields.categorical),
+        tuple((n, SignalId("dataset", dataset, f"{n}.null_rate", "rate")) for n in fields.nullable),
+    )
 
 
 def dataset_observations(record: Mapping[str, Any], plan: FieldPlan) -> list[Observation]:
-    """The (signal, value) pairs of one validated record."""
-    signals = plan.signals
+    """The (signal, value) pairs of one validated record (called per record: kept lean)."""
     out: list[Observation] = []
-    for name in plan.numeric:
-        value = record.get(name)
+    append, get = out.append, record.get
+    for name, signal in plan.numeric:
+        value = get(name)
         if value is not None:
             number = float(value)
             if math.isfinite(number):
-                out.append((signals[name], number))
-    for name in plan.categorical:
-        value = record.get(name)
+                append((signal, number))
+    for name, signal in plan.categorical:
+        value = get(name)
         if value is not None:
-            out.append((signals[name], str(value)))
-    for name in plan.nullable:
-        out.append((signals[f"{name}.null_rate"], 1.0 if record.get(name) is None else 0.0))
+            append((signal, value if type(value) is str else str(value)))
+    for name, signal in plan.nullable:
+        append((signal, 1.0 if get(name) is None else 0.0))
     return out
 
 

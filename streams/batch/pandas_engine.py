@@ -35,6 +35,9 @@ from streams.profiles import (
     rank_categories,
 )
 
+#: Rows turned into dicts at a time for the contract check.
+CHECK_CHUNK = 100_000
+
 
 def read_file(path: Path, columns: list[str] | None = None) -> pd.DataFrame:
     """A Parquet file (or folder) or a JSON-lines file as a DataFrame."""
@@ -92,7 +95,9 @@ def profile_dataset(
     fields = dataset_fields(contract)
     counts: dict[tuple[str, str], int] = {}
     if check:
-        rows = check_rows(frame.to_dict("records"), contract)
+        rows: list[str] = []
+        for start in range(0, len(frame), CHECK_CHUNK):  # dicts of all rows would not fit
+            rows += check_rows(frame.iloc[start : start + CHECK_CHUNK].to_dict("records"), contract)
         counts = dict(count_violations(rows))
         frame = frame[[not r for r in rows]]
     numeric = [numeric_profile(n, _column(frame, n)) for n in fields.numeric]
