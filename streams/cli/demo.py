@@ -71,8 +71,11 @@ def demo(rows: int | None) -> None:
     dead = _read_new(settings, dlq_topic, before)
     _report_validate(len(lines), validated, dead, elapsed)
 
-    from streams.cli import demo_drift  # noqa: PLC0415 (needs the drift extra)
-
+    try:
+        from streams.cli import demo_drift  # noqa: PLC0415 (needs the drift extra)
+    except ImportError as exc:
+        console.print(f"skipping the drift step ({exc}): pip install -e '.[drift]'")
+        return
     demo_drift.run(
         settings,
         catalog,

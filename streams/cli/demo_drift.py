@@ -15,9 +15,11 @@ import json
 import time
 from typing import Any
 
+import pandas as pd
 from confluent_kafka import TopicPartition
 
 from streams import kafka
+from streams.batch import pandas_engine, profile_job
 from streams.catalog import Catalog
 from streams.cli import console
 from streams.cli.drift import alert_table
@@ -61,10 +63,6 @@ def run(
     read_new: Any,
 ) -> None:
     """The drift step; the demo lends its process runner and topic readers."""
-    import pandas as pd  # noqa: PLC0415
-
-    from streams.batch import pandas_engine, profile_job  # noqa: PLC0415 (drift extra)
-
     dataset = catalog.dataset(DATASET)
     serde = AvroSerde(kafka.registry(settings), catalog)
     schema = catalog.value_schema(dataset.validated_topic)
