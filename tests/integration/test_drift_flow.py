@@ -94,7 +94,8 @@ def test_shifts_alert_once_within_bound_across_kill_9(world: World):
 
     # Stable history first; kill -9 while drift works through it.
     send(world, validated, ticket_values[:TICKET_SHIFT], "ticket_id")
-    first = start_processor(world, "drift", **DRIFT_ENV)
+    # Small transactions, so that the kill lands while the history is being read.
+    first = start_processor(world, "drift", **{**DRIFT_ENV, "SLUICE_RUNNER__BATCH_SIZE": "50"})
     wait_for(lambda: committed_offset(world, validated) >= 3_000, 180, "drift to commit 3,000")
     kill(first)
     assert committed_offset(world, validated) < TICKET_SHIFT, "the kill must land mid-stream"
