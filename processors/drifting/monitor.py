@@ -26,6 +26,7 @@ values as the reference and is silent until then.
 from __future__ import annotations
 
 import math
+import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -122,6 +123,8 @@ class SignalMonitor:
         self.passing = 0  # test windows in a row that passed clearly, while in drift
         self.suppressed = 0
         self.alerts = 0
+        # Names this monitor's life: alert ids stay unique after a reset or a new profile.
+        self.epoch = uuid.uuid4().hex[:8]
         if reference is not None:
             self._start(reference)
 
@@ -333,7 +336,7 @@ class SignalMonitor:
         reference_summary = reference.summary()
         self.alerts += 1
         alert = {
-            "alert_id": f"{self.signal.key}#{self.seen}",
+            "alert_id": f"{self.signal.key}#{self.epoch}#{self.seen}",
             "signal": self.signal.key,
             "subject_kind": self.signal.subject_kind,
             "subject": self.signal.subject,
@@ -389,6 +392,7 @@ class SignalMonitor:
             "passing": self.passing,
             "suppressed": self.suppressed,
             "alerts": self.alerts,
+            "epoch": self.epoch,
         }
 
     @classmethod
@@ -418,6 +422,7 @@ class SignalMonitor:
         monitor.passing = int(state["passing"])
         monitor.suppressed = int(state["suppressed"])
         monitor.alerts = int(state["alerts"])
+        monitor.epoch = str(state["epoch"])
         return monitor
 
 
