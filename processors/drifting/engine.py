@@ -69,19 +69,15 @@ class DriftEngine:
                 f"drift.state for {key} has layout version {value['format_version']}; this drift "
                 f"reads {STATE_VERSION}. Run the version that wrote it, or `sluice drift reset`."
             )
+        # Keys are <subject_kind>:<subject>:<name>; names have no colon, subjects may.
+        subject_key = key.rsplit(":", 1)[0]
+        if self._profile_changed(subject_key, value):
+            return
         state = json.loads(value["state"])
-        subject = key.rsplit(":", 1)[0] if key.endswith(CENTROID_SUFFIX) else None
-        if subject is not None:
-            if self._profile_changed(subject, value):
-                return
-            self.centroids[subject.split(":", 1)[1]] = Centroid.from_state(state)
+        if key.endswith(CENTROID_SUFFIX):
+            self.centroids[subject_key.split(":", 1)[1]] = Centroid.from_state(state)
             return
-        monitor = SignalMonitor.from_state(self.params, state)
-        if self._profile_changed(
-            profile_key(monitor.signal.subject_kind, monitor.signal.subject), value
-        ):
-            return
-        self.monitors[key] = monitor
+        self.monitors[key] = SignalMonitor.from_state(self.params, state)
 
     def _profile_changed(self, subject_key: str, value: Mapping[str, Any]) -> bool:
         profile = self.profiles.get(subject_key)
@@ -176,7 +172,7 @@ class DriftEngine:
         now = int(time.time() * 1000)
         for key in sorted(self._dirty):
             if key.endswith(CENTROID_SUFFIX):
-                model = key.split(":", 2)[1]
+                model = key.removesuffix(CENTROID_SUFFIX).split(":", 1)[1]
                 centroid = self.centroids[model]
                 out.append(self._checkpoint(key, "model", model, centroid.n, centroid.state(), now))
                 continue

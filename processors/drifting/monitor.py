@@ -422,7 +422,7 @@ class SignalMonitor:
         monitor.passing = int(state["passing"])
         monitor.suppressed = int(state["suppressed"])
         monitor.alerts = int(state["alerts"])
-        monitor.epoch = str(state["epoch"])
+        monitor.epoch = str(state.get("epoch") or monitor.epoch)  # added to layout 1 later
         return monitor
 
 

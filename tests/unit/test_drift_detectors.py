@@ -224,3 +224,20 @@ def test_monitor_state_survives_json_at_every_stage():
         copy = SignalMonitor.from_state(params, json.loads(json.dumps(monitor.state())))
         assert copy.state() == monitor.state()
     assert isinstance(monitor.reference, NumericReference)
+
+
+def test_model_names_with_colons_survive_a_restart():
+    engine, _ = run_results(list(results(3000, seed=8, model="llama3:8b")))
+    engine._dirty.update([*engine.monitors, "model:llama3:8b:embedding_centroid"])
+    states = {c.key: json.loads(json.dumps(c.value)) for c in engine.checkpoints()}
+    restored = DriftEngine(MonitorParams(), {}, states)
+    assert set(restored.monitors) == set(engine.monitors)
+    assert "model:llama3:8b:e2e_ms" in restored.monitors
+    assert restored.centroids["llama3:8b"].centroid is not None
+
+
+def test_a_checkpoint_without_an_epoch_still_loads():
+    monitor = SignalMonitor(SignalId("dataset", "d", "x", "numeric"), MonitorParams())
+    state = monitor.state()
+    del state["epoch"]
+    assert SignalMonitor.from_state(MonitorParams(), state).epoch
