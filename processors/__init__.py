@@ -15,6 +15,7 @@ PROCESSORS: dict[str, str] = {
     "validate": "processors.validate",
     "guard": "processors.guard",
     "infer": "processors.infer",
+    "drift": "processors.drift",
 }
 
 

@@ -112,7 +112,7 @@ class TopicSpec:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset: its contract and the three topics it expands to."""
+    """A dataset: its contract and the topics it expands to."""
 
     name: str
     contract: Contract
@@ -256,9 +256,13 @@ def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
                 name=f"raw.{name}", value="sluice.v1.RawEvent", partitions=ds.partitions, dlq=True
             )
         )
+        # Validated records feed other processors (drift), which dead-letter what they refuse.
         add(
             _TopicEntry(
-                name=f"{name}.validated", value=contract.schema_name, partitions=ds.partitions
+                name=f"{name}.validated",
+                value=contract.schema_name,
+                partitions=ds.partitions,
+                dlq=True,
             )
         )
     for entry in spec.topics:

@@ -58,9 +58,19 @@ def main() -> None:
 
 
 def _register() -> None:
-    from streams.cli import connect, datasets, demo, dlq, run, schemas, stack  # noqa: PLC0415
+    from streams.cli import (  # noqa: PLC0415
+        batch,
+        connect,
+        datasets,
+        demo,
+        dlq,
+        drift,
+        run,
+        schemas,
+        stack,
+    )
 
-    for module in (stack, schemas, datasets, run, dlq, connect, demo):
+    for module in (stack, schemas, datasets, run, dlq, connect, demo, batch, drift):
         for command in module.COMMANDS:
             main.add_command(command)
 

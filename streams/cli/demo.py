@@ -96,6 +96,13 @@ def demo(rows: int | None, prompts: int, via: str) -> None:
         _report_validate(len(lines), validated, dead, elapsed)
         run_inference(settings, catalog, sample, prompts)
 
+    try:
+        from streams.cli import demo_drift  # noqa: PLC0415 (needs the drift extra)
+    except ImportError as exc:
+        console.print(f"skipping the drift step ({exc}): pip install -e '.[drift]'")
+        return
+    demo_drift.run(settings, catalog, lines, validated)
+
 
 def _report_validate(
     produced: int, validated: list[InputRecord], dead: list[InputRecord], elapsed: float
