@@ -91,6 +91,10 @@ class ProcessorSpec:
     teardown: Callable[[Context], None] | None = None
     # Called after each committed batch, e.g. to export processor-specific metrics.
     after_commit: Callable[[Context], None] | None = None
+    # This processor's batching defaults, used unless SLUICE_RUNNER__BATCH_SIZE /
+    # __BATCH_TIMEOUT_MS are set (a sink wants larger, slower batches than a hop).
+    batch_size: int | None = None
+    batch_timeout_ms: int | None = None
 
 
 def per_record(process: ProcessOne) -> ProcessBatch:

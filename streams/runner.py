@@ -40,7 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from streams import kafka, metrics, tracing
-from streams.catalog import Catalog, load_catalog
+from streams.catalog import DLQ_SUFFIX, Catalog, load_catalog
 from streams.dlq import dlq_record_headers, error_headers
 from streams.errors import RecordError, TransientError
 from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
@@ -73,6 +73,17 @@ class Runner:
         self._stopping = threading.Event()
         self._encoders: dict[str, Encoder] = {}
         self._dlq_topics = {t: self._dlq_topic_of(t) for t in self.inputs}
+        explicit = settings.runner.model_fields_set
+        self.batch_size = (
+            spec.batch_size
+            if spec.batch_size and "batch_size" not in explicit
+            else settings.runner.batch_size
+        )
+        self.batch_timeout_s = (
+            spec.batch_timeout_ms
+            if spec.batch_timeout_ms and "batch_timeout_ms" not in explicit
+            else settings.runner.batch_timeout_ms
+        ) / 1000
         self._tracing = settings.telemetry.exporter != "none"
         self._tracer = trace.get_tracer("sluice.runner")
         self._registration: Path | None = None
@@ -106,9 +117,7 @@ class Runner:
         self._start()
         try:
             while not self._stopping.is_set():
-                messages = self.consumer.consume(
-                    self.settings.runner.batch_size, self.settings.runner.batch_timeout_ms / 1000
-                )
+                messages = self.consumer.consume(self.batch_size, self.batch_timeout_s)
                 batch = self._usable(messages)
                 if not batch:
                     continue
@@ -163,7 +172,8 @@ class Runner:
         )
 
     def _check_topics(self) -> None:
-        needed = set(self.inputs) | set(self.outputs) | set(self._dlq_topics.values())
+        dlqs = {t for t in self._dlq_topics.values() if t is not None}
+        needed = set(self.inputs) | set(self.outputs) | dlqs
         missing = kafka.missing_topics(kafka.admin(self.settings), needed)
         if missing:
             raise SystemExit(
@@ -171,7 +181,9 @@ class Runner:
                 f"{', '.join(missing)}. Run `sluice schemas apply` first."
             )
 
-    def _dlq_topic_of(self, topic: str) -> str:
+    def _dlq_topic_of(self, topic: str) -> str | None:
+        if topic.endswith(DLQ_SUFFIX) and topic in self.catalog.topics:
+            return None  # a dead-letter topic is read (by the sink), never dead-lettered
         spec = self.catalog.topics.get(topic)
         if spec is None or spec.dlq_topic is None:
             raise SystemExit(
@@ -413,6 +425,12 @@ class Runner:
 
     def _dead_letter(self, source: InputRecord, error: RecordError) -> str:
         topic = self._dlq_topics[source.topic]
+        if topic is None:
+            raise RuntimeError(
+                f"{self.spec.name} refused a record of the dead-letter topic {source.topic}: "
+                f"{error.error_class}: {error.message}. Dead letters are never dead-lettered "
+                "again; nothing was committed."
+            )
         headers = dlq_record_headers(
             source.headers,
             error_headers(

@@ -19,8 +19,11 @@ class SluiceGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         """Run the command, reporting expected failures plainly."""
+        from streams.budgets import BudgetConfigError  # noqa: PLC0415
         from streams.catalog import CatalogError  # noqa: PLC0415
+        from streams.clickhouse import WarehouseError  # noqa: PLC0415
         from streams.contracts import ContractError  # noqa: PLC0415
+        from streams.pricing import PriceError  # noqa: PLC0415
         from streams.registry import IncompatibleSchemaError  # noqa: PLC0415
         from streams.serde import SchemaNotRegisteredError  # noqa: PLC0415
         from streams.stack.components import ComponentError  # noqa: PLC0415
@@ -37,6 +40,9 @@ class SluiceGroup(click.Group):
             ComponentError,
             JavaNotFoundError,
             MavenError,
+            WarehouseError,
+            PriceError,
+            BudgetConfigError,
         ) as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             sys.exit(1)
@@ -56,9 +62,9 @@ def main() -> None:
 
 
 def _register() -> None:
-    from streams.cli import datasets, demo, dlq, run, schemas, stack  # noqa: PLC0415
+    from streams.cli import datasets, demo, dlq, run, schemas, sql, stack  # noqa: PLC0415
 
-    for module in (stack, schemas, datasets, run, dlq, demo):
+    for module in (stack, schemas, datasets, run, dlq, sql, demo):
         for command in module.COMMANDS:
             main.add_command(command)
 
