@@ -145,10 +145,16 @@ class PeriodSpend:
             return f"{self.period} token budget of {self.token_limit} reached ({self.tokens})"
         if self.cost_limit is not None and self.cost >= self.cost_limit:
             return (
-                f"{self.period} usd budget of {self.cost_limit.normalize()} reached "
-                f"({self.cost.normalize()})"
+                f"{self.period} usd budget of {_plain(self.cost_limit)} reached "
+                f"({_plain(self.cost)})"
             )
         return None
+
+
+def _plain(amount: Decimal) -> str:
+    """An amount without trailing zeros and never in exponent form (50, not 5E+1)."""
+    text = f"{amount:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,6 +248,13 @@ class BudgetView:
             return None
         return status.over_budget(self._clock())
 
+    def update(self, status: BudgetStatus) -> None:
+        """Keep ``status`` if it is the tenant's newest (what the consumer calls)."""
+        with self._lock:
+            current = self._statuses.get(status.tenant_id)
+            if current is None or status.version >= current.version:
+                self._statuses[status.tenant_id] = status
+
     def status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's latest status, or None when meter has not seen it."""
         with self._lock:
@@ -327,10 +340,7 @@ class BudgetView:
             log.warning("budget view: skipping an unreadable status (%s)", error)
             return
         self.records_read += 1
-        with self._lock:
-            current = self._statuses.get(status.tenant_id)
-            if current is None or status.version >= current.version:
-                self._statuses[status.tenant_id] = status
+        self.update(status)
 
 
 def wait_until(condition: Callable[[], bool], timeout: float) -> bool:

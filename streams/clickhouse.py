@@ -101,23 +101,37 @@ def describe(url: str) -> str:
     return url
 
 
+# Embedded databases this process has open: chdb shares one engine between the clients
+# of a process, so only another process's lock means "busy".
+_OPEN_HERE: dict[Path, int] = {}
+_OPEN_LOCK = threading.Lock()
+
+
 class DirectWarehouse:
     """A clickhouse-connect client (HTTP or chdb), with errors turned into WarehouseError."""
 
-    def __init__(self, client: Any, description: str) -> None:
+    def __init__(self, client: Any, description: str, path: Path | None = None) -> None:
         self.client = client
         self.description = description
+        self.path = path
         self._lock = threading.Lock()
+        if path is not None:
+            with _OPEN_LOCK:
+                _OPEN_HERE[path] = _OPEN_HERE.get(path, 0) + 1
 
     def query(self, sql: str) -> Result:
         """Run ``sql`` and return its rows."""
         with self._lock, _errors(self.description):
             result = self.client.query(sql)
-            return Result(
-                list(result.column_names),
-                [t.name for t in result.column_types],
-                [tuple(row) for row in result.result_rows],
-            )
+            columns = list(result.column_names)
+            types = [t.name for t in result.column_types]
+            rows = [tuple(row) for row in result.result_rows]
+            if not columns and not rows and _is_select(sql):
+                # chdb sends no column header with an empty result; ask for it.
+                described = self.client.query(f"DESCRIBE ({sql})").result_rows
+                columns = [str(row[0]) for row in described]
+                types = [str(row[1]) for row in described]
+            return Result(columns, types, rows)
 
     def command(self, sql: str) -> None:
         """Run a statement that returns no rows."""
@@ -133,6 +147,14 @@ class DirectWarehouse:
         """Close the client."""
         with contextlib.suppress(Exception):
             self.client.close()
+        if self.path is not None:
+            with _OPEN_LOCK:
+                left = _OPEN_HERE.get(self.path, 0) - 1
+                if left > 0:
+                    _OPEN_HERE[self.path] = left
+                else:
+                    _OPEN_HERE.pop(self.path, None)
+            self.path = None
 
 
 @contextlib.contextmanager
@@ -143,6 +165,12 @@ def _errors(description: str) -> Iterator[None]:
         raise
     except Exception as exc:
         raise WarehouseError(f"ClickHouse at {description}: {_first_line(exc)}") from exc
+
+
+def _is_select(sql: str) -> bool:
+    lines = [line for line in sql.strip().splitlines() if not line.strip().startswith("--")]
+    head = " ".join(lines).lstrip("( ").upper()
+    return head.startswith(("SELECT", "WITH"))
 
 
 def _first_line(exc: BaseException) -> str:
@@ -158,7 +186,7 @@ def connect(settings: Settings, *, database: str | None = None) -> DirectWarehou
     path = chdb_path(url)
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
-    if path is not None and _locked_by_another_process(path):
+    if path is not None and path not in _OPEN_HERE and _locked_by_another_process(path):
         # Checked first: chdb would print the lock error to stderr before failing.
         raise DatabaseBusyError(path)
     kwargs: dict[str, Any] = {"dsn": url}
@@ -176,7 +204,7 @@ def connect(settings: Settings, *, database: str | None = None) -> DirectWarehou
             f"cannot connect to ClickHouse at {describe(url)}: {_first_line(exc)}. "
             "Check SLUICE_CLICKHOUSE__URL."
         ) from exc
-    return DirectWarehouse(client, describe(url))
+    return DirectWarehouse(client, describe(url), path)
 
 
 class DatabaseBusyError(WarehouseError):

@@ -19,7 +19,7 @@ MIGRATIONS = Path("infra/clickhouse/migrations")
 
 
 def warehouse(settings: Settings) -> clickhouse.Warehouse:
-    """Sluice's database, with the migrations applied (direct, or through the sink)."""
+    """Sluice's database (direct, or through the sink that owns an embedded one)."""
     database = settings.clickhouse.database
     try:
         bootstrap = clickhouse.open_warehouse(settings)
@@ -57,6 +57,13 @@ def sql(query: str | None, path: Path | None, fmt: str) -> None:
     db = warehouse(settings)
     try:
         result = db.query(text)
+    except clickhouse.WarehouseError as exc:
+        if "UNKNOWN_TABLE" in str(exc):
+            raise clickhouse.WarehouseError(
+                f"{exc}\nSluice's tables are created by `sluice db migrate` (the sink also "
+                "applies the migrations when it starts)."
+            ) from exc
+        raise
     finally:
         db.close()
     if fmt == "csv":
