@@ -33,11 +33,14 @@ class Sandbox:
     @property
     def env(self) -> dict[str, str]:
         """Environment for a `sluice` child process that works in this sandbox."""
-        return {
+        env = {
             "SLUICE_SCHEMAS_PATH": str(self.schemas),
             "SLUICE_RUNNER__GROUP_PREFIX": self.settings.runner.group_prefix,
             "SLUICE_VALIDATE__DATASETS": json.dumps(list(self.datasets.values())),
         }
+        if self.settings.clickhouse.url:
+            env["SLUICE_CLICKHOUSE__URL"] = self.settings.clickhouse.url
+        return env
 
     def reload(self) -> Sandbox:
         """The same sandbox with its catalog re-read (after editing its files)."""

@@ -100,8 +100,8 @@ class Meter:
             TABLE,
             default=None,
             partitions=usage_spec.partitions,
-            key_type=str,
-            value_type=dict,
+            # Plain JSON keys and values: faust's model types would need Records.
+            schema=faust.Schema(key_serializer="json", value_serializer="json"),
         )
         self.topics = {
             name: app.topic(name, key_serializer="raw", value_serializer="raw")
@@ -122,10 +122,10 @@ class Meter:
             message = event.message
             try:
                 result = InferenceResult.from_avro(self.codecs[RESULTS].loads(message.value))
-            except RecordError as error:
-                await self._dead_letter(RESULTS, message, error)
+                usage = usage_of(result, self.prices)
+            except Exception as exc:  # an agent that raises stops for good: dead-letter instead
+                await self._dead_letter(RESULTS, message, _as_record_error(exc))
                 continue
-            usage = usage_of(result, self.prices)
             self.priced += 1
             await self.topics[USAGE].send(
                 key=usage.tenant_id.encode(), value=self.codecs[USAGE].dumps(usage.to_avro())
@@ -137,8 +137,8 @@ class Meter:
             message = event.message
             try:
                 usage = Usage.from_avro(self.codecs[USAGE].loads(message.value))
-            except RecordError as error:
-                await self._dead_letter(USAGE, message, error)
+            except Exception as exc:
+                await self._dead_letter(USAGE, message, _as_record_error(exc))
                 continue
             outputs = meter_state.apply(
                 self.table,
@@ -207,3 +207,11 @@ class Meter:
             error.error_class,
         )
         await self.dead_letters[topic].send(key=message.key, value=message.value, headers=headers)
+
+
+def _as_record_error(exc: Exception) -> RecordError:
+    if isinstance(exc, RecordError):
+        return exc
+    return RecordError(
+        "deserialize", f"{type(exc).__name__}: {exc}", error_class=type(exc).__name__
+    )
