@@ -18,6 +18,7 @@ from collections import Counter
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import click
 from confluent_kafka import TopicPartition
@@ -55,7 +56,10 @@ def demo(rows: int | None) -> None:
     lines = [line for line in sample.read_text().splitlines() if line.strip()][:rows]
     before = _ends(settings, [dataset.validated_topic, dataset.dlq_topic])
 
-    with _processors(settings, ["validate"]):
+    analytics = _has_clickhouse()
+    names = ["validate", "sink"] if analytics else ["validate"]
+    since_ms = int(time.time() * 1000)
+    with _processors(settings, names):
         console.print(f"[bold]2. producing[/bold] {len(lines):,} raw events to {dataset.raw_topic}")
         started = time.perf_counter()
         with SluiceClient(settings, catalog, source=f"demo:{sample.name}") as client:
@@ -64,9 +68,72 @@ def demo(rows: int | None) -> None:
         _wait_caught_up(settings, catalog, "validate", [dataset.raw_topic])
         elapsed = time.perf_counter() - started
 
-    validated = _read_new(settings, dataset.validated_topic, before)
-    dead = _read_new(settings, dataset.dlq_topic, before)
-    _report_validate(len(lines), validated, dead, elapsed)
+        validated = _read_new(settings, dataset.validated_topic, before)
+        dead = _read_new(settings, dataset.dlq_topic, before)
+        _report_validate(len(lines), validated, dead, elapsed)
+        if analytics:
+            _wait_caught_up(settings, catalog, "sink", [dataset.dlq_topic, "inference.results"])
+            _report_analytics(settings, dataset.dlq_topic, since_ms)
+        else:
+            console.print("analytics skipped: install the ClickHouse client, pip install '.[sink]'")
+
+
+def _has_clickhouse() -> bool:
+    try:
+        import clickhouse_connect  # noqa: F401, PLC0415
+    except ImportError:
+        return False
+    return True
+
+
+def _report_analytics(settings: Settings, dlq_topic: str, since_ms: int) -> None:
+    """What ClickHouse knows, queried through the running sink: DLQ reasons, cost, latency."""
+    from streams.cli.sql import warehouse  # noqa: PLC0415 (needs the sink extra)
+
+    console.print("[bold]3. analytics[/bold] from ClickHouse (`sluice sql`), sunk by the sink")
+    db = warehouse(settings)
+    try:
+        # The topic name comes from the catalog and the time is an int: safe to format.
+        sql = (
+            "SELECT error_class, if(details['field'] != '', "  # noqa: S608
+            "concat(details['field'], ': ', details['rule']), '') AS rule, count() AS records "
+            f"FROM dead_letters FINAL WHERE dlq_topic = '{dlq_topic}' "
+            f"AND ts >= fromUnixTimestamp64Milli({since_ms}) "
+            "GROUP BY error_class, rule ORDER BY records DESC LIMIT 8"
+        )
+        reasons = db.query(sql)
+        _print_table("dead letters of this run by reason (ClickHouse: dead_letters)", reasons)
+        results = int(db.query("SELECT count() FROM results").scalar() or 0)
+        if results == 0:
+            console.print(
+                "   no inference results in ClickHouse yet: cost per tenant and model and "
+                "latency per model appear here once guard and infer produce results "
+                "(and `sluice run meter` meters them)"
+            )
+            return
+        cost = db.query(
+            "SELECT tenant_id, model, count() AS requests, sum(total_tokens) AS tokens, "
+            "sum(cost) AS cost_usd FROM usage FINAL GROUP BY tenant_id, model "
+            "ORDER BY cost_usd DESC LIMIT 10"
+        )
+        _print_table("cost per tenant and model (ClickHouse: usage)", cost)
+        latency = db.query(
+            "SELECT model, count() AS requests, round(quantileExact(0.5)(e2e_ms), 1) AS p50_ms, "
+            "round(quantileExact(0.99)(e2e_ms), 1) AS p99_ms FROM results FINAL "
+            "GROUP BY model ORDER BY model"
+        )
+        _print_table("end-to-end latency per model (ClickHouse: results)", latency)
+    finally:
+        db.close()
+
+
+def _print_table(title: str, result: Any) -> None:
+    table = Table(title=title)
+    for column in result.columns:
+        table.add_column(column)
+    for row in result.rows:
+        table.add_row(*(str(value) for value in row))
+    console.print(table)
 
 
 def _report_validate(
