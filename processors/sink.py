@@ -11,8 +11,8 @@ with backoff, so nothing is lost while ClickHouse is down, and the rows of a
 batch that half-succeeded are inserted again and collapse (ReplacingMergeTree
 on each record's natural id).
 
-The connection is opened on the first batch (and again after a failure); it
-applies the pending migrations first. With the embedded engine (chdb) this
+The connection is opened on the first batch (retried like any batch until
+ClickHouse answers); it applies the pending migrations first. With the embedded engine (chdb) this
 process owns the database directory and serves other processes' queries
 (``streams.clickhouse.QueryServer``).
 """
@@ -99,7 +99,8 @@ def process_batch(records: Sequence[InputRecord], ctx: Context) -> list[Outcome]
             warehouse.insert(table, rows, spec.columns)
             ctx.resources["inserted"][table] += len(rows)
     except clickhouse.WarehouseError as exc:
-        _disconnect(ctx)
+        # The connection stays: clickhouse-connect reconnects over HTTP by itself, and an
+        # embedded engine keeps serving queries (and keeps its state) while the runner waits.
         raise TransientError(f"ClickHouse insert failed: {exc}") from exc
     return outcomes
 

@@ -157,14 +157,18 @@ class MeterSettings(_Frozen):
     prices_file: Path | None = Field(None, description="Default <schemas>/prices.yaml.")
     budgets_file: Path | None = Field(None, description="Default <schemas>/budgets.yaml.")
     app_id: str = Field("meter", description="faust app id: consumer group and state topics.")
-    dedup_horizon_s: float = Field(
-        3600.0,
-        gt=0,
-        description="How long (event time) a request id is remembered to drop a repeated usage "
-        "event; longer than any replay after a restart.",
+    dedup_records: int = Field(
+        200_000,
+        ge=1000,
+        description="How many usage records (per partition) a request id is remembered for, to "
+        "drop a repeated usage event; repeats follow their original within one commit "
+        "interval of meter, far fewer records than this.",
     )
     window_retention_s: float = Field(
-        2 * 86400.0, gt=0, description="How long closed windows stay in the meter's state."
+        2 * 86400.0,
+        gt=0,
+        description="Windows that ended longer ago than this (wall clock) are final: they leave "
+        "meter's state, and later events for them are metered but not added to windows.",
     )
     sweep_every: int = Field(
         10_000, ge=1, description="Events between two sweeps of expired state (per partition)."

@@ -74,8 +74,8 @@ class Meter:
         self.counted = 0
         self.duplicates = 0
         self.priced = 0
+        self.late = 0
         self._since_sweep: dict[int, int] = {}
-        self._watermark: dict[int, int] = {}
         self.app = self._build(datadir or settings.stack.root / "meter" / self.app_id)
 
     # -- the app ------------------------------------------------------------------
@@ -147,6 +147,7 @@ class Meter:
                 offset=message.offset,
                 budgets=self.budgets,
                 now=datetime.now(UTC),
+                window_retention_ms=int(self.settings.meter.window_retention_s * 1000),
             )
             if outputs.duplicate:
                 self.duplicates += 1
@@ -168,10 +169,17 @@ class Meter:
                     alert["metric"],
                 )
                 await self.topics[ALERTS].send(key=key, value=self.codecs[ALERTS].dumps(alert))
-            self._maybe_sweep(message.partition, usage.completed_ms)
+            if outputs.late:
+                self.late += 1
+                if self.late % 1000 == 1:  # a backfill would log every record otherwise
+                    log.info(
+                        "%d usage events so far completed in windows that are already final "
+                        "(older than SLUICE_METER__WINDOW_RETENTION_S): metered, not windowed",
+                        self.late,
+                    )
+            self._maybe_sweep(message.partition, message.offset)
 
-    def _maybe_sweep(self, partition: int, event_ms: int) -> None:
-        self._watermark[partition] = max(self._watermark.get(partition, 0), event_ms)
+    def _maybe_sweep(self, partition: int, offset: int) -> None:
         count = self._since_sweep.get(partition, 0) + 1
         if count < self.settings.meter.sweep_every:
             self._since_sweep[partition] = count
@@ -180,8 +188,9 @@ class Meter:
         expired = meter_state.sweep(
             self.table,
             partition=partition,
-            watermark_ms=self._watermark[partition],
-            horizon_ms=int(self.settings.meter.dedup_horizon_s * 1000),
+            offset=offset,
+            now=datetime.now(UTC),
+            dedup_records=self.settings.meter.dedup_records,
             retention_ms=int(self.settings.meter.window_retention_s * 1000),
         )
         if expired:

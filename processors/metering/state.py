@@ -13,7 +13,13 @@ make counting exact under at-least-once delivery:
   before the crash are skipped, the others are completed;
 * a repeated usage event (same request id at another offset: ``metering.usage``
   is written at-least-once) is recognised by the request's "seen" entry and
-  not counted again.
+  not counted again. Seen entries are kept for a number of records (offsets),
+  not for a time, so what is remembered does not depend on when meter ran.
+
+Windows that ended more than the retention ago (wall clock) are final: they
+are swept from the state, and an event that would fall into one is metered
+(usage, budgets) but not added to windows (``Outputs.late``), instead of
+starting the window again from zero.
 
 Snapshots of every touched window and budget are emitted even when nothing
 changed, so a snapshot lost in a crash is re-sent when the event is replayed;
@@ -45,6 +51,7 @@ class Outputs:
     budget: BudgetStatus | None = None
     alerts: list[dict[str, Any]] = field(default_factory=list)
     duplicate: bool = False
+    late: int = 0  # windows the event was too late for
 
 
 def window_key(tenant: str, model: str, size: str, start_ms: int) -> str:
@@ -70,15 +77,20 @@ def apply(
     offset: int,
     budgets: BudgetConfig,
     now: datetime,
+    window_retention_ms: int = 2 * 86_400_000,
 ) -> Outputs:
     """Count ``usage`` (read at ``partition``/``offset``) once; return the snapshots to emit."""
     seen = state.get(seen_key(usage.request_id))
     if seen is not None and seen["o"] != offset:
         return Outputs(duplicate=True)
     if seen is None:
-        state[seen_key(usage.request_id)] = {"p": partition, "o": offset, "ts": usage.completed_ms}
+        state[seen_key(usage.request_id)] = {"p": partition, "o": offset}
     outputs = Outputs()
-    for size in WINDOWS:
+    final_before = _ms(now) - window_retention_ms
+    for size, length in WINDOWS.items():
+        if usage.completed_ms // length * length + length < final_before:
+            outputs.late += 1
+            continue
         outputs.windows.append(
             _count_window(state, usage, size, partition=partition, offset=offset, now=now)
         )
@@ -89,15 +101,22 @@ def apply(
 
 
 def sweep(
-    state: State, *, partition: int, watermark_ms: int, horizon_ms: int, retention_ms: int
+    state: State,
+    *,
+    partition: int,
+    offset: int,
+    now: datetime,
+    dedup_records: int,
+    retention_ms: int,
 ) -> list[str]:
-    """Delete this partition's seen entries and windows older than their horizon."""
+    """Delete this partition's seen entries and final windows; return their keys."""
     expired = []
+    now_ms = _ms(now)
     for key, value in list(_items(state)):
         if value.get("p") != partition:
             continue
-        stale_seen = key.startswith("s|") and value["ts"] < watermark_ms - horizon_ms
-        stale_window = key.startswith("w|") and value["e"] < watermark_ms - retention_ms
+        stale_seen = key.startswith("s|") and value["o"] < offset - dedup_records
+        stale_window = key.startswith("w|") and value["e"] < now_ms - retention_ms
         if stale_seen or stale_window:
             expired.append(key)
     for key in expired:

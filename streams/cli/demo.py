@@ -72,8 +72,7 @@ def demo(rows: int | None) -> None:
         dead = _read_new(settings, dataset.dlq_topic, before)
         _report_validate(len(lines), validated, dead, elapsed)
         if analytics:
-            _wait_caught_up(settings, catalog, "sink", [dataset.dlq_topic, "inference.results"])
-            _report_analytics(settings, dataset.dlq_topic, since_ms)
+            _report_analytics(settings, dataset.dlq_topic, since_ms, len(dead))
         else:
             console.print("analytics skipped: install the ClickHouse client, pip install '.[sink]'")
 
@@ -86,19 +85,19 @@ def _has_clickhouse() -> bool:
     return True
 
 
-def _report_analytics(settings: Settings, dlq_topic: str, since_ms: int) -> None:
+def _report_analytics(settings: Settings, dlq_topic: str, since_ms: int, dead: int) -> None:
     """What ClickHouse knows, queried through the running sink: DLQ reasons, cost, latency."""
     from streams.cli.sql import warehouse  # noqa: PLC0415 (needs the sink extra)
 
     console.print("[bold]3. analytics[/bold] from ClickHouse (`sluice sql`), sunk by the sink")
-    db = warehouse(settings)
+    # The topic name comes from the catalog and the time is an int: safe to format.
+    this_run = f"dlq_topic = '{dlq_topic}' AND ts >= fromUnixTimestamp64Milli({since_ms})"
+    db = _wait_sunk(settings, warehouse, this_run, dead)
     try:
-        # The topic name comes from the catalog and the time is an int: safe to format.
         sql = (
             "SELECT error_class, if(details['field'] != '', "  # noqa: S608
             "concat(details['field'], ': ', details['rule']), '') AS rule, count() AS records "
-            f"FROM dead_letters FINAL WHERE dlq_topic = '{dlq_topic}' "
-            f"AND ts >= fromUnixTimestamp64Milli({since_ms}) "
+            f"FROM dead_letters FINAL WHERE {this_run} "
             "GROUP BY error_class, rule ORDER BY records DESC LIMIT 8"
         )
         reasons = db.query(sql)
@@ -125,6 +124,29 @@ def _report_analytics(settings: Settings, dlq_topic: str, since_ms: int) -> None
         _print_table("end-to-end latency per model (ClickHouse: results)", latency)
     finally:
         db.close()
+
+
+def _wait_sunk(settings: Settings, connect: Any, where: str, expected: int) -> Any:
+    """ClickHouse, once the sink has inserted this run's ``expected`` dead letters."""
+    deadline = time.monotonic() + 300
+    last: Exception | None = None
+    with console.status("waiting for the sink to write this run's dead letters to ClickHouse"):
+        while time.monotonic() < deadline:
+            db = None
+            try:
+                db = connect(settings)
+                sql = f"SELECT count() FROM dead_letters FINAL WHERE {where}"  # noqa: S608
+                if int(db.query(sql).scalar() or 0) >= expected:
+                    return db
+            except Exception as exc:  # the sink is starting: its tables are not there yet
+                last = exc
+            if db is not None:
+                db.close()  # never hold an embedded database the sink is waiting for
+            time.sleep(1)
+    raise click.ClickException(
+        f"the sink did not write {expected} dead letters to ClickHouse within 300 s "
+        f"({last or 'no error'}); see .sluice/logs/demo-sink.log"
+    )
 
 
 def _print_table(title: str, result: Any) -> None:

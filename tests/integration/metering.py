@@ -150,6 +150,18 @@ def expected(results: list[InferenceResult], key: Any) -> dict[Any, Totals]:
     return dict(totals)
 
 
+def recent_start(span: timedelta) -> datetime:
+    """A start a little in the past such that ``span`` from it stays in today (UTC).
+
+    Meter's windows are final two days after they end (wall clock), so test data
+    must be recent; one UTC day keeps each tenant in one budget period.
+    """
+    now = datetime.now(UTC)
+    start = now - span - timedelta(minutes=1)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    return max(start, midnight + timedelta(seconds=1))
+
+
 def minute(at: datetime) -> datetime:
     return at.astimezone(UTC).replace(second=0, microsecond=0)
 
@@ -211,3 +223,26 @@ def read_values(
         for msg in read_all(settings, topic, expect=0, timeout=10, settle=2)
     ]
     return [v for v in values if keep(v)]
+
+
+def skip_history(world: World, processor: str, topics: list[str]) -> None:
+    """Commit ``processor``'s group at the current end of ``topics``.
+
+    The inference and metering topics are shared by every test of the session (and
+    kept between runs with SLUICE_TEST_KEEP_STACK); a fresh group would first work
+    through all of it. Called before a test produces, so the group starts with it.
+    """
+    from confluent_kafka import ConsumerGroupTopicPartitions
+
+    group = f"{world.settings.runner.group_prefix}.{processor}"
+    client = kafka.consumer(world.settings, group)
+    try:
+        ends = kafka.end_offsets(client, topics)
+    finally:
+        client.close()
+    offsets = [TopicPartition(tp.topic, tp.partition, end) for tp, end in ends.items()]
+    admin = kafka.admin(world.settings)
+    for future in admin.alter_consumer_group_offsets(
+        [ConsumerGroupTopicPartitions(group, offsets)]
+    ).values():
+        future.result()

@@ -22,7 +22,7 @@ from streams.serde import AvroSerde
 from tests.integration import metering as m
 from tests.integration.helpers import process_log, start_processor, stop_all, wait_for
 
-DAY = datetime(2026, 1, 15, 9, 0, tzinfo=UTC)
+METER_INPUTS = ["inference.results", "metering.usage"]
 
 
 @pytest.fixture
@@ -65,7 +65,9 @@ def wait_metered(world, tenants, count, timeout=300.0) -> None:
 
 def test_totals_in_clickhouse_are_exact_and_a_replay_changes_nothing(world, serde):
     tenants = m.tenants(3)
-    results = m.synthetic_results(tenants, 3000, start=DAY)
+    results = m.synthetic_results(tenants, 3000, start=m.recent_start(timedelta(minutes=2)))
+    m.skip_history(world, "meter", METER_INPUTS)
+    m.skip_history(world, "sink", sink_topics(world.catalog)[0])
     m.send_results(world.settings, serde, results)
     start_processor(world, "meter")
     start_processor(world, "sink")
@@ -156,7 +158,9 @@ def test_totals_in_clickhouse_are_exact_and_a_replay_changes_nothing(world, serd
 
 def test_meter_killed_mid_window_restarts_with_exact_windows_and_budgets(world, serde):
     tenants = m.tenants(2)
-    results = m.synthetic_results(tenants, 6000, start=DAY, step_ms=11, seed=11)
+    start = m.recent_start(timedelta(minutes=2))
+    results = m.synthetic_results(tenants, 6000, start=start, step_ms=11, seed=11)
+    m.skip_history(world, "meter", METER_INPUTS)
     m.send_results(world.settings, serde, results)
     probe = kafka.consumer(world.settings, "probe")
     before = sum(kafka.end_offsets(probe, ["metering.windows"]).values())
@@ -263,6 +267,7 @@ def test_a_tenant_crossing_its_budget_is_reported_by_budget_view(budget_world):
         for tenant in (over, under)
         for i in range(5)
     ]
+    m.skip_history(world, "meter", METER_INPUTS)
     with BudgetView(world.settings, world.catalog) as view:
         assert view.wait_ready(60)
         assert view.is_over_hard_budget(over) is None
@@ -287,7 +292,8 @@ def test_a_tenant_crossing_its_budget_is_reported_by_budget_view(budget_world):
 
 def test_sink_pauses_while_clickhouse_fails_and_loses_nothing(world, serde):
     tenants = m.tenants(1)
-    first = m.synthetic_results(tenants, 200, start=DAY, seed=3)
+    first = m.synthetic_results(tenants, 200, start=m.recent_start(timedelta(minutes=1)), seed=3)
+    m.skip_history(world, "sink", sink_topics(world.catalog)[0])
     m.send_results(world.settings, serde, first)
     start_processor(world, "sink")
 
@@ -305,13 +311,20 @@ def test_sink_pauses_while_clickhouse_fails_and_loses_nothing(world, serde):
     wait_for(lambda: results_count() == 200, 180, "the first results in ClickHouse")
     # ClickHouse stops accepting inserts into the table: a real failure of the real engine.
     db = clickhouse.open_warehouse(world.settings, database="sluice")
+    assert isinstance(db, clickhouse.RemoteWarehouse)  # the sink owns the database
+    retries_before = process_log(world).count("retrying the batch")
     db.command("DETACH TABLE results")
-    second = m.synthetic_results(tenants, 300, start=DAY + timedelta(hours=1), seed=4)
+    second = m.synthetic_results(tenants, 300, start=m.recent_start(timedelta(minutes=1)), seed=4)
     m.send_results(world.settings, serde, second)
     group = f"{world.settings.runner.group_prefix}.sink"
-    wait_for(lambda: "retrying the batch" in process_log(world), 120, "the sink to back off")
+    wait_for(
+        lambda: process_log(world).count("retrying the batch") > retries_before,
+        120,
+        "the sink to back off",
+    )
     time.sleep(3)
-    assert kafka.group_lag(world.settings, group, ["inference.results"]) >= 300  # nothing committed
+    lag = kafka.group_lag(world.settings, group, ["inference.results"])
+    assert lag >= 300, process_log(world)[-4000:]  # nothing committed
     db.command("ATTACH TABLE results")
     db.close()
     wait_for(lambda: results_count() == 500, 180, "every result once ClickHouse is back")

@@ -144,14 +144,31 @@ def test_errors_are_counted_and_unknown_models_cost_nothing():
     assert out.windows[0]["cost"] == Decimal(0)
 
 
-def test_sweep_drops_only_this_partitions_expired_entries():
+def test_sweep_drops_only_this_partitions_final_windows_and_old_request_ids():
     state = {}
     run(state, [usage(0)], partition=0)
     run(state, [usage(1, tenant="other")], partition=1)
-    later = int((T0 + timedelta(days=5)).timestamp() * 1000)
     dropped = meter.sweep(
-        state, partition=0, watermark_ms=later, horizon_ms=3_600_000, retention_ms=86_400_000
+        state,
+        partition=0,
+        offset=5000,
+        now=T0 + timedelta(days=5),
+        dedup_records=1000,
+        retention_ms=86_400_000,
     )
     assert sorted(k[:2] for k in dropped) == ["s|", "w|", "w|"]
     assert meter.budget_key("acme") in state
     assert any(k.startswith("s|") for k in state)  # partition 1's entry stays
+    kept = meter.sweep(
+        state, partition=1, offset=900, now=T0, dedup_records=1000, retention_ms=86_400_000
+    )
+    assert kept == []
+
+
+def test_an_event_for_a_final_window_is_metered_but_not_windowed():
+    state = {}
+    old = T0 - timedelta(days=3)
+    (out,) = run(state, [usage(0, at=old)])
+    assert out.late == 2 and out.windows == []
+    assert out.budget is not None  # still billed in its own (past) period
+    assert not any(k.startswith("w|") for k in state)
