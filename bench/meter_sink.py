@@ -31,6 +31,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import yaml
+from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from processors import sink, sink_tables
 from streams import clickhouse, kafka, migrations, sandbox
@@ -75,7 +76,9 @@ def produce(settings: Settings, serde: AvroSerde, topic: str, items: list[Infere
                 break
             except BufferError:
                 producer.poll(0.05)
-    producer.flush(120)
+    left = producer.flush(300)
+    if left:
+        raise RuntimeError(f"{left} results were not delivered to {topic}")
 
 
 def migrated(settings: Settings, database: str) -> clickhouse.DirectWarehouse:
@@ -139,6 +142,11 @@ def meter_rate(box: sandbox.Sandbox, settings: Settings, serde: AvroSerde, n: in
         return sum(kafka.end_offsets(probe, ["metering.budgets"]).values())
 
     baseline = budgets_end()
+    start_at_end(
+        settings,
+        f"{box.settings.runner.group_prefix}.meter",
+        ["inference.results", "metering.usage"],
+    )
     env = {**os.environ, **box.env, "SLUICE_METRICS__PORT": "0", "SLUICE_LOG_LEVEL": "WARNING"}
     log = open(Path(box.schemas.parent) / "meter.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(
@@ -148,16 +156,12 @@ def meter_rate(box: sandbox.Sandbox, settings: Settings, serde: AvroSerde, n: in
         stderr=subprocess.STDOUT,
     )
     try:
-        # Wait for the meter to be idle on the history, then send the measured results.
-        last, still = budgets_end(), 0.0
-        while still < 10:
-            time.sleep(1)
-            now = budgets_end()
-            still = still + 1 if now == last and process.poll() is None else 0
-            last = now
+        time.sleep(15)  # let the worker join its group and recover its (empty) state
+        last = budgets_end()
         produce(settings, serde, "inference.results", results(n, tenant))
         start_value, first_t, last_t = last, None, None
-        while True:
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline and process.poll() is None:
             time.sleep(0.25)
             now = budgets_end()
             if now != last:
@@ -168,13 +172,29 @@ def meter_rate(box: sandbox.Sandbox, settings: Settings, serde: AvroSerde, n: in
                 break
         counted = last - start_value
         if first_t is None or last_t is None:
-            raise TimeoutError("meter counted nothing; see meter.log")
+            log.close()
+            tail = (Path(box.schemas.parent) / "meter.log").read_text(errors="replace")[-3000:]
+            raise TimeoutError(f"meter counted nothing; its log ends with:\n{tail}")
         print(f"meter: {counted:,} statuses written (expected {n:,}; baseline offset {baseline})")
         return counted / (last_t - first_t)
     finally:
         process.terminate()
         process.wait(60)
         probe.close()
+
+
+def start_at_end(settings: Settings, group: str, topics: list[str]) -> None:
+    """Commit ``group`` at the end of ``topics``: the meter measures only this run's results."""
+    client = kafka.consumer(settings, group)
+    ends = kafka.end_offsets(client, topics)
+    client.close()
+    offsets = [TopicPartition(tp.topic, tp.partition, end) for tp, end in ends.items()]
+    for future in (
+        kafka.admin(settings)
+        .alter_consumer_group_offsets([ConsumerGroupTopicPartitions(group, offsets)])
+        .values()
+    ):
+        future.result()
 
 
 def main() -> None:

@@ -63,7 +63,8 @@ def to_rows(
             if spec.avro:
                 if serde is None:
                     raise RecordError("deserialize", "no Avro serde")
-                value = serde.decode(record.raw, catalog.value_schema(record.topic))
+                # As written: rows read fields by name, so no schema resolution is needed.
+                value = serde.decode_as_written(record.raw)
             rows = spec.rows(record, value)
         except RecordError as error:
             outcomes.append(error)
