@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from processors.guarding import GuardEngine, GuardItem, Inspection
+from processors.guarding.budget_gate import BudgetGate
 from processors.guarding.embedder import EmbedderError
 from processors.guarding.engine import BLOCK, INPUT_FIELD, OUTPUT_FIELD
 from processors.guarding.settings import GuardSettings
@@ -133,14 +134,20 @@ def _findings(inspection: Inspection) -> list[Output]:
 
 # -- the processor declaration --------------------------------------------------------
 def _setup(ctx: Context) -> None:
-    ctx.resources["engine"] = GuardEngine.from_settings()
-    ctx.resources["over_budget"] = None  # set by budget enforcement when metering runs
+    settings = GuardSettings()
+    ctx.resources["engine"] = GuardEngine.from_settings(settings)
+    ctx.resources["over_budget"] = (
+        BudgetGate(ctx.settings, ctx.catalog, ready_timeout_s=settings.budgets_ready_timeout_s)
+        if settings.budgets == "enforce"
+        else None
+    )
 
 
 def _teardown(ctx: Context) -> None:
-    engine: GuardEngine | None = ctx.resources.get("engine")
-    if engine is not None:
-        engine.close()
+    for name in ("engine", "over_budget"):
+        resource = ctx.resources.pop(name, None)
+        if resource is not None:
+            resource.close()
 
 
 def _process_batch(records: Sequence[InputRecord], ctx: Context) -> list[Outcome]:

@@ -62,7 +62,7 @@ def load_schemas(directory: Path) -> dict[str, AvroSchema]:
             expanded = fastavro.parse_schema(
                 raw, named_schemas=dict(named), expand=True, _write_hint=False
             )
-            document = json.dumps(expanded, separators=(",", ":"))
+            document = json.dumps(_define_once(expanded, set()), separators=(",", ":"))
             result[fullname] = AvroSchema(fullname, path, parsed, document)
             del pending[path]
             progressed = True
@@ -76,6 +76,33 @@ def parse_document(document: str | Mapping[str, Any]) -> FastavroSchema:
     """Parse a self-contained schema document (e.g. a writer schema from the registry)."""
     raw = json.loads(document) if isinstance(document, str) else dict(document)
     return fastavro.parse_schema(raw, named_schemas={})
+
+
+def _define_once(node: Any, defined: set[str]) -> Any:
+    """Replace every repeated definition of a named type by a reference to its name.
+
+    fastavro's ``expand`` inlines a named type wherever it is referenced, so a
+    record using sluice.v1.GuardVerdict twice (InferenceResult) would define it
+    twice, which Avro forbids: parsers (fastavro's own included) reject such a
+    writer schema. A self-contained document defines each named type once.
+    """
+    if isinstance(node, list):
+        return [_define_once(item, defined) for item in node]
+    if not isinstance(node, dict):
+        return node
+    kind = node.get("type")
+    if kind in ("record", "error", "enum", "fixed"):
+        name = _fullname(node)
+        if name in defined:
+            return name
+        defined.add(name)
+    result = dict(node)
+    for key in ("type", "items", "values"):
+        if key in result and not (key == "type" and isinstance(result[key], str)):
+            result[key] = _define_once(result[key], defined)
+    if "fields" in result:
+        result["fields"] = [_define_once(f, defined) for f in result["fields"]]
+    return result
 
 
 def _read(path: Path) -> dict[str, Any]:

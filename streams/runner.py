@@ -40,7 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import Link, SpanKind, Status, StatusCode
 
 from streams import kafka, metrics, tracing
-from streams.catalog import Catalog, catalog_for
+from streams.catalog import DLQ_SUFFIX, Catalog, catalog_for
 from streams.dlq import dlq_record_headers, error_headers
 from streams.errors import RecordError, TransientError
 from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
@@ -176,7 +176,8 @@ class Runner:
         )
 
     def _check_topics(self) -> None:
-        needed = set(self.inputs) | set(self.outputs) | set(self._dlq_topics.values())
+        dlqs = {t for t in self._dlq_topics.values() if t is not None}
+        needed = set(self.inputs) | set(self.outputs) | dlqs
         physical = {self.catalog.physical(t) for t in needed}
         missing = kafka.missing_topics(kafka.admin(self.settings), physical)
         if missing:
@@ -185,7 +186,9 @@ class Runner:
                 f"{', '.join(missing)}. Run `sluice schemas apply` first."
             )
 
-    def _dlq_topic_of(self, topic: str) -> str:
+    def _dlq_topic_of(self, topic: str) -> str | None:
+        if topic.endswith(DLQ_SUFFIX) and topic in self.catalog.topics:
+            return None  # a dead-letter topic is read (by the sink), never dead-lettered
         spec = self.catalog.topics.get(topic)
         if spec is None or spec.dlq_topic is None:
             raise SystemExit(
@@ -432,7 +435,14 @@ class Runner:
                 self.producer.poll(0.05)  # local queue full: let deliveries drain
 
     def _dead_letter(self, source: InputRecord, error: RecordError) -> str:
-        topic = self.catalog.physical(self._dlq_topics[source.topic])
+        dlq = self._dlq_topics[source.topic]
+        if dlq is None:
+            raise RuntimeError(
+                f"{self.spec.name} refused a record of the dead-letter topic {source.topic}: "
+                f"{error.error_class}: {error.message}. Dead letters are never dead-lettered "
+                "again; nothing was committed."
+            )
+        topic = self.catalog.physical(dlq)
         headers = dlq_record_headers(
             source.headers,
             error_headers(

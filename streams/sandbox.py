@@ -31,11 +31,14 @@ class Sandbox:
     @property
     def env(self) -> dict[str, str]:
         """Environment for a `sluice` child process that works in this sandbox."""
-        return {
+        env = {
             "SLUICE_SCHEMAS_PATH": str(self.schemas),
             "SLUICE_TOPIC_PREFIX": self.settings.topic_prefix,
             "SLUICE_RUNNER__GROUP_PREFIX": self.settings.runner.group_prefix,
         }
+        if self.settings.clickhouse.url:
+            env["SLUICE_CLICKHOUSE__URL"] = self.settings.clickhouse.url
+        return env
 
     def topic(self, logical: str) -> str:
         """The cluster name of one of the sandbox's topics."""

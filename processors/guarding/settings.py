@@ -42,6 +42,14 @@ class GuardSettings(BaseSettings):
     analyzer_timeout_s: float = Field(
         30.0, gt=0, description="Longest PII analysis of one batch; past it the batch is blocked."
     )
+    budgets: Literal["enforce", "off"] = Field(
+        "enforce",
+        description="enforce: block requests of tenants over a hard budget (metering.budgets, "
+        "written by meter) with reason budget_exceeded; off: never consult budgets.",
+    )
+    budgets_ready_timeout_s: float = Field(
+        60.0, gt=0, description="Longest wait at start to read metering.budgets to its end."
+    )
     embedder: Literal["triton", "none"] = Field(
         "triton", description="Where prompt embeddings come from; none: patterns only."
     )

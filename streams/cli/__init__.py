@@ -19,9 +19,12 @@ class SluiceGroup(click.Group):
 
     def invoke(self, ctx: click.Context) -> object:
         """Run the command, reporting expected failures plainly."""
+        from streams.budgets import BudgetConfigError  # noqa: PLC0415
         from streams.catalog import CatalogError  # noqa: PLC0415
+        from streams.clickhouse import WarehouseError  # noqa: PLC0415
         from streams.connect import ConnectError  # noqa: PLC0415
         from streams.contracts import ContractError  # noqa: PLC0415
+        from streams.pricing import PriceError  # noqa: PLC0415
         from streams.registry import IncompatibleSchemaError  # noqa: PLC0415
         from streams.serde import SchemaNotRegisteredError  # noqa: PLC0415
         from streams.stack.components import ComponentError  # noqa: PLC0415
@@ -39,6 +42,9 @@ class SluiceGroup(click.Group):
             ComponentError,
             JavaNotFoundError,
             MavenError,
+            WarehouseError,
+            PriceError,
+            BudgetConfigError,
         ) as exc:
             err_console.print(f"[red]error:[/red] {exc}")
             sys.exit(1)
@@ -67,10 +73,11 @@ def _register() -> None:
         drift,
         run,
         schemas,
+        sql,
         stack,
     )
 
-    for module in (stack, schemas, datasets, run, dlq, connect, demo, batch, drift):
+    for module in (stack, schemas, datasets, run, dlq, sql, connect, demo, batch, drift):
         for command in module.COMMANDS:
             main.add_command(command)
 

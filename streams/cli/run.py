@@ -17,7 +17,7 @@ from streams.tracing import setup_tracing
     "--metrics-port",
     type=int,
     default=None,
-    help="Prometheus port of this replica (default SLUICE_METRICS__PORT).",
+    help="Prometheus port of this replica (default SLUICE_METRICS__PORT; runner processors).",
 )
 def run(processor: str, metrics_port: int | None) -> None:
     """Run PROCESSOR until SIGTERM; start more replicas to share its partitions.
@@ -27,11 +27,15 @@ def run(processor: str, metrics_port: int | None) -> None:
     replica a stable name.
     """
     settings = get_settings()
-    spec = processors.load(processor)
+    loaded = processors.resolve(processor)
+    console.print(f"running {processor} ({loaded.description}) — Ctrl-C or SIGTERM to stop")
+    if loaded.main is not None:
+        loaded.main(settings)
+        return
+    assert loaded.spec is not None  # noqa: S101 (resolve returns one or the other)
     provider = setup_tracing(f"sluice-{processor}", settings)
-    runner = Runner(spec, settings, metrics_port=metrics_port)
+    runner = Runner(loaded.spec, settings, metrics_port=metrics_port)
     runner.install_signal_handlers()
-    console.print(f"running {processor} ({spec.description}) — Ctrl-C or SIGTERM to stop")
     try:
         runner.run()
     finally:

@@ -1,0 +1,237 @@
+"""The sink and the migrations against the real embedded ClickHouse (chdb), no Kafka."""
+
+import logging
+import socket
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+import pytest
+
+from processors import sink
+from processors.metering.usage import usage_of
+from streams import clickhouse, migrations
+from streams.catalog import load_catalog
+from streams.dlq import error_headers
+from streams.errors import RecordError, TransientError
+from streams.pricing import load_prices
+from streams.processor import Context, InputRecord
+from streams.records import InferenceRequest, InferenceResult
+from streams.serde import AvroSerde
+from streams.settings import PROJECT_ROOT, Settings
+from tests.unit.fakes import DictRegistry
+
+QUERIES = PROJECT_ROOT / "infra" / "clickhouse" / "queries"
+MIGRATIONS = PROJECT_ROOT / "infra" / "clickhouse" / "migrations"
+CATALOG = load_catalog(PROJECT_ROOT / "schemas")
+PRICES = load_prices(PROJECT_ROOT / "schemas" / "prices.yaml")
+T0 = datetime(2026, 3, 5, 10, 0, tzinfo=UTC)
+
+
+@pytest.fixture
+def settings(tmp_path):
+    return Settings(clickhouse={"url": f"chdb://{tmp_path / 'ch'}", "database": "sluice"})
+
+
+@pytest.fixture
+def serde():
+    registry = DictRegistry()
+    for topic in ("inference.results", "metering.usage", "inference.requests"):
+        registry.register(f"{topic}-value", CATALOG.value_schema(topic).document)
+    return AvroSerde(registry, CATALOG)
+
+
+@pytest.fixture
+def ctx(settings, serde):
+    context = Context("sink", settings, CATALOG, logging.getLogger("test"))
+    context.services["serde"] = serde
+    sink.setup(context)
+    yield context
+    sink.teardown(context)
+
+
+def record(topic, value, offset, headers=None):
+    return InputRecord(topic, 0, offset, None, value, value, headers or [], 0)
+
+
+def results(n):
+    return [
+        InferenceResult(
+            request_id=f"r{i}",
+            tenant_id=f"t{i % 3}",
+            model="gpt-4o-mini" if i % 2 else "textgen",
+            status="ok" if i % 10 else "error",
+            request_created_at=T0,
+            completed_at=T0 + timedelta(seconds=i),
+            input_tokens=100 + i,
+            output_tokens=i % 7,
+            e2e_ms=float(i),
+        )
+        for i in range(n)
+    ]
+
+
+def batch(serde, items):
+    encode_result = serde.encoder("inference.results")
+    encode_usage = serde.encoder("metering.usage")
+    records = []
+    for i, result in enumerate(items):
+        records.append(record("inference.results", encode_result(result.to_avro()), i))
+        usage = usage_of(result, PRICES).to_avro()
+        records.append(record("metering.usage", encode_usage(usage), i))
+    return records
+
+
+def test_migrations_are_versioned_and_idempotent(settings):
+    warehouse = clickhouse.connect(settings)
+    try:
+        clickhouse.ensure_database(warehouse, "sluice")
+        warehouse.command("USE sluice")
+        first = migrations.migrate(warehouse, MIGRATIONS)
+        again = migrations.migrate(warehouse, MIGRATIONS)
+        versions = warehouse.query("SELECT version FROM schema_migrations FINAL ORDER BY version")
+    finally:
+        warehouse.close()
+    assert [o.action for o in first] == ["applied"] * len(first)
+    assert [o.action for o in again] == ["already-applied"] * len(first)
+    assert [v for (v,) in versions.rows] == [o.version for o in first]
+
+
+def test_totals_are_exact_and_a_replay_changes_nothing(ctx, serde):
+    items = results(300)
+    records = batch(serde, items)
+    assert sink.process_batch(records, ctx) == [[]] * len(records)
+    expected_cost = sum((usage_of(r, PRICES).cost for r in items), Decimal(0))
+    sink.process_batch(records, ctx)  # the same batch again: what a replay does
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")  # through the sink
+    try:
+        raw = db.query("SELECT count() FROM usage").scalar()
+        totals = db.query(
+            "SELECT count(), sum(cost), sum(input_tokens), sum(output_tokens) FROM usage FINAL"
+        ).rows[0]
+        db.command("SYSTEM REFRESH VIEW cost_per_tenant_day")
+        db.command("SYSTEM WAIT VIEW cost_per_tenant_day")
+        view = db.query("SELECT sum(requests), sum(cost) FROM cost_per_tenant_day").rows[0]
+        latency = db.query("SELECT sum(requests) FROM latency_per_model_minute")
+    finally:
+        db.close()
+    assert raw == 600  # both copies were inserted...
+    assert totals == (
+        300,
+        expected_cost,
+        sum(r.input_tokens for r in items),
+        sum(r.output_tokens for r in items),
+    )
+    assert view == (300, expected_cost)  # ...and each request still counts once
+    assert latency.scalar() is not None
+
+
+def test_every_documented_query_runs(ctx, serde):
+    sink.process_batch(batch(serde, results(20)), ctx)
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")
+    try:
+        for path in sorted(QUERIES.glob("*.sql")):
+            result = db.query(path.read_text().strip().rstrip(";"))
+            assert result.columns, path.name
+    finally:
+        db.close()
+
+
+def test_dead_letters_keep_the_reason_not_the_payload(ctx):
+    error = RecordError(
+        "validate",
+        "field amount: below min",
+        error_class="ContractViolation",
+        details={"field": "amount", "rule": "min"},
+    )
+    headers = error_headers(
+        error, processor="validate", topic="raw.x", partition=2, offset=41, now_ms=1_700_000_000_000
+    )
+    letter = record("raw.support_tickets.dlq", b"secret payload of a customer", 5, headers)
+    assert sink.process_batch([letter], ctx) == [[]]
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")
+    try:
+        (row,) = db.query("SELECT * FROM dead_letters").dicts()
+    finally:
+        db.close()
+    assert row["topic"] == "raw.x" and row["offset"] == 41 and row["partition"] == 2
+    assert row["error_class"] == "ContractViolation" and row["details"]["rule"] == "min"
+    assert "secret" not in str(row)
+
+
+def test_requests_are_stored_without_their_text(ctx, serde):
+    request = InferenceRequest.new("acme", "minilm", "Jane Doe, card 4111 1111 1111 1111")
+    value = serde.encoder("inference.requests")(request.to_avro())
+    sink.process_batch([record("inference.requests", value, 0)], ctx)
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")
+    try:
+        (row,) = db.query("SELECT * FROM requests").dicts()
+    finally:
+        db.close()
+    assert row["input_chars"] == len(request.input_text)
+    assert "Jane" not in str(row) and "4111" not in str(row)
+
+
+def test_undecodable_record_goes_to_the_dlq_and_the_rest_is_inserted(ctx, serde):
+    records = batch(serde, results(2))
+    outcomes = sink.process_batch([*records, record("metering.usage", b"\x00garbage", 9)], ctx)
+    assert outcomes[:4] == [[]] * 4
+    assert isinstance(outcomes[4], RecordError)
+
+
+def test_clickhouse_that_refuses_connections_is_transient(settings, serde):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    down = settings.model_copy(
+        update={
+            "clickhouse": settings.clickhouse.model_copy(
+                update={
+                    "url": f"http://default:pw@127.0.0.1:{port}/sluice",
+                    "connect_timeout_s": 1.0,
+                }
+            )
+        }
+    )
+    context = Context("sink", down, CATALOG, logging.getLogger("test"))
+    context.services["serde"] = serde
+    sink.setup(context)
+    with pytest.raises(TransientError, match="ClickHouse unavailable") as error:
+        sink.process_batch(batch(serde, results(1)), context)
+    assert "pw@" not in str(error.value)  # the password never reaches a log line
+    sink.teardown(context)
+
+
+def test_other_processes_query_through_the_owner(settings, tmp_path):
+    owner = clickhouse.connect(settings)
+    path = clickhouse.chdb_path(settings.clickhouse_url)
+    server = clickhouse.QueryServer(owner, path).start()
+    try:
+        owner_file = clickhouse.owner_file(path)
+        assert oct(owner_file.stat().st_mode & 0o777) == "0o600"
+        import json
+
+        info = json.loads(owner_file.read_text())
+        remote = clickhouse.RemoteWarehouse(info["url"], info["token"], path)
+        result = remote.query(
+            "SELECT toDecimal64('12345.000000001', 9) AS cost, 42 AS n, now64(3) AS at"
+        )
+        assert result.rows[0][0] == Decimal("12345.000000001")
+        assert result.rows[0][1] == 42
+        remote.command("CREATE DATABASE IF NOT EXISTS through_owner")
+        assert (
+            owner.query(
+                "SELECT count() FROM system.databases WHERE name = 'through_owner'"
+            ).scalar()
+            == 1
+        )
+        with pytest.raises(clickhouse.WarehouseError, match=r"UNKNOWN_TABLE|Unknown table"):
+            remote.query("SELECT * FROM nowhere")
+        intruder = clickhouse.RemoteWarehouse(info["url"], "wrong", path)
+        with pytest.raises(clickhouse.WarehouseError, match="bad token"):
+            intruder.query("SELECT 1")
+        remote.close()
+        intruder.close()
+    finally:
+        server.close()
+        owner.close()
+    assert not clickhouse.owner_file(path).exists()
