@@ -7,6 +7,7 @@ data (prompts, outputs, dead-letter payloads) is never turned into a column.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -206,25 +207,79 @@ def _pii(_record: InputRecord, v: dict[str, Any]) -> Row:
     )
 
 
-def _drift(record: InputRecord, v: dict[str, Any]) -> Row:
-    ts = v.get("ts") or v.get("detected_at") or _ms(record.timestamp_ms)
-    signal = str(v.get("signal", ""))
-    detector = str(v.get("detector", ""))
-    alert_id = v.get("alert_id") or f"{signal}|{detector}|{record.partition}|{record.offset}"
+def _drift(_record: InputRecord, v: dict[str, Any]) -> Row:
+    reference, current = v["reference"], v["current"]
     return (
-        alert_id,
-        ts,
-        signal,
-        detector,
-        float(v.get("statistic") or 0.0),
-        float(v.get("threshold") or 0.0),
-        str(v.get("severity", "")),
-        str(v.get("window", "")),
-        str(v.get("reference_summary", "")),
-        str(v.get("current_summary", "")),
-        str(v.get("dataset") or ""),
-        str(v.get("model") or ""),
+        v["alert_id"],
+        v["detected_at"],
+        v["signal"],
+        v["subject_kind"],
+        v["subject"],
+        v["signal_name"],
+        v["signal_kind"],
+        v["stream"],
+        v["detector"],
+        v["statistic"],
+        v["threshold"],
+        v.get("p_value"),
+        v.get("effect"),
+        v["severity"],
+        v["window_size"],
+        v["window_start"]["timestamp"],
+        v["window_end"]["timestamp"],
+        v["window_end"]["offset"],
+        reference.get("mean"),
+        current.get("mean"),
+        json.dumps(reference, sort_keys=True),
+        json.dumps(current, sort_keys=True),
+        v["reference_source"],
+        v["values_seen"],
+        v["suppressed"],
     )
+
+
+def _span(_record: InputRecord, v: dict[str, Any]) -> Row:
+    start = v["start_time_unix_nano"]
+    events, links = v["events"], v["links"]
+    return (
+        start,  # nanoseconds: clickhouse-connect writes ints into DateTime64(9) as ticks
+        v["trace_id"],
+        v["span_id"],
+        v["parent_span_id"],
+        v["trace_state"],
+        v["name"],
+        _SPAN_KINDS.get(v["kind"], v["kind"]),
+        v["service_name"],
+        v["resource_attributes"],
+        v["scope_name"],
+        v["scope_version"],
+        v["attributes"],
+        v["duration_nano"],
+        _STATUS_CODES.get(v["status_code"], v["status_code"]),
+        v["status_message"],
+        [e["time_unix_nano"] for e in events],
+        [e["name"] for e in events],
+        [e["attributes"] for e in events],
+        [link["trace_id"] for link in links],
+        [link["span_id"] for link in links],
+        [link["trace_state"] for link in links],
+        [link["attributes"] for link in links],
+    )
+
+
+# The collector writes OTLP's enum names without their prefix (Server, Error, ...).
+_SPAN_KINDS = {
+    "SPAN_KIND_INTERNAL": "Internal",
+    "SPAN_KIND_SERVER": "Server",
+    "SPAN_KIND_CLIENT": "Client",
+    "SPAN_KIND_PRODUCER": "Producer",
+    "SPAN_KIND_CONSUMER": "Consumer",
+}
+_STATUS_CODES = {
+    "STATUS_CODE_UNSET": "Unset",
+    "STATUS_CODE_OK": "Ok",
+    "STATUS_CODE_ERROR": "Error",
+}
 
 
 def _dead_letter(record: InputRecord, _v: dict[str, Any]) -> Row:
@@ -381,17 +436,58 @@ BY_TOPIC: dict[str, TableSpec] = {
             "alert_id",
             "ts",
             "signal",
+            "subject_kind",
+            "subject",
+            "signal_name",
+            "signal_kind",
+            "stream",
             "detector",
             "statistic",
             "threshold",
+            "p_value",
+            "effect",
             "severity",
-            "window",
+            "window_size",
+            "window_start_ts",
+            "window_end_ts",
+            "window_end_offset",
+            "reference_mean",
+            "current_mean",
             "reference_summary",
             "current_summary",
-            "dataset",
-            "model",
+            "reference_source",
+            "values_seen",
+            "suppressed",
         ),
         _drift,
+    ),
+    "telemetry.spans": TableSpec(
+        "otel_traces",
+        (
+            "Timestamp",
+            "TraceId",
+            "SpanId",
+            "ParentSpanId",
+            "TraceState",
+            "SpanName",
+            "SpanKind",
+            "ServiceName",
+            "ResourceAttributes",
+            "ScopeName",
+            "ScopeVersion",
+            "SpanAttributes",
+            "Duration",
+            "StatusCode",
+            "StatusMessage",
+            "Events.Timestamp",
+            "Events.Name",
+            "Events.Attributes",
+            "Links.TraceId",
+            "Links.SpanId",
+            "Links.TraceState",
+            "Links.Attributes",
+        ),
+        _span,
     ),
 }
 

@@ -46,6 +46,7 @@ from streams.errors import RecordError, TransientError
 from streams.processor import Context, InputRecord, Outcome, Output, ProcessorSpec
 from streams.serde import AvroSerde
 from streams.settings import Settings
+from streams.span_export import TOPIC as SPANS_TOPIC
 
 log = logging.getLogger(__name__)
 Encoder = Callable[[Any], bytes]
@@ -268,7 +269,8 @@ class Runner:
         started = time.perf_counter()
         name = self.spec.name
         metrics.IN_FLIGHT.labels(name).inc()
-        span = self._batch_span(batch) if self._tracing else None
+        traced = self._tracing and any(r.topic != SPANS_TOPIC for r in batch)
+        span = self._batch_span(batch) if traced else None
         try:
             self.producer.begin_transaction()
             try:
@@ -321,7 +323,13 @@ class Runner:
         """
         decoded = [self._decode(record) for record in batch]
         records = {i: r for i, r in enumerate(decoded) if isinstance(r, InputRecord)}
-        spans = {i: self._record_span(r) for i, r in records.items()} if self._tracing else {}
+        # Spans are never traced themselves: the sink loading telemetry.spans would
+        # otherwise write a span per span it loads, without end.
+        spans = (
+            {i: self._record_span(r) for i, r in records.items() if r.topic != SPANS_TOPIC}
+            if self._tracing
+            else {}
+        )
         for index, span in spans.items():
             records[index] = dataclasses.replace(records[index], span=span)
         processed = dict(zip(records, self._process(list(records.values())), strict=True))

@@ -12,20 +12,22 @@ from __future__ import annotations
 import os
 import time
 from collections import Counter
+from pathlib import Path
 
 import click
 from rich.table import Table
 
 from streams import kafka, registry
-from streams.catalog import catalog_for
+from streams.catalog import Catalog, catalog_for
 from streams.cli import console
 from streams.cli.demo_inference import guard_secret, run_inference
 from streams.cli.demo_ingest import connect_client, ingest_with_connect
 from streams.cli.demo_support import end_offsets, processors, read_new, wait_caught_up
 from streams.client import SluiceClient
+from streams.connect import ConnectClient
 from streams.dlq import parse_error_headers
 from streams.processor import InputRecord
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
 
 DATASET = "support_tickets"
 
@@ -61,18 +63,45 @@ def demo(rows: int | None, prompts: int, via: str) -> None:
     registry.apply(settings.registry, catalog, specs)
     console.print("[bold]1. contracts applied[/bold]: topics created, schemas registered")
 
-    dataset = catalog.dataset(DATASET)
     sample = settings.schemas_dir / "datasets" / DATASET / "sample.jsonl"
     lines = [line for line in sample.read_text().splitlines() if line.strip()][:rows]
-    validated_topic = catalog.physical(dataset.validated_topic)
-    dlq_topic = catalog.physical(dataset.dlq_topic)
-    before = end_offsets(
-        settings, [catalog.physical(dataset.raw_topic), validated_topic, dlq_topic]
-    )
-
-    raw_topic = catalog.physical(dataset.raw_topic)
     connect = connect_client(settings, via)
     env = guard_secret(settings, os.environ)
+    since_ms = int(time.time() * 1000)
+    # meter and the sink run for the whole demo: they meter and load every step's output.
+    with processors(settings, ["meter", "sink"], env):
+        _pipeline(
+            settings,
+            catalog,
+            lines=lines,
+            sample=sample,
+            subset=rows is not None,
+            prompts=prompts,
+            connect=connect,
+            env=env,
+        )
+        from streams.cli import demo_analytics  # noqa: PLC0415 (needs the sink extra)
+
+        demo_analytics.run(settings, catalog, since_ms)
+
+
+def _pipeline(
+    settings: Settings,
+    catalog: Catalog,
+    *,
+    lines: list[str],
+    sample: Path,
+    subset: bool,
+    prompts: int,
+    connect: ConnectClient | None,
+    env: dict[str, str],
+) -> None:
+    """Ingest and validate, guard and infer, then the drift step."""
+    dataset = catalog.dataset(DATASET)
+    raw_topic = catalog.physical(dataset.raw_topic)
+    validated_topic = catalog.physical(dataset.validated_topic)
+    dlq_topic = catalog.physical(dataset.dlq_topic)
+    before = end_offsets(settings, [raw_topic, validated_topic, dlq_topic])
     with processors(settings, ["validate", "guard", "infer"], env):
         started = time.perf_counter()
         if connect is not None:
@@ -81,7 +110,7 @@ def demo(rows: int | None, prompts: int, via: str) -> None:
                 connect,
                 raw_topic=raw_topic,
                 lines=lines,
-                subset=rows is not None,
+                subset=subset,
                 before=before,
             )
         else:

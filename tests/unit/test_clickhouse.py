@@ -6,6 +6,9 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
 import pytest
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.trace import SpanKind
 
 from processors import sink
 from processors.metering.usage import usage_of
@@ -18,6 +21,7 @@ from streams.processor import Context, InputRecord
 from streams.records import InferenceRequest, InferenceResult
 from streams.serde import AvroSerde
 from streams.settings import PROJECT_ROOT, Settings
+from streams.span_export import span_record
 from tests.unit.fakes import DictRegistry
 
 QUERIES = PROJECT_ROOT / "infra" / "clickhouse" / "queries"
@@ -35,7 +39,14 @@ def settings(tmp_path):
 @pytest.fixture
 def serde():
     registry = DictRegistry()
-    for topic in ("inference.results", "metering.usage", "inference.requests"):
+    for topic in (
+        "inference.results",
+        "metering.usage",
+        "inference.requests",
+        "pii.findings",
+        "drift.alerts",
+        "telemetry.spans",
+    ):
         registry.register(f"{topic}-value", CATALOG.value_schema(topic).document)
     return AvroSerde(registry, CATALOG)
 
@@ -169,6 +180,123 @@ def test_requests_are_stored_without_their_text(ctx, serde):
         db.close()
     assert row["input_chars"] == len(request.input_text)
     assert "Jane" not in str(row) and "4111" not in str(row)
+
+
+def drift_alert(alert_id: str) -> dict:
+    position = {"topic": "support_tickets.validated", "partition": 1, "timestamp": T0}
+    return {
+        "alert_id": alert_id,
+        "signal": "dataset:support_tickets:first_response_minutes",
+        "subject_kind": "dataset",
+        "subject": "support_tickets",
+        "signal_name": "first_response_minutes",
+        "signal_kind": "numeric",
+        "stream": "location",
+        "detector": "adwin",
+        "statistic": 0.21,
+        "threshold": 0.12,
+        "p_value": None,
+        "effect": None,
+        "window_start": {**position, "offset": 100},
+        "window_end": {**position, "offset": 512},
+        "window_size": 412,
+        "reference": {"count": 2000, "mean": 0.5, "std": 0.29, "p50": 0.5, "top": {}},
+        "current": {"count": 412, "mean": 0.71, "std": 0.2, "p50": 0.74, "top": {}},
+        "severity": "critical",
+        "values_seen": 2513,
+        "suppressed": 0,
+        "reference_source": "profile:abc",
+        "detected_at": T0 + timedelta(minutes=5),
+    }
+
+
+def test_pii_findings_and_drift_alerts_land_once_per_natural_id(ctx, serde):
+    finding = {
+        "request_id": "r1",
+        "tenant_id": "acme",
+        "field": "input_text",
+        "entity_type": "EMAIL_ADDRESS",
+        "start": 4,
+        "end": 20,
+        "score": 1.0,
+        "recognizer": "EmailRecognizer",
+        "action": "hash",
+        "policy_version": "3",
+        "detected_at": T0,
+    }
+    encode_finding = serde.encoder("pii.findings")
+    encode_alert = serde.encoder("drift.alerts")
+    records = [
+        record("pii.findings", encode_finding(finding), 0),
+        record("drift.alerts", encode_alert(drift_alert("s#1#2513")), 0),
+    ]
+    assert sink.process_batch(records, ctx) == [[], []]
+    assert sink.process_batch(records, ctx) == [[], []]  # a replay of the same records
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")
+    try:
+        findings = db.query("SELECT entity_type, start, action FROM pii_findings FINAL").rows
+        alerts = db.query(
+            "SELECT alert_id, subject, signal_name, detector, window_size, window_end_offset, "
+            "reference_mean, current_mean, p_value FROM drift_alerts FINAL"
+        ).rows
+    finally:
+        db.close()
+    assert findings == [("EMAIL_ADDRESS", 4, "hash")]
+    assert alerts == [
+        (
+            "s#1#2513",
+            "support_tickets",
+            "first_response_minutes",
+            "adwin",
+            412,
+            512,
+            0.5,
+            0.71,
+            None,
+        )
+    ]
+
+
+def finished_span():
+    provider = TracerProvider(resource=Resource.create({"service.name": "sluice-infer"}))
+    tracer = provider.get_tracer("sluice.runner")
+    with (
+        tracer.start_as_current_span("infer inference.requests.safe", kind=SpanKind.CONSUMER),
+        tracer.start_as_current_span("embeddings minilm", kind=SpanKind.CLIENT) as span,
+    ):
+        span.set_attribute("gen_ai.request.model", "minilm")
+        span.add_event("retry", {"attempt": 1})
+    return span
+
+
+def test_spans_land_in_the_collectors_otel_traces_layout(ctx, serde):
+    span = finished_span()
+    value = serde.encoder("telemetry.spans")(span_record(span))
+    letters = [record("telemetry.spans", value, 0), record("telemetry.spans", value, 1)]
+    assert sink.process_batch(letters, ctx) == [[], []]  # the second is a replay
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")
+    try:
+        (row,) = db.query(
+            "SELECT TraceId, SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, "
+            "SpanAttributes['gen_ai.request.model'], Duration, StatusCode, Events.Name, "
+            "toUnixTimestamp64Nano(Timestamp) FROM otel_traces FINAL"
+        ).rows
+        lookup = db.query("SELECT TraceId FROM otel_traces_trace_id_ts").rows
+    finally:
+        db.close()
+    context = span.get_span_context()
+    assert row[:7] == (
+        f"{context.trace_id:032x}",
+        f"{context.span_id:016x}",
+        f"{span.parent.span_id:016x}",
+        "embeddings minilm",
+        "Client",
+        "sluice-infer",
+        "minilm",
+    )
+    assert row[7] == span.end_time - span.start_time and row[8] == "Unset"
+    assert row[9] == ["retry"] and row[10] == span.start_time  # nanoseconds kept
+    assert set(lookup) == {(f"{context.trace_id:032x}",)}
 
 
 def test_undecodable_record_goes_to_the_dlq_and_the_rest_is_inserted(ctx, serde):

@@ -202,23 +202,37 @@ ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
 ORDER BY (dlq_topic, toDate(ts), dlq_partition, dlq_offset);
 
--- drift.alerts (written by the drift processor): one row per alert.
+-- drift.alerts (written by the drift processor, schemas/avro/drift_alert.avsc): one row
+-- per alert. alert_id is stable across restarts, so a replay collapses.
 CREATE TABLE IF NOT EXISTS drift_alerts
 (
     alert_id String,
-    ts DateTime64(3, 'UTC'),
-    signal LowCardinality(String) COMMENT 'the feature, embedding statistic or metric watched',
-    detector LowCardinality(String) COMMENT 'ADWIN, KSWIN, PSI, ...',
+    ts DateTime64(3, 'UTC') COMMENT 'detected_at: when drift raised the alert',
+    signal String COMMENT '<subject_kind>:<subject>:<signal_name>',
+    subject_kind LowCardinality(String) COMMENT 'dataset or model',
+    subject LowCardinality(String),
+    signal_name LowCardinality(String),
+    signal_kind LowCardinality(String) COMMENT 'numeric, categorical or rate',
+    stream LowCardinality(String) COMMENT 'location, spread, novelty, rate or window',
+    detector LowCardinality(String) COMMENT 'adwin, page_hinkley, ks or chi_square',
     statistic Float64,
     threshold Float64,
-    severity LowCardinality(String),
-    window String COMMENT 'the window compared, e.g. last 1000 records',
-    reference_summary String,
-    current_summary String,
-    dataset LowCardinality(String),
-    model LowCardinality(String),
+    p_value Nullable(Float64),
+    effect Nullable(Float64),
+    severity LowCardinality(String) COMMENT 'warning or critical',
+    window_size UInt64,
+    window_start_ts DateTime64(3, 'UTC'),
+    window_end_ts DateTime64(3, 'UTC'),
+    window_end_offset Int64,
+    reference_mean Nullable(Float64),
+    current_mean Nullable(Float64),
+    reference_summary String COMMENT 'JSON: count, mean, std, p50, top categories',
+    current_summary String COMMENT 'JSON: count, mean, std, p50, top categories',
+    reference_source LowCardinality(String) COMMENT 'profile:<id> or warmup',
+    values_seen UInt64,
+    suppressed UInt32,
     ingested_at DateTime64(3, 'UTC') DEFAULT now64(3)
 )
 ENGINE = ReplacingMergeTree
 PARTITION BY toYYYYMM(ts)
-ORDER BY (signal, detector, ts, alert_id);
+ORDER BY (subject_kind, subject, toDate(ts), signal, alert_id);
