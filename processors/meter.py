@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import logging
 
-from streams import kafka
+from streams import kafka, metrics
 from streams.catalog import catalog_for
 from streams.settings import Settings
+from streams.tracing import setup_tracing
 
 DESCRIPTION = "tokens, cost, windows and budgets per tenant (faust-streaming)"
 log = logging.getLogger("sluice.meter")
@@ -30,6 +31,7 @@ def main(settings: Settings) -> None:
     """Run one meter worker until SIGTERM (faust's worker handles the signals)."""
     import faust  # noqa: PLC0415 (meter's own dependency, only loaded here)
 
+    from processors.metering import observe  # noqa: PLC0415
     from processors.metering.app import OUTPUTS, RESULTS, Meter  # noqa: PLC0415
     from streams.budgets import load_budgets  # noqa: PLC0415
     from streams.pricing import load_prices  # noqa: PLC0415
@@ -55,6 +57,21 @@ def main(settings: Settings) -> None:
         prices.version,
         len(budgets.tenants),
     )
+    provider = setup_tracing("sluice-meter", settings)
+    inputs = [catalog.physical(RESULTS), catalog.physical(OUTPUTS[0])]
+    port = None
+    registration = None
+    if settings.metrics.enabled:
+        port = metrics.serve_or_any(settings.metrics.host, settings.metrics.port)
+        registration = metrics.register(
+            settings,
+            processor="meter",
+            instance=settings.instance_id(),
+            group=meter.app_id,
+            inputs=inputs,
+            port=port,
+        )
+    lag = observe.LagReporter(settings, meter.app_id, inputs).start()
     worker = faust.Worker(
         meter.app,
         loglevel=settings.log_level,
@@ -62,4 +79,11 @@ def main(settings: Settings) -> None:
         redirect_stdouts=False,
         override_logging=False,
     )
-    worker.execute_from_commandline()
+    try:
+        worker.execute_from_commandline()  # returns (or exits) once the worker stops
+    finally:
+        lag.close()
+        if registration is not None:
+            registration.unlink(missing_ok=True)
+        if provider is not None:
+            provider.shutdown()  # flushes the last spans

@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import time
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
+
+from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +64,22 @@ def serve(host: str, port: int) -> int:
     return bound
 
 
+def serve_or_any(host: str, port: int) -> int:
+    """Serve on ``port``, or on a free port when it is taken (another replica has it)."""
+    try:
+        return serve(host, port)
+    except OSError as exc:
+        bound = serve(host, 0)
+        log.warning(
+            "metrics port %d is taken (%s); serving on %d instead. Give each replica "
+            "its own port with --metrics-port.",
+            port,
+            exc.strerror,
+            bound,
+        )
+        return bound
+
+
 def record_consumer_lag(processor: str, stats_json: str) -> None:
     """Update the lag gauges from librdkafka's statistics callback."""
     stats: dict[str, Any] = json.loads(stats_json)
@@ -69,3 +90,38 @@ def record_consumer_lag(processor: str, stats_json: str) -> None:
             lag = pstats.get("consumer_lag_stored", pstats.get("consumer_lag", -1))
             if lag is not None and lag >= 0:
                 CONSUMER_LAG.labels(processor, topic, partition).set(lag)
+
+
+def register(
+    settings: Settings,
+    *,
+    processor: str,
+    instance: str,
+    group: str,
+    inputs: list[str],
+    port: int | None,
+) -> Path | None:
+    """Leave a note in the state directory so ``sluice status`` finds this replica.
+
+    Returns the note's path (remove it on exit), or None when the directory is not writable.
+    """
+    directory = settings.stack.root / "run" / "processors"
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        path = directory / f"{processor}.{instance}.json"
+        path.write_text(
+            json.dumps(
+                {
+                    "processor": processor,
+                    "instance": instance,
+                    "pid": os.getpid(),
+                    "group": group,
+                    "inputs": inputs,
+                    "metrics_port": port,
+                    "started_at": time.time(),
+                }
+            )
+        )
+    except OSError:
+        return None
+    return path

@@ -22,9 +22,7 @@ aborted by the broker after ``transaction_timeout_ms``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
-import os
 import signal
 import threading
 import time
@@ -199,39 +197,18 @@ class Runner:
         return spec.dlq_topic
 
     def _serve_metrics(self) -> None:
-        host, port = self.settings.metrics.host, self._metrics_port
-        try:
-            self.metrics_port = metrics.serve(host, port)
-        except OSError as exc:
-            self.metrics_port = metrics.serve(host, 0)
-            log.warning(
-                "metrics port %d is taken (%s); serving on %d instead. Give each replica "
-                "its own port with --metrics-port.",
-                port,
-                exc.strerror,
-                self.metrics_port,
-            )
+        self.metrics_port = metrics.serve_or_any(self.settings.metrics.host, self._metrics_port)
 
     def _register(self) -> None:
         """Leave a note in the state directory so ``sluice status`` can find this replica."""
-        directory = self.settings.stack.root / "run" / "processors"
-        with suppress(OSError):
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{self.spec.name}.{self.instance_id}.json"
-            path.write_text(
-                json.dumps(
-                    {
-                        "processor": self.spec.name,
-                        "instance": self.instance_id,
-                        "pid": os.getpid(),
-                        "group": self.group_id,
-                        "inputs": self.inputs,
-                        "metrics_port": getattr(self, "metrics_port", None),
-                        "started_at": time.time(),
-                    }
-                )
-            )
-            self._registration = path
+        self._registration = metrics.register(
+            self.settings,
+            processor=self.spec.name,
+            instance=self.instance_id,
+            group=self.group_id,
+            inputs=self.inputs,
+            port=getattr(self, "metrics_port", None),  # None: metrics are off
+        )
 
     def _close(self) -> None:
         log.info("%s stopping", self.spec.name)

@@ -27,11 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import faust
+from opentelemetry.trace import Status, StatusCode
 
+from processors.metering import observe
 from processors.metering import state as meter_state
 from processors.metering.kafka_io import AvroCodec, SluiceFaustApp
 from processors.metering.usage import Usage, usage_of
-from streams import kafka
+from streams import kafka, metrics
 from streams.budgets import BudgetConfig
 from streams.catalog import Catalog
 from streams.dlq import dlq_record_headers, error_headers
@@ -125,21 +127,33 @@ class Meter:
         """inference.results → one usage event per request, keyed by tenant."""
         async for event in stream.events():
             message = event.message
+            metrics.RECORDS_IN.labels("meter", message.topic).inc()
+            span = observe.price_span(
+                message.headers, message.topic, self.app_id, message.partition
+            )
             try:
                 result = InferenceResult.from_avro(self.codecs[RESULTS].loads(message.value))
                 usage = usage_of(result, self.prices)
             except Exception as exc:  # an agent that raises stops for good: dead-letter instead
+                span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+                span.end()
                 await self._dead_letter(RESULTS, message, _as_record_error(exc))
                 continue
+            observe.describe_usage(span, usage)
+            span.end()
             self.priced += 1
             await self.topics[USAGE].send(
-                key=usage.tenant_id.encode(), value=self.codecs[USAGE].dumps(usage.to_avro())
+                key=usage.tenant_id.encode(),
+                value=self.codecs[USAGE].dumps(usage.to_avro()),
+                headers=observe.headers_of(span),
             )
+            metrics.RECORDS_OUT.labels("meter", self.catalog.physical(USAGE)).inc()
 
     async def _count(self, stream: faust.StreamT[Any]) -> None:
         """metering.usage → windows, budgets and alerts, each request counted once."""
         async for event in stream.events():
             message = event.message
+            metrics.RECORDS_IN.labels("meter", message.topic).inc()
             try:
                 usage = Usage.from_avro(self.codecs[USAGE].loads(message.value))
             except Exception as exc:
@@ -156,8 +170,10 @@ class Meter:
             )
             if outputs.duplicate:
                 self.duplicates += 1
+                observe.DUPLICATES.inc()
                 continue
             self.counted += 1
+            observe.count_usage(usage)
             key = usage.tenant_id.encode()
             for window in outputs.windows:
                 await self.topics[WINDOWS].send(key=key, value=self.codecs[WINDOWS].dumps(window))
@@ -221,6 +237,7 @@ class Meter:
             error.error_class,
         )
         await self.dead_letters[topic].send(key=message.key, value=message.value, headers=headers)
+        metrics.RECORDS_DLQ.labels("meter", message.topic, error.stage).inc()
 
 
 def _as_record_error(exc: Exception) -> RecordError:
