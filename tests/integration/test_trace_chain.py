@@ -1,18 +1,27 @@
-"""One request, one trace: SDK → guard → infer (with the Triton call) → guard(output),
-exported to telemetry.spans; span attributes carry no personal data."""
+"""One request, one trace: SDK → guard → infer (with the Triton call) → guard(output) →
+meter → sink, exported to telemetry.spans and loaded by the sink into ClickHouse's
+otel_traces; span attributes carry no personal data."""
 
 from __future__ import annotations
 
+import dataclasses
 from collections import defaultdict
 
 import pytest
 
-from streams import kafka
+from streams import clickhouse, kafka
 from streams.client import SluiceClient
 from streams.records import InferenceRequest
 from streams.serde import AvroSerde
 from streams.settings import Settings, TelemetrySettings
-from tests.integration.helpers import World, make_world, read_all, running_all
+from tests.integration.helpers import (
+    World,
+    make_world,
+    process_log,
+    read_all,
+    running_all,
+    wait_for,
+)
 
 EMAIL = "maria.garcia@example.com"
 TRACED = {"SLUICE_TELEMETRY__EXPORTER": "kafka", "SLUICE_TELEMETRY__ROOT_SAMPLE_RATIO": "1.0"}
@@ -21,7 +30,34 @@ GUARD = {"SLUICE_GUARD__HASH_SECRET": "trace-test-secret-0123456789abcdef"}
 
 @pytest.fixture
 def world(triton: Settings, tmp_path) -> World:
-    return make_world(triton, tmp_path)
+    world = make_world(triton, tmp_path)
+    url = f"chdb://{tmp_path / 'clickhouse'}"
+    settings = world.settings.model_copy(
+        update={"clickhouse": world.settings.clickhouse.model_copy(update={"url": url})}
+    )
+    world.sandbox = dataclasses.replace(world.sandbox, settings=settings)
+    return world
+
+
+def request_trace_id(world: World, request_id: str) -> str:
+    """The trace id the SDK put in the request's traceparent header."""
+    for message in read_all(world.settings, world.topic("inference.requests"), 1, settle=0.5):
+        if message.key() == request_id.encode():
+            traceparent = dict(message.headers() or [])["traceparent"].decode()
+            return traceparent.split("-")[1]
+    raise AssertionError(f"request {request_id} is not in inference.requests")
+
+
+def trace_in_clickhouse(world: World, trace_id: str) -> list[dict]:
+    """The trace's spans in otel_traces (through the sink, which owns the embedded database)."""
+    db = clickhouse.open_warehouse(world.settings, database=world.settings.clickhouse.database)
+    try:
+        return db.query(
+            "SELECT SpanId, ParentSpanId, SpanName, SpanKind, ServiceName, SpanAttributes, "
+            f"Duration FROM otel_traces FINAL WHERE TraceId = '{trace_id}'"
+        ).dicts()
+    finally:
+        db.close()
 
 
 def spans_by_trace(world: World, expect: int) -> dict[str, list[dict]]:
@@ -40,11 +76,21 @@ def test_one_request_one_connected_trace(world: World):
     request = InferenceRequest.new(
         "globex", "textgen", f"Please reply to {EMAIL} today", max_tokens=4, temperature=0.0
     )
-    with running_all(world, ["guard", "infer"], **TRACED, **GUARD):
+    with running_all(world, ["guard", "infer", "meter", "sink"], **TRACED, **GUARD):
         with SluiceClient(traced, world.catalog, source="trace-test") as client:
             client.send_request(request)
         read_all(world.settings, world.topic("inference.results"), 1, timeout=300, settle=0.5)
-        # Spans are exported in batches (every 5 s by default) and at shutdown.
+        trace_id = request_trace_id(world, request.request_id)
+        # Spans are exported in batches (every 5 s) and loaded by the sink in its next batch.
+        wanted = {"sluice-sdk", "sluice-guard", "sluice-infer", "sluice-meter", "sluice-sink"}
+        stored: list[dict] = []
+
+        def complete() -> bool:
+            stored[:] = trace_in_clickhouse(world, trace_id)
+            sink_spans = {s["SpanName"] for s in stored if s["ServiceName"] == "sluice-sink"}
+            return {s["ServiceName"] for s in stored} >= wanted and len(sink_spans) >= 2
+
+        wait_for(complete, 180, f"trace {trace_id} in otel_traces\n{process_log(world)[-3000:]}")
     traces = spans_by_trace(world, 5)
     [trace] = [
         spans
@@ -76,3 +122,21 @@ def test_one_request_one_connected_trace(world: World):
         "output_text",
     }, "guard's input and output passes are both in the trace"
     assert any(s["attributes"]["sluice.guard.entities"] == "EMAIL_ADDRESS:1" for s in guard_spans)
+
+    # The same trace in ClickHouse, continued by meter and the sink, in one piece.
+    in_db = {s["SpanId"]: s for s in stored}
+    assert {s["span_id"] for s in trace} <= set(in_db), "every exported span was loaded"
+    for span in stored:
+        assert not span["ParentSpanId"] or span["ParentSpanId"] in in_db, span["SpanName"]
+        assert EMAIL not in str(span), "personal data in a stored span"
+    meter_span = next(s for s in stored if s["ServiceName"] == "sluice-meter")
+    assert meter_span["SpanKind"] == "Consumer"
+    assert in_db[meter_span["ParentSpanId"]]["ServiceName"] == "sluice-guard"  # guard(output)
+    assert meter_span["SpanAttributes"]["gen_ai.request.model"] == "textgen"
+    assert meter_span["SpanAttributes"]["gen_ai.usage.output_tokens"] == "4"
+    sink_parents = {
+        in_db[s["ParentSpanId"]]["ServiceName"]
+        for s in stored
+        if s["ServiceName"] == "sluice-sink" and s["ParentSpanId"]
+    }
+    assert {"sluice-guard", "sluice-meter"} <= sink_parents  # the result, and its usage event
