@@ -10,7 +10,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
 
-from processors import sink
+from processors import sink, sink_tables
 from processors.metering.usage import usage_of
 from streams import clickhouse, migrations
 from streams.catalog import load_catalog
@@ -90,6 +90,12 @@ def batch(serde, items):
         usage = usage_of(result, PRICES).to_avro()
         records.append(record("metering.usage", encode_usage(usage), i))
     return records
+
+
+def test_the_sink_reads_every_topic_that_has_a_table():
+    read, skipped = sink_tables.sink_topics(CATALOG)
+    assert skipped == [], "a topic with a table but no dead-letter topic would never be loaded"
+    assert set(sink_tables.BY_TOPIC) <= set(read)
 
 
 def test_migrations_are_versioned_and_idempotent(settings):
