@@ -238,6 +238,62 @@ def _drift(_record: InputRecord, v: dict[str, Any]) -> Row:
     )
 
 
+def _profile_rows(_record: InputRecord, v: dict[str, Any]) -> list[Row]:
+    head = (
+        v["profile_id"],
+        v["subject_kind"],
+        v["subject"],
+        v["created_at"],
+        v["engine"],
+        v["source"],
+        v["rows"],
+        v.get("contract_version"),
+    )
+    violations: dict[str, dict[str, int]] = {}
+    for violation in v["violations"]:
+        violations.setdefault(violation["field"], {})[violation["rule"]] = violation["count"]
+    rows: list[Row] = []
+    for n in v["numeric"]:
+        quantiles = dict(zip(n["quantile_probs"], n["quantiles"], strict=True))
+        rows.append(
+            (
+                *head,
+                n["field"],
+                "numeric",
+                n["count"],
+                n["null_count"],
+                n["mean"],
+                n["std"],
+                n["min"],
+                n["max"],
+                quantiles.get(0.5),
+                quantiles.get(0.99),
+                n["quantiles"],
+                {},
+                0,
+                violations.pop(n["field"], {}),
+            )
+        )
+    for c in v["categorical"]:
+        rows.append(
+            (
+                *head,
+                c["field"],
+                "categorical",
+                c["count"],
+                c["null_count"],
+                *(None,) * 6,
+                [],
+                dict(zip(c["categories"], c["counts"], strict=True)),
+                c["other_count"],
+                violations.pop(c["field"], {}),
+            )
+        )
+    for field, rules in sorted(violations.items()):
+        rows.append((*head, field, "violations", 0, 0, *(None,) * 6, [], {}, 0, rules))
+    return rows
+
+
 def _span(_record: InputRecord, v: dict[str, Any]) -> Row:
     start = v["start_time_unix_nano"]
     events, links = v["events"], v["links"]
@@ -460,6 +516,34 @@ BY_TOPIC: dict[str, TableSpec] = {
             "suppressed",
         ),
         _drift,
+    ),
+    "drift.profiles": TableSpec(
+        "drift_profiles",
+        (
+            "profile_id",
+            "subject_kind",
+            "subject",
+            "created_at",
+            "engine",
+            "source",
+            "rows",
+            "contract_version",
+            "field",
+            "kind",
+            "count",
+            "null_count",
+            "mean",
+            "std",
+            "min",
+            "max",
+            "p50",
+            "p99",
+            "quantiles",
+            "categories",
+            "other_count",
+            "violations",
+        ),
+        _profile_rows,
     ),
     "telemetry.spans": TableSpec(
         "otel_traces",

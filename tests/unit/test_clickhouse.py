@@ -1,5 +1,6 @@
 """The sink and the migrations against the real embedded ClickHouse (chdb), no Kafka."""
 
+import json
 import logging
 import socket
 from datetime import UTC, datetime, timedelta
@@ -46,6 +47,7 @@ def serde():
         "pii.findings",
         "drift.alerts",
         "telemetry.spans",
+        "drift.profiles",
     ):
         registry.register(f"{topic}-value", CATALOG.value_schema(topic).document)
     return AvroSerde(registry, CATALOG)
@@ -261,6 +263,48 @@ def test_pii_findings_and_drift_alerts_land_once_per_natural_id(ctx, serde):
             None,
         )
     ]
+
+
+def test_profiles_land_one_row_per_field_with_their_violations(ctx, serde):
+    import pandas as pd  # the drift extra, which the dev install has
+
+    from streams.batch.pandas_engine import profile_dataset
+
+    sample = PROJECT_ROOT / "schemas" / "datasets" / "support_tickets" / "sample.jsonl"
+    records = []
+    for line in sample.read_text().splitlines()[:2000]:
+        try:
+            parsed = json.loads(line)
+        except ValueError:  # the sample holds broken JSON on purpose
+            continue
+        if isinstance(parsed, dict):
+            records.append(parsed)
+    frame = pd.DataFrame.from_records(records)
+    profile = profile_dataset(frame, CATALOG.dataset("support_tickets").contract, "test")
+    value = serde.encoder("drift.profiles")(profile.to_avro())
+    assert sink.process_batch([record("drift.profiles", value, 0)], ctx) == [[]]
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")
+    try:
+        rows = db.query(
+            "SELECT field, kind, count, p50, categories, violations FROM drift_profiles FINAL"
+        ).dicts()
+    finally:
+        db.close()
+    by_field = {r["field"]: r for r in rows}
+    minutes = profile.numeric_field("first_response_minutes")
+    assert minutes is not None
+    assert by_field["first_response_minutes"]["kind"] == "numeric"
+    assert by_field["first_response_minutes"]["count"] == minutes.count
+    assert by_field["first_response_minutes"]["p50"] == minutes.quantiles[50]
+    language = profile.categorical_field("language")
+    assert language is not None
+    assert by_field["language"]["categories"] == dict(
+        zip(language.categories, language.counts, strict=True)
+    )
+    violated = {v.field: v for v in profile.violations}
+    assert violated, "the sample breaks the contract on purpose"
+    for field, violation in violated.items():
+        assert by_field[field]["violations"][violation.rule] == violation.count
 
 
 def finished_span():
