@@ -440,7 +440,7 @@ def time_bars(
             if start <= ts < end:
                 totals[ts] = totals.get(ts, 0.0) + max(0.0, value)
     ticks = nice_ticks(0, max(totals.values()))
-    left, right, bottom = 74.0, width - 10.0, height - 48.0
+    left, right, bottom = 74.0, width - 10.0, height - 56.0
     y = Linear(ticks[0], ticks[-1], bottom, top + 8)
     x = Linear(start.timestamp(), end.timestamp(), left, right)
     _y_axis(
@@ -500,7 +500,7 @@ def time_lines(
         return _empty(svg)
     items = list(legend) if legend is not None else _legend_of(series)
     top = _legend(svg, items, TITLE_FONT + 24)
-    left, right, bottom = 74.0, width - 10.0, height - 48.0
+    left, right, bottom = 74.0, width - 10.0, height - 56.0
     scale: Linear | Log
     if log_y:
         positive = [v for v in values if v > 0] or [1.0]
@@ -630,7 +630,7 @@ def timeline(
     if not rows or not shown:
         return _empty(svg)
     top = _legend(svg, legend if len(legend) > 1 else [], TITLE_FONT + 24)
-    svg.height = int(top + 8 + max(1, len(rows)) * row_height + 50)
+    svg.height = int(top + 8 + max(1, len(rows)) * row_height + 58)
     left, right = label_width, width - 14.0
     bottom = top + 8 + len(rows) * row_height
     x = Linear(start.timestamp(), end.timestamp(), left, right)
