@@ -71,13 +71,14 @@ def _register() -> None:
         demo,
         dlq,
         drift,
+        report,
         run,
         schemas,
         sql,
         stack,
     )
 
-    for module in (stack, schemas, datasets, run, dlq, sql, connect, demo, batch, drift):
+    for module in (stack, schemas, datasets, run, dlq, sql, report, connect, demo, batch, drift):
         for command in module.COMMANDS:
             main.add_command(command)
 
