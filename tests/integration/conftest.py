@@ -11,6 +11,8 @@ from __future__ import annotations
 import os
 
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
 
 from streams.settings import PROJECT_ROOT, Settings
 from streams.stack import Stack
@@ -53,6 +55,11 @@ def stack() -> Settings:
     local = Stack(settings, only=["kafka", "registry"])
     local.up(print)
     yield settings
+    # A test that traced through the SDK left a Kafka span exporter in this process: flush
+    # and close it while the broker is still up, not at interpreter exit.
+    provider = trace.get_tracer_provider()
+    if isinstance(provider, TracerProvider):
+        provider.shutdown()
     if not os.environ.get("SLUICE_TEST_KEEP_STACK"):
         local.down(print)
 
