@@ -4,8 +4,9 @@
 
 sink: N synthetic InferenceResults are produced to a private topic that the
 sink maps to the ``results`` table. The sink runs in the runner in this
-process (consume, Avro decode, rows, one INSERT per batch, transactional
-offset commit), timed from its first batch to its last commit. The baseline
+process (consume, one INSERT of the raw Avro per batch that ClickHouse decodes,
+transactional offset commit), timed from its first batch to its last commit; and
+again decoding in Python (``SLUICE_CLICKHOUSE__AVRO_INGEST=false``). The baseline
 inserts the very same rows, already built as Python tuples, with
 ``client.insert`` in batches of the same size into an identical table of the
 same chdb engine: what clickhouse-connect alone costs. Target: sink / bare >=
@@ -101,7 +102,7 @@ def bare_insert(settings: Settings, rows: list[tuple[object, ...]]) -> float:
         db.close()
 
 
-def run_sink(settings: Settings, topic: str, n: int) -> float:
+def run_sink(settings: Settings, topic: str, n: int, *, avro_ingest: bool = True) -> float:
     database = f"bench_sink_{uuid.uuid4().hex[:6]}"
     first: list[float] = []
 
@@ -117,7 +118,9 @@ def run_sink(settings: Settings, topic: str, n: int) -> float:
                 update={"group_prefix": f"bench-{uuid.uuid4().hex[:8]}"}
             ),
             "metrics": MetricsSettings(enabled=False),
-            "clickhouse": settings.clickhouse.model_copy(update={"database": database}),
+            "clickhouse": settings.clickhouse.model_copy(
+                update={"database": database, "avro_ingest": avro_ingest}
+            ),
         }
     )
     runner = Runner(spec, run_settings)
@@ -194,6 +197,7 @@ def main() -> None:
         box = box.reload()
         box.apply()
         sink_tables.BY_TOPIC[topic] = sink_tables.RESULTS  # the bench topic fills `results`
+        sink_tables.AVRO_INGEST[topic] = sink_tables.AVRO_INGEST["inference.results"]
         settings = box.settings.model_copy(
             update={
                 "clickhouse": box.settings.clickhouse.model_copy(
@@ -207,15 +211,20 @@ def main() -> None:
         produce(settings, serde, topic, items)
         rows = [sink_tables.RESULTS.rows(None, r.to_avro())[0] for r in items]  # type: ignore[arg-type]
 
-        rates: dict[str, list[float]] = {"bare": [], "sink": []}
+        rates: dict[str, list[float]] = {"bare": [], "sink": [], "sink, Python decoding": []}
         for _ in range(2):
             rates["bare"].append(bare_insert(settings, rows))
             rates["sink"].append(run_sink(settings, topic, args.rows))
+            rates["sink, Python decoding"].append(
+                run_sink(settings, topic, args.rows, avro_ingest=False)
+            )
         best = {k: max(v) for k, v in rates.items()}
         for name, values in rates.items():
             runs = ", ".join(f"{v:,.0f}" for v in values)
-            print(f"{name:>6}: {best[name]:>9,.0f} rows/s  (runs: {runs})")
+            print(f"{name:>22}: {best[name]:>9,.0f} rows/s  (runs: {runs})")
         print(f"sink / bare clickhouse-connect insert = {best['sink'] / best['bare']:.2f}")
+        python = best["sink, Python decoding"] / best["bare"]
+        print(f"sink with Python decoding / bare = {python:.2f}")
 
         if args.meter_events:
             rate = meter_rate(box, settings, serde, args.meter_events)

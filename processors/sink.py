@@ -24,7 +24,7 @@ from collections import defaultdict
 from collections.abc import Sequence
 from typing import Any
 
-from processors.sink_tables import TableSpec, sink_topics, table_for
+from processors.sink_tables import AVRO_INGEST, BY_TOPIC, TableSpec, sink_topics, table_for
 from streams import clickhouse, migrations
 from streams.catalog import Catalog
 from streams.errors import RecordError, TransientError
@@ -91,9 +91,64 @@ def setup(ctx: Context) -> None:
 
 def process_batch(records: Sequence[InputRecord], ctx: Context) -> list[Outcome]:
     """Insert the batch, one INSERT per table; raise TransientError if ClickHouse fails."""
-    tables, outcomes = to_rows(records, ctx.services.get("serde"), ctx.catalog)
+    outcomes: list[Outcome | None] = [None] * len(records)
+    rest = list(range(len(records)))
+    if ctx.settings.clickhouse.avro_ingest:
+        rest = _insert_avro(records, ctx, outcomes)
+    tables, decoded = to_rows([records[i] for i in rest], ctx.services.get("serde"), ctx.catalog)
+    for index, outcome in zip(rest, decoded, strict=True):
+        outcomes[index] = outcome
+    done = [o if o is not None else [] for o in outcomes]
     if not tables:
-        return outcomes
+        return done
+    _insert_rows(tables, ctx)
+    return done
+
+
+def _insert_avro(
+    records: Sequence[InputRecord], ctx: Context, outcomes: list[Outcome | None]
+) -> list[int]:
+    """ClickHouse-decoded inserts of the Avro topics it can take; returns the records left.
+
+    A topic's records go in one INSERT of their raw bytes. If ClickHouse refuses it (a
+    value it cannot decode, a schema it cannot fetch), those records take the Python
+    path, which finds the bad ones and dead-letters them, or raises TransientError when
+    ClickHouse itself is down. An INSERT is one block, so nothing is half-applied; a
+    replay would collapse anyway.
+    """
+    by_topic: dict[str, list[int]] = {}
+    rest: list[int] = []
+    for index, record in enumerate(records):
+        staging = AVRO_INGEST.get(record.topic)
+        if staging is None or not record.raw or record.raw[0] != 0:
+            rest.append(index)
+        else:
+            by_topic.setdefault(record.topic, []).append(index)
+    if not by_topic:
+        return rest
+    warehouse = _warehouse(ctx)
+    registry = ctx.settings.clickhouse.avro_registry_url or ctx.settings.registry.url
+    for topic, indexes in by_topic.items():
+        try:
+            warehouse.insert_avro(
+                AVRO_INGEST[topic], [records[i].raw or b"" for i in indexes], registry
+            )
+        except clickhouse.WarehouseError as exc:
+            log.warning(
+                "sink: ClickHouse did not take %d %s records as Avro (%s); decoding them here",
+                len(indexes),
+                topic,
+                exc,
+            )
+            rest.extend(indexes)
+            continue
+        ctx.resources["inserted"][BY_TOPIC[topic].table] += len(indexes)
+        for index in indexes:
+            outcomes[index] = []
+    return sorted(rest)
+
+
+def _insert_rows(tables: dict[str, tuple[TableSpec, list[Any]]], ctx: Context) -> None:
     warehouse = _warehouse(ctx)
     try:
         for table, (spec, rows) in tables.items():
@@ -103,7 +158,6 @@ def process_batch(records: Sequence[InputRecord], ctx: Context) -> list[Outcome]
         # The connection stays: clickhouse-connect reconnects over HTTP by itself, and an
         # embedded engine keeps serving queries (and keeps its state) while the runner waits.
         raise TransientError(f"ClickHouse insert failed: {exc}") from exc
-    return outcomes
 
 
 def teardown(ctx: Context) -> None:

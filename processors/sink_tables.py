@@ -576,6 +576,17 @@ BY_TOPIC: dict[str, TableSpec] = {
 }
 
 
+#: topic → Null-engine table whose materialized view fills that topic's table from raw
+#: Confluent Avro (infra/clickhouse/migrations/0005_avro_ingest.sql): ClickHouse decodes.
+AVRO_INGEST: dict[str, str] = {
+    "inference.results": "ingest_results",
+    "inference.requests": "ingest_requests_received",
+    "inference.requests.safe": "ingest_requests_safe",
+    "inference.requests.blocked": "ingest_requests_blocked",
+    "metering.usage": "ingest_usage",
+}
+
+
 def table_for(topic: str) -> TableSpec | None:
     """The table of ``topic``: its own, dead_letters for every ``*.dlq``, or None."""
     if topic.endswith(DLQ_SUFFIX):

@@ -143,6 +143,21 @@ class DirectWarehouse:
         with self._lock, _errors(self.description):
             self.client.insert(table, rows, column_names=list(columns))
 
+    def insert_avro(self, table: str, values: Sequence[bytes], registry_url: str) -> None:
+        """Insert Confluent-framed Avro values as they are; ClickHouse decodes them.
+
+        ClickHouse reads each value's schema id and fetches the writer schema from
+        ``registry_url`` (cached), so no Python touches a field.
+        """
+        with self._lock, _errors(self.description):
+            self.client.raw_insert(
+                table,
+                None,
+                insert_block=b"".join(values),
+                fmt="AvroConfluent",
+                settings={"format_avro_schema_registry_url": registry_url},
+            )
+
     def close(self) -> None:
         """Close the client."""
         with contextlib.suppress(Exception):

@@ -229,6 +229,16 @@ class ClickHouseSettings(_Frozen):
         description="Interface on which the process that owns an embedded database answers "
         "`sluice sql` from other processes (loopback only unless you mean it).",
     )
+    avro_ingest: bool = Field(
+        True,
+        description="Hand ClickHouse the raw Confluent Avro bytes of the high-volume topics "
+        "(it decodes them, fetching schemas from the registry); false: decode in Python.",
+    )
+    avro_registry_url: str = Field(
+        "",
+        description="The Schema Registry as ClickHouse reaches it (Confluent API, may carry "
+        "user:password@). Default: the processors' SLUICE_REGISTRY__URL.",
+    )
 
 
 class MeterSettings(_Frozen):

@@ -612,7 +612,11 @@ class Analytics:
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Analytics]:
     settings = Settings(
-        clickhouse={"url": f"chdb://{tmp_path_factory.mktemp('ch') / 'ch'}", "database": "sluice"}
+        clickhouse={
+            "url": f"chdb://{tmp_path_factory.mktemp('ch') / 'ch'}",
+            "database": "sluice",
+            "avro_ingest": False,  # the records' schema ids are an in-memory registry's
+        }
     )
     registry = DictRegistry()
     for topic in TOPICS:

@@ -70,7 +70,10 @@ TOPICS = (
 # -- fixtures ---------------------------------------------------------------------------
 @pytest.fixture
 def settings(tmp_path):
-    return Settings(clickhouse={"url": f"chdb://{tmp_path / 'ch'}", "database": "sluice"})
+    # Python decoding: the records' schema ids belong to an in-memory registry.
+    return Settings(
+        clickhouse={"url": f"chdb://{tmp_path / 'ch'}", "database": "sluice", "avro_ingest": False}
+    )
 
 
 @pytest.fixture
