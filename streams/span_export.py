@@ -141,5 +141,8 @@ class KafkaSpanExporter(SpanExporter):
         return bool(self._producer.flush(timeout_millis / 1000) == 0)
 
     def shutdown(self) -> None:
-        """Flush what is left."""
+        """Flush what is left, then let the producer go (it would keep its connections)."""
         self.force_flush()
+        with self._lock:
+            self._producer = None
+            self._encode = None
