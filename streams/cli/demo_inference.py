@@ -201,6 +201,11 @@ def _report_results(results: list[dict[str, Any]], run: InferenceRun) -> None:
             f"{sum(r['input_tokens'] for r in ok):,}",
             f"{sum(r['output_tokens'] for r in ok):,}",
         )
+    table.caption = (
+        "e2e: from request creation to the committed result. All prompts are sent at once, "
+        "and infer commits each poll's results in one transaction, so on a CPU the "
+        "text-generation test model sets the pace for the whole burst."
+    )
     console.print(table)
     redacted = sum(1 for r in results if (r.get("output_guard") or {}).get("redacted"))
     console.print(f"   model outputs redacted by guard before storage: {redacted}")
