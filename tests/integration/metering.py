@@ -77,6 +77,25 @@ def synthetic_results(
     return results
 
 
+def gpt4o_results(tenant_ids: list[str], per_tenant: int) -> list[InferenceResult]:
+    """gpt-4o results of 1,000 prompt + 100 output tokens: 0.0035 USD each, now."""
+    now = datetime.now(UTC)
+    return [
+        InferenceResult(
+            request_id=f"{tenant}-{i}",
+            tenant_id=tenant,
+            model="gpt-4o",
+            status="ok",
+            request_created_at=now,
+            completed_at=now + timedelta(milliseconds=i),
+            input_tokens=1000,
+            output_tokens=100,
+        )
+        for tenant in tenant_ids
+        for i in range(per_tenant)
+    ]
+
+
 def send_results(settings: Settings, serde: AvroSerde, results: list[InferenceResult]) -> None:
     encode = serde.encoder("inference.results")
     produce(

@@ -260,22 +260,8 @@ def test_a_tenant_crossing_its_budget_is_reported_by_budget_view(budget_world):
     world = budget_world
     over, under = world.tenants  # type: ignore[attr-defined]
     serde = AvroSerde(kafka.registry(world.settings), world.catalog)
-    now = datetime.now(UTC)
-    # gpt-4o at 1,000 prompt + 100 output tokens costs 0.0035 USD: the 3rd request crosses 0.01.
-    results = [
-        m.InferenceResult(
-            request_id=f"{tenant}-{i}",
-            tenant_id=tenant,
-            model="gpt-4o",
-            status="ok",
-            request_created_at=now,
-            completed_at=now + timedelta(milliseconds=i),
-            input_tokens=1000,
-            output_tokens=100,
-        )
-        for tenant in (over, under)
-        for i in range(5)
-    ]
+    # 0.0035 USD each: the 3rd request crosses 0.01.
+    results = m.gpt4o_results([over, under], 5)
     with BudgetView(world.settings, world.catalog) as view:
         assert view.wait_ready(60)
         assert view.is_over_hard_budget(over) is None
@@ -380,25 +366,7 @@ def test_guard_blocks_the_requests_of_a_tenant_over_its_hard_budget(budget_world
     assert outcome(send(under))[0] == "inference.requests.safe"
 
     # Five gpt-4o results each: 0.0175 USD, over the first tenant's hard 0.01 USD a day.
-    now = datetime.now(UTC)
-    m.send_results(
-        world.settings,
-        serde,
-        [
-            m.InferenceResult(
-                request_id=f"{tenant}-{i}",
-                tenant_id=tenant,
-                model="gpt-4o",
-                status="ok",
-                request_created_at=now,
-                completed_at=now + timedelta(milliseconds=i),
-                input_tokens=1000,
-                output_tokens=100,
-            )
-            for tenant in (over, under)
-            for i in range(5)
-        ],
-    )
+    m.send_results(world.settings, serde, m.gpt4o_results([over, under], 5))
     with BudgetView(world.settings, world.catalog) as view:
         wait_for(lambda: view.is_over_hard_budget(over) is not None, 180, "meter's budget status")
     time.sleep(2)  # guard's own view follows the topic within a poll (0.2 s)

@@ -20,10 +20,9 @@ from streams.errors import RecordError, TransientError
 from streams.pricing import load_prices
 from streams.processor import Context, InputRecord
 from streams.records import InferenceRequest, InferenceResult
-from streams.serde import AvroSerde
-from streams.settings import PROJECT_ROOT, Settings
+from streams.settings import PROJECT_ROOT
 from streams.span_export import span_record
-from tests.unit.fakes import DictRegistry
+from tests.unit.warehouse import embedded_settings, memory_serde, sink_context
 
 QUERIES = PROJECT_ROOT / "infra" / "clickhouse" / "queries"
 MIGRATIONS = PROJECT_ROOT / "infra" / "clickhouse" / "migrations"
@@ -34,36 +33,29 @@ T0 = datetime(2026, 3, 5, 10, 0, tzinfo=UTC)
 
 @pytest.fixture
 def settings(tmp_path):
-    # Decoded in Python: these records' schema ids are the in-memory registry's, which
-    # ClickHouse cannot reach (tests/integration/test_sink_avro_ingest.py covers its path).
-    return Settings(
-        clickhouse={"url": f"chdb://{tmp_path / 'ch'}", "database": "sluice", "avro_ingest": False}
-    )
+    return embedded_settings(tmp_path / "ch")
 
 
 @pytest.fixture
 def serde():
-    registry = DictRegistry()
-    for topic in (
-        "inference.results",
-        "metering.usage",
-        "inference.requests",
-        "pii.findings",
-        "drift.alerts",
-        "telemetry.spans",
-        "drift.profiles",
-    ):
-        registry.register(f"{topic}-value", CATALOG.value_schema(topic).document)
-    return AvroSerde(registry, CATALOG)
+    return memory_serde(
+        CATALOG,
+        (
+            "inference.results",
+            "metering.usage",
+            "inference.requests",
+            "pii.findings",
+            "drift.alerts",
+            "telemetry.spans",
+            "drift.profiles",
+        ),
+    )
 
 
 @pytest.fixture
 def ctx(settings, serde):
-    context = Context("sink", settings, CATALOG, logging.getLogger("test"))
-    context.services["serde"] = serde
-    sink.setup(context)
-    yield context
-    sink.teardown(context)
+    with sink_context(settings, CATALOG, serde) as context:
+        yield context
 
 
 def record(topic, value, offset, headers=None):

@@ -23,7 +23,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import json
-import logging
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,12 +48,11 @@ from streams.catalog import load_catalog
 from streams.dlq import error_headers
 from streams.errors import RecordError
 from streams.pricing import load_prices
-from streams.processor import Context, InputRecord
+from streams.processor import InputRecord
 from streams.records import GuardVerdict, InferenceRequest, InferenceResult
 from streams.serde import AvroSerde
-from streams.settings import PROJECT_ROOT, Settings
+from streams.settings import PROJECT_ROOT
 from streams.span_export import span_record
-from tests.unit.fakes import DictRegistry
 from tests.unit.grafana_queries import (
     ALL,
     PROMQL_FUNCTIONS,
@@ -67,6 +65,7 @@ from tests.unit.grafana_queries import (
     render,
     scan_promql,
 )
+from tests.unit.warehouse import embedded_settings, memory_serde, sink_context
 
 GRAFANA = PROJECT_ROOT / "infra" / "grafana"
 DASHBOARD_FILES = sorted((GRAFANA / "dashboards").glob("*.json"))
@@ -611,38 +610,25 @@ class Analytics:
 
 @pytest.fixture(scope="module")
 def warehouse(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Analytics]:
-    settings = Settings(
-        clickhouse={
-            "url": f"chdb://{tmp_path_factory.mktemp('ch') / 'ch'}",
-            "database": "sluice",
-            "avro_ingest": False,  # the records' schema ids are an in-memory registry's
-        }
-    )
-    registry = DictRegistry()
-    for topic in TOPICS:
-        registry.register(f"{topic}-value", CATALOG.value_schema(topic).document)
-    serde = AvroSerde(registry, CATALOG)
+    settings = embedded_settings(tmp_path_factory.mktemp("ch") / "ch")
+    serde = memory_serde(CATALOG, TOPICS)
     recorder = Recorder(serde, [])
     inference(recorder)
     findings_and_drift(recorder)
     trace_ids = spans(recorder)
     dead_letters(recorder)
-    context = Context("sink", settings, CATALOG, logging.getLogger("test"))
-    context.services["serde"] = serde
-    sink.setup(context)
-    db = None
-    try:
+    with sink_context(settings, CATALOG, serde) as context:
         outcomes = sink.process_batch(recorder.records, context)
         assert outcomes == [[]] * len(recorder.records)  # every record became rows
         db = clickhouse.open_warehouse(settings, database="sluice")
-        replacing = db.query(
-            "SELECT name FROM system.tables WHERE database = 'sluice' AND engine LIKE 'Replacing%'"
-        )
-        yield Analytics(db, trace_ids, frozenset(r[0] for r in replacing.rows))
-    finally:
-        if db is not None:
+        try:
+            replacing = db.query(
+                "SELECT name FROM system.tables WHERE database = 'sluice' "
+                "AND engine LIKE 'Replacing%'"
+            )
+            yield Analytics(db, trace_ids, frozenset(r[0] for r in replacing.rows))
+        finally:
             db.close()
-        sink.teardown(context)
 
 
 # -- ClickHouse: every query, rendered and run ---------------------------------------

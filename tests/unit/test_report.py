@@ -9,7 +9,6 @@ marks in every chart, and a screenshot is kept in the test's tmp directory.
 from __future__ import annotations
 
 import json
-import logging
 import random
 import shutil
 import subprocess
@@ -35,14 +34,13 @@ from streams.cli import report as report_cli
 from streams.dlq import error_headers
 from streams.errors import RecordError
 from streams.pricing import load_prices
-from streams.processor import Context, InputRecord
+from streams.processor import InputRecord
 from streams.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.report import build, collect
 from streams.report.queries import Window
-from streams.serde import AvroSerde
-from streams.settings import PROJECT_ROOT, Settings
+from streams.settings import PROJECT_ROOT
 from streams.span_export import span_record
-from tests.unit.fakes import DictRegistry
+from tests.unit.warehouse import embedded_settings, memory_serde, sink_context
 
 CATALOG = load_catalog(PROJECT_ROOT / "schemas")
 PRICES = load_prices(PROJECT_ROOT / "schemas" / "prices.yaml")
@@ -70,27 +68,18 @@ TOPICS = (
 # -- fixtures ---------------------------------------------------------------------------
 @pytest.fixture
 def settings(tmp_path):
-    # Python decoding: the records' schema ids belong to an in-memory registry.
-    return Settings(
-        clickhouse={"url": f"chdb://{tmp_path / 'ch'}", "database": "sluice", "avro_ingest": False}
-    )
+    return embedded_settings(tmp_path / "ch")
 
 
 @pytest.fixture
 def serde():
-    registry = DictRegistry()
-    for topic in TOPICS:
-        registry.register(f"{topic}-value", CATALOG.value_schema(topic).document)
-    return AvroSerde(registry, CATALOG)
+    return memory_serde(CATALOG, TOPICS)
 
 
 @pytest.fixture
 def ctx(settings, serde):
-    context = Context("sink", settings, CATALOG, logging.getLogger("test"))
-    context.services["serde"] = serde
-    sink.setup(context)
-    yield context
-    sink.teardown(context)
+    with sink_context(settings, CATALOG, serde) as context:
+        yield context
 
 
 @pytest.fixture
