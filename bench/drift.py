@@ -37,20 +37,21 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 from river import drift as river_drift
 
-from processors import drift as drift_processor
-from processors.drifting.engine import DriftEngine
-from processors.drifting.monitor import MonitorParams, Position
-from processors.drifting.signals import dataset_observations, dataset_plan
-from streams import kafka, sandbox
-from streams.batch import profile_job
-from streams.catalog import load_catalog
-from streams.processor import ProcessorSpec
-from streams.runner import Runner
-from streams.serde import AvroSerde
+from processors.drift import processor as drift_processor
+from processors.drift.engine import DriftEngine
+from processors.drift.monitor import MonitorParams, Position
+from processors.drift.signals import dataset_observations, dataset_plan
+from streams.contracts.catalog import load_catalog
+from streams.contracts.serde import AvroSerde
+from streams.profiling import profile_job
+from streams.runtime import kafka
+from streams.runtime.runner import Runner
+from streams.runtime.spec import ProcessorSpec
 from streams.settings import PROJECT_ROOT, MetricsSettings, Settings
+from streams.stack import sandbox
 
 sys.path.insert(0, str(PROJECT_ROOT))
-from tests.drift_streams import tickets
+from tests.support.drift_streams import tickets
 
 TOPIC = "support_tickets.validated"
 BATCH = 2000
@@ -183,7 +184,7 @@ def detectors(count: int) -> None:
 
 # -- profile ------------------------------------------------------------------------------
 def synthetic_parquet(path: Path, rows: int, seed: int = 1) -> None:
-    """Tickets like tests/drift_streams.py, vectorized, written in row groups of 1M."""
+    """Tickets like tests/support/drift_streams.py, vectorized, written in row groups of 1M."""
     rng = np.random.default_rng(seed)
     writer = None
     for start in range(0, rows, 1_000_000):

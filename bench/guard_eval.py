@@ -29,15 +29,15 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from processors.guarding.embedder import Embedder, TritonEmbedder  # noqa: E402
-from processors.guarding.injection import (  # noqa: E402
+from processors.guard.embedder import Embedder, TritonEmbedder  # noqa: E402
+from processors.guard.injection import (  # noqa: E402
     ExemplarSet,
     InjectionScore,
     InjectionScorer,
     PatternSet,
 )
-from processors.guarding.policy import Policy  # noqa: E402
-from processors.guarding.settings import GuardSettings  # noqa: E402
+from processors.guard.policy import Policy  # noqa: E402
+from processors.guard.settings import GuardSettings  # noqa: E402
 
 DATA = ROOT / "tests" / "data" / "injection_eval.jsonl"
 SWEEP = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9)

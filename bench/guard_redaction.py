@@ -45,13 +45,13 @@ from presidio_analyzer import AnalyzerEngine  # noqa: E402
 from presidio_analyzer.nlp_engine import NlpEngineProvider  # noqa: E402
 from presidio_anonymizer import AnonymizerEngine  # noqa: E402
 
-from processors.guarding.engine import GuardEngine, GuardItem  # noqa: E402
-from processors.guarding.hashing import TenantHasher  # noqa: E402
-from processors.guarding.nlp import nlp_configuration  # noqa: E402
-from processors.guarding.pii import PresidioAnalyzer, resolve_overlaps, to_detections  # noqa: E402
-from processors.guarding.policy import Policy  # noqa: E402
-from processors.guarding.recognizers import LANGUAGE, build_registry  # noqa: E402
-from processors.guarding.redaction import Redactor  # noqa: E402
+from processors.guard.engine import GuardEngine, GuardItem  # noqa: E402
+from processors.guard.hashing import TenantHasher  # noqa: E402
+from processors.guard.nlp import nlp_configuration  # noqa: E402
+from processors.guard.pii import PresidioAnalyzer, resolve_overlaps, to_detections  # noqa: E402
+from processors.guard.policy import Policy  # noqa: E402
+from processors.guard.recognizers import LANGUAGE, build_registry  # noqa: E402
+from processors.guard.redaction import Redactor  # noqa: E402
 
 CORPORA = {
     "pii": (ROOT / "tests" / "data" / "pii_corpus.jsonl", "text", 2),

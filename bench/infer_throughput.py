@@ -29,12 +29,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from processors import infer
-from streams import kafka, sandbox
-from streams.records import InferenceRequest
-from streams.runner import Runner
-from streams.serde import AvroSerde
+from processors.infer import processor as infer
+from streams.contracts.records import InferenceRequest
+from streams.contracts.serde import AvroSerde
+from streams.runtime import kafka
+from streams.runtime.runner import Runner
 from streams.settings import MetricsSettings, Settings
+from streams.stack import sandbox
 
 SAFE = "inference.requests.safe"
 CONFIGS: dict[str, dict[str, str]] = {

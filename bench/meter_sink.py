@@ -33,12 +33,15 @@ from pathlib import Path
 
 import yaml
 
-from processors import sink, sink_tables
-from streams import clickhouse, kafka, migrations, sandbox
-from streams.records import InferenceResult
-from streams.runner import Runner
-from streams.serde import AvroSerde
+from processors.sink import processor as sink
+from streams.contracts.records import InferenceResult
+from streams.contracts.serde import AvroSerde
+from streams.runtime import kafka
+from streams.runtime.runner import Runner
 from streams.settings import MetricsSettings, Settings
+from streams.stack import sandbox
+from streams.warehouse import clickhouse, migrations
+from streams.warehouse import tables as sink_tables
 
 BATCH = 5000
 
@@ -111,7 +114,7 @@ def run_sink(settings: Settings, topic: str, n: int, *, avro_ingest: bool = True
             first.append(time.perf_counter())
         return sink.process_batch(batch, ctx)
 
-    spec = replace(sink.PROCESSOR, inputs=lambda _c: [topic], process_batch=timed)
+    spec = replace(sink.PROCESSOR, inputs=lambda _c, _s: [topic], process_batch=timed)
     run_settings = settings.model_copy(
         update={
             "runner": settings.runner.model_copy(

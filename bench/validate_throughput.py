@@ -31,11 +31,12 @@ from pathlib import Path
 from confluent_kafka import Producer
 from confluent_kafka.admin import NewTopic
 
-from processors import validate
-from streams import kafka, sandbox
-from streams.processor import ProcessorSpec
-from streams.runner import Runner
+from processors.validate import processor as validate
+from streams.runtime import kafka
+from streams.runtime.runner import Runner
+from streams.runtime.spec import ProcessorSpec
 from streams.settings import MetricsSettings, Settings
+from streams.stack import sandbox
 
 BATCH = int(os.environ.get("BENCH_BATCH", "5000"))
 

@@ -1,69 +1,53 @@
-"""Sluice's stream processors: one module each, looked up by name.
+"""Sluice's stream processors: one package each, looked up by name.
 
-A processor module exposes either ``PROCESSOR`` (a ``ProcessorSpec`` that the
-runner executes: stateless, exactly-once Kafka → Kafka or Kafka → sink) or
-``main(settings)`` (a processor that brings its own engine, like meter on
-faust-streaming), plus a one-line ``DESCRIPTION`` for the latter.
+Each package (``processors/<name>/``) holds the processor's pure logic, its
+helpers and its settings class, and declares it in ``processor.py`` as
+``PROCESSOR``: a ``ProcessorSpec`` that the runner executes (stateless or
+rollback-able, exactly-once Kafka → Kafka or Kafka → sink), or an
+``EngineSpec`` for a processor that brings its own engine (meter on
+faust-streaming). Both are started, configured and stopped the same way, by
+``sluice run NAME``.
 
-Modules are imported only when their processor runs, so ``sluice run validate``
-never loads the NLP models of ``guard`` or faust.
+Packages are imported only when their processor runs, so ``sluice run
+validate`` never loads the NLP models of ``guard`` or faust.
 """
 
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
-from dataclasses import dataclass
-from types import ModuleType
+from typing import Any
 
-from streams.processor import ProcessorSpec
-from streams.settings import Settings
+from streams.errors import ConfigurationError
+from streams.runtime.spec import EngineSpec, ProcessorSpec
 
-#: processor name -> module that defines ``PROCESSOR`` or ``main``.
+#: processor name -> module that defines ``PROCESSOR``.
 PROCESSORS: dict[str, str] = {
-    "validate": "processors.validate",
-    "guard": "processors.guard",
-    "infer": "processors.infer",
-    "drift": "processors.drift",
-    "meter": "processors.meter",
-    "sink": "processors.sink",
+    "validate": "processors.validate.processor",
+    "guard": "processors.guard.processor",
+    "infer": "processors.infer.processor",
+    "drift": "processors.drift.processor",
+    "meter": "processors.meter.processor",
+    "sink": "processors.sink.processor",
 }
 
-
-@dataclass(frozen=True)
-class Loaded:
-    """A processor module: the spec the runner executes, or its own entry point."""
-
-    name: str
-    description: str
-    spec: ProcessorSpec | None = None
-    main: Callable[[Settings], None] | None = None
+Declared = ProcessorSpec[Any, Any] | EngineSpec[Any]
 
 
-def module(name: str) -> ModuleType:
-    """The module of processor ``name``, or a clear error listing the known ones."""
+def resolve(name: str) -> Declared:
+    """The declaration of processor ``name``: what ``sluice run name`` starts."""
     module_name = PROCESSORS.get(name)
     if module_name is None:
         known = ", ".join(sorted(PROCESSORS))
-        raise KeyError(f"unknown processor {name!r}; known: {known}")
-    return importlib.import_module(module_name)
-
-
-def load(name: str) -> ProcessorSpec:
-    """The spec of runner processor ``name``."""
-    spec = resolve(name).spec
-    if spec is None:
-        raise TypeError(f"processor {name!r} runs its own engine; use resolve({name!r}).main")
+        raise ConfigurationError(f"unknown processor {name!r}; known: {known}")
+    spec = getattr(importlib.import_module(module_name), "PROCESSOR", None)
+    if not isinstance(spec, ProcessorSpec | EngineSpec):
+        raise TypeError(f"{module_name} declares no PROCESSOR (a ProcessorSpec or EngineSpec)")
     return spec
 
 
-def resolve(name: str) -> Loaded:
-    """What ``sluice run name`` starts."""
-    mod = module(name)
-    spec = getattr(mod, "PROCESSOR", None)
-    if isinstance(spec, ProcessorSpec):
-        return Loaded(name, spec.description, spec=spec)
-    main = getattr(mod, "main", None)
-    if callable(main):
-        return Loaded(name, str(getattr(mod, "DESCRIPTION", name)), main=main)
-    raise TypeError(f"{mod.__name__} defines neither PROCESSOR nor main(settings)")
+def load(name: str) -> ProcessorSpec[Any, Any]:
+    """The spec of runner processor ``name``."""
+    spec = resolve(name)
+    if not isinstance(spec, ProcessorSpec):
+        raise TypeError(f"processor {name!r} runs its own engine; use resolve({name!r})")
+    return spec

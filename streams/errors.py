@@ -1,45 +1,224 @@
-"""The two ways a record can fail, and how the runner treats each.
+"""Every error Sluice raises on purpose, under one root.
 
-``RecordError``: this record can never succeed as it is (bad bytes, a broken
-contract rule, a model that does not exist). The runner sends its original
-bytes to the input topic's dead-letter topic and moves on.
+``SluiceError`` is the root: the CLI catches it once and prints its message,
+which says what to do next. Three families hang from it:
+
+``ConfigurationError``: a file, setting or deployment is wrong (a catalog
+that does not parse, a price that is negative, a missing jar). Fix it and run
+again.
 
 ``TransientError``: the record is fine but something it needs is not (Triton
 down, ClickHouse unreachable). The runner aborts the transaction, rewinds the
 batch, pauses its partitions and retries with backoff; nothing is committed
 and nothing is dropped.
+
+``RecordError``: this record can never succeed as it is. The runner sends its
+original bytes to the input topic's dead-letter topic and moves on. There is
+one subclass per kind of dead letter, and its class name is exactly what the
+``sluice.error.class`` header (and ClickHouse's ``dead_letters.error_class``)
+carries, so the kinds are a closed, documented list rather than free strings.
+All of them are declared here, in one place, so that ``sluice dlq show``, the
+dashboards and the reference documentation can name every kind.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, ClassVar
 
 
-class RecordError(Exception):
+class SluiceError(Exception):
+    """The root of every error Sluice raises on purpose; its message tells what to do."""
+
+
+class ConfigurationError(SluiceError):
+    """A file, setting or deployment is wrong; fixing it and running again is the cure."""
+
+
+class TransientError(SluiceError):
+    """A dependency is unavailable; retry the whole batch later."""
+
+
+class RecordError(SluiceError):
     """A record that must go to the dead-letter topic, with the reason.
 
-    ``outputs`` are produced as well, in the same transaction: a processor that
-    owes every input an answer (infer: one result per request) sends an error
-    result downstream while the original waits in the DLQ for a replay.
+    Raise a subclass: its name is the dead-letter kind. ``stage`` defaults to
+    the kind's usual stage. ``outputs`` are produced as well, in the same
+    transaction: a processor that owes every input an answer (infer: one
+    result per request) sends an error result downstream while the original
+    waits in the DLQ for a replay.
     """
+
+    #: Where in a processor this kind usually happens (the ``sluice.error.stage`` header).
+    default_stage: ClassVar[str] = "process"
 
     def __init__(
         self,
-        stage: str,
         message: str,
         *,
-        error_class: str | None = None,
+        stage: str | None = None,
         details: Mapping[str, str] | None = None,
         outputs: Sequence[Any] = (),
     ) -> None:
         super().__init__(message)
-        self.stage = stage
+        self.stage = stage or self.default_stage
         self.message = message
-        self.error_class = error_class or type(self).__name__
         self.details = dict(details or {})
         self.outputs = list(outputs)
 
+    @property
+    def error_class(self) -> str:
+        """The dead-letter kind: this class's name, as the ``sluice.error.class`` header says."""
+        return type(self).__name__
 
-class TransientError(Exception):
-    """A dependency is unavailable; retry the whole batch later."""
+
+def record_error_kinds() -> dict[str, type[RecordError]]:
+    """Every dead-letter kind by name (the subclasses of ``RecordError`` that are loaded).
+
+    Private classes (``_DecodeError``) only group kinds and are never raised: they
+    are left out, their subclasses are not.
+    """
+    kinds: dict[str, type[RecordError]] = {}
+    pending = list(RecordError.__subclasses__())
+    while pending:
+        kind = pending.pop()
+        pending += kind.__subclasses__()
+        if not kind.__name__.startswith("_"):
+            kinds[kind.__name__] = kind
+    return kinds
+
+
+# -- decoding: the bytes are not a record of the topic's contract ------------------------
+class _DecodeError(RecordError):
+    default_stage = "deserialize"
+
+
+class EmptyRecord(_DecodeError):
+    """The record has no value (a tombstone) or an empty one."""
+
+    default_stage = "parse"
+
+
+class RecordTooLarge(_DecodeError):
+    """The value is larger than the processor accepts."""
+
+    default_stage = "parse"
+
+
+class TruncatedRecord(_DecodeError):
+    """Shorter than the 5-byte Confluent wire-format header."""
+
+
+class UnknownMagicByte(_DecodeError):
+    """Not in the Confluent wire format (the first byte is not 0)."""
+
+
+class UnknownSchemaId(_DecodeError):
+    """The schema id in the header is not one the registry knows."""
+
+
+class SchemaMismatch(_DecodeError):
+    """Written with a schema that cannot be read as the topic's value schema."""
+
+
+class CorruptAvro(_DecodeError):
+    """The Avro body does not decode with its writer schema."""
+
+
+class InvalidJson(_DecodeError):
+    """The value (or a JSON field in it) is not valid JSON."""
+
+    default_stage = "parse"
+
+
+class InvalidUtf8(_DecodeError):
+    """The value is not valid UTF-8 text."""
+
+    default_stage = "parse"
+
+
+class WrongDataset(_DecodeError):
+    """A raw event that names another dataset than its topic's."""
+
+    default_stage = "parse"
+
+
+class NotARecord(_DecodeError):
+    """The value decodes, but not to a record (an Avro or JSON object)."""
+
+    default_stage = "parse"
+
+
+# -- contracts -----------------------------------------------------------------------------
+class ContractViolation(RecordError):
+    """The record breaks a rule of its dataset's data contract (``details``: field and rule)."""
+
+    default_stage = "contract"
+
+
+class IncompleteDelete(RecordError):
+    """A change-data-capture delete without the key fields its dataset needs."""
+
+    default_stage = "contract"
+
+
+# -- processing ------------------------------------------------------------------------------
+class ProcessingFailed(RecordError):
+    """The processor raised an unexpected exception on this record alone (``details``: its type)."""
+
+
+class OutputRejected(RecordError):
+    """An output the processor made does not fit its topic's schema (``details``: the cause)."""
+
+    default_stage = "serialize"
+
+
+class BadSignal(RecordError):
+    """drift cannot read a signal from the record (a value of the wrong type)."""
+
+    default_stage = "drift"
+
+
+class RowRejected(RecordError):
+    """The sink cannot map the record onto its ClickHouse table, or ClickHouse refused the row."""
+
+    default_stage = "transform"
+
+
+# -- inference: the request is owed an error result as well -------------------------------
+class _InferenceRefused(RecordError):
+    default_stage = "infer"
+    #: The machine-readable code the error result carries (``InferenceResult.error_code``).
+    code: ClassVar[str] = ""
+
+
+class UnknownModel(_InferenceRefused):
+    """The request names a model the model catalog does not have."""
+
+    code = "unknown_model"
+
+
+class InputTooLong(_InferenceRefused):
+    """The input has more tokens than the model accepts."""
+
+    code = "input_too_long"
+
+
+class InvalidRequest(_InferenceRefused):
+    """The request lacks what its model's operation needs (say, a prompt for a generation)."""
+
+    code = "invalid_request"
+
+
+class BackendRejected(_InferenceRefused):
+    """Triton refused this request (the model, not the server, said no)."""
+
+    code = "backend_rejected"
+
+
+def inference_refusal(code: str) -> type[RecordError]:
+    """The dead-letter kind of an inference error code."""
+    for kind in _InferenceRefused.__subclasses__():
+        if kind.code == code:
+            return kind
+    raise KeyError(f"no dead-letter kind for inference error code {code!r}")

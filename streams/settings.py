@@ -241,30 +241,6 @@ class ClickHouseSettings(_Frozen):
     )
 
 
-class MeterSettings(_Frozen):
-    """The meter processor: prices, budgets and the state it keeps."""
-
-    prices_file: Path | None = Field(None, description="Default <schemas>/prices.yaml.")
-    budgets_file: Path | None = Field(None, description="Default <schemas>/budgets.yaml.")
-    app_id: str = Field("meter", description="faust app id: consumer group and state topics.")
-    dedup_records: int = Field(
-        200_000,
-        ge=1000,
-        description="How many usage records (per partition) a request id is remembered for, to "
-        "drop a repeated usage event; repeats follow their original within one commit "
-        "interval of meter, far fewer records than this.",
-    )
-    window_retention_s: float = Field(
-        2 * 86400.0,
-        gt=0,
-        description="Windows that ended longer ago than this (wall clock) are final: they leave "
-        "meter's state, and later events for them are metered but not added to windows.",
-    )
-    sweep_every: int = Field(
-        10_000, ge=1, description="Events between two sweeps of expired state (per partition)."
-    )
-
-
 class Settings(BaseSettings):
     """All of Sluice's settings, read from ``SLUICE_*`` environment variables."""
 
@@ -291,7 +267,6 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     metrics: MetricsSettings = MetricsSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
-    meter: MeterSettings = MeterSettings()
     log_level: str = "INFO"
 
     @model_validator(mode="before")
@@ -327,16 +302,6 @@ class Settings(BaseSettings):
     def clickhouse_url(self) -> str:
         """The ClickHouse DSN: the configured one, or chdb under the state directory."""
         return self.clickhouse.url or f"chdb://{self.stack.root / 'clickhouse'}"
-
-    @property
-    def prices_file(self) -> Path:
-        """The model price table."""
-        return self.meter.prices_file or self.schemas_dir / "prices.yaml"
-
-    @property
-    def budgets_file(self) -> Path:
-        """The tenants' budgets."""
-        return self.meter.budgets_file or self.schemas_dir / "budgets.yaml"
 
     def instance_id(self) -> str:
         """Id of this process among the replicas of a processor."""

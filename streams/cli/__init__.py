@@ -7,7 +7,9 @@ import sys
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
+from streams.errors import SluiceError
 from streams.settings import get_settings
 
 console = Console(highlight=False)
@@ -15,38 +17,19 @@ err_console = Console(stderr=True, highlight=False)
 
 
 class SluiceGroup(click.Group):
-    """Turns the errors a user can fix into one red line instead of a traceback."""
+    """Turns every error Sluice raises on purpose into one red line instead of a traceback.
+
+    The message of a ``SluiceError`` says what to do next; anything else is a bug and
+    keeps its traceback.
+    """
 
     def invoke(self, ctx: click.Context) -> object:
         """Run the command, reporting expected failures plainly."""
-        from streams.budgets import BudgetConfigError  # noqa: PLC0415
-        from streams.catalog import CatalogError  # noqa: PLC0415
-        from streams.clickhouse import WarehouseError  # noqa: PLC0415
-        from streams.connect import ConnectError  # noqa: PLC0415
-        from streams.contracts import ContractError  # noqa: PLC0415
-        from streams.pricing import PriceError  # noqa: PLC0415
-        from streams.registry import IncompatibleSchemaError  # noqa: PLC0415
-        from streams.serde import SchemaNotRegisteredError  # noqa: PLC0415
-        from streams.stack.components import ComponentError  # noqa: PLC0415
-        from streams.stack.java import JavaNotFoundError  # noqa: PLC0415
-        from streams.stack.maven import MavenError  # noqa: PLC0415
-
         try:
             return super().invoke(ctx)
-        except (
-            CatalogError,
-            ConnectError,
-            ContractError,
-            IncompatibleSchemaError,
-            SchemaNotRegisteredError,
-            ComponentError,
-            JavaNotFoundError,
-            MavenError,
-            WarehouseError,
-            PriceError,
-            BudgetConfigError,
-        ) as exc:
-            err_console.print(f"[red]error:[/red] {exc}")
+        except SluiceError as exc:
+            # soft_wrap: rich adds no line breaks of its own (the terminal wraps).
+            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
             sys.exit(1)
 
 
@@ -68,7 +51,6 @@ def _register() -> None:
         batch,
         connect,
         datasets,
-        demo,
         dlq,
         drift,
         report,
@@ -77,8 +59,10 @@ def _register() -> None:
         sql,
         stack,
     )
+    from streams.cli.demo import command as demo  # noqa: PLC0415
 
-    for module in (stack, schemas, datasets, run, dlq, sql, report, connect, demo, batch, drift):
+    modules = (stack, schemas, datasets, run, dlq, sql, report, connect, demo, batch, drift)
+    for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
 

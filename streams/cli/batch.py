@@ -8,9 +8,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from streams.catalog import catalog_for
 from streams.cli import console, err_console
-from streams.profiles import Profile
+from streams.contracts.catalog import catalog_for
+from streams.profiling.profiles import Profile
 from streams.settings import get_settings
 
 CUDF_HELP = (
@@ -69,15 +69,16 @@ def profile(  # noqa: PLR0917 (click passes options by position)
     """
     if engine == "cudf":
         _install_cudf_pandas()
-    from streams.batch import profile_job  # noqa: PLC0415 (after cudf.pandas, if asked)
+    from streams.profiling import profile_job  # noqa: PLC0415 (after cudf.pandas, if asked)
 
     settings = get_settings()
     catalog = catalog_for(settings)
     if target != profile_job.RESULTS:
         catalog.dataset(target)  # a clear error for an unknown dataset, before any work
     request = profile_job.ProfileRequest(target, engine, input_path, check, limit)  # type: ignore[arg-type]
-    outcome = profile_job.run(request, settings, catalog, lambda m: console.print(f"   {m}"))
-    directory = out or profile_job.BatchSettings().out_dir or settings.stack.root / "profiles"
+    batch = profile_job.BatchSettings()
+    outcome = profile_job.run(request, settings, catalog, lambda m: console.print(f"   {m}"), batch)
+    directory = out or batch.out_dir or settings.stack.root / "profiles"
     for path, built in zip(
         profile_job.write(outcome.profiles, directory), outcome.profiles, strict=True
     ):

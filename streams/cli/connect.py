@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import click
 from rich.table import Table
 
 from streams.cli import console
-from streams.connect import ConnectClient, ConnectError, ConnectorStatus, load_connector
+from streams.runtime.waiting import wait_until
+from streams.sdk.connect_client import ConnectClient, ConnectError, ConnectorStatus, load_connector
 from streams.settings import get_settings
 
 _STATE_STYLE = {"RUNNING": "green", "FAILED": "red", "PAUSED": "yellow", "UNASSIGNED": "yellow"}
@@ -87,20 +87,21 @@ def apply(
 
 
 def _await_running(client: ConnectClient, name: str, timeout: float) -> ConnectorStatus:
-    deadline = time.monotonic() + timeout
+    latest: list[ConnectorStatus | None] = [None]
+
+    def settled() -> bool:
+        try:
+            status = client.status(name)
+        except ConnectError:
+            status = None  # the worker has not written the first status yet
+        latest[0] = status
+        return status is not None and (status.healthy or status.failed)
+
     with console.status(f"waiting for {name} to run"):
-        while True:
-            try:
-                status = client.status(name)
-            except ConnectError:
-                status = None  # the worker has not written the first status yet
-            if status is not None and (status.healthy or status.failed):
-                return status
-            if time.monotonic() > deadline:
-                if status is None:
-                    raise ConnectError(f"connector {name!r} has no status after {timeout:.0f}s")
-                return status
-            time.sleep(0.5)
+        wait_until(settled, timeout, interval=0.5)
+    if (status := latest[0]) is None:
+        raise ConnectError(f"connector {name!r} has no status after {timeout:.0f}s")
+    return status
 
 
 @connect.command()

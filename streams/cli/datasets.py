@@ -9,9 +9,9 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from streams.catalog import catalog_for
 from streams.cli import console
-from streams.client import SluiceClient
+from streams.contracts.catalog import catalog_for
+from streams.sdk.client import SluiceClient
 from streams.settings import get_settings
 
 

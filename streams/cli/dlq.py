@@ -7,9 +7,9 @@ from datetime import UTC, datetime
 import click
 from rich.markup import escape
 
-from streams.catalog import catalog_for
 from streams.cli import console
-from streams.deadletters import dlq_topic_name, read_recent, replay
+from streams.contracts.catalog import catalog_for
+from streams.runtime.dlq_replay import dlq_topic_name, read_recent, replay
 from streams.settings import Settings, get_settings
 
 

@@ -8,10 +8,10 @@ from typing import Any
 import click
 from rich.table import Table
 
-from streams import kafka
-from streams.batch.topics import read_history
-from streams.catalog import catalog_for
 from streams.cli import console
+from streams.contracts.catalog import catalog_for
+from streams.profiling.topics import read_history
+from streams.runtime import kafka
 from streams.settings import get_settings
 
 ALERTS_TOPIC = "drift.alerts"
@@ -86,7 +86,7 @@ def reset(prefix: str) -> None:
     Needed after a change of detector layout that a new version cannot read, or
     to re-learn warm-up references. Profiles on drift.profiles are kept.
     """
-    from processors.drifting.store import read_latest  # noqa: PLC0415
+    from processors.drift.store import read_latest  # noqa: PLC0415
 
     settings = get_settings()
     catalog = catalog_for(settings)

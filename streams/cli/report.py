@@ -8,12 +8,12 @@ from pathlib import Path
 import click
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
-from streams import clickhouse
 from streams.cli import console
 from streams.cli.sql import warehouse
-from streams.report import build
-from streams.report.queries import QUERIES, Query
 from streams.settings import get_settings
+from streams.warehouse import clickhouse
+from streams.warehouse.report import build
+from streams.warehouse.report.queries import QUERIES, Query
 
 
 @click.command()

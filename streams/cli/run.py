@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
+
 import click
 
 import processors
 from streams.cli import console
-from streams.runner import Runner
+from streams.runtime.runner import Runner
+from streams.runtime.spec import ProcessorSpec
+from streams.runtime.tracing import setup_tracing
 from streams.settings import get_settings
-from streams.tracing import setup_tracing
+from streams.stack import local_processor_environment
 
 
 @click.command()
@@ -17,7 +21,7 @@ from streams.tracing import setup_tracing
     "--metrics-port",
     type=int,
     default=None,
-    help="Prometheus port of this replica (default SLUICE_METRICS__PORT; runner processors).",
+    help="Prometheus port of this replica (default SLUICE_METRICS__PORT).",
 )
 def run(processor: str, metrics_port: int | None) -> None:
     """Run PROCESSOR until SIGTERM; start more replicas to share its partitions.
@@ -27,20 +31,23 @@ def run(processor: str, metrics_port: int | None) -> None:
     replica a stable name.
     """
     settings = get_settings()
-    loaded = processors.resolve(processor)
-    console.print(f"running {processor} ({loaded.description}) — Ctrl-C or SIGTERM to stop")
-    if loaded.main is not None:
-        loaded.main(settings)
-        return
-    assert loaded.spec is not None  # noqa: S101 (resolve returns one or the other)
+    # Defaults only the local stack knows (never overriding what is set explicitly).
+    for name, value in local_processor_environment(settings).items():
+        os.environ.setdefault(name, value)
+    spec = processors.resolve(processor)
+    config = spec.build_settings()  # the processor's own settings, built once, handed in
+    console.print(f"running {processor} ({spec.description}) — Ctrl-C or SIGTERM to stop")
     provider = setup_tracing(f"sluice-{processor}", settings)
-    runner = Runner(loaded.spec, settings, metrics_port=metrics_port)
-    runner.install_signal_handlers()
     try:
-        runner.run()
+        if isinstance(spec, ProcessorSpec):
+            runner = Runner(spec, settings, config, metrics_port=metrics_port)
+            runner.install_signal_handlers()
+            runner.run()
+        else:
+            spec.run(settings, config, metrics_port)
     finally:
         if provider is not None:
-            provider.shutdown()
+            provider.shutdown()  # flushes the last spans
 
 
 COMMANDS = [run]

@@ -7,9 +7,10 @@ import sys
 import click
 from rich.table import Table
 
-from streams import kafka, registry
-from streams.catalog import catalog_for
 from streams.cli import console, err_console
+from streams.contracts import registry
+from streams.contracts.catalog import catalog_for
+from streams.runtime import kafka
 from streams.settings import get_settings
 
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import click
 from rich.table import Table
 
-from streams import clickhouse, migrations
 from streams.cli import console
 from streams.settings import Settings, get_settings
+from streams.warehouse import clickhouse, migrations
 
 MIGRATIONS = Path("infra/clickhouse/migrations")
 

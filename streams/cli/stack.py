@@ -89,7 +89,7 @@ def status() -> None:
 def _connectors(settings: Settings) -> None:
     """The Connect worker's connectors, their state and tasks (details: `sluice connect status`)."""
     from streams.cli.connect import connector_table  # noqa: PLC0415
-    from streams.connect import ConnectClient, ConnectError  # noqa: PLC0415
+    from streams.sdk.connect_client import ConnectClient, ConnectError  # noqa: PLC0415
 
     try:
         connectors = ConnectClient(f"http://127.0.0.1:{settings.stack.connect_port}", 5).statuses()

@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import functools
 import shutil
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from streams.runtime.waiting import wait_until
 from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
-from streams.stack.connect import Connect
+from streams.stack.connect_worker import Connect
 from streams.stack.triton import Triton
 
 Report = Callable[[str], None]
@@ -26,6 +26,17 @@ COMPONENTS: list[type[Component]] = [Kafka, SchemaRegistry, Connect, Triton]
 def component_names() -> list[str]:
     """Every component the stack knows, in start order."""
     return [cls.name for cls in COMPONENTS]
+
+
+def local_processor_environment(settings: Settings) -> dict[str, str]:
+    """Processor settings that only the local stack knows, as environment variables.
+
+    Processors never import the stack; ``sluice run`` adds these (without
+    overriding anything set explicitly) so that, say, infer labels its results
+    with the device the local Triton runs on.
+    """
+    device = Triton(settings).device()
+    return {"SLUICE_INFER__DEVICE": device} if device else {}
 
 
 def _prefixed(report: Report, title: str, message: str) -> None:
@@ -82,9 +93,10 @@ class Stack:
             self._wait_healthy(component, report)
 
     def _wait_healthy(self, component: Component, report: Report) -> None:
-        deadline = time.monotonic() + component.start_timeout_s
-        last_error = ""
-        while time.monotonic() < deadline:
+        last_error = detail = ""
+
+        def healthy() -> bool:
+            nonlocal last_error, detail
             if not component.process.is_running():
                 raise ComponentError(
                     f"{component.title} exited during start-up. Last lines of "
@@ -92,10 +104,12 @@ class Stack:
                 )
             try:
                 detail = component.probe()
-            except Exception as exc:
+            except Exception as exc:  # any failure means "not ready yet"
                 last_error = str(exc)
-                time.sleep(0.5)
-                continue
+                return False
+            return True
+
+        if wait_until(healthy, component.start_timeout_s, interval=0.5):
             report(f"{component.title}: healthy at {component.address()} ({detail})")
             return
         raise ComponentError(

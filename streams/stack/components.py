@@ -12,15 +12,16 @@ from pathlib import Path
 
 import httpx
 
+from streams.errors import SluiceError
+from streams.runtime import maven
 from streams.settings import Settings
-from streams.stack import maven
 from streams.stack.java import find_java
 from streams.stack.process import ManagedProcess
 
 INFRA = "infra/local"
 
 
-class ComponentError(RuntimeError):
+class ComponentError(SluiceError):
     """A component could not be fetched, configured or started."""
 
 
@@ -68,6 +69,32 @@ class Component(ABC):
         target.write_text(text)
         return target
 
+    def resolve_jars(
+        self, pom: str, classpath_file: Path, version: str, what: str, progress: maven.Progress
+    ) -> None:
+        """Resolve ``infra/local/maven/<pom>/pom.xml`` at Kafka ``version``, unless done before.
+
+        The classpath is recorded in ``classpath_file``; it is resolved again when a jar
+        it names is gone.
+        """
+        if classpath_file.exists() and all(
+            p.exists() for p in maven.read_classpath(classpath_file)
+        ):
+            return
+        progress(f"fetching {what} {version} jars from Maven Central")
+        maven.build_classpath(
+            self.settings.project_root / INFRA / "maven" / pom / "pom.xml",
+            classpath_file,
+            {"kafka.version": version},
+            self.stack.maven,
+            progress,
+        )
+
+    @staticmethod
+    def classpath(classpath_file: Path) -> str:
+        """The ``-cp`` argument of the jars recorded in ``classpath_file``."""
+        return ":".join(str(p) for p in maven.read_classpath(classpath_file))
+
     @property
     def start_timeout_s(self) -> float:
         """How long `up` waits for the component to become healthy."""
@@ -111,18 +138,7 @@ class Kafka(Component):
 
     def fetch(self, progress: maven.Progress) -> None:
         """Resolve kafka_2.13 and its runtime dependencies with Maven."""
-        if self.classpath_file.exists() and all(
-            p.exists() for p in maven.read_classpath(self.classpath_file)
-        ):
-            return
-        progress(f"fetching Kafka {self.stack.kafka_version} jars from Maven Central")
-        maven.build_classpath(
-            self.settings.project_root / INFRA / "maven" / "kafka" / "pom.xml",
-            self.classpath_file,
-            {"kafka.version": self.stack.kafka_version},
-            self.stack.maven,
-            progress,
-        )
+        self.resolve_jars("kafka", self.classpath_file, self.stack.kafka_version, "Kafka", progress)
 
     def _java(self) -> Path:
         return find_java(17, self.stack.java_home)
@@ -143,7 +159,7 @@ class Kafka(Component):
         if (self.data_dir / "meta.properties").exists():
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        base = [str(self._java()), *self._jvm_flags(), "-cp", self._classpath()]
+        base = [str(self._java()), *self._jvm_flags(), "-cp", self.classpath(self.classpath_file)]
         cluster_id = (
             subprocess.run(
                 [*base, "kafka.tools.StorageTool", "random-uuid"],
@@ -174,9 +190,6 @@ class Kafka(Component):
                 f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
             )
 
-    def _classpath(self) -> str:
-        return ":".join(str(p) for p in maven.read_classpath(self.classpath_file))
-
     def _jvm_flags(self) -> list[str]:
         return [f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"]
 
@@ -190,7 +203,7 @@ class Kafka(Component):
             "-Dsluice.component=kafka",
             *self._jvm_flags(),
             "-cp",
-            self._classpath(),
+            self.classpath(self.classpath_file),
             "kafka.Kafka",
             str(self.config_dir / "server.properties"),
         ]

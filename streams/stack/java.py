@@ -9,10 +9,12 @@ import subprocess
 from functools import lru_cache
 from pathlib import Path
 
+from streams.errors import ConfigurationError
+
 _VERSION = re.compile(r'version "(\d+)(?:\.(\d+))?')
 
 
-class JavaNotFoundError(RuntimeError):
+class JavaNotFoundError(ConfigurationError):
     """No JDK of the needed version is installed."""
 
 
@@ -58,7 +60,10 @@ def find_java(min_major: int, preferred: Path | None = None, *, newest: bool = F
         java = preferred / "bin" / "java"
         major = java_major(java)
         if major is None or major < min_major:
-            raise JavaNotFoundError(f"{java} is Java {major}, but Java {min_major}+ is needed")
+            raise JavaNotFoundError(
+                f"{java} is Java {major}, but Java {min_major}+ is needed; point "
+                f"SLUICE_STACK__*JAVA_HOME at a JDK {min_major}+"
+            )
         return java
     usable = [(java_major(j) or 0, j) for j in candidates()]
     usable = [(m, j) for m, j in usable if m >= min_major]

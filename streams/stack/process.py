@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from streams.runtime.waiting import wait_until
+
 
 @dataclass(frozen=True)
 class ManagedProcess:
@@ -85,10 +87,7 @@ class ManagedProcess:
             self.pid_file.unlink(missing_ok=True)
             return False
         os.killpg(pid, signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline and self.pid() is not None:
-            time.sleep(0.2)
-        if self.pid() is not None:
+        if not wait_until(lambda: self.pid() is None, timeout, interval=0.2):
             os.killpg(pid, signal.SIGKILL)
             while self.pid() is not None:
                 time.sleep(0.1)
@@ -114,14 +113,14 @@ def _wait_for_cmdline(pid: int, timeout: float = 5.0) -> None:
     Right after exec, /proc/<pid>/cmdline can read empty for a moment; ``pid()``
     would then take a healthy start for a dead process.
     """
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def shown() -> bool:
         try:
-            if Path(f"/proc/{pid}/cmdline").read_bytes():
-                return
+            return bool(Path(f"/proc/{pid}/cmdline").read_bytes())
         except OSError:
-            return  # gone already: pid() reports it
-        time.sleep(0.01)
+            return True  # gone already: pid() reports it
+
+    wait_until(shown, timeout, interval=0.01)
 
 
 def _is_zombie(pid: int) -> bool:

@@ -16,8 +16,8 @@ from pathlib import Path
 
 import httpx
 
-from streams.models import ModelCatalogError, load_models
-from streams.stack import maven
+from streams.llm.model_catalog import ModelCatalogError, load_models
+from streams.runtime import maven
 from streams.stack.components import Component, ComponentError
 from streams.stack.venv import ensure_venv, venv_python
 
@@ -133,6 +133,14 @@ class Triton(Component):
             f"http://127.0.0.1:{self.stack.triton_http_port}"
         )
 
+    def device(self) -> str | None:
+        """The device the running server bound its models to (from its status file), if any."""
+        try:
+            device = json.loads(self.status_file.read_text()).get("device")
+        except (OSError, ValueError):
+            return None
+        return str(device) if device else None
+
     def probe(self) -> str:
         """Server ready, every expected model READY; e.g. "Triton 2.51.0, models: minilm (cpu)"."""
         base = f"http://127.0.0.1:{self.stack.triton_http_port}"
@@ -148,8 +156,4 @@ class Triton(Component):
         ]
         if missing:
             raise ComponentError(f"models not ready yet: {', '.join(missing)}")
-        try:
-            device = json.loads(self.status_file.read_text()).get("device", "?")
-        except (OSError, ValueError):
-            device = "?"
-        return f"Triton {version}, models: {', '.join(self.models)} ({device})"
+        return f"Triton {version}, models: {', '.join(self.models)} ({self.device() or '?'})"

@@ -16,6 +16,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from streams.errors import SluiceError
+
 Progress = Callable[[str], None]
 
 #: Recorded inside the venv once it is complete.
@@ -32,7 +34,7 @@ _SHOWN = (
 )
 
 
-class VenvError(RuntimeError):
+class VenvError(SluiceError):
     """A virtual environment could not be created or installed into."""
 
 

@@ -4,11 +4,16 @@ The stack runs on its own ports and state directory (``.sluice-test/``) so it
 never touches a developer's ``sluice up``. Every test gets fresh topics,
 subjects and consumer groups (a uuid suffix), so tests never see each
 other's records.
+
+The stack's environment (``TEST_ENV``) is in ``os.environ`` only while this
+folder's tests run (the processes they start inherit it); importing this file
+changes nothing, so unit tests in the same session see the usual defaults.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 
 import pytest
 from opentelemetry import trace
@@ -36,9 +41,8 @@ TEST_ENV = {
     "SLUICE_STACK__CONNECT_PORT": str(_BASE + 83),
     "SLUICE_METRICS__PORT": "0",
 }
-for _name in ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL", "SLUICE_CONNECT__URL"):
-    os.environ.pop(_name, None)
-os.environ.update(TEST_ENV)
+#: Client addresses a developer may have set: the stack's ports decide them instead.
+CLEARED = ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL", "SLUICE_CONNECT__URL")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -48,8 +52,19 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.integration)
 
 
-@pytest.fixture(scope="session")
-def stack() -> Settings:
+@pytest.fixture(scope="package", autouse=True)
+def stack_environment() -> Iterator[None]:
+    """The stack's environment while this folder's tests run; the previous one afterwards."""
+    with pytest.MonkeyPatch.context() as patch:
+        for name in CLEARED:
+            patch.delenv(name, raising=False)
+        for name, value in TEST_ENV.items():
+            patch.setenv(name, value)
+        yield
+
+
+@pytest.fixture(scope="package")
+def stack(stack_environment: None) -> Iterator[Settings]:
     """Kafka and the Schema Registry, started once (reused if already up)."""
     settings = Settings()
     local = Stack(settings, only=["kafka", "registry"])
@@ -64,8 +79,8 @@ def stack() -> Settings:
         local.down(print)
 
 
-@pytest.fixture(scope="session")
-def triton(stack: Settings) -> Settings:
+@pytest.fixture(scope="package")
+def triton(stack: Settings) -> Iterator[Settings]:
     """Triton serving the platform's models, started once (the first time builds its venv)."""
     local = Stack(stack, only=["triton"])
     local.up(print)
@@ -74,8 +89,8 @@ def triton(stack: Settings) -> Settings:
         local.down(print)
 
 
-@pytest.fixture(scope="session")
-def connect_worker(stack: Settings) -> Settings:
+@pytest.fixture(scope="package")
+def connect_worker(stack: Settings) -> Iterator[Settings]:
     """The Kafka Connect worker on the session's stack (started on first use)."""
     worker = Stack(stack, only=["connect"])
     worker.up(print)

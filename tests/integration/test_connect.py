@@ -28,13 +28,14 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Consumer, Message, TopicPartition
 
-from streams import kafka
-from streams.dlq import parse_error_headers
-from streams.serde import AvroSerde
+from streams.contracts.serde import AvroSerde
+from streams.runtime import kafka
+from streams.runtime.dead_letters import parse_error_headers
 from streams.settings import PROJECT_ROOT, Settings
 from streams.stack import Stack
-from tests.integration import postgres
-from tests.integration.helpers import (
+from tests.support import postgres
+from tests.support.tickets import TicketFactory
+from tests.support.world import (
     World,
     make_world,
     process_log,
@@ -43,7 +44,6 @@ from tests.integration.helpers import (
     stop_all,
     wait_for,
 )
-from tests.unit.test_contracts import good_ticket
 
 FILE_CONNECTOR = PROJECT_ROOT / "connectors" / "support-tickets-file.json"
 POSTGRES_CONNECTOR = PROJECT_ROOT / "connectors" / "support-tickets-postgres.json"
@@ -128,7 +128,9 @@ def high_watermark(settings: Settings, topic: str) -> int:
 
 
 # -- FileStream source --------------------------------------------------------------
-def ticket_lines(start: int, count: int, *, broken_every: int = 0) -> tuple[list[str], set[str]]:
+def ticket_lines(
+    good_ticket: TicketFactory, start: int, count: int, *, broken_every: int = 0
+) -> tuple[list[str], set[str]]:
     """JSON lines of tickets ``start..start+count``; returns (lines, ids that are valid)."""
     lines, valid = [], set()
     for i in range(start, start + count):
@@ -142,8 +144,10 @@ def ticket_lines(start: int, count: int, *, broken_every: int = 0) -> tuple[list
     return lines, valid
 
 
-def test_jsonl_file_is_ingested_and_validated_exactly(world: World, tmp_path: Path):
-    lines, valid = ticket_lines(0, 2000, broken_every=20)  # 100 break the contract
+def test_jsonl_file_is_ingested_and_validated_exactly(
+    world: World, tmp_path: Path, good_ticket: TicketFactory
+):
+    lines, valid = ticket_lines(good_ticket, 0, 2000, broken_every=20)  # 100 break the contract
     garbage = ['{"ticket_id": "TCK-9', "not json at all"]  # truncated and not JSON
     source = tmp_path / "tickets.jsonl"
     source.write_text("\n".join(lines[:1000] + garbage + lines[1000:]) + "\n")
@@ -177,7 +181,7 @@ def test_jsonl_file_is_ingested_and_validated_exactly(world: World, tmp_path: Pa
         assert meta["op"] is None and meta["deleted"] is False
 
         # The FileStream source tails the file: appended lines are ingested too.
-        more, more_valid = ticket_lines(5000, 300)
+        more, more_valid = ticket_lines(good_ticket, 5000, 300)
         with source.open("a") as out:
             out.write("\n".join(more) + "\n")
         validated = read_all(world.settings, world.validated, len(valid) + 300, timeout=120)
@@ -320,13 +324,15 @@ def test_postgres_row_changes_arrive_as_validated_change_events(
 
 # -- the worker dies mid-ingestion ----------------------------------------------------
 @pytest.mark.slow
-def test_worker_killed_mid_ingestion_loses_and_duplicates_nothing(world: World, tmp_path: Path):
+def test_worker_killed_mid_ingestion_loses_and_duplicates_nothing(
+    world: World, tmp_path: Path, good_ticket: TicketFactory
+):
     # A tiny batch.size makes thousands of small transactions: slow enough for the kill to
     # land mid-file, and likely inside an open transaction. The total is a multiple of it:
     # the FileStream source leaves buffered lines unread when a poll fills a batch exactly
     # at the end of the file (see connectors/README.md).
     total, batch = 60_000, 20
-    lines, valid = ticket_lines(0, total)
+    lines, valid = ticket_lines(good_ticket, 0, total)
     source = tmp_path / "big.jsonl"
     source.write_text("\n".join(lines) + "\n")
     start_processor(world, "validate")

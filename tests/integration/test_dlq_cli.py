@@ -10,9 +10,8 @@ import sys
 import pytest
 import yaml
 
-from streams.dlq import REPLAY_COUNT
-from tests.integration.helpers import World, make_world, produce, read_all, running
-from tests.unit.test_contracts import good_ticket
+from streams.runtime.dead_letters import REPLAY_COUNT
+from tests.support.world import World, make_world, produce, read_all, running
 
 
 @pytest.fixture
@@ -32,7 +31,7 @@ def sluice(world: World, *args: str) -> subprocess.CompletedProcess[str]:
     return result
 
 
-def test_show_then_fix_the_contract_and_replay_once(world: World):
+def test_show_then_fix_the_contract_and_replay_once(world: World, good_ticket):
     valid = [json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}")).encode() for i in range(20)]
     invalid = [
         json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}", priority="critical")).encode()

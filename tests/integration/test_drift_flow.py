@@ -8,10 +8,10 @@ from collections import Counter
 import pytest
 from confluent_kafka import Producer, TopicPartition
 
-from streams import kafka
-from streams.serde import AvroSerde
-from tests.drift_streams import results, tickets
-from tests.integration.helpers import (
+from streams.contracts.serde import AvroSerde
+from streams.runtime import kafka
+from tests.support.drift_streams import results, tickets
+from tests.support.world import (
     World,
     make_world,
     process_log,

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from streams import kafka
-from streams.client import SluiceClient
-from streams.records import InferenceRequest, InferenceResult
-from streams.serde import AvroSerde
-from tests.integration.helpers import (
+from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.contracts.serde import AvroSerde
+from streams.runtime import kafka
+from streams.sdk.client import SluiceClient
+from tests.support.world import (
     World,
     committed_count,
     make_world,

@@ -9,9 +9,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from processors.guarding.embedder import EmbedderError, TritonEmbedder
-from processors.guarding.injection import ExemplarSet, InjectionScorer, PatternSet
-from processors.guarding.settings import GuardSettings
+from processors.guard.embedder import EmbedderError, TritonEmbedder
+from processors.guard.injection import ExemplarSet, InjectionScorer, PatternSet
+from processors.guard.settings import GuardSettings
 from streams.settings import Settings
 
 pytestmark = pytest.mark.integration

@@ -8,14 +8,14 @@ from collections import Counter
 import numpy as np
 import pytest
 
-from streams import kafka
-from streams.models import load_models
-from streams.records import InferenceRequest, InferenceResult
-from streams.serde import AvroSerde
+from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.contracts.serde import AvroSerde
+from streams.llm.model_catalog import load_models
+from streams.llm.tokenizing import TokenCounter, search_paths
+from streams.runtime import kafka
 from streams.settings import Settings
 from streams.stack import Stack
-from streams.tokenizing import TokenCounter, search_paths
-from tests.integration.helpers import (
+from tests.support.world import (
     World,
     make_world,
     produce,

@@ -15,12 +15,13 @@ from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.avro import AvroDeserializer, AvroSerializer
 from confluent_kafka.serialization import MessageField, SerializationContext
 
-from streams import kafka
-from streams.records import InferenceRequest
-from streams.serde import AvroSerde
-from tests.integration.helpers import World, make_world, read_all
+from streams.contracts.records import InferenceRequest
+from streams.contracts.serde import AvroSerde
+from streams.runtime import kafka
+from tests.support.world import World, make_world, read_all
 
-FAUST_SCRIPT = Path(__file__).with_name("faust_round_trip.py")
+#: A faust-streaming app, run as its own process (faust owns the event loop).
+FAUST_SCRIPT = Path(__file__).parents[1] / "support" / "faust_round_trip.py"
 
 
 def new_topic(settings, partitions=3) -> str:
@@ -86,7 +87,7 @@ def test_faust_streaming_round_trip(stack):
 def test_serde_interoperates_with_confluent_serializers(stack, tmp_path):
     world: World = make_world(stack, tmp_path)
     # make_world only registers dataset topics; the request schema is registered here.
-    from streams import registry
+    from streams.contracts import registry
 
     specs = [world.catalog.topics[t] for t in world.catalog.topics]
     registry.apply(world.settings.registry, world.catalog, specs)

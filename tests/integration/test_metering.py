@@ -15,14 +15,15 @@ from decimal import Decimal
 import pytest
 from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
-from processors.sink_tables import sink_topics
-from streams import clickhouse, kafka
-from streams.budgets import BudgetView
-from streams.client import SluiceClient
-from streams.records import InferenceRequest
-from streams.serde import AvroSerde
-from tests.integration import metering as m
-from tests.integration.helpers import (
+from streams.contracts.records import InferenceRequest
+from streams.contracts.serde import AvroSerde
+from streams.llm.budgets import BudgetView
+from streams.runtime import kafka
+from streams.sdk.client import SluiceClient
+from streams.warehouse import clickhouse
+from streams.warehouse.tables import sink_topics
+from tests.support import metering as m
+from tests.support.world import (
     process_log,
     read_all,
     start_processor,

@@ -8,15 +8,15 @@ import math
 import pandas as pd
 import pytest
 
-from processors.drifting.store import read_latest
-from streams import kafka
-from streams.batch import pandas_engine, profile_job, spark_engine
-from streams.catalog import load_catalog
-from streams.profiles import Profile
-from streams.serde import AvroSerde
+from processors.drift.store import read_latest
+from streams.contracts.catalog import load_catalog
+from streams.contracts.serde import AvroSerde
+from streams.profiling import pandas_engine, profile_job, spark_engine
+from streams.profiling.profiles import Profile
+from streams.runtime import kafka
 from streams.settings import PROJECT_ROOT
-from tests.drift_streams import results, tickets
-from tests.integration.helpers import World, make_world, produce
+from tests.support.drift_streams import results, tickets
+from tests.support.world import World, make_world, produce
 
 
 @pytest.fixture(scope="module")

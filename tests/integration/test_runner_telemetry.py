@@ -8,8 +8,7 @@ import socket
 import httpx
 import pytest
 
-from tests.integration.helpers import World, make_world, produce, read_all, running, wait_for
-from tests.unit.test_contracts import good_ticket
+from tests.support.world import World, make_world, produce, read_all, running, wait_for
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
 PARENT = f"00-{TRACE_ID}-00f067aa0ba902b7-01"
@@ -26,7 +25,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def test_traceparent_continues_into_outputs(world: World):
+def test_traceparent_continues_into_outputs(world: World, good_ticket):
     from confluent_kafka import Producer
 
     producer = Producer(world.settings.kafka.client_config())
@@ -48,7 +47,7 @@ def test_traceparent_continues_into_outputs(world: World):
     assert dict(dead.headers())["traceparent"] == PARENT.encode(), "DLQ keeps original headers"
 
 
-def test_traceparent_copied_when_tracing_is_off(world: World):
+def test_traceparent_copied_when_tracing_is_off(world: World, good_ticket):
     from confluent_kafka import Producer
 
     producer = Producer(world.settings.kafka.client_config())
@@ -63,7 +62,7 @@ def test_traceparent_copied_when_tracing_is_off(world: World):
     assert dict(validated.headers())["traceparent"] == PARENT.encode()
 
 
-def test_prometheus_metrics(world: World):
+def test_prometheus_metrics(world: World, good_ticket):
     port = free_port()
     values = [json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}")).encode() for i in range(30)]
     produce(world.settings, world.raw, [*values, b"garbage", b"{}"])

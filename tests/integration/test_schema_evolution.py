@@ -11,9 +11,10 @@ import pytest
 import yaml
 from confluent_kafka.schema_registry import SchemaRegistryClient
 
-from streams import kafka, registry
-from streams.registry import IncompatibleSchemaError
-from tests.integration.helpers import World, apply, make_world
+from streams.contracts import registry
+from streams.contracts.registry import IncompatibleSchemaError
+from streams.runtime import kafka
+from tests.support.world import World, apply, make_world
 
 
 @pytest.fixture

@@ -16,16 +16,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from processors import sink
-from processors.metering.usage import usage_of
-from streams import clickhouse, kafka
+from processors.meter.usage import usage_of
+from processors.sink import processor as sink
+from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
+from streams.contracts.serde import AvroSerde
 from streams.errors import RecordError
-from streams.pricing import load_prices
-from streams.processor import Context, InputRecord
-from streams.records import GuardVerdict, InferenceRequest, InferenceResult
-from streams.serde import AvroSerde
+from streams.llm.pricing import load_prices
+from streams.runtime import kafka
+from streams.runtime.spec import InputRecord, NoSettings
+from streams.runtime.testing import Harness
 from streams.settings import PROJECT_ROOT, Settings
-from tests.integration.helpers import World, make_world
+from streams.warehouse import clickhouse
+from tests.support.world import World, make_world
 
 T0 = datetime(2026, 3, 5, 10, 0, tzinfo=UTC)
 PRICES = load_prices(PROJECT_ROOT / "schemas" / "prices.yaml")
@@ -100,13 +102,15 @@ def records(serde: AvroSerde) -> list[InputRecord]:
 
 
 def run_sink(settings: Settings, world: World, serde: AvroSerde, batch: list[InputRecord]) -> list:
-    ctx = Context("sink", settings, world.catalog, logging.getLogger("test"))
-    ctx.services["serde"] = serde
-    sink.setup(ctx)
-    try:
-        return sink.process_batch(batch, ctx)
-    finally:
-        sink.teardown(ctx)
+    """The sink's batch function over ``batch``, set up and torn down as the runner does."""
+    with Harness(
+        sink.PROCESSOR,
+        settings=settings,
+        config=NoSettings(),
+        catalog=world.catalog,
+        registry=serde.registry,
+    ) as harness:
+        return list(sink.PROCESSOR.process_batch(batch, harness.ctx))
 
 
 def table(settings: Settings, name: str) -> list[tuple]:

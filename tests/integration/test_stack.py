@@ -9,7 +9,7 @@ import pytest
 
 from streams.settings import Settings, StackSettings
 from streams.stack import Stack
-from tests.integration.helpers import wait_for
+from tests.support.world import wait_for
 
 
 @pytest.fixture

@@ -9,12 +9,13 @@ from collections import defaultdict
 
 import pytest
 
-from streams import clickhouse, kafka
-from streams.client import SluiceClient
-from streams.records import InferenceRequest
-from streams.serde import AvroSerde
+from streams.contracts.records import InferenceRequest
+from streams.contracts.serde import AvroSerde
+from streams.runtime import kafka
+from streams.sdk.client import SluiceClient
 from streams.settings import Settings, TelemetrySettings
-from tests.integration.helpers import (
+from streams.warehouse import clickhouse
+from tests.support.world import (
     World,
     make_world,
     process_log,

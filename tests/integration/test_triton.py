@@ -21,16 +21,20 @@ import numpy as np
 import pytest
 import tritonclient.grpc as grpcclient
 
-from streams.models import DEFAULT_MODELS_FILE, load_models
+from streams.llm.model_catalog import DEFAULT_MODELS_FILE, load_models
+from streams.llm.tokenizing import TokenCounter, search_paths
 from streams.settings import Settings
 from streams.stack import Stack
 from streams.stack.triton import Triton
-from streams.tokenizing import TokenCounter, search_paths
-from tests.integration.helpers import reference
+from tests.support.world import reference
 
 pytestmark = pytest.mark.integration
 
-VENV = Path(os.environ["SLUICE_STACK__TRITON_VENV"])
+
+def triton_venv() -> Path:
+    """The Triton venv of the session's stack (set while the integration tests run)."""
+    return Path(os.environ["SLUICE_STACK__TRITON_VENV"])
+
 
 SENTENCES = [
     "Hello world",
@@ -78,7 +82,9 @@ def test_minilm_equals_sentence_transformers_and_counts_true_tokens(
     assert counts.dtype == np.int32 and counts.shape == (len(SENTENCES), 1)
     assert counts.ravel().tolist() == expected["num_input_tokens"] == [4, 15, 2, 10, 402]
     catalog = load_models()
-    counter = TokenCounter(catalog.path.parent, search_paths(Settings(stack={"triton_venv": VENV})))
+    counter = TokenCounter(
+        catalog.path.parent, search_paths(Settings(stack={"triton_venv": triton_venv()}))
+    )
     assert counter.count(catalog.get("minilm"), SENTENCES) == counts.ravel().tolist()
 
 
@@ -144,7 +150,9 @@ def test_textgen_generates_exactly_max_tokens_and_reports_true_counts(
 ) -> None:
     prompt = "Summarise the ticket: the invoice was charged twice."
     catalog = load_models()
-    counter = TokenCounter(catalog.path.parent, search_paths(Settings(stack={"triton_venv": VENV})))
+    counter = TokenCounter(
+        catalog.path.parent, search_paths(Settings(stack={"triton_venv": triton_venv()}))
+    )
     [prompt_tokens] = counter.count(catalog.get("textgen"), [prompt])
     for max_tokens in (1, 7, 64):
         out = generate(prompt, {"max_tokens": max_tokens, "temperature": 0}, exclude_input=True)

@@ -7,10 +7,10 @@ from collections import Counter
 
 import pytest
 
-from streams.client import SluiceClient
-from streams.dlq import parse_error_headers
-from streams.serde import AvroSerde
-from tests.integration.helpers import (
+from streams.contracts.serde import AvroSerde
+from streams.runtime.dead_letters import parse_error_headers
+from streams.sdk.client import SluiceClient
+from tests.support.world import (
     World,
     make_world,
     process_log,
@@ -18,7 +18,6 @@ from tests.integration.helpers import (
     read_all,
     running,
 )
-from tests.unit.test_contracts import good_ticket
 
 
 @pytest.fixture
@@ -26,13 +25,20 @@ def world(stack, tmp_path) -> World:
     return make_world(stack, tmp_path)
 
 
-def ticket(i: int, **changes) -> dict:
-    return good_ticket(ticket_id=f"TCK-{i:08d}", **changes)
+@pytest.fixture
+def ticket(good_ticket):
+    """Builds ticket number ``i``: ``ticket(i, **changes)``."""
+
+    def build(i: int, **changes) -> dict:
+        return good_ticket(ticket_id=f"TCK-{i:08d}", **changes)
+
+    return build
 
 
-def test_valid_invalid_and_garbage_inputs(world: World):
+def test_valid_invalid_and_garbage_inputs(world: World, ticket):
     serde = AvroSerde(
-        __import__("streams.kafka", fromlist=["registry"]).registry(world.settings), world.catalog
+        __import__("streams.runtime.kafka", fromlist=["registry"]).registry(world.settings),
+        world.catalog,
     )
     envelope = serde.encoder("raw.support_tickets")
     with SluiceClient(world.settings, world.catalog, source="test") as client:
@@ -101,7 +107,7 @@ def test_valid_invalid_and_garbage_inputs(world: World):
     assert "priority: is not one of" in info.message
 
 
-def test_validated_records_decode_with_the_registered_schema(world: World):
+def test_validated_records_decode_with_the_registered_schema(world: World, ticket):
     from confluent_kafka.schema_registry import SchemaRegistryClient
     from confluent_kafka.schema_registry.avro import AvroDeserializer
     from confluent_kafka.serialization import MessageField, SerializationContext

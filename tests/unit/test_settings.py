@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
@@ -54,3 +57,28 @@ def test_invalid_values_are_refused(monkeypatch):
     monkeypatch.setenv("SLUICE_RUNNER__BATCH_SIZE", "0")
     with pytest.raises(ValidationError, match="batch_size"):
         Settings()
+
+
+def test_the_integration_tier_does_not_change_what_unit_tests_see():
+    """Its conftest sets the test stack's environment only while its own tests run.
+
+    Collecting both tiers imports it (so does this test); unit tests that run in
+    the same session, before or after the integration tests, see the usual stack.
+    """
+    environment = dict(os.environ)
+    from tests.integration import conftest as integration
+
+    assert dict(os.environ) == environment, "importing the conftest changed os.environ"
+    test_stack = integration.TEST_ENV
+    for name in (
+        "SLUICE_STACK__STATE_DIR",
+        "SLUICE_STACK__KAFKA_PORT",
+        "SLUICE_STACK__REGISTRY_PORT",
+    ):
+        assert os.environ.get(name) != test_stack[name], name
+    settings = Settings()
+    assert settings.stack.state_dir != Path(test_stack["SLUICE_STACK__STATE_DIR"])
+    assert settings.kafka.bootstrap_servers != f"127.0.0.1:{test_stack['SLUICE_STACK__KAFKA_PORT']}"
+    if not any(name.startswith(("SLUICE_STACK__", "SLUICE_KAFKA__")) for name in environment):
+        assert settings.stack.state_dir == Path(".sluice")
+        assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"

@@ -1,0 +1,204 @@
+"""guard: the gate between tenants' text and models, and between models and storage.
+
+Two routes in one processor (one consumer group, one transaction per batch):
+
+* ``inference.requests`` → ``inference.requests.safe`` (PII redacted per the
+  tenant's policy, injection-scored, with the verdict) or
+  ``inference.requests.blocked`` (the redacted copy and the reason: a PII entity
+  whose policy is ``block``, a prompt injection, an exhausted budget, or an
+  analyzer that failed — guard fails closed);
+* ``inference.responses`` → ``inference.results``: the model's output redacted
+  the same way before anyone stores it.
+
+Every finding goes to ``pii.findings`` with offsets, type, score and
+recognizer, never the matched text. The engine (``processors.guard``) does
+the work and is pure; this module maps records to it and back.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from processors.guard import GuardEngine, GuardItem, Inspection
+from processors.guard.budget_gate import BudgetGate
+from processors.guard.embedder import EmbedderError
+from processors.guard.engine import BLOCK, INPUT_FIELD, OUTPUT_FIELD
+from processors.guard.settings import GuardSettings
+from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
+from streams.errors import TransientError
+from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
+
+REQUESTS = "inference.requests"
+SAFE = "inference.requests.safe"
+BLOCKED = "inference.requests.blocked"
+RESPONSES = "inference.responses"
+RESULTS = "inference.results"
+FINDINGS = "pii.findings"
+BUDGET_EXCEEDED = "budget_exceeded"
+
+#: Answers "why must this tenant's requests stop now?" (None: they may go on).
+BudgetCheck = Callable[[str], "str | None"]
+
+
+# -- pure functions -----------------------------------------------------------------
+def guard_requests(
+    requests: Sequence[InferenceRequest],
+    engine: GuardEngine,
+    over_budget: BudgetCheck | None = None,
+    spans: Sequence[Any] | None = None,
+) -> list[list[Output]]:
+    """Inspect prompts; per request, its safe or blocked copy plus its findings."""
+    inspections = engine.inspect_batch(
+        [GuardItem(r.request_id, r.tenant_id, r.input_text, INPUT_FIELD) for r in requests]
+    )
+    outputs: list[list[Output]] = []
+    for request, inspection in zip(requests, inspections, strict=True):
+        verdict = inspection.verdict
+        if not inspection.blocked and over_budget is not None:
+            reason = over_budget(request.tenant_id)
+            if reason is not None:
+                verdict = dataclasses.replace(verdict, action=BLOCK, reason=BUDGET_EXCEEDED)
+        guarded = dataclasses.replace(request, input_text=inspection.text, guard=verdict)
+        trace_verdict(spans[len(outputs)] if spans else None, inspection.field, request, verdict)
+        topic = BLOCKED if verdict.action == BLOCK else SAFE
+        outputs.append(
+            [Output(topic, guarded.to_avro(), key=request.request_id), *_findings(inspection)]
+        )
+    return outputs
+
+
+def guard_results(
+    results: Sequence[InferenceResult], engine: GuardEngine, spans: Sequence[Any] | None = None
+) -> list[list[Output]]:
+    """Redact model outputs; per result, the stored result plus its findings.
+
+    Embedding results have no text and pass with a verdict that says so; a
+    result whose analysis failed keeps its status but its text is withheld.
+    """
+    texts = [(i, r) for i, r in enumerate(results) if r.output_text]
+    inspections = dict(
+        zip(
+            (i for i, _ in texts),
+            engine.redact_batch(
+                [
+                    GuardItem(r.request_id, r.tenant_id, r.output_text or "", OUTPUT_FIELD)
+                    for _, r in texts
+                ]
+            ),
+            strict=True,
+        )
+    )
+    outputs = []
+    for index, result in enumerate(results):
+        inspection = inspections.get(index)
+        if inspection is None:
+            stored = result
+            found: list[Output] = []
+        else:
+            stored = dataclasses.replace(
+                result, output_text=inspection.text, output_guard=inspection.verdict
+            )
+            found = _findings(inspection)
+            trace_verdict(spans[index] if spans else None, OUTPUT_FIELD, result, inspection.verdict)
+        outputs.append([Output(RESULTS, stored.to_avro(), key=result.request_id), *found])
+    return outputs
+
+
+def trace_verdict(
+    span: Any, field: str, record: InferenceRequest | InferenceResult, verdict: GuardVerdict
+) -> None:
+    """Guard's decision on the record's span: action, reason, counts; never text or values."""
+    if span is None:
+        return
+    span.set_attributes(
+        {
+            "sluice.guard.field": field,
+            "sluice.guard.action": verdict.action,
+            "sluice.guard.reason": verdict.reason or "",
+            "sluice.guard.policy_version": verdict.policy_version,
+            "sluice.guard.entities": ",".join(
+                f"{k}:{v}" for k, v in sorted(verdict.entity_counts.items())
+            ),
+            "sluice.guard.injection_score": verdict.injection_score,
+            "sluice.tenant_id": record.tenant_id,
+            "sluice.request_id": record.request_id,
+        }
+    )
+
+
+def _findings(inspection: Inspection) -> list[Output]:
+    return [Output(FINDINGS, f.to_avro(), key=f.request_id) for f in inspection.findings]
+
+
+# -- the processor declaration --------------------------------------------------------
+@dataclasses.dataclass
+class GuardResources:
+    """The engine (Presidio, policy, injection scorer) and, when enforced, the budget gate."""
+
+    engine: GuardEngine
+    over_budget: BudgetGate | None
+
+
+GuardContext = Context[GuardSettings, GuardResources]
+
+
+def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
+    settings = ctx.config
+    return GuardResources(
+        engine=GuardEngine.from_settings(settings, platform_triton_url=ctx.settings.triton.url),
+        over_budget=(
+            BudgetGate(ctx.settings, ctx.catalog, ready_timeout_s=settings.budgets_ready_timeout_s)
+            if settings.budgets == "enforce"
+            else None
+        ),
+    )
+
+
+def _teardown(ctx: GuardContext) -> None:
+    ctx.resources.engine.close()
+    if ctx.resources.over_budget is not None:
+        ctx.resources.over_budget.close()
+
+
+def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Outcome]:
+    engine = ctx.resources.engine
+    requests = [(i, r) for i, r in enumerate(records) if r.topic == REQUESTS]
+    responses = [(i, r) for i, r in enumerate(records) if r.topic == RESPONSES]
+    outcomes: list[Outcome | None] = [None] * len(records)
+    try:
+        if requests:
+            guarded = guard_requests(
+                [InferenceRequest.from_avro(r.value) for _, r in requests],
+                engine,
+                ctx.resources.over_budget,
+                [r.span for _, r in requests],
+            )
+            for (index, _), outputs in zip(requests, guarded, strict=True):
+                outcomes[index] = outputs
+        if responses:
+            stored = guard_results(
+                [InferenceResult.from_avro(r.value) for _, r in responses],
+                engine,
+                [r.span for _, r in responses],
+            )
+            for (index, _), outputs in zip(responses, stored, strict=True):
+                outcomes[index] = outputs
+    except EmbedderError as exc:
+        # Triton is a dependency: retry the batch later rather than pass prompts unscored.
+        raise TransientError(f"prompt embeddings unavailable: {exc}") from exc
+    return [o if o is not None else [] for o in outcomes]
+
+
+PROCESSOR: ProcessorSpec[GuardSettings, GuardResources] = ProcessorSpec(
+    name="guard",
+    description="Redact PII and stop hostile prompts; redact model outputs before storage.",
+    settings=GuardSettings,
+    inputs=lambda catalog, settings: [REQUESTS, RESPONSES],
+    outputs=lambda catalog, settings: [SAFE, BLOCKED, RESULTS, FINDINGS],
+    process_batch=_process_batch,
+    setup=_setup,
+    teardown=_teardown,
+    batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),
+)

@@ -1,0 +1,1 @@
+"""infer: micro-batches of safe requests onto Triton, results out."""

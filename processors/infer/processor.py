@@ -1,0 +1,249 @@
+"""infer: ``inference.requests.safe`` → ``inference.responses``, through Triton.
+
+This is the stage that spends the money, so it keeps the accelerator busy with
+full batches while every request gets exactly one result:
+
+* the runner hands over up to ``SLUICE_INFER__MAX_RECORDS_PER_POLL`` requests,
+  waiting at most ``SLUICE_INFER__MAX_BATCH_LATENCY_MS`` for them;
+* they are routed by their ``model`` field (``infra/triton/models.yaml``),
+  checked against the model's limits with its own tokenizer, cut into
+  micro-batches of the model's batch size, and sent with up to
+  ``SLUICE_INFER__MAX_IN_FLIGHT`` Triton calls at once;
+* Triton unreachable or overloaded: the runner aborts the transaction, rewinds,
+  pauses the partitions and retries with backoff, so the backlog drains when
+  Triton returns; a request that can never succeed gets an error result and
+  its original goes to the DLQ.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind
+from prometheus_client import Counter, Histogram
+
+from processors.infer.planning import (
+    BACKEND_REJECTED,
+    Completion,
+    Job,
+    Refusal,
+    error_result,
+    micro_batches,
+    plan,
+    result_of,
+)
+from processors.infer.settings import InferSettings
+from processors.infer.triton_calls import (
+    BackendRejectedError,
+    BackendUnavailableError,
+    TritonBackend,
+)
+from streams.contracts.records import InferenceRequest, InferenceResult, utcnow
+from streams.errors import RecordError, TransientError, inference_refusal
+from streams.llm.model_catalog import ModelCatalog, load_models
+from streams.llm.tokenizing import TokenCounter, search_paths
+from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
+
+_TRACER = trace.get_tracer("sluice.infer")
+REQUESTS = "inference.requests.safe"
+RESPONSES = "inference.responses"
+
+RESULTS = Counter(
+    "sluice_infer_results_total", "Results produced, by model and status.", ["model", "status"]
+)
+TOKENS = Counter(
+    "sluice_infer_tokens_total",
+    "Tokens served, by model and kind (input/output).",
+    ["model", "kind"],
+)
+MICRO_BATCH = Histogram(
+    "sluice_infer_micro_batch_size",
+    "Requests per Triton call.",
+    ["model"],
+    buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
+)
+TRITON_SECONDS = Histogram(
+    "sluice_infer_triton_seconds",
+    "Duration of one Triton call.",
+    ["model"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+QUEUE_SECONDS = Histogram(
+    "sluice_infer_queue_seconds",
+    "From arrival in the input topic to the Triton call.",
+    ["model"],
+    buckets=(0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+)
+
+
+def infer_batch(
+    records: Sequence[InputRecord],
+    *,
+    catalog: ModelCatalog,
+    counter: TokenCounter,
+    backend: TritonBackend,
+    settings: InferSettings,
+    device: str,
+) -> list[Outcome]:
+    """One outcome per request: its result, or an error result plus a dead letter."""
+    requests = [(InferenceRequest.from_avro(r.value), r.timestamp_ms) for r in records]
+    spans = [r.span for r in records]
+    planned = plan(requests, catalog, counter.count)
+    jobs = [p for p in planned if isinstance(p, Job)]
+    try:
+        done = backend.run(list(micro_batches(jobs, settings.max_batch_size))) if jobs else {}
+        versions = {j.model.triton_model: backend.model_version(j.model.triton_model) for j in jobs}
+    except BackendUnavailableError as exc:
+        raise TransientError(str(exc)) from exc
+    now = utcnow()
+    outcomes: list[Outcome] = []
+    for item in planned:
+        if isinstance(item, Refusal):
+            outcomes.append(_refused(item.request, item.code, item.message, now))
+            continue
+        answer = done[item.index]
+        if isinstance(answer, BackendRejectedError):
+            outcomes.append(
+                _refused(item.request, BACKEND_REJECTED, str(answer), now, item.model.operation)
+            )
+            continue
+        answer = _with_output_tokens(item, answer, counter)
+        result = result_of(
+            item, answer, version=versions[item.model.triton_model], device=device, now=now
+        )
+        _observe(item, answer, result.input_tokens, result.output_tokens)
+        _trace(spans[item.index], item, answer, result, backend.url)
+        outcomes.append([Output(RESPONSES, result.to_avro(), key=result.request_id)])
+    return outcomes
+
+
+def _with_output_tokens(job: Job, done: Completion, counter: TokenCounter) -> Completion:
+    """A model that does not report its output tokens gets them counted here."""
+    if done.output_text is None or done.output_tokens is not None:
+        return done
+    [tokens] = counter.count(job.model, [done.output_text])
+    return Completion(
+        done.output_text,
+        done.embedding,
+        done.input_tokens,
+        tokens,
+        done.started_ms,
+        done.inference_ms,
+        done.batch_size,
+    )
+
+
+def _refused(
+    request: InferenceRequest, code: str, message: str, now: datetime, operation: str = ""
+) -> RecordError:
+    result = error_result(request, code, message, now=now, operation=operation)
+    RESULTS.labels(request.model, "error").inc()
+    return inference_refusal(code)(
+        f"{code}: {message}",
+        details={"model": request.model, "request_id": request.request_id},
+        outputs=[Output(RESPONSES, result.to_avro(), key=request.request_id)],
+    )
+
+
+def _observe(job: Job, done: Completion, input_tokens: int, output_tokens: int) -> None:
+    model = job.request.model
+    RESULTS.labels(model, "ok").inc()
+    TOKENS.labels(model, "input").inc(input_tokens)
+    TOKENS.labels(model, "output").inc(output_tokens)
+    QUEUE_SECONDS.labels(model).observe(max(0.0, done.started_ms - job.arrived_ms) / 1000)
+    TRITON_SECONDS.labels(model).observe(done.inference_ms / 1000)
+    MICRO_BATCH.labels(model).observe(done.batch_size)
+
+
+def _trace(span: Any, job: Job, done: Completion, result: InferenceResult, url: str) -> None:
+    """Mark the request's span with GenAI attributes and add the Triton call as its child.
+
+    A micro-batch is one Triton call; each of its requests' traces shows it.
+    """
+    if span is None:
+        return
+    attributes: dict[str, str | int] = {
+        "gen_ai.operation.name": job.model.operation,
+        "gen_ai.system": "triton",
+        "gen_ai.request.model": job.request.model,
+        "gen_ai.response.model": f"{job.model.triton_model}:{result.model_version}",
+        "gen_ai.usage.input_tokens": result.input_tokens,
+        "gen_ai.usage.output_tokens": result.output_tokens,
+        "sluice.tenant_id": job.request.tenant_id,
+        "sluice.request_id": job.request.request_id,
+    }
+    span.set_attributes(attributes)
+    start_ns = int(done.started_ms * 1_000_000)
+    call = _TRACER.start_span(
+        f"{job.model.operation} {job.request.model}",
+        context=trace.set_span_in_context(span),
+        kind=SpanKind.CLIENT,
+        start_time=start_ns,
+        attributes={
+            **attributes,
+            "server.address": url,
+            "sluice.batch_size": done.batch_size,
+            "sluice.queue_ms": result.queue_ms,
+        },
+    )
+    call.end(end_time=start_ns + int(done.inference_ms * 1_000_000))
+
+
+# -- the processor declaration --------------------------------------------------------
+@dataclass
+class InferResources:
+    """The model catalog, the token counter, the Triton client and the device label."""
+
+    catalog: ModelCatalog
+    counter: TokenCounter
+    backend: TritonBackend
+    device: str
+
+
+InferContext = Context[InferSettings, InferResources]
+
+
+def _setup(ctx: Context[InferSettings, None]) -> InferResources:
+    triton = ctx.settings.triton
+    catalog = load_models(triton.models_file)
+    return InferResources(
+        catalog=catalog,
+        counter=TokenCounter(catalog.path.parent, search_paths(ctx.settings)),
+        backend=TritonBackend(
+            triton.url, timeout_s=triton.timeout_s, max_in_flight=ctx.config.max_in_flight
+        ),
+        device=ctx.config.device or "triton",
+    )
+
+
+def _teardown(ctx: InferContext) -> None:
+    ctx.resources.backend.close()
+
+
+def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Outcome]:
+    r = ctx.resources
+    return infer_batch(
+        records,
+        catalog=r.catalog,
+        counter=r.counter,
+        backend=r.backend,
+        settings=ctx.config,
+        device=r.device,
+    )
+
+
+PROCESSOR: ProcessorSpec[InferSettings, InferResources] = ProcessorSpec(
+    name="infer",
+    description="Micro-batch safe requests onto Triton; exactly one result per request.",
+    settings=InferSettings,
+    inputs=lambda catalog, settings: [REQUESTS],
+    outputs=lambda catalog, settings: [RESPONSES],
+    process_batch=_process_batch,
+    setup=_setup,
+    teardown=_teardown,
+    batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),
+)

@@ -1,0 +1,242 @@
+"""sink: every analytics topic into ClickHouse, in batches, losing nothing.
+
+Reads every topic of the catalog that has a table (``streams.warehouse.tables``):
+inference requests and results, the metering topics, PII findings, drift
+alerts and every ``*.dlq`` (headers only, never the payload). Each runner batch
+(up to 5,000 records or 1 s, unless ``SLUICE_RUNNER__BATCH_*`` say otherwise)
+becomes one INSERT per table; the runner commits the input offsets only after
+every insert of the batch succeeded. If ClickHouse fails, the batch raises
+``TransientError``: the runner commits nothing, rewinds, pauses and retries
+with backoff, so nothing is lost while ClickHouse is down, and the rows of a
+batch that half-succeeded are inserted again and collapse (ReplacingMergeTree
+on each record's natural id).
+
+The connection is opened on the first batch (retried like any batch until
+ClickHouse answers); it applies the pending migrations first. With the embedded engine (chdb) this
+process owns the database directory and serves other processes' queries
+(``streams.warehouse.clickhouse.QueryServer``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from streams.contracts.catalog import Catalog
+from streams.contracts.serde import AvroSerde
+from streams.errors import ConfigurationError, RecordError, RowRejected, TransientError
+from streams.runtime.spec import Context, InputRecord, NoSettings, Outcome, ProcessorSpec
+from streams.warehouse import clickhouse, migrations
+from streams.warehouse.tables import AVRO_INGEST, BY_TOPIC, TableSpec, sink_topics, table_for
+
+log = logging.getLogger("sluice.sink")
+MIGRATIONS = "infra/clickhouse/migrations"
+
+
+def inputs(catalog: Catalog) -> list[str]:
+    """Every catalog topic with a table; warns about those without a dead-letter topic."""
+    read, skipped = sink_topics(catalog)
+    for topic in skipped:
+        log.warning(
+            "sink: not reading %s: it has no dead-letter topic. Set `dlq: true` on it in "
+            "schemas/topics.yaml and run `sluice schemas apply`.",
+            topic,
+        )
+    return read
+
+
+def to_rows(
+    records: Sequence[InputRecord], serde: AvroSerde | None, catalog: Catalog
+) -> tuple[dict[str, tuple[TableSpec, list[Any]]], list[Outcome]]:
+    """Rows per table for a batch, and the outcome of each record (pure but for decoding)."""
+    tables: dict[str, tuple[TableSpec, list[Any]]] = {}
+    outcomes: list[Outcome] = []
+    for record in records:
+        spec = table_for(record.topic)
+        if spec is None:
+            outcomes.append(RowRejected(f"no table for topic {record.topic}", stage="sink"))
+            continue
+        try:
+            value: dict[str, Any] = {}
+            if spec.avro:
+                if serde is None:
+                    raise ConfigurationError(
+                        f"sink: topic {record.topic} is Avro but the sink was given no Avro "
+                        "serde; run it with a Schema Registry (`sluice run sink`)"
+                    )
+                # As written: rows read fields by name, so no schema resolution is needed.
+                value = serde.decode_as_written(record.raw)
+            rows = spec.rows(record, value)
+        except RecordError as error:
+            outcomes.append(error)
+            continue
+        except (KeyError, TypeError, ValueError) as exc:
+            outcomes.append(
+                RowRejected(
+                    f"{record.topic} record does not fit table {spec.table}: "
+                    f"{type(exc).__name__}: {exc}",
+                    details={"exception": type(exc).__name__},
+                )
+            )
+            continue
+        tables.setdefault(spec.table, (spec, []))[1].extend(rows)
+        outcomes.append([])
+    return tables, outcomes
+
+
+@dataclass
+class SinkResources:
+    """The ClickHouse connections, opened on the first batch, and rows inserted per table."""
+
+    inserted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    warehouse: clickhouse.DirectWarehouse | None = None
+    # With the embedded engine: a second connection that serves other processes' queries.
+    reader: clickhouse.DirectWarehouse | None = None
+    query_server: clickhouse.QueryServer | None = None
+
+
+SinkContext = Context[NoSettings, SinkResources]
+
+
+def setup(ctx: Context[NoSettings, None]) -> SinkResources:
+    """Nothing to open yet: the first batch connects, so a down ClickHouse only pauses."""
+    return SinkResources()
+
+
+def process_batch(records: Sequence[InputRecord], ctx: SinkContext) -> list[Outcome]:
+    """Insert the batch, one INSERT per table; raise TransientError if ClickHouse fails."""
+    outcomes: list[Outcome | None] = [None] * len(records)
+    rest = list(range(len(records)))
+    if ctx.settings.clickhouse.avro_ingest:
+        rest = _insert_avro(records, ctx, outcomes)
+    tables, decoded = to_rows([records[i] for i in rest], ctx.serde, ctx.catalog)
+    for index, outcome in zip(rest, decoded, strict=True):
+        outcomes[index] = outcome
+    done = [o if o is not None else [] for o in outcomes]
+    if not tables:
+        return done
+    _insert_rows(tables, ctx)
+    return done
+
+
+def _insert_avro(
+    records: Sequence[InputRecord], ctx: SinkContext, outcomes: list[Outcome | None]
+) -> list[int]:
+    """ClickHouse-decoded inserts of the Avro topics it can take; returns the records left.
+
+    A topic's records go in one INSERT of their raw bytes. If ClickHouse refuses it (a
+    value it cannot decode, a schema it cannot fetch), those records take the Python
+    path, which finds the bad ones and dead-letters them, or raises TransientError when
+    ClickHouse itself is down. An INSERT is one block, so nothing is half-applied; a
+    replay would collapse anyway.
+    """
+    by_topic: dict[str, list[int]] = {}
+    rest: list[int] = []
+    for index, record in enumerate(records):
+        staging = AVRO_INGEST.get(record.topic)
+        if staging is None or not record.raw or record.raw[0] != 0:
+            rest.append(index)
+        else:
+            by_topic.setdefault(record.topic, []).append(index)
+    if not by_topic:
+        return rest
+    warehouse = _warehouse(ctx)
+    registry = ctx.settings.clickhouse.avro_registry_url or ctx.settings.registry.url
+    for topic, indexes in by_topic.items():
+        try:
+            warehouse.insert_avro(
+                AVRO_INGEST[topic], [records[i].raw or b"" for i in indexes], registry
+            )
+        except clickhouse.WarehouseError as exc:
+            log.warning(
+                "sink: ClickHouse did not take %d %s records as Avro (%s); decoding them here",
+                len(indexes),
+                topic,
+                exc,
+            )
+            rest.extend(indexes)
+            continue
+        ctx.resources.inserted[BY_TOPIC[topic].table] += len(indexes)
+        for index in indexes:
+            outcomes[index] = []
+    return sorted(rest)
+
+
+def _insert_rows(tables: dict[str, tuple[TableSpec, list[Any]]], ctx: SinkContext) -> None:
+    warehouse = _warehouse(ctx)
+    try:
+        for table, (spec, rows) in tables.items():
+            warehouse.insert(table, rows, spec.columns)
+            ctx.resources.inserted[table] += len(rows)
+    except clickhouse.WarehouseError as exc:
+        # The connection stays: clickhouse-connect reconnects over HTTP by itself, and an
+        # embedded engine keeps serving queries (and keeps its state) while the runner waits.
+        raise TransientError(f"ClickHouse insert failed: {exc}") from exc
+
+
+def teardown(ctx: SinkContext) -> None:
+    """Stop serving queries and release the database."""
+    _disconnect(ctx.resources)
+    for table, count in sorted(ctx.resources.inserted.items()):
+        log.info("sink: %d rows inserted into %s", count, table)
+
+
+def _warehouse(ctx: SinkContext) -> clickhouse.DirectWarehouse:
+    resources = ctx.resources
+    if resources.warehouse is not None:
+        return resources.warehouse
+    settings = ctx.settings
+    database = settings.clickhouse.database
+    try:
+        bootstrap = clickhouse.connect(settings)
+        try:
+            clickhouse.ensure_database(bootstrap, database)
+        finally:
+            bootstrap.close()
+        warehouse = clickhouse.connect(settings, database=database)
+        applied = migrations.migrate(warehouse, settings.project_root / MIGRATIONS)
+    except clickhouse.WarehouseError as exc:
+        raise TransientError(f"ClickHouse unavailable: {exc}") from exc
+    new = [f"{o.version:04d}_{o.name}" for o in applied if o.action == "applied"]
+    log.info(
+        "sink: writing to %s, database %s%s",
+        warehouse.description,
+        database,
+        f" (applied migrations {', '.join(new)})" if new else "",
+    )
+    resources.warehouse = warehouse
+    path = clickhouse.chdb_path(settings.clickhouse_url)
+    if path is not None:
+        reader = clickhouse.connect(settings, database=database)
+        resources.query_server = clickhouse.QueryServer(
+            reader, path, settings.clickhouse.query_host
+        ).start()
+        resources.reader = reader
+    return warehouse
+
+
+def _disconnect(resources: SinkResources) -> None:
+    if resources.query_server is not None:
+        resources.query_server.close()
+        resources.query_server = None
+    for connection in (resources.reader, resources.warehouse):
+        if connection is not None:
+            connection.close()
+    resources.reader = resources.warehouse = None
+
+
+PROCESSOR: ProcessorSpec[NoSettings, SinkResources] = ProcessorSpec(
+    name="sink",
+    description="analytics topics and dead letters into ClickHouse",
+    inputs=lambda catalog, _settings: inputs(catalog),
+    outputs=lambda _catalog, _settings: [],
+    process_batch=process_batch,
+    decode_inputs=False,
+    setup=setup,
+    teardown=teardown,
+    # Larger, slower batches than a hop: one INSERT per table per batch.
+    batching=lambda _settings: (5000, 1000),
+)

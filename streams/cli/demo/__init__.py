@@ -1,0 +1,1 @@
+"""``sluice demo``: real events through every processor, analytics printed; one module per step."""

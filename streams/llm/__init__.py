@@ -1,0 +1,1 @@
+"""LLM operations: the model catalog, exact prices, budgets and token counting."""

@@ -1,0 +1,339 @@
+"""Tenants' budgets: the config file (``schemas/budgets.yaml``) and ``BudgetView``.
+
+``meter`` adds every request's tokens and cost to the tenant's day and month
+spend and publishes the tenant's status to the compacted topic
+``metering.budgets`` (key = tenant). ``BudgetView`` follows that topic from the
+beginning in a background thread, keeps the latest status per tenant, and
+answers ``is_over_hard_budget(tenant)`` from memory, so guard can ask it for
+every request at no cost.
+
+How guard uses it::
+
+    view = BudgetView(settings, catalog)     # once, in setup
+    view.start()
+    view.wait_ready(timeout=30)              # caught up with the topic's end at start
+    ...
+    reason = view.is_over_hard_budget(request.tenant_id)
+    if reason is not None:                   # e.g. "day usd budget of 50 reached (51.2)"
+        block(request, reason="budget_exceeded", detail=reason)
+    ...
+    view.close()                             # in teardown
+
+A status only counts while its period lasts: a tenant over its daily budget
+is allowed again when the UTC day changes, even before meter writes a new
+status. Enforcement is as fresh as ``metering.budgets`` (meter writes it after
+every request, so requests in flight when the limit is crossed still pass).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from confluent_kafka import KafkaError, TopicPartition
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from streams.contracts import money
+from streams.contracts.catalog import Catalog
+from streams.contracts.serde import AvroSerde
+from streams.errors import ConfigurationError, RecordError
+from streams.runtime import kafka
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+BUDGETS_TOPIC = "metering.budgets"
+Period = Literal["day", "month"]
+PERIODS: tuple[Period, ...] = ("day", "month")
+
+
+class BudgetConfigError(ConfigurationError, ValueError):
+    """``budgets.yaml`` is malformed; the message names the tenant and field."""
+
+
+class Limits(BaseModel):
+    """Budget of one period; None means unlimited."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    tokens: int | None = Field(None, ge=0)
+    usd: Decimal | None = None
+
+    @field_validator("usd", mode="before")
+    @classmethod
+    def _usd(cls, value: Any) -> Decimal | None:
+        return None if value is None else money.non_negative(value, what="usd")
+
+
+class TenantBudget(BaseModel):
+    """A tenant's budgets per period, and whether they are enforced."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    hard: bool = False
+    day: Limits = Limits()
+    month: Limits = Limits()
+
+    def limits(self, period: Period) -> Limits:
+        """The limits of ``period``."""
+        return self.day if period == "day" else self.month
+
+
+class BudgetConfig(BaseModel):
+    """The whole ``budgets.yaml``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    alert_thresholds_pct: tuple[int, ...] = (80, 100)
+    default: TenantBudget | None = None
+    tenants: dict[str, TenantBudget] = Field(default_factory=dict)
+
+    @field_validator("alert_thresholds_pct")
+    @classmethod
+    def _thresholds(cls, value: tuple[int, ...]) -> tuple[int, ...]:
+        if any(t <= 0 for t in value):
+            raise ValueError("thresholds are percentages above 0")
+        return tuple(sorted(set(value)))
+
+    def for_tenant(self, tenant: str) -> TenantBudget:
+        """The tenant's budget, the default one, or no budget at all."""
+        return self.tenants.get(tenant) or self.default or TenantBudget()
+
+
+def load_budgets(path: Path) -> BudgetConfig:
+    """Load and validate ``budgets.yaml``."""
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        return BudgetConfig.model_validate(raw)
+    except OSError as exc:
+        raise BudgetConfigError(f"cannot read the budgets file {path}: {exc}") from exc
+    except yaml.YAMLError as exc:
+        raise BudgetConfigError(f"{path} is not valid YAML: {exc}") from exc
+    except ValidationError as exc:
+        problems = "\n".join(
+            f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
+        )
+        raise BudgetConfigError(f"{path} is not a valid budgets file:\n{problems}") from exc
+
+
+@dataclass(frozen=True, slots=True)
+class PeriodSpend:
+    """Spend of one period, as published on ``metering.budgets``."""
+
+    period: str
+    period_start: datetime
+    period_end: datetime
+    tokens: int
+    cost: Decimal
+    token_limit: int | None
+    cost_limit: Decimal | None
+    requests: int
+
+    def over(self) -> str | None:
+        """Why this period's budget is reached, or None."""
+        if self.token_limit is not None and self.tokens >= self.token_limit:
+            return f"{self.period} token budget of {self.token_limit} reached ({self.tokens})"
+        if self.cost_limit is not None and self.cost >= self.cost_limit:
+            return (
+                f"{self.period} usd budget of {_plain(self.cost_limit)} reached "
+                f"({_plain(self.cost)})"
+            )
+        return None
+
+
+def _plain(amount: Decimal) -> str:
+    """An amount without trailing zeros and never in exponent form (50, not 5E+1)."""
+    text = f"{amount:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetStatus:
+    """sluice.v1.BudgetStatus: a tenant's current spend against its budgets."""
+
+    tenant_id: str
+    hard: bool
+    periods: tuple[PeriodSpend, ...]
+    version: int
+    updated_at: datetime
+
+    @classmethod
+    def from_avro(cls, value: dict[str, Any]) -> BudgetStatus:
+        """From the decoded Avro record."""
+        return cls(
+            tenant_id=value["tenant_id"],
+            hard=value["hard"],
+            periods=tuple(PeriodSpend(**p) for p in value["periods"]),
+            version=value["version"],
+            updated_at=value["updated_at"],
+        )
+
+    def to_avro(self) -> dict[str, Any]:
+        """The dict the Avro encoder takes."""
+        return {
+            "tenant_id": self.tenant_id,
+            "hard": self.hard,
+            "periods": [
+                {
+                    "period": p.period,
+                    "period_start": p.period_start,
+                    "period_end": p.period_end,
+                    "tokens": p.tokens,
+                    "cost": p.cost,
+                    "token_limit": p.token_limit,
+                    "cost_limit": p.cost_limit,
+                    "requests": p.requests,
+                }
+                for p in self.periods
+            ],
+            "version": self.version,
+            "updated_at": self.updated_at,
+        }
+
+    def over_budget(self, now: datetime) -> str | None:
+        """Why the tenant is over a budget whose period is still running, or None."""
+        for period in self.periods:
+            if period.period_start <= now < period.period_end:
+                reason = period.over()
+                if reason is not None:
+                    return reason
+        return None
+
+
+class BudgetView:
+    """The latest ``BudgetStatus`` per tenant, kept current by a background consumer.
+
+    The consumer is assigned every partition of ``metering.budgets`` from the
+    beginning (no consumer group: each view reads the whole topic), reads only
+    committed records, and keeps the status with the highest version per
+    tenant. ``wait_ready`` returns once it has read up to the end offsets the
+    topic had when the view started.
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        catalog: Catalog,
+        *,
+        topic: str = BUDGETS_TOPIC,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
+        self.settings = settings
+        self.catalog = catalog
+        self.topic = topic
+        self._clock = clock
+        self._statuses: dict[str, BudgetStatus] = {}
+        self._lock = threading.Lock()
+        self._ready = threading.Event()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.error: BaseException | None = None
+        self.records_read = 0
+
+    # -- what guard calls -------------------------------------------------------
+    def is_over_hard_budget(self, tenant: str) -> str | None:
+        """The reason the tenant must be blocked (an enforced budget is reached), or None."""
+        status = self.status(tenant)
+        if status is None or not status.hard:
+            return None
+        return status.over_budget(self._clock())
+
+    def update(self, status: BudgetStatus) -> None:
+        """Keep ``status`` if it is the tenant's newest (what the consumer calls)."""
+        with self._lock:
+            current = self._statuses.get(status.tenant_id)
+            if current is None or status.version >= current.version:
+                self._statuses[status.tenant_id] = status
+
+    def status(self, tenant: str) -> BudgetStatus | None:
+        """The tenant's latest status, or None when meter has not seen it."""
+        with self._lock:
+            return self._statuses.get(tenant)
+
+    def tenants(self) -> list[str]:
+        """Every tenant with a status."""
+        with self._lock:
+            return sorted(self._statuses)
+
+    # -- lifecycle --------------------------------------------------------------
+    def start(self) -> BudgetView:
+        """Start following the topic in a daemon thread."""
+        self._thread = threading.Thread(target=self._follow, name="budget-view", daemon=True)
+        self._thread.start()
+        return self
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until the view has caught up with the topic as it was at start."""
+        return self._ready.wait(timeout)
+
+    def close(self) -> None:
+        """Stop the background consumer."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join(10)
+
+    def __enter__(self) -> BudgetView:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- the consumer -----------------------------------------------------------
+    def _follow(self) -> None:
+        try:
+            self._consume()
+        except BaseException as exc:  # surfaced through .error; guard must fail closed on it
+            self.error = exc
+            log.exception("budget view stopped following %s", self.topic)
+            raise
+
+    def _consume(self) -> None:
+        serde = AvroSerde(kafka.registry(self.settings), self.catalog)
+        schema = self.catalog.value_schema(self.topic)
+        physical = self.catalog.physical(self.topic)
+        consumer = kafka.consumer(
+            self.settings,
+            f"{self.settings.runner.group_prefix}.budget-view.{uuid.uuid4().hex[:8]}",
+            **{"enable.partition.eof": True},
+        )
+        try:
+            ends = kafka.end_offsets(consumer, [physical])
+            consumer.assign([TopicPartition(tp.topic, tp.partition, 0) for tp in ends])
+            pending = {tp.partition for tp, end in ends.items() if end > 0}
+            if not pending:
+                self._ready.set()
+            while not self._stopping.is_set():
+                for message in consumer.consume(500, 0.2):
+                    error = message.error()
+                    if error is not None:
+                        if error.code() == KafkaError._PARTITION_EOF:
+                            pending.discard(message.partition())
+                        else:
+                            log.warning("budget view: %s", error.str())
+                        continue
+                    self._apply(serde, schema, message.value())
+                if pending and not self._ready.is_set():
+                    positions = consumer.position([TopicPartition(physical, p) for p in pending])
+                    for tp in positions:
+                        if (tp.offset or 0) >= ends[TopicPartition(physical, tp.partition)]:
+                            pending.discard(tp.partition)
+                if not pending:
+                    self._ready.set()
+        finally:
+            consumer.close()
+
+    def _apply(self, serde: AvroSerde, schema: Any, raw: bytes | None) -> None:
+        if raw is None:  # a tombstone: the tenant's status was deleted
+            return
+        try:
+            status = BudgetStatus.from_avro(serde.decode(raw, schema))
+        except RecordError as error:
+            log.warning("budget view: skipping an unreadable status (%s)", error)
+            return
+        self.records_read += 1
+        self.update(status)

@@ -1,0 +1,394 @@
+"""The processor runner: poll → batch → process → produce → commit, exactly once.
+
+Every processor runs in this loop (DESIGN sections 3 and 4):
+
+* a consumer in the group ``<prefix>.<processor>`` reading only committed
+  records, and a transactional producer; each batch's outputs, dead-letter
+  records and input offsets are committed in one Kafka transaction
+  (``send_offsets_to_transaction``), so a crash at any point neither loses nor
+  duplicates anything downstream;
+* a record the processor refuses (``RecordError``), cannot decode, or that
+  makes it raise goes to ``<input topic>.dlq`` with its original bytes and
+  ``sluice.error.*`` headers; the batch carries on;
+* a dependency that is down (``TransientError``) aborts the transaction,
+  rewinds the batch, pauses the partitions and retries with backoff;
+* SIGTERM finishes the batch in hand, commits and leaves the group.
+
+What happens to the records of a batch (decode, process, isolate, encode,
+dead-letter) is ``streams.runtime.pipeline``, shared with the in-process
+harness; this module owns Kafka: the group, the transaction, the retries.
+
+Replicas share the input partitions through the consumer group; each has its
+own transactional id, and an instance that dies holding a transaction is
+aborted by the broker after ``transaction_timeout_ms``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import signal
+import threading
+import time
+from collections import Counter
+from contextlib import suppress
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from confluent_kafka import KafkaError, KafkaException, Message, TopicPartition
+from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind, Status, StatusCode
+
+from streams.contracts.catalog import Catalog, catalog_for
+from streams.contracts.serde import AvroSerde
+from streams.errors import ConfigurationError, TransientError
+from streams.runtime import kafka, metrics, tracing
+from streams.runtime.pipeline import BatchPipeline
+from streams.runtime.span_export import TOPIC as SPANS_TOPIC
+from streams.runtime.spec import Context, Headers, InputRecord, ProcessorSpec
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+class Runner:
+    """Runs one processor until stopped."""
+
+    def __init__(
+        self,
+        spec: ProcessorSpec[Any, Any],
+        settings: Settings,
+        config: Any = None,
+        catalog: Catalog | None = None,
+        *,
+        metrics_port: int | None = None,
+    ) -> None:
+        """``config``: the processor's own settings, built once (default: from the environment)."""
+        self.spec = spec
+        self.settings = settings
+        self.config = config if config is not None else spec.build_settings()
+        self.catalog = catalog or catalog_for(settings)
+        self.instance_id = settings.instance_id()
+        self.group_id = f"{settings.runner.group_prefix}.{spec.name}"
+        self.inputs = spec.inputs(self.catalog, self.config)
+        self.outputs = spec.outputs(self.catalog, self.config)
+        self._metrics_port = settings.metrics.port if metrics_port is None else metrics_port
+        self._batch_size, self._batch_timeout_s = self._batching()
+        self._stopping = threading.Event()
+        self._tracing = settings.telemetry.exporter != "none"
+        self._tracer = trace.get_tracer("sluice.runner")
+        self._registration: Path | None = None
+        self.logger = logging.getLogger(f"sluice.{spec.name}")
+        self.ctx: Context[Any, Any] | None = None
+        self.committed_batches = 0
+        self.committed_records = 0
+
+    # -- lifecycle --------------------------------------------------------------
+    def stop(self, *_: object) -> None:
+        """Ask the loop to finish the batch in hand, commit and exit."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        """SIGTERM and SIGINT stop the runner gracefully."""
+
+        def handler(signum: int, _frame: FrameType | None) -> None:
+            log.info("%s received, finishing the current batch", signal.Signals(signum).name)
+            self.stop()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self) -> None:
+        """Consume, process and commit until ``stop`` is called."""
+        self._start()
+        try:
+            while not self._stopping.is_set():
+                messages = self.consumer.consume(self._batch_size, self._batch_timeout_s)
+                batch = self._usable(messages)
+                if not batch:
+                    continue
+                try:
+                    self._commit_batch(batch)
+                except TransientError as exc:
+                    self.pipeline.rollback()
+                    self._rewind(batch)
+                    self._back_off(exc)
+                else:
+                    self._attempt = 0
+        finally:
+            self._close()
+
+    def _batching(self) -> tuple[int, float]:
+        runner = self.settings.runner
+        size, timeout_ms = runner.batch_size, runner.batch_timeout_ms
+        if self.spec.batching is not None:
+            own_size, own_timeout_ms = self.spec.batching(self.config)
+            explicit = runner.model_fields_set
+            size = size if "batch_size" in explicit else own_size
+            timeout_ms = timeout_ms if "batch_timeout_ms" in explicit else own_timeout_ms
+        return size, timeout_ms / 1000
+
+    # -- start and stop ---------------------------------------------------------
+    def _start(self) -> None:
+        runner = self.settings.runner
+        self.serde = AvroSerde(kafka.registry(self.settings), self.catalog)
+        bare = Context(
+            processor=self.spec.name,
+            settings=self.settings,
+            config=self.config,
+            catalog=self.catalog,
+            logger=self.logger,
+            serde=self.serde,
+            resources=None,
+            instance_id=self.instance_id,
+        )
+        probe = BatchPipeline(self.spec, bare, group_id=self.group_id)
+        self._check_topics(probe.dlq_topics)
+        probe.check_output_schemas()  # fail now, not mid-stream, if a schema is not registered
+        resources = self.spec.setup(bare) if self.spec.setup is not None else None
+        self.ctx = dataclasses.replace(bare, resources=resources)
+        self.pipeline = BatchPipeline(
+            self.spec,
+            self.ctx,
+            group_id=self.group_id,
+            tracing_on=self._tracing,
+            rethrow=(KafkaException,),
+        )
+        self.producer = kafka.producer(
+            self.settings,
+            **{
+                "transactional.id": f"{self.group_id}.{self.instance_id}",
+                "transaction.timeout.ms": runner.transaction_timeout_ms,
+            },
+        )
+        self.producer.init_transactions(60)
+        self.consumer = kafka.consumer(
+            self.settings,
+            self.group_id,
+            **{
+                "partition.assignment.strategy": "cooperative-sticky",
+                "statistics.interval.ms": 5000,
+                "stats_cb": lambda stats: metrics.record_consumer_lag(self.spec.name, stats),
+            },
+        )
+        self.consumer.subscribe(
+            [self.catalog.physical(t) for t in self.inputs],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+        )
+        self._attempt = 0
+        if self.settings.metrics.enabled:
+            self._serve_metrics()
+        self._register()
+        log.info(
+            "%s running: group %s, instance %s, reading %s",
+            self.spec.name,
+            self.group_id,
+            self.instance_id,
+            ", ".join(self.inputs),
+        )
+
+    def _check_topics(self, dlq_topics: dict[str, str | None]) -> None:
+        dlqs = {t for t in dlq_topics.values() if t is not None}
+        needed = set(self.inputs) | set(self.outputs) | dlqs
+        physical = {self.catalog.physical(t) for t in needed}
+        missing = kafka.missing_topics(kafka.admin(self.settings), physical)
+        if missing:
+            raise ConfigurationError(
+                f"{self.spec.name}: topics missing on {self.settings.kafka.bootstrap_servers}: "
+                f"{', '.join(missing)}. Run `sluice schemas apply` first."
+            )
+
+    def _serve_metrics(self) -> None:
+        self.metrics_port = metrics.serve_or_any(self.settings.metrics.host, self._metrics_port)
+
+    def _register(self) -> None:
+        """Leave a note in the state directory so ``sluice status`` can find this replica."""
+        self._registration = metrics.register(
+            self.settings,
+            processor=self.spec.name,
+            instance=self.instance_id,
+            group=self.group_id,
+            inputs=self.inputs,
+            port=getattr(self, "metrics_port", None),  # None: metrics are off
+        )
+
+    def _close(self) -> None:
+        log.info("%s stopping", self.spec.name)
+        with suppress(Exception):
+            self.consumer.close()
+        with suppress(Exception):
+            self.producer.flush(self.settings.runner.shutdown_timeout_s)
+        if self.spec.teardown is not None and self.ctx is not None:
+            self.spec.teardown(self.ctx)
+        if self._registration is not None:
+            with suppress(OSError):
+                self._registration.unlink()
+
+    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        log.info("assigned %s", _describe(partitions))
+
+    def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+        # No transaction is ever open here: callbacks run inside consume(), between batches.
+        log.info("revoked %s", _describe(partitions))
+
+    # -- one batch --------------------------------------------------------------
+    def _usable(self, messages: list[Message]) -> list[InputRecord]:
+        batch = []
+        for message in messages:
+            error = message.error()
+            if error is None:
+                batch.append(kafka.record_of(message, self.catalog.logical))
+            elif error.code() != KafkaError._PARTITION_EOF:
+                if error.fatal():
+                    raise KafkaException(error)
+                log.warning("consumer: %s", error.str())
+        return batch
+
+    def _commit_batch(self, batch: list[InputRecord]) -> None:
+        started = time.perf_counter()
+        name = self.spec.name
+        metrics.IN_FLIGHT.labels(name).inc()
+        traced = self._tracing and any(r.topic != SPANS_TOPIC for r in batch)
+        span = self._batch_span(batch) if traced else None
+        try:
+            self.producer.begin_transaction()
+            try:
+                produced = self.pipeline.run(batch, self)
+                self.producer.send_offsets_to_transaction(
+                    self._offsets(batch, last=True), self.consumer.consumer_group_metadata(), 60
+                )
+                self.producer.commit_transaction(60)
+            except TransientError:
+                self._abort()
+                raise
+            except KafkaException as exc:
+                self._abort()
+                error = exc.args[0]
+                if error.fatal():
+                    raise
+                raise TransientError(f"transaction failed: {error.str()}") from exc
+            except BaseException:
+                self._abort()
+                raise
+        except TransientError as exc:
+            metrics.BATCHES.labels(name, "retried").inc()
+            if span is not None:
+                span.set_status(Status(StatusCode.ERROR, str(exc)))
+            raise
+        finally:
+            metrics.IN_FLIGHT.labels(name).dec()
+            if span is not None:
+                span.end()
+        self.committed_batches += 1
+        self.committed_records += len(batch)
+        metrics.BATCHES.labels(name, "committed").inc()
+        metrics.BATCH_SIZE.labels(name).observe(len(batch))
+        metrics.BATCH_LATENCY.labels(name).observe(time.perf_counter() - started)
+        # Metrics name topics as the cluster does, like the lag librdkafka reports.
+        for topic, count in Counter(record.topic for record in batch).items():
+            metrics.RECORDS_IN.labels(name, self.catalog.physical(topic)).inc(count)
+        for (topic, stage), count in produced.items():
+            if stage:
+                metrics.RECORDS_DLQ.labels(name, topic, stage).inc(count)
+            else:
+                metrics.RECORDS_OUT.labels(name, topic).inc(count)
+        if self.spec.after_commit is not None and self.ctx is not None:
+            self.spec.after_commit(self.ctx)
+
+    def produce(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
+        """Send one record in the open transaction (the pipeline's destination)."""
+        while True:
+            try:
+                self.producer.produce(
+                    topic, value=value, key=key, headers=kafka.kafka_headers(headers)
+                )
+                return
+            except BufferError:
+                self.producer.poll(0.05)  # local queue full: let deliveries drain
+
+    def _abort(self) -> None:
+        try:
+            self.producer.abort_transaction(60)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            log.warning("abort_transaction: %s", exc.args[0].str())
+
+    # -- retry ------------------------------------------------------------------
+    def _offsets(self, batch: list[InputRecord], *, last: bool) -> list[TopicPartition]:
+        """Per partition of the batch, where to commit to or rewind to.
+
+        ``last``: the offset after the partition's last record (what a commit
+        stores); otherwise its first record's offset (where a retry restarts).
+        """
+        bounds: dict[tuple[str, int], int] = {}
+        for record in batch:
+            key = (record.topic, record.partition)
+            seen = bounds.get(key)
+            if seen is None or (record.offset > seen if last else record.offset < seen):
+                bounds[key] = record.offset
+        return [
+            TopicPartition(self.catalog.physical(t), p, o + 1 if last else o)
+            for (t, p), o in bounds.items()
+        ]
+
+    def _rewind(self, batch: list[InputRecord]) -> None:
+        """Seek every partition of the batch back to its first record in the batch."""
+        for tp in self._offsets(batch, last=False):
+            try:
+                self.consumer.seek(tp)
+            except KafkaException as exc:  # partition revoked meanwhile: committed offset rules
+                log.debug("seek %s[%d]: %s", tp.topic, tp.partition, exc)
+
+    def _back_off(self, error: Exception) -> None:
+        runner = self.settings.runner
+        self._attempt += 1
+        delay = min(
+            runner.retry_backoff_max_s, runner.retry_backoff_initial_s * 2 ** (self._attempt - 1)
+        )
+        metrics.RETRIES.labels(self.spec.name).inc()
+        log.warning(
+            "%s: %s; nothing committed, retrying the batch in %.1fs (attempt %d)",
+            self.spec.name,
+            error,
+            delay,
+            self._attempt,
+        )
+        self.consumer.pause(self.consumer.assignment())
+        deadline = time.monotonic() + delay
+        while time.monotonic() < deadline and not self._stopping.is_set():
+            # Polling keeps this member in the group while paused; a partition assigned
+            # meanwhile is not paused, so anything it returns is put back.
+            message = self.consumer.poll(min(0.2, max(0.0, deadline - time.monotonic())))
+            if message is not None and message.error() is None:
+                record = kafka.record_of(message)  # physical topic name: it goes back to Kafka
+                tp = TopicPartition(record.topic, record.partition, record.offset)
+                self.consumer.seek(tp)
+                self.consumer.pause([tp])
+        self.consumer.resume(self.consumer.assignment())
+
+    # -- tracing ----------------------------------------------------------------
+    def _batch_span(self, batch: list[InputRecord]) -> trace.Span:
+        topics = sorted({r.topic for r in batch})
+        links = []
+        for record in batch[:128]:  # a span with thousands of links helps nobody
+            context = trace.get_current_span(tracing.extract(record.headers)).get_span_context()
+            if context.is_valid:
+                links.append(Link(context))
+        return self._tracer.start_span(
+            f"process {','.join(topics)}",
+            kind=SpanKind.CONSUMER,
+            links=links,
+            attributes=tracing.kafka_attributes(
+                operation="process",
+                destination=",".join(self.catalog.physical(t) for t in topics),
+                group=self.group_id,
+                **{"messaging.batch.message_count": len(batch), "sluice.processor": self.spec.name},
+            ),
+        )
+
+
+def _describe(partitions: list[TopicPartition]) -> str:
+    return ", ".join(f"{p.topic}[{p.partition}]" for p in partitions) or "nothing"

@@ -1,0 +1,1 @@
+"""Clients for applications: the producer SDK and the Kafka Connect REST client."""

@@ -1,0 +1,58 @@
+"""An embedded ClickHouse with the sink in front of it, for tests without Kafka.
+
+Records are Avro-encoded against an in-memory registry, whose schema ids ClickHouse
+cannot look up, so these warehouses decode in Python (``avro_ingest`` off);
+tests/integration/test_sink_avro_ingest.py covers ClickHouse's own decoding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from processors.sink import processor as sink
+from streams.contracts.catalog import Catalog
+from streams.contracts.serde import AvroSerde
+from streams.runtime.spec import NoSettings
+from streams.runtime.testing import Harness, MemoryRegistry
+from streams.settings import Settings
+
+
+def embedded_settings(path: Path) -> Settings:
+    """Settings of an embedded ClickHouse at ``path`` (database ``sluice``)."""
+    return Settings(
+        clickhouse={"url": f"chdb://{path}", "database": "sluice", "avro_ingest": False}
+    )
+
+
+def memory_serde(catalog: Catalog, topics: Iterable[str] | None = None) -> AvroSerde:
+    """A serde whose registry (in memory) knows the value schemas of ``topics``.
+
+    Without ``topics``, the registry knows every Avro topic of ``catalog``.
+    """
+    if topics is None:
+        return AvroSerde(MemoryRegistry.for_catalog(catalog), catalog)  # type: ignore[arg-type]
+    registry = MemoryRegistry()
+    for topic in topics:
+        registry.register(catalog.topic(topic).subject, catalog.value_schema(topic).document)
+    return AvroSerde(registry, catalog)  # type: ignore[arg-type]
+
+
+@contextmanager
+def sink_context(
+    settings: Settings, catalog: Catalog, serde: AvroSerde
+) -> Iterator[sink.SinkContext]:
+    """The sink's context, set up and torn down as the runner does.
+
+    Its serde reads the same in-memory registry as ``serde``, so records that
+    ``serde`` encoded decode in the sink.
+    """
+    with Harness(
+        sink.PROCESSOR,
+        settings=settings,
+        config=NoSettings(),
+        catalog=catalog,
+        registry=serde.registry,  # type: ignore[arg-type]
+    ) as harness:
+        yield harness.ctx

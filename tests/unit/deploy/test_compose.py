@@ -1,0 +1,127 @@
+"""docker-compose.yml, checked statically (no Docker engine here): pinned images, ports,
+volumes, start order, and every processor's environment against its settings classes."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import pytest
+import yaml
+from pydantic import BaseModel
+from pydantic_settings import BaseSettings
+
+import processors
+from processors.drift.settings import DriftSettings
+from processors.guard.settings import GuardSettings
+from processors.infer.settings import InferSettings
+from processors.validate.processor import ValidateSettings
+from streams.settings import PROJECT_ROOT, Settings
+
+COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
+#: Settings classes of their own, by env prefix (the rest nest under Settings).
+COMPONENT_SETTINGS: dict[str, type[BaseSettings]] = {
+    "DRIFT": DriftSettings,
+    "GUARD": GuardSettings,
+    "INFER": InferSettings,
+    "VALIDATE": ValidateSettings,
+}
+_VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")
+
+
+def substitute(value: str) -> str:
+    """Compose's ${VAR}, ${VAR:-default} and ${VAR:?message}, with the default or a stand-in."""
+    return _VAR.sub(
+        lambda m: m.group(2) if m.group(2) and ":-" in m.group(0) else "x" * 32, str(value)
+    )
+
+
+def processor_services() -> dict[str, dict[str, Any]]:
+    return {n: s for n, s in SERVICES.items() if s.get("command", [None])[0] == "run"}
+
+
+@pytest.mark.parametrize("name", sorted(SERVICES))
+def test_every_image_is_pinned_or_built_here(name: str) -> None:
+    service = SERVICES[name]
+    image = service.get("image", "")
+    assert image, f"{name} has no image"
+    repository, _, tag = image.rpartition(":")
+    assert repository and tag and tag != "latest", f"{name}: {image} is not pinned"
+    build = service.get("build")
+    if build:
+        assert (PROJECT_ROOT / build["context"] / build["dockerfile"]).is_file()
+
+
+def test_host_ports_are_unique() -> None:
+    seen: dict[str, str] = {}
+    for name, service in SERVICES.items():
+        for mapping in service.get("ports", []):
+            host = str(mapping).split(":")[0]
+            assert host not in seen, f"{name} and {seen.get(host)} both publish {host}"
+            seen[host] = name
+
+
+def test_volumes_exist() -> None:
+    declared = set(COMPOSE.get("volumes", {}))
+    for name, service in SERVICES.items():
+        for volume in service.get("volumes", []):
+            source = str(volume).split(":")[0]
+            if source.startswith("."):
+                assert (PROJECT_ROOT / source).exists(), f"{name} mounts missing {source}"
+            else:
+                assert source in declared, f"{name} uses undeclared volume {source}"
+
+
+def test_start_order_waits_for_health() -> None:
+    for name, service in SERVICES.items():
+        for dependency, condition in (service.get("depends_on") or {}).items():
+            assert dependency in SERVICES, f"{name} depends on unknown {dependency}"
+            if condition.get("condition") == "service_healthy":
+                assert "healthcheck" in SERVICES[dependency], f"{dependency} has no healthcheck"
+
+
+def test_triton_reserves_a_gpu() -> None:
+    devices = SERVICES["triton"]["deploy"]["resources"]["reservations"]["devices"]
+    assert devices[0]["driver"] == "nvidia" and "gpu" in devices[0]["capabilities"]
+
+
+def test_every_processor_runs_and_every_processor_has_a_service() -> None:
+    services = processor_services()
+    running = {s["command"][1] for s in services.values()}
+    assert running == set(processors.PROCESSORS), "a processor without a service, or a typo"
+    for service in services.values():
+        assert "ports" not in service, "replicas must not publish host ports (--scale)"
+
+
+def _field(model: type[BaseModel], parts: list[str]) -> bool:
+    name, rest = parts[0].lower(), parts[1:]
+    field = model.model_fields.get(name)
+    if field is None:
+        return False
+    if not rest:
+        return True
+    annotation = field.annotation
+    return (
+        isinstance(annotation, type)
+        and issubclass(annotation, BaseModel)
+        and _field(annotation, rest)
+    )
+
+
+@pytest.mark.parametrize("name", [*sorted(processor_services()), "init"])
+def test_processor_environment_matches_its_settings(name: str, monkeypatch) -> None:
+    env = {k: substitute(v) for k, v in SERVICES[name]["environment"].items()}
+    for key in env:
+        assert key.startswith("SLUICE_"), key
+        parts = key.removeprefix("SLUICE_").split("__")
+        own = COMPONENT_SETTINGS.get(parts[0])
+        known = _field(own, parts[1:]) if own and len(parts) > 1 else _field(Settings, parts)
+        assert known, f"{name}: {key} is not a setting of Sluice"
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    settings = Settings()  # values parse, too
+    assert settings.kafka.bootstrap_servers == "kafka:9092"
+    assert settings.triton.url == "triton:8001"
+    for component in COMPONENT_SETTINGS.values():
+        component()

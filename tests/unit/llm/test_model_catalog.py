@@ -1,0 +1,206 @@
+"""The model catalog (infra/triton/models.yaml) and token counting without torch."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+from streams.llm.model_catalog import DEFAULT_MODELS_FILE, ModelCatalogError, load_models
+from streams.llm.tokenizing import TokenCounter, TokenizerNotFoundError, search_paths
+from streams.settings import Settings
+
+REAL = yaml.safe_load(DEFAULT_MODELS_FILE.read_text())
+
+
+def write_catalog(tmp_path: Path, models: dict[str, object], version: object = 1) -> Path:
+    path = tmp_path / "models.yaml"
+    path.write_text(yaml.safe_dump({"version": version, "models": models}))
+    return path
+
+
+def minilm_entry(**changes: object) -> dict[str, object]:
+    entry = dict(REAL["models"]["minilm"])
+    entry.update(changes)
+    return entry
+
+
+def test_the_shipped_catalog_loads() -> None:
+    catalog = load_models()
+    minilm, textgen = catalog.get("minilm"), catalog.get("textgen")
+    assert (minilm.task, minilm.operation, minilm.triton_model) == (
+        "embeddings",
+        "embeddings",
+        "minilm",
+    )
+    assert minilm.input("text") is not None and minilm.input("text").dtype == "BYTES"
+    assert minilm.output("embedding").dtype == "FP32"
+    assert minilm.output("num_input_tokens").dtype == "INT32"
+    assert minilm.max_input_tokens == 256 and minilm.embedding_dims == 384
+    assert minilm.price_key == "sluice/minilm"
+    assert (textgen.task, textgen.operation) == ("text_completion", "text_completion")
+    assert textgen.decoupled and textgen.max_batch_size == 0
+    assert textgen.output("num_input_tokens").dtype == "UINT32"  # as the vLLM backend sends it
+    assert textgen.default_max_tokens == 64 and textgen.price_key == "sluice/textgen-test"
+    assert "TEST MODEL" in textgen.description and "gibberish" in textgen.description
+    assert [m.name for m in catalog.served_by_sluice()] == ["minilm", "textgen"]
+
+
+def test_unknown_model_names_the_known_ones() -> None:
+    with pytest.raises(ModelCatalogError, match=r"'gpt-9' is not in .*known: minilm, textgen"):
+        load_models().get("gpt-9")
+
+
+def test_a_users_vllm_model_needs_only_the_required_roles(tmp_path: Path) -> None:
+    path = write_catalog(
+        tmp_path,
+        {
+            "llama": {
+                "triton_model": "vllm_model",
+                "task": "text_completion",
+                "operation": "text_completion",
+                "inputs": {"text_input": {"name": "text_input", "dtype": "BYTES"}},
+                "outputs": {"text_output": {"name": "text_output", "dtype": "BYTES"}},
+                "max_batch_size": 0,
+                "decoupled": True,
+                "max_input_tokens": 4096,
+                "max_output_tokens": 1024,
+                "default_max_tokens": 256,
+                "tokenizer": {"path": "llama/tokenizer.json"},
+                "price_key": "meta/llama-3.1-8b",
+            }
+        },
+    )
+    llama = load_models(path).get("llama")
+    assert llama.serve is None and llama.output("num_input_tokens") is None
+    assert load_models(path).served_by_sluice() == []
+
+
+@pytest.mark.parametrize(
+    ("models", "expected"),
+    [
+        ({"minilm": minilm_entry(task="classify")}, r"models\.minilm|task"),
+        ({"minilm": minilm_entry(inputs={})}, r"needs inputs text"),
+        (
+            {
+                "minilm": minilm_entry(
+                    outputs={
+                        **REAL["models"]["minilm"]["outputs"],
+                        "logits": {"name": "l", "dtype": "FP32"},
+                    }
+                )
+            },
+            r"unknown outputs role\(s\) logits.*known: embedding, num_input_tokens",
+        ),
+        (
+            {"minilm": minilm_entry(inputs={"text": {"name": "text", "dtype": "STRING"}})},
+            r"inputs\.text\.dtype",
+        ),
+        ({"minilm": minilm_entry(embedding_dims=None)}, r"needs embedding_dims"),
+        ({"minilm": minilm_entry(max_batch_size=-1)}, r"max_batch_size"),
+        ({"minilm": minilm_entry(price_key="no slash")}, r"price_key"),
+        ({"minilm": minilm_entry(tokenizer={"package": "x", "path": "y"})}, r"exactly one of"),
+        ({"minilm": minilm_entry(colour="blue")}, r"colour"),
+        (
+            {"textgen": {**REAL["models"]["textgen"], "default_max_tokens": None}},
+            r"needs default_max_tokens",
+        ),
+        (
+            {"textgen": {**REAL["models"]["textgen"], "default_max_tokens": 9999}},
+            r"larger than max_output_tokens",
+        ),
+        ({"minilm": minilm_entry(name="other")}, r"has a `name` field"),
+        ({"a": minilm_entry(), "b": minilm_entry()}, r"both served by Sluice as Triton model"),
+        ({"bad name!": minilm_entry()}, r"name"),
+    ],
+)
+def test_a_bad_catalog_fails_at_load_naming_file_and_field(
+    tmp_path: Path, models: dict[str, object], expected: str
+) -> None:
+    path = write_catalog(tmp_path, models)
+    with pytest.raises(ModelCatalogError, match=expected) as info:
+        load_models(path)
+    assert str(path) in str(info.value)
+
+
+def test_bad_yaml_a_wrong_version_and_a_missing_file_are_clear(tmp_path: Path) -> None:
+    path = tmp_path / "models.yaml"
+    path.write_text("version: 1\nmodels: [unclosed\n")
+    with pytest.raises(ModelCatalogError, match="is not valid YAML"):
+        load_models(path)
+    with pytest.raises(ModelCatalogError, match="version"):
+        load_models(write_catalog(tmp_path, {}, version=2))
+    with pytest.raises(ModelCatalogError, match="cannot read the model catalog"):
+        load_models(tmp_path / "absent.yaml")
+
+
+# --- token counting ---------------------------------------------------------------------------
+
+
+def tiny_wordpiece(path: Path) -> Path:
+    """A BERT-style tokenizer.json that, like MiniLM's, truncates and pads unless told not to."""
+    vocab = {"[PAD]": 0, "[UNK]": 1, "[CLS]": 2, "[SEP]": 3, "hello": 4, "world": 5, "##s": 6}
+    tokenizer = Tokenizer(models.WordPiece(vocab, unk_token="[UNK]"))  # noqa: S106
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=True)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tokenizer.enable_truncation(max_length=4)
+    tokenizer.enable_padding(length=16, pad_id=0, pad_token="[PAD]")  # noqa: S106
+    tokenizer.save(str(path))
+    return path
+
+
+def catalog_with_tokenizer(tmp_path: Path, tokenizer: dict[str, str]) -> Path:
+    return write_catalog(tmp_path, {"minilm": minilm_entry(tokenizer=tokenizer)})
+
+
+def test_counting_ignores_the_files_padding_and_truncation(tmp_path: Path) -> None:
+    tiny_wordpiece(tmp_path / "tok.json")
+    catalog = load_models(catalog_with_tokenizer(tmp_path, {"path": "tok.json"}))
+    counter = TokenCounter(tmp_path)
+    model = catalog.get("minilm")
+    # [CLS] hello world ##s hello world [SEP]: 7, neither cut to 4 nor padded to 16.
+    assert counter.count(model, ["Hello worlds hello world", "", "zzz"]) == [7, 2, 3]
+    assert counter.over_limit(model, ["hello " * 300, "hello"]) == [302, None]
+
+
+def test_a_packaged_tokenizer_is_found_in_the_triton_venv(tmp_path: Path) -> None:
+    site = tmp_path / "venv" / "lib" / "python3.11" / "site-packages"
+    (site / "some_model_pkg" / "model").mkdir(parents=True)
+    tiny_wordpiece(site / "some_model_pkg" / "model" / "tokenizer.json")
+    catalog = load_models(
+        catalog_with_tokenizer(
+            tmp_path, {"package": "some_model_pkg", "file": "model/tokenizer.json"}
+        )
+    )
+    settings = Settings(stack={"triton_venv": tmp_path / "venv"})
+    counter = TokenCounter(tmp_path, search_paths(settings))
+    assert counter.count(catalog.get("minilm"), ["hello"]) == [3]
+
+
+def test_a_missing_tokenizer_says_how_to_get_it(tmp_path: Path) -> None:
+    catalog = load_models(
+        catalog_with_tokenizer(
+            tmp_path, {"package": "not_installed_pkg", "file": "model/tokenizer.json"}
+        )
+    )
+    with pytest.raises(TokenizerNotFoundError, match=r"sluice up --only triton"):
+        TokenCounter(tmp_path, []).count(catalog.get("minilm"), ["hello"])
+    catalog = load_models(catalog_with_tokenizer(tmp_path, {"path": "nowhere.json"}))
+    with pytest.raises(TokenizerNotFoundError, match=r"fix tokenizer.path"):
+        TokenCounter(tmp_path, []).count(catalog.get("minilm"), ["hello"])
+
+
+def test_the_catalog_comment_lists_the_roles_the_loader_enforces() -> None:
+    from streams.llm.model_catalog import ROLES
+
+    header = textwrap.dedent(DEFAULT_MODELS_FILE.read_text().split("version:")[0])
+    for required, optional in ROLES.values():
+        for side in ("inputs", "outputs"):
+            for role in required[side] | optional[side]:
+                assert role in header, role

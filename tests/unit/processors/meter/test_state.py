@@ -1,0 +1,174 @@
+from datetime import UTC, datetime, timedelta
+from decimal import Decimal
+
+from processors.meter import state as meter
+from processors.meter.usage import usage_of
+from streams.contracts.records import InferenceResult
+from streams.llm.budgets import BudgetConfig
+from streams.llm.pricing import load_prices
+from streams.settings import PROJECT_ROOT
+
+PRICES = load_prices(PROJECT_ROOT / "schemas" / "prices.yaml")
+BUDGETS = BudgetConfig.model_validate(
+    {"tenants": {"acme": {"hard": True, "day": {"usd": "0.001", "tokens": 100_000}}}}
+)
+T0 = datetime(2026, 3, 5, 10, 0, tzinfo=UTC)
+NOW = datetime(2026, 3, 5, 12, tzinfo=UTC)
+
+
+def usage(i, *, tenant="acme", model="gpt-4o-mini", at=None, status="ok", tokens=(1000, 100)):
+    result = InferenceResult(
+        request_id=f"r{i}",
+        tenant_id=tenant,
+        model=model,
+        status=status,
+        request_created_at=T0,
+        completed_at=at or T0 + timedelta(seconds=i),
+        input_tokens=tokens[0],
+        output_tokens=tokens[1],
+    )
+    return usage_of(result, PRICES)
+
+
+def run(state, events, *, start_offset=0, partition=0):
+    outputs = []
+    for offset, event in enumerate(events, start=start_offset):
+        outputs.append(
+            meter.apply(state, event, partition=partition, offset=offset, budgets=BUDGETS, now=NOW)
+        )
+    return outputs
+
+
+def windows(state, size):
+    return {k: v for k, v in state.items() if k.startswith("w|") and v["w"] == size}
+
+
+def test_usage_prices_a_result_exactly():
+    u = usage(0)
+    assert u.cost == Decimal("0.000210000")  # 1000 x 1.5e-7 + 100 x 6e-7
+    assert u.total_tokens == 1100
+    assert u.priced
+
+
+def test_windows_and_budget_add_up():
+    state = {}
+    events = [usage(i) for i in range(120)]  # two minutes of one request per second
+    out = run(state, events)
+    minute = windows(state, "1m")
+    assert sorted(v["req"] for v in minute.values()) == [60, 60]
+    (hour,) = windows(state, "1h").values()
+    assert hour["req"] == 120
+    assert Decimal(hour["cost"]) == Decimal("0.000210000") * 120
+    budget = out[-1].budget
+    day = budget.periods[0]
+    assert day.tokens == 120 * 1100
+    assert day.cost == Decimal("0.025200000")
+    assert budget.version == 120
+
+
+def test_replaying_the_same_offsets_counts_nothing_twice():
+    state = {}
+    events = [usage(i) for i in range(50)]
+    run(state, events)
+    before = {k: dict(v) for k, v in state.items()}
+    outputs = run(state, events)  # at-least-once: the same records again, same offsets
+    assert state == before
+    assert all(not o.duplicate for o in outputs)  # re-emitted, not dropped: snapshots resent
+    assert outputs[-1].windows[1]["requests"] == 50
+
+
+def test_a_crash_between_keys_is_completed_on_replay():
+    state = {}
+    events = [usage(i) for i in range(10)]
+    run(state, events[:9])
+    # offset 9 reached its seen entry and the minute window, then the worker died
+    crashed = dict(state)
+    meter.apply(crashed, events[9], partition=0, offset=9, budgets=BUDGETS, now=NOW)
+    partial = {
+        k: v
+        for k, v in crashed.items()
+        if k.startswith("s|") or (k.startswith("w|") and "|1m|" in k)
+    }
+    state.update(partial)
+    assert state != crashed  # the hour window and the budget missed offset 9
+    run(state, events[9:], start_offset=9)  # the replay
+    reference = {}
+    run(reference, events)
+    assert {k: v["req"] for k, v in state.items() if k.startswith("w|")} == {
+        k: v["req"] for k, v in reference.items() if k.startswith("w|")
+    }
+    assert (
+        state[meter.budget_key("acme")]["periods"] == reference[meter.budget_key("acme")]["periods"]
+    )
+
+
+def test_a_repeated_usage_event_at_another_offset_is_a_duplicate():
+    state = {}
+    run(state, [usage(1)])
+    (again,) = run(state, [usage(1)], start_offset=7)
+    assert again.duplicate
+    assert state[meter.budget_key("acme")]["v"] == 1
+
+
+def test_alerts_fire_once_per_threshold_and_period():
+    state = {}
+    # 0.001 USD day budget; each request costs 0.00021 USD: 80% at the 4th, 100% at the 5th
+    outputs = run(state, [usage(i) for i in range(8)])
+    alerts = [a for o in outputs for a in o.alerts]
+    assert [(a["metric"], a["threshold_pct"], a["request_id"]) for a in alerts] == [
+        ("usd", 80, "r3"),
+        ("usd", 100, "r4"),
+    ]
+    assert alerts[1]["alert_id"] == f"acme|day|{int(T0.replace(hour=0).timestamp() * 1000)}|usd|100"
+    # next day: spend restarts, alerts fire again
+    tomorrow = T0 + timedelta(days=1)
+    outputs = run(state, [usage(100 + i, at=tomorrow) for i in range(5)], start_offset=8)
+    assert [a["threshold_pct"] for o in outputs for a in o.alerts] == [80, 100]
+    day = outputs[-1].budget.periods[0]
+    assert day.requests == 5
+    assert day.period_start == tomorrow.replace(hour=0)
+
+
+def test_late_event_of_a_closed_day_counts_in_windows_not_budget():
+    state = {}
+    run(state, [usage(0, at=T0 + timedelta(days=1))])
+    (out,) = run(state, [usage(1, at=T0)], start_offset=1)
+    assert out.budget.periods[0].requests == 1  # the day of T0 + 1 only
+    assert any(w["window_start"] == T0.replace(minute=0) for w in out.windows)
+
+
+def test_errors_are_counted_and_unknown_models_cost_nothing():
+    state = {}
+    (out,) = run(state, [usage(0, model="mystery", status="error")])
+    assert out.windows[0]["errors"] == 1
+    assert out.windows[0]["cost"] == Decimal(0)
+
+
+def test_sweep_drops_only_this_partitions_final_windows_and_old_request_ids():
+    state = {}
+    run(state, [usage(0)], partition=0)
+    run(state, [usage(1, tenant="other")], partition=1)
+    dropped = meter.sweep(
+        state,
+        partition=0,
+        offset=5000,
+        now=T0 + timedelta(days=5),
+        dedup_records=1000,
+        retention_ms=86_400_000,
+    )
+    assert sorted(k[:2] for k in dropped) == ["s|", "w|", "w|"]
+    assert meter.budget_key("acme") in state
+    assert any(k.startswith("s|") for k in state)  # partition 1's entry stays
+    kept = meter.sweep(
+        state, partition=1, offset=900, now=T0, dedup_records=1000, retention_ms=86_400_000
+    )
+    assert kept == []
+
+
+def test_an_event_for_a_final_window_is_metered_but_not_windowed():
+    state = {}
+    old = T0 - timedelta(days=3)
+    (out,) = run(state, [usage(0, at=old)])
+    assert out.late == 2 and out.windows == []
+    assert out.budget is not None  # still billed in its own (past) period
+    assert not any(k.startswith("w|") for k in state)
