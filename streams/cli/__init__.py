@@ -52,6 +52,7 @@ def _register() -> None:
         connect,
         datasets,
         dlq,
+        docs,
         drift,
         report,
         run,
@@ -61,7 +62,7 @@ def _register() -> None:
     )
     from streams.cli.demo import command as demo  # noqa: PLC0415
 
-    modules = (stack, schemas, datasets, run, dlq, sql, report, connect, demo, batch, drift)
+    modules = (stack, schemas, datasets, run, dlq, sql, report, connect, demo, batch, drift, docs)
     for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
