@@ -114,7 +114,22 @@ class UnknownMagicByte(_DecodeError):
 
 
 class UnknownSchemaId(_DecodeError):
-    """The schema id in the header is not one the registry knows."""
+    """The schema id in the header is not one of the topic's: no version of its subject has it.
+
+    The registry may not know the id at all, or know it under another subject (a
+    producer framing its record with another topic's schema, or with one it
+    registered itself): either way the record is refused before its schema is
+    fetched or parsed.
+    """
+
+
+class SchemaTooComplex(_DecodeError):
+    """The writer schema is larger, deeper or more recursive than a decoder accepts.
+
+    The limits are ``SLUICE_REGISTRY__MAX_SCHEMA_BYTES`` and
+    ``SLUICE_REGISTRY__MAX_SCHEMA_DEPTH``; a recursive schema (a named type that
+    contains itself) is always refused, since its records can nest without end.
+    """
 
 
 class SchemaMismatch(_DecodeError):

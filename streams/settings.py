@@ -139,6 +139,27 @@ class RegistrySettings(_Frozen):
     basic_auth_user_info: SecretStr | None = Field(
         None, description="user:password for a registry behind basic auth."
     )
+    max_schema_bytes: int = Field(
+        256 * 1024,
+        ge=1024,
+        description="Largest writer schema (its JSON document, in bytes) a decoder accepts; "
+        "a record written with a larger one is dead-lettered as SchemaTooComplex.",
+    )
+    max_schema_depth: int = Field(
+        64,
+        ge=4,
+        description="Deepest writer schema a decoder accepts, counted in nested record, "
+        "array, map and union levels (Sluice's own schemas are at most 4 deep); a record "
+        "written with a deeper one is dead-lettered as SchemaTooComplex.",
+    )
+    subject_refresh_s: float = Field(
+        30.0,
+        gt=0,
+        description="Least time between two reads of a subject's versions. A record whose "
+        "schema id is not one of its topic's subject re-reads them at most this often, so "
+        "a version registered later is accepted within this time and an unknown id never "
+        "costs a registry call per record.",
+    )
 
     def client_config(self) -> dict[str, Any]:
         """Configuration for confluent_kafka's SchemaRegistryClient."""

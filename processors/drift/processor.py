@@ -174,7 +174,7 @@ def _read(ctx: Context[DriftSettings, None], topic: str, timeout_s: float) -> di
     return read_latest(
         ctx.settings,
         ctx.catalog.physical(topic),
-        lambda data: serde.decode(data, schema),
+        lambda data: serde.decode(data, schema, topic=topic),
         timeout_s,
     )
 

@@ -79,7 +79,7 @@ class Meter:
         self.prices = prices
         self.budgets = budgets
         self.app_id = f"{settings.runner.group_prefix}.{config.app_id}"
-        self.serde = AvroSerde(kafka.registry(settings), catalog)
+        self.serde = AvroSerde(kafka.registry(settings), catalog, settings.registry)
         self.codecs = {topic: AvroCodec(self.serde, topic) for topic in [RESULTS, *OUTPUTS]}
         self.counted = 0
         self.duplicates = 0

@@ -49,7 +49,7 @@ class AvroCodec(Codec):
         return self._encode(obj)
 
     def _loads(self, s: bytes) -> Any:
-        return self.serde.decode(s, self.schema)
+        return self.serde.decode(s, self.schema, topic=self.topic)
 
     def clone(self, *children: Any) -> AvroCodec:
         """Codecs combine with ``|`` in faust; this one stands alone."""

@@ -2,7 +2,10 @@
 
 Reads every topic of the catalog that has a table (``streams.warehouse.tables``):
 inference requests and results, the metering topics, PII findings, drift
-alerts and every ``*.dlq`` (headers only, never the payload). Each runner batch
+alerts and every ``*.dlq`` (headers only, never the payload). An Avro record is
+decoded only when its schema id is registered under its topic's subject and its schema is
+safe to decode with (``streams.contracts.serde``), whether Python or ClickHouse
+decodes it; any other is dead-lettered with the reason. Each runner batch
 (up to 5,000 records or 1 s, unless ``SLUICE_RUNNER__BATCH_*`` say otherwise)
 becomes one INSERT per table; the runner commits the input offsets only after
 every insert of the batch succeeded. If ClickHouse fails, the batch raises
@@ -68,7 +71,7 @@ def to_rows(
                         "serde; run it with a Schema Registry (`sluice run sink`)"
                     )
                 # As written: rows read fields by name, so no schema resolution is needed.
-                value = serde.decode_as_written(record.raw)
+                value = serde.decode_as_written(record.raw, topic=record.topic)
             rows = spec.rows(record, value)
         except RecordError as error:
             outcomes.append(error)
@@ -139,6 +142,8 @@ def _insert_avro(
         staging = AVRO_INGEST.get(record.topic)
         if staging is None or not record.raw or record.raw[0] != 0:
             rest.append(index)
+        elif not _decodable(ctx.serde, record):
+            rest.append(index)  # the Python path dead-letters it with the reason
         else:
             by_topic.setdefault(record.topic, []).append(index)
     if not by_topic:
@@ -163,6 +168,22 @@ def _insert_avro(
         for index in indexes:
             outcomes[index] = []
     return sorted(rest)
+
+
+def _decodable(serde: AvroSerde | None, record: InputRecord) -> bool:
+    """Whether ClickHouse may decode ``record``: its schema is its topic's, and safe.
+
+    ClickHouse fetches the writer schema by the id in the header, as any decoder
+    would, so a record framed with another subject's (or a recursive) schema must
+    not reach it: the serde's checks run first, from their caches.
+    """
+    if serde is None:
+        return False
+    try:
+        serde.check_writer(record.raw, topic=record.topic)
+    except RecordError:
+        return False
+    return True
 
 
 def _insert_rows(tables: dict[str, tuple[TableSpec, list[Any]]], ctx: SinkContext) -> None:

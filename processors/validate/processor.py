@@ -22,6 +22,7 @@ field and rule that failed.
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -34,6 +35,7 @@ from prometheus_client import Counter, Gauge
 from processors.validate.settings import ValidateSettings
 from streams.contracts.catalog import Catalog, Dataset
 from streams.contracts.datasets import Contract, NullRateMonitor, Violation
+from streams.contracts.nesting import json_nests_deeper
 from streams.contracts.serde import MAGIC_BYTE
 from streams.errors import (
     ContractViolation,
@@ -53,6 +55,8 @@ RAW_EVENT = "sluice.v1.RawEvent"
 CONNECT_FIELD_PREFIX = "__"
 #: Header a connector can set (InsertHeader transform) to name itself in ``meta.source``.
 SOURCE_HEADER = "sluice.source"
+#: How deeply a producer's JSON may nest, unless SLUICE_VALIDATE__MAX_JSON_DEPTH says otherwise.
+DEFAULT_MAX_JSON_DEPTH = 64
 # Bytes a JSON text can start with (RFC 8259): whitespace or the first byte of a value.
 _JSON_START = frozenset(b' \t\r\n{["-0123456789tfn')
 
@@ -70,13 +74,29 @@ NULL_RATE = Gauge(
 
 # -- pure functions ---------------------------------------------------------------
 def parse_raw(
-    data: bytes | None, contract: Contract, decode_avro: Any
+    data: bytes | None,
+    contract: Contract,
+    decode_avro: Any,
+    max_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Turn raw bytes into (JSON object, envelope fields) or raise RecordError.
 
     ``decode_avro(data)`` decodes a Confluent-framed RawEvent (the serde, in
-    production; a plain function in unit tests).
+    production; a plain function in unit tests). JSON nested deeper than
+    ``max_depth`` is refused before it is parsed; no RecursionError escapes.
     """
+    try:
+        return _parse_raw(data, contract, decode_avro, max_depth)
+    except RecursionError:
+        # Last resort: the depth check makes this unreachable for JSON and Avro alike.
+        raise InvalidJson(
+            f"record nests too deeply to parse (the limit is {max_depth} levels)"
+        ) from None
+
+
+def _parse_raw(
+    data: bytes | None, contract: Contract, decode_avro: Any, max_depth: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
     if data is None:
         raise EmptyRecord("record has no value (tombstone)")
     if len(data) > contract.spec.max_record_bytes:
@@ -93,17 +113,24 @@ def parse_raw(
                 f"RawEvent is for dataset {envelope['dataset']!r}, "
                 f"but this topic carries {contract.dataset!r}"
             )
-        document = _json_object(envelope["payload"].encode("utf-8"), "RawEvent.payload")
+        document = _json_object(envelope["payload"].encode("utf-8"), "RawEvent.payload", max_depth)
         return document, envelope
     if data[0] in _JSON_START:
-        return _unwrap_connect(_json_object(data, "value")), {}
+        return _unwrap_connect(_json_object(data, "value", max_depth)), {}
     raise UnknownMagicByte(
         f"neither Confluent Avro (magic byte 0x00) nor a JSON object: first byte 0x{data[0]:02x}",
         stage="parse",
     )
 
 
-def _json_object(data: bytes, what: str) -> dict[str, Any]:
+def _json_object(data: bytes, what: str, max_depth: int) -> dict[str, Any]:
+    if json_nests_deeper(data, max_depth):
+        # Parsers recurse per level: measured first, with a flat scan, and never quoted.
+        raise InvalidJson(
+            f"{what} nests arrays and objects deeper than {max_depth} levels, "
+            "the limit (SLUICE_VALIDATE__MAX_JSON_DEPTH)",
+            details={"max_depth": str(max_depth)},
+        )
     try:
         document = orjson.loads(data)  # validates UTF-8 too; about 5x faster than json
     except orjson.JSONDecodeError:
@@ -125,6 +152,8 @@ def _json_error(data: bytes, what: str) -> RecordError:
         return InvalidJson(
             f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
         )
+    except RecursionError:
+        return InvalidJson(f"{what} is not valid JSON (nested too deeply to say where)")
     return InvalidJson(f"{what} is not valid JSON")
 
 
@@ -229,11 +258,15 @@ def lineage(
 
 
 def validate_record(
-    record: InputRecord, dataset: Dataset, decode_avro: Any, raw_topic: str | None = None
+    record: InputRecord,
+    dataset: Dataset,
+    decode_avro: Any,
+    raw_topic: str | None = None,
+    max_json_depth: int = DEFAULT_MAX_JSON_DEPTH,
 ) -> Output:
     """Validate one raw record of ``dataset`` into its validated output."""
     contract = dataset.contract
-    document, envelope = parse_raw(record.raw, contract, decode_avro)
+    document, envelope = parse_raw(record.raw, contract, decode_avro, max_json_depth)
     change = pop_change(document)
     try:
         typed = check_contract(document, contract)
@@ -255,10 +288,11 @@ def validate_record(
 # -- the processor declaration ------------------------------------------------------
 @dataclass
 class ValidateResources:
-    """What one validate replica keeps: its datasets by raw topic, the decoder, null rates."""
+    """What one validate replica keeps: datasets and RawEvent decoders by raw topic, null rates."""
 
     by_topic: dict[str, Dataset]
-    decode_avro: Callable[[bytes | None], dict[str, Any]]
+    # One per raw topic: a RawEvent's schema id must be one of that topic's subject.
+    decoders: dict[str, Callable[[bytes | None], dict[str, Any]]]
     null_rates: dict[str, NullRateMonitor]
     # (dataset, field) pairs whose null rate is above the contract's limit, to warn once.
     breached: set[tuple[str, str]] = field(default_factory=set)
@@ -278,7 +312,10 @@ def _setup(ctx: Context[ValidateSettings, None]) -> ValidateResources:
     datasets = _datasets(ctx.catalog, ctx.config)
     return ValidateResources(
         by_topic={d.raw_topic: d for d in datasets},
-        decode_avro=lambda data: serde.decode(data, raw_schema),
+        decoders={
+            d.raw_topic: functools.partial(serde.decode, reader=raw_schema, topic=d.raw_topic)
+            for d in datasets
+        },
         null_rates={
             d.raw_topic: NullRateMonitor(d.contract.null_rate_limits, ctx.config.null_rate_window)
             for d in datasets
@@ -291,7 +328,13 @@ def _process(record: InputRecord, ctx: ValidateContext) -> list[Output]:
     resources = ctx.resources
     dataset = resources.by_topic[record.topic]
     raw_topic = ctx.catalog.physical(record.topic)
-    output = validate_record(record, dataset, resources.decode_avro, raw_topic)
+    output = validate_record(
+        record,
+        dataset,
+        resources.decoders[record.topic],
+        raw_topic,
+        ctx.config.max_json_depth,
+    )
     monitor = resources.null_rates.get(record.topic)
     if monitor is not None:
         monitor.observe(output.value)

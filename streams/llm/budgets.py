@@ -293,7 +293,7 @@ class BudgetView:
             raise
 
     def _consume(self) -> None:
-        serde = AvroSerde(kafka.registry(self.settings), self.catalog)
+        serde = AvroSerde(kafka.registry(self.settings), self.catalog, self.settings.registry)
         schema = self.catalog.value_schema(self.topic)
         physical = self.catalog.physical(self.topic)
         consumer = kafka.consumer(
@@ -331,7 +331,7 @@ class BudgetView:
         if raw is None:  # a tombstone: the tenant's status was deleted
             return
         try:
-            status = BudgetStatus.from_avro(serde.decode(raw, schema))
+            status = BudgetStatus.from_avro(serde.decode(raw, schema, topic=self.topic))
         except RecordError as error:
             log.warning("budget view: skipping an unreadable status (%s)", error)
             return

@@ -23,7 +23,7 @@ def read_history(
 ) -> tuple[list[dict[str, Any]], str]:
     """Every committed record of the logical ``topic``, decoded, and where it was read."""
     physical = catalog.physical(topic)
-    serde = AvroSerde(kafka.registry(settings), catalog)
+    serde = AvroSerde(kafka.registry(settings), catalog, settings.registry)
     schema = catalog.value_schema(topic)
     consumer = kafka.consumer(
         settings,
@@ -45,7 +45,7 @@ def read_history(
                     continue
                 value = message.value()
                 if value is not None:
-                    records.append(serde.decode(value, schema))
+                    records.append(serde.decode(value, schema, topic=topic))
     finally:
         consumer.close()
     offsets = ",".join(

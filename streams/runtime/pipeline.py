@@ -204,7 +204,9 @@ class BatchPipeline:
         if not self.spec.decode_inputs:
             return record
         try:
-            value = self.serde.decode(record.raw, self.catalog.value_schema(record.topic))
+            value = self.serde.decode(
+                record.raw, self.catalog.value_schema(record.topic), topic=record.topic
+            )
         except RecordError as error:
             return error
         return dataclasses.replace(record, value=value)

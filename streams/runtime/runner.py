@@ -132,7 +132,7 @@ class Runner:
     # -- start and stop ---------------------------------------------------------
     def _start(self) -> None:
         runner = self.settings.runner
-        self.serde = AvroSerde(kafka.registry(self.settings), self.catalog)
+        self.serde = AvroSerde(kafka.registry(self.settings), self.catalog, self.settings.registry)
         bare = Context(
             processor=self.spec.name,
             settings=self.settings,

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any, Generic
 
+import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
 
@@ -52,38 +53,66 @@ class _Registered:
     schema_str: str
     schema_type: str = "AVRO"
     version: int = 1
+    subject: str | None = None
 
 
 class MemoryRegistry:
-    """Just enough of confluent-kafka's ``SchemaRegistryClient`` for the serde, in memory."""
+    """Just enough of confluent-kafka's ``SchemaRegistryClient`` for the serde, in memory.
+
+    As in a real registry, a subject has versions (1, 2, ...), each pointing at a
+    schema id, and an identical document has one id across subjects.
+    """
 
     def __init__(self) -> None:
         self.by_id: dict[int, str] = {}
-        self.by_subject: dict[str, int] = {}
+        self.versions: dict[str, list[int]] = {}  # subject -> schema id of version 1, 2, ...
 
     def register(self, subject: str, document: str) -> int:
-        """Register ``document`` under ``subject``; returns its schema id."""
-        for schema_id, known in self.by_id.items():
-            if known == document:
-                self.by_subject[subject] = schema_id
+        """Register ``document`` under ``subject`` (a new version unless it is one); its id."""
+        versions = self.versions.setdefault(subject, [])
+        for schema_id in versions:
+            if _same(self.by_id[schema_id], document):
                 return schema_id
-        schema_id = len(self.by_id) + 1
+        schema_id = next(
+            (i for i, known in self.by_id.items() if _same(known, document)),
+            len(self.by_id) + 1,
+        )
         self.by_id[schema_id] = document
-        self.by_subject[subject] = schema_id
+        versions.append(schema_id)
         return schema_id
 
     def lookup_schema(self, subject: str, schema: Any) -> _Registered:
-        """The registered version of ``subject`` (the serde's lookup before encoding)."""
-        if subject not in self.by_subject:
+        """The version of ``subject`` that is ``schema`` (the serde's lookup before encoding)."""
+        versions = self.versions.get(subject)
+        if not versions:
             raise SchemaRegistryError(404, 40401, f"subject {subject} not found")
-        schema_id = self.by_subject[subject]
-        return _Registered(schema_id, self.by_id[schema_id])
+        for version, schema_id in enumerate(versions, start=1):
+            if _same(self.by_id[schema_id], schema.schema_str):
+                document = self.by_id[schema_id]
+                return _Registered(schema_id, document, version=version, subject=subject)
+        raise SchemaRegistryError(404, 40403, f"schema not found under subject {subject}")
 
     def get_schema(self, schema_id: int) -> _Registered:
         """The schema with ``schema_id`` (the serde's lookup when decoding)."""
         if schema_id not in self.by_id:
             raise SchemaRegistryError(404, 40403, f"schema {schema_id} not found")
         return _Registered(schema_id, self.by_id[schema_id])
+
+    def get_versions(self, subject: str, deleted: bool = False) -> list[int]:
+        """The version numbers of ``subject`` (which ids a topic's records may carry)."""
+        if not self.versions.get(subject):
+            raise SchemaRegistryError(404, 40401, f"subject {subject} not found")
+        return list(range(1, len(self.versions[subject]) + 1))
+
+    def get_version(self, subject: str, version: int, deleted: bool = False) -> _Registered:
+        """Version ``version`` of ``subject``, with its schema id."""
+        versions = self.versions.get(subject)
+        if not versions:
+            raise SchemaRegistryError(404, 40401, f"subject {subject} not found")
+        if not 1 <= version <= len(versions):
+            raise SchemaRegistryError(404, 40402, f"version {version} not found")
+        schema_id = versions[version - 1]
+        return _Registered(schema_id, self.by_id[schema_id], version=version, subject=subject)
 
     @classmethod
     def for_catalog(cls, catalog: Catalog) -> MemoryRegistry:
@@ -153,7 +182,9 @@ class _Collector:
             return
         spec = self.catalog.topic(logical)
         decoded = (
-            self.serde.decode(value, self.catalog.value_schema(logical)) if spec.is_avro else value
+            self.serde.decode(value, self.catalog.value_schema(logical), topic=logical)
+            if spec.is_avro
+            else value
         )
         self.result.produced.append(Produced(logical, key, value, headers, decoded))
 
@@ -185,7 +216,7 @@ class Harness(Generic[C, R]):
         self.registry = (
             registry if registry is not None else MemoryRegistry.for_catalog(self.catalog)
         )
-        self.serde = AvroSerde(self.registry, self.catalog)  # type: ignore[arg-type]
+        self.serde = AvroSerde(self.registry, self.catalog, self.settings.registry)  # type: ignore[arg-type]
         bare: Context[C, None] = Context(
             processor=spec.name,
             settings=self.settings,
@@ -269,6 +300,16 @@ class Harness(Generic[C, R]):
         traceback: TracebackType | None,
     ) -> None:
         self.close()
+
+
+def _same(one: str, other: str) -> bool:
+    """Whether two schema documents are the same JSON (the registry ignores whitespace)."""
+    if one == other:
+        return True
+    try:
+        return bool(orjson.loads(one) == orjson.loads(other))
+    except orjson.JSONDecodeError:  # not JSON, or nested past what orjson parses
+        return False
 
 
 def run_processor(

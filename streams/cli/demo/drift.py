@@ -60,7 +60,7 @@ def run(
     dataset = catalog.dataset(DATASET)
     serde = AvroSerde(kafka.registry(settings), catalog)
     schema = catalog.value_schema(dataset.validated_topic)
-    records = [serde.decode(r.raw, schema) for r in validated]
+    records = [serde.decode(r.raw, schema, topic=dataset.validated_topic) for r in validated]
     profile = pandas_engine.profile_dataset(
         pd.DataFrame.from_records(records), dataset.contract, "demo: this run's validated tickets"
     )
@@ -89,7 +89,10 @@ def run(
         wait_caught_up(settings, "drift", [validated_topic])
         elapsed = time.perf_counter() - started
     alert_schema = catalog.value_schema("drift.alerts")
-    alerts = [serde.decode(r.raw, alert_schema) for r in read_new(settings, alerts_topic, before)]
+    alerts = [
+        serde.decode(r.raw, alert_schema, topic="drift.alerts")
+        for r in read_new(settings, alerts_topic, before)
+    ]
     alerts.sort(key=lambda a: a["detected_at"])
     console.print(alert_table(alerts, f"drift alerts of this run ({elapsed:.0f}s)"))
     if not alerts:

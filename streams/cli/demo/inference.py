@@ -142,7 +142,7 @@ def _decoder(settings: Settings, catalog: Catalog) -> Any:
     serde = AvroSerde(kafka.registry(settings), catalog)
 
     def decode(name: str, record: InputRecord) -> dict[str, Any]:
-        return serde.decode(record.raw, catalog.value_schema(TOPICS[name]))
+        return serde.decode(record.raw, catalog.value_schema(TOPICS[name]), topic=TOPICS[name])
 
     return decode
 
