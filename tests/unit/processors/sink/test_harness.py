@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+import struct
 from pathlib import Path
 
 from processors.sink.processor import PROCESSOR
+from streams.contracts.catalog import catalog_for
 from streams.runtime.spec import NoSettings
-from streams.runtime.testing import Harness
+from streams.runtime.testing import Harness, MemoryRegistry
 from tests.support.warehouse import embedded_settings
 
 FINDING = {
@@ -43,3 +46,38 @@ def test_findings_land_in_their_table_and_garbage_is_dead_lettered(tmp_path: Pat
             "SELECT request_id, entity_type, start FROM pii_findings FINAL ORDER BY start"
         ).rows
     assert rows == [("r1", "EMAIL_ADDRESS", 13), ("r1", "EMAIL_ADDRESS", 40)]
+
+
+RECURSIVE = json.dumps(
+    {
+        "type": "record",
+        "name": "Node",
+        "namespace": "evil",
+        "fields": [{"name": "next", "type": ["null", "Node"]}],
+    }
+)
+
+
+def test_hostile_schemas_are_dead_lettered_and_their_dead_letters_load(tmp_path: Path) -> None:
+    settings = embedded_settings(tmp_path)
+    registry = MemoryRegistry.for_catalog(catalog_for(settings))
+    foreign = registry.register("somebody-else-value", RECURSIVE.replace("evil", "elsewhere"))
+    own = registry.register("pii.findings-value", RECURSIVE)  # a hostile version 2
+    deep = b"\x02" * 100_000 + b"\x00"  # nested 100,000 deep: fastavro would crash on it
+    hostile = [struct.pack(">bI", 0, i) + deep for i in (foreign, own)]
+    with Harness(PROCESSOR, settings=settings, config=NoSettings(), registry=registry) as harness:
+        out = harness.run(
+            [
+                harness.record("pii.findings", hostile[0]),
+                harness.record("pii.findings", FINDING, key="r1"),
+                harness.record("pii.findings", hostile[1]),
+            ]
+        )
+        assert out.kinds() == ["UnknownSchemaId", "SchemaTooComplex"]
+        assert [d.raw for d in out.dead_letters] == hostile
+        # The dead letters themselves load (a *.dlq topic is read as bytes and headers).
+        again = harness.run(
+            [harness.record(d.topic, d.raw, key=d.key, headers=d.headers) for d in out.dead_letters]
+        )
+        assert again.dead_letters == []
+        assert harness.ctx.resources.inserted == {"pii_findings": 1, "dead_letters": 2}
