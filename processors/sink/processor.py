@@ -8,11 +8,31 @@ safe to decode with (``streams.contracts.serde``), whether Python or ClickHouse
 decodes it; any other is dead-lettered with the reason. Each runner batch
 (up to 5,000 records or 1 s, unless ``SLUICE_RUNNER__BATCH_*`` say otherwise)
 becomes one INSERT per table; the runner commits the input offsets only after
-every insert of the batch succeeded. If ClickHouse fails, the batch raises
-``TransientError``: the runner commits nothing, rewinds, pauses and retries
-with backoff, so nothing is lost while ClickHouse is down, and the rows of a
-batch that half-succeeded are inserted again and collapse (ReplacingMergeTree
-on each record's natural id).
+every insert of the batch succeeded.
+
+Failures are told apart by their cause (``streams.warehouse.clickhouse.insert_error``):
+
+* **ClickHouse is unavailable** (connection refused, timeout, server busy, a
+  missing table): the batch raises ``TransientError``. The runner commits
+  nothing, rewinds, pauses and retries with backoff, so nothing is lost while
+  ClickHouse is down, and the rows of a batch that half-succeeded are inserted
+  again and collapse (ReplacingMergeTree on each record's natural id).
+* **ClickHouse refuses rows** (a value that does not fit its column, refused by
+  the server or by the client library before sending): the table's rows are
+  split in halves and each half inserted again, down to single rows, so the
+  rest loads and k bad rows among n cost about 2·k·log2(n) extra INSERTs. Each
+  refused row's record is dead-lettered (``RowRejected``, stage ``load``) with
+  the table, the column and the error name, never a value.
+* **A record that cannot become a row** (a missing field, a wrong type): it is
+  dead-lettered (``RowRejected``) before any insert.
+
+A record with several rows is dead-lettered if any of them is refused; its
+other rows load all the same. They cannot be held back (a row already inserted
+when another is refused stays), and they do no harm: the record's replay, once
+fixed, inserts them again and the ReplacingMergeTree key collapses them.
+
+A record of a dead-letter topic is never dead-lettered again: if its row is
+refused, the sink logs it and goes on (the letter itself stays in its topic).
 
 The connection is opened on the first batch (retried like any batch until
 ClickHouse answers); it applies the pending migrations first. With the embedded engine (chdb) this
@@ -30,10 +50,24 @@ from typing import Any
 
 from streams.contracts.catalog import Catalog
 from streams.contracts.serde import AvroSerde
-from streams.errors import ConfigurationError, RecordError, RowRejected, TransientError
+from streams.errors import (
+    ConfigurationError,
+    RecordError,
+    RowRejected,
+    SluiceError,
+    TransientError,
+)
 from streams.runtime.spec import Context, InputRecord, NoSettings, Outcome, ProcessorSpec
 from streams.warehouse import clickhouse, migrations
-from streams.warehouse.tables import AVRO_INGEST, BY_TOPIC, TableSpec, sink_topics, table_for
+from streams.warehouse.tables import (
+    AVRO_INGEST,
+    BY_TOPIC,
+    DEAD_LETTERS,
+    Row,
+    TableSpec,
+    sink_topics,
+    table_for,
+)
 
 log = logging.getLogger("sluice.sink")
 MIGRATIONS = "infra/clickhouse/migrations"
@@ -51,13 +85,22 @@ def inputs(catalog: Catalog) -> list[str]:
     return read
 
 
+@dataclass
+class TableRows:
+    """The rows a batch has for one table, and the record (its index) each row came from."""
+
+    spec: TableSpec
+    rows: list[Row] = field(default_factory=list)
+    owners: list[int] = field(default_factory=list)
+
+
 def to_rows(
     records: Sequence[InputRecord], serde: AvroSerde | None, catalog: Catalog
-) -> tuple[dict[str, tuple[TableSpec, list[Any]]], list[Outcome]]:
+) -> tuple[dict[str, TableRows], list[Outcome]]:
     """Rows per table for a batch, and the outcome of each record (pure but for decoding)."""
-    tables: dict[str, tuple[TableSpec, list[Any]]] = {}
+    tables: dict[str, TableRows] = {}
     outcomes: list[Outcome] = []
-    for record in records:
+    for index, record in enumerate(records):
         spec = table_for(record.topic)
         if spec is None:
             outcomes.append(RowRejected(f"no table for topic {record.topic}", stage="sink"))
@@ -76,7 +119,9 @@ def to_rows(
         except RecordError as error:
             outcomes.append(error)
             continue
-        except (KeyError, TypeError, ValueError) as exc:
+        except SluiceError:
+            raise  # not the record's fault: no serde, a registry that is down
+        except Exception as exc:  # the row functions are pure: the value made it raise
             outcomes.append(
                 RowRejected(
                     f"{record.topic} record does not fit table {spec.table}: "
@@ -85,7 +130,9 @@ def to_rows(
                 )
             )
             continue
-        tables.setdefault(spec.table, (spec, []))[1].extend(rows)
+        table = tables.setdefault(spec.table, TableRows(spec))
+        table.rows.extend(rows)
+        table.owners.extend([index] * len(rows))
         outcomes.append([])
     return tables, outcomes
 
@@ -95,6 +142,10 @@ class SinkResources:
     """The ClickHouse connections, opened on the first batch, and rows inserted per table."""
 
     inserted: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: INSERT statements per table (more than one per batch when rows were refused).
+    inserts: dict[str, int] = field(default_factory=lambda: defaultdict(int))
+    #: Rows ClickHouse refused, per table (their records were dead-lettered).
+    refused: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     warehouse: clickhouse.DirectWarehouse | None = None
     # With the embedded engine: a second connection that serves other processes' queries.
     reader: clickhouse.DirectWarehouse | None = None
@@ -110,7 +161,10 @@ def setup(ctx: Context[NoSettings, None]) -> SinkResources:
 
 
 def process_batch(records: Sequence[InputRecord], ctx: SinkContext) -> list[Outcome]:
-    """Insert the batch, one INSERT per table; raise TransientError if ClickHouse fails."""
+    """Insert the batch, one INSERT per table; raise TransientError if ClickHouse is down.
+
+    Rows ClickHouse refuses dead-letter their records (``RowRejected``); the rest loads.
+    """
     outcomes: list[Outcome | None] = [None] * len(records)
     rest = list(range(len(records)))
     if ctx.settings.clickhouse.avro_ingest:
@@ -118,11 +172,27 @@ def process_batch(records: Sequence[InputRecord], ctx: SinkContext) -> list[Outc
     tables, decoded = to_rows([records[i] for i in rest], ctx.serde, ctx.catalog)
     for index, outcome in zip(rest, decoded, strict=True):
         outcomes[index] = outcome
+    if tables:
+        for position, error in _insert_rows(tables, ctx, [records[i] for i in rest]).items():
+            outcomes[rest[position]] = error
     done = [o if o is not None else [] for o in outcomes]
-    if not tables:
-        return done
-    _insert_rows(tables, ctx)
-    return done
+    return [_unless_dead_letter(r, o) for r, o in zip(records, done, strict=True)]
+
+
+def _unless_dead_letter(record: InputRecord, outcome: Outcome) -> Outcome:
+    """A dead letter that cannot be loaded is logged and skipped: there is no DLQ of a DLQ."""
+    if isinstance(outcome, RecordError) and table_for(record.topic) is DEAD_LETTERS:
+        log.error(
+            "sink: the dead letter %s[%d]@%d has no row in dead_letters: %s: %s "
+            "(it stays in its topic)",
+            record.topic,
+            record.partition,
+            record.offset,
+            outcome.error_class,
+            outcome.message,
+        )
+        return []
+    return outcome
 
 
 def _insert_avro(
@@ -132,9 +202,10 @@ def _insert_avro(
 
     A topic's records go in one INSERT of their raw bytes. If ClickHouse refuses it (a
     value it cannot decode, a schema it cannot fetch), those records take the Python
-    path, which finds the bad ones and dead-letters them, or raises TransientError when
-    ClickHouse itself is down. An INSERT is one block, so nothing is half-applied; a
-    replay would collapse anyway.
+    path, which dead-letters the records that do not decode and the rows ClickHouse
+    refuses there too (``_load``), or raises TransientError when ClickHouse itself is
+    down: a poison record costs one failed Avro INSERT per batch, never a retry loop. An
+    INSERT is one block, so nothing is half-applied; a replay would collapse anyway.
     """
     by_topic: dict[str, list[int]] = {}
     rest: list[int] = []
@@ -186,16 +257,71 @@ def _decodable(serde: AvroSerde | None, record: InputRecord) -> bool:
     return True
 
 
-def _insert_rows(tables: dict[str, tuple[TableSpec, list[Any]]], ctx: SinkContext) -> None:
+def _insert_rows(
+    tables: dict[str, TableRows], ctx: SinkContext, records: Sequence[InputRecord]
+) -> dict[int, RowRejected]:
+    """Insert each table's rows; returns the records (their indexes) whose rows were refused."""
     warehouse = _warehouse(ctx)
+    refused: dict[int, RowRejected] = {}
     try:
-        for table, (spec, rows) in tables.items():
-            warehouse.insert(table, rows, spec.columns)
-            ctx.resources.inserted[table] += len(rows)
+        for table, batch in tables.items():
+            for row, error in _load(warehouse, table, batch, ctx.resources):
+                owner = batch.owners[row]
+                if owner in refused:
+                    continue  # the record's first refused row says why
+                record = records[owner]
+                log.warning(
+                    "sink: %s; dead-lettering %s[%d]@%d",
+                    error,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+                details = {"table": table, "exception": error.exception}
+                if error.code is not None:
+                    details["code"] = str(error.code)
+                refused[owner] = RowRejected(
+                    f"ClickHouse refused its row for table {table}: {error.reason}",
+                    stage="load",
+                    details=details,
+                )
     except clickhouse.WarehouseError as exc:
         # The connection stays: clickhouse-connect reconnects over HTTP by itself, and an
         # embedded engine keeps serving queries (and keeps its state) while the runner waits.
         raise TransientError(f"ClickHouse insert failed: {exc}") from exc
+    return refused
+
+
+def _load(
+    warehouse: clickhouse.DirectWarehouse,
+    table: str,
+    batch: TableRows,
+    resources: SinkResources,
+) -> list[tuple[int, clickhouse.RowsRefusedError]]:
+    """Insert ``batch``'s rows; if they are refused, split them to find the refused ones.
+
+    A refused slice is split in halves, each inserted on its own, down to single rows:
+    every row that can load loads once, and each refused row is found in about
+    2·log2(n) INSERTs. Returns the refused rows (indexes into ``batch.rows``) with
+    ClickHouse's refusal. Raises ``WarehouseError`` when ClickHouse is unavailable.
+    """
+    refused: list[tuple[int, clickhouse.RowsRefusedError]] = []
+    pending = [(0, len(batch.rows))]
+    while pending:
+        start, stop = pending.pop()
+        resources.inserts[table] += 1
+        try:
+            warehouse.insert(table, batch.rows[start:stop], batch.spec.columns)
+        except clickhouse.RowsRefusedError as error:
+            if stop - start == 1:
+                refused.append((start, error))
+                resources.refused[table] += 1
+            else:
+                middle = (start + stop) // 2
+                pending += [(middle, stop), (start, middle)]  # the first half first
+            continue
+        resources.inserted[table] += stop - start
+    return sorted(refused, key=lambda item: item[0])
 
 
 def teardown(ctx: SinkContext) -> None:
@@ -203,6 +329,8 @@ def teardown(ctx: SinkContext) -> None:
     _disconnect(ctx.resources)
     for table, count in sorted(ctx.resources.inserted.items()):
         log.info("sink: %d rows inserted into %s", count, table)
+    for table, count in sorted(ctx.resources.refused.items()):
+        log.info("sink: %d rows refused by %s (their records were dead-lettered)", count, table)
 
 
 def _warehouse(ctx: SinkContext) -> clickhouse.DirectWarehouse:

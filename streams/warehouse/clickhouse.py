@@ -26,7 +26,9 @@ import fcntl
 import json
 import logging
 import os
+import re
 import secrets
+import struct
 import threading
 import uuid
 from collections.abc import Iterator, Sequence
@@ -48,7 +50,73 @@ log = logging.getLogger(__name__)
 
 
 class WarehouseError(SluiceError):
-    """ClickHouse cannot be reached or refused a statement; the message says what to do."""
+    """ClickHouse cannot be reached or refused a statement; the message says what to do.
+
+    Raised as it is, it means "not now": ClickHouse is down, busy, or lacks a table a
+    migration adds. ``RowsRefusedError`` is the one subclass that means "never these rows".
+    """
+
+
+class RowsRefusedError(WarehouseError):
+    """ClickHouse, or the client library on its behalf, refused the rows themselves.
+
+    A value does not fit its column (a negative number in an unsigned column, a string
+    in a number, a NULL in a column that is not Nullable, a constraint): the same rows
+    will be refused again, other rows of the same table load. ``reason`` names the
+    column and the error, never a value (ClickHouse's own message can quote the row, so
+    it is not copied).
+    """
+
+    def __init__(self, table: str, reason: str, *, exception: str, code: int | None = None):
+        super().__init__(f"ClickHouse refused rows of table {table}: {reason}")
+        self.table = table
+        self.reason = reason
+        self.exception = exception
+        self.code = code
+
+
+#: ClickHouse error codes that mean "this data does not fit": the server read the rows
+#: and refused them. Any other code (a missing table, too many parts, a timeout, memory)
+#: is about the server, not the rows, and is retried.
+REFUSAL_CODES: dict[int, str] = {
+    6: "CANNOT_PARSE_TEXT",
+    26: "CANNOT_PARSE_QUOTED_STRING",
+    27: "CANNOT_PARSE_INPUT_ASSERTION_FAILED",
+    38: "CANNOT_PARSE_DATE",
+    41: "CANNOT_PARSE_DATETIME",
+    53: "TYPE_MISMATCH",
+    69: "ARGUMENT_OUT_OF_BOUND",
+    70: "CANNOT_CONVERT_TYPE",
+    72: "CANNOT_PARSE_NUMBER",
+    117: "INCORRECT_DATA",
+    128: "TOO_LARGE_ARRAY_SIZE",
+    131: "TOO_LARGE_STRING_SIZE",
+    190: "SIZES_OF_ARRAYS_DONT_MATCH",
+    321: "VALUE_IS_OUT_OF_RANGE_OF_DATA_TYPE",
+    349: "CANNOT_INSERT_NULL_IN_ORDINARY_COLUMN",
+    376: "CANNOT_PARSE_UUID",
+    395: "FUNCTION_THROW_IF_VALUE_IS_NON_ZERO",
+    407: "DECIMAL_OVERFLOW",
+    467: "CANNOT_PARSE_BOOL",
+    469: "VIOLATED_CONSTRAINT",
+    675: "CANNOT_PARSE_IPV4",
+    676: "CANNOT_PARSE_IPV6",
+    691: "UNKNOWN_ELEMENT_OF_ENUM",
+}
+
+#: What the client library raises when it cannot serialise a value into its column's
+#: type before anything is sent (besides its own ``DataError``).
+_SERIALISATION_ERRORS: tuple[type[Exception], ...] = (
+    ValueError,  # int("abc"), an ISO date that is not one, bad UTF-8
+    TypeError,  # None in a column that is not Nullable, a dict where a number goes
+    AttributeError,  # a number where a string goes ('int' object has no attribute 'encode')
+    KeyError,
+    IndexError,
+    ArithmeticError,  # OverflowError
+    struct.error,
+)
+_CODE = re.compile(r"\bCode:\s*(\d+)")
+_COLUMN = re.compile(r"column `([\w.]{1,128})`", re.IGNORECASE)
 
 
 @dataclass(frozen=True)
@@ -116,6 +184,8 @@ class DirectWarehouse:
         self.description = description
         self.path = path
         self._lock = threading.Lock()
+        # One insert context per (table, columns): its column types are read once.
+        self._contexts: dict[tuple[str, tuple[str, ...]], Any] = {}
         if path is not None:
             with _OPEN_LOCK:
                 _OPEN_HERE[path] = _OPEN_HERE.get(path, 0) + 1
@@ -140,9 +210,31 @@ class DirectWarehouse:
             self.client.command(sql)
 
     def insert(self, table: str, rows: Sequence[Sequence[Any]], columns: Sequence[str]) -> None:
-        """Insert rows in one block (one INSERT)."""
-        with self._lock, _errors(self.description):
-            self.client.insert(table, rows, column_names=list(columns))
+        """Insert rows in one block (one INSERT).
+
+        Raises ``RowsRefusedError`` when the rows themselves are refused (see
+        ``insert_error``), ``WarehouseError`` when ClickHouse is unavailable. An exception
+        of any other kind is left as it is: the caller cannot tell it is the data's.
+        """
+        with self._lock:
+            with _errors(self.description):
+                key = (table, tuple(columns))
+                context = self._contexts.get(key)
+                if context is None:
+                    context = self.client.create_insert_context(table, list(columns))
+                    self._contexts[key] = context
+                context.data = None
+                context.column_name = None
+            try:
+                self.client.insert(data=rows, context=context)
+            except Exception as exc:
+                error = insert_error(exc, table, self.description, context)
+                if not isinstance(error, RowsRefusedError):
+                    # The table may have changed or the connection with it: describe it again.
+                    self._contexts.pop(key, None)
+                if error is None:
+                    raise
+                raise error from exc
 
     def insert_avro(self, table: str, values: Sequence[bytes], registry_url: str) -> None:
         """Insert Confluent-framed Avro values as they are; ClickHouse decodes them.
@@ -183,6 +275,97 @@ def _errors(description: str) -> Iterator[None]:
         raise WarehouseError(f"ClickHouse at {description}: {_first_line(exc)}") from exc
 
 
+def insert_error(
+    exc: Exception, table: str, description: str, context: Any = None
+) -> WarehouseError | None:
+    """What an exception from an INSERT of ``table`` means, by its cause.
+
+    * ``RowsRefusedError``: the data. The client library refused a value before sending
+      it (its ``DataError``, or a ``ValueError``/``TypeError``/``AttributeError``/
+      ``OverflowError``... from serialising it), or the server answered with one of
+      ``REFUSAL_CODES``.
+    * ``WarehouseError``: ClickHouse itself. Any other error the client library or the
+      server reports (connection refused, timeout, server unavailable or overloaded, a
+      missing table), an ``OSError``, ``MemoryError``.
+    * ``None``: anything else (a bug): the caller lets it propagate.
+
+    ``context`` is the client's insert context: it knows the column being written when
+    serialisation failed.
+    """
+    from clickhouse_connect.driver.exceptions import (  # noqa: PLC0415 (the sink extra)
+        ClickHouseError,
+        DataError,
+    )
+
+    name = type(exc).__name__
+    if isinstance(exc, DataError) or (
+        isinstance(exc, _SERIALISATION_ERRORS) and not isinstance(exc, ClickHouseError)
+    ):
+        column = _column_of(exc, context)
+        where = f"column `{column}`{_type_of(column, context)}" if column else "a column"
+        return RowsRefusedError(
+            table, f"the client cannot write a value into {where}: {name}", exception=name
+        )
+    if isinstance(exc, ClickHouseError):
+        code = getattr(exc, "code", None)
+        if code is None:
+            found = _CODE.search(str(exc))
+            code = int(found.group(1)) if found else None
+        if code in REFUSAL_CODES:
+            column = _column_of(exc, None)
+            where = f" in column `{column}`" if column else ""
+            return RowsRefusedError(
+                table,
+                f"ClickHouse error {REFUSAL_CODES[code]} (code {code}){where}",
+                exception=name,
+                code=code,
+            )
+        return WarehouseError(f"ClickHouse at {description}: {_first_line(exc)}")
+    if isinstance(exc, OSError | MemoryError):
+        return WarehouseError(f"ClickHouse at {description}: {name}: {_first_line(exc)}")
+    return None
+
+
+class _SerialisationLogFilter(logging.Filter):
+    """Drops the client library's own "Error serializing column" log records.
+
+    It logs them at ERROR with a traceback before raising; ``insert`` raises
+    ``RowsRefusedError`` instead, and the sink, which finds refused rows by splitting a
+    batch, reports each refused record once.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith("Error serializing")
+
+
+_SERIALISATION_FILTER = _SerialisationLogFilter()
+
+
+def _quiet_serialisation_errors() -> None:
+    for name in ("clickhouse_connect.driver.transform", "clickhouse_connect.driver.rustcodec"):
+        logger = logging.getLogger(name)
+        if _SERIALISATION_FILTER not in logger.filters:
+            logger.addFilter(_SERIALISATION_FILTER)
+
+
+def _column_of(exc: BaseException, context: Any) -> str | None:
+    """The column an insert failed on: from the client's context, or a backquoted name."""
+    column = getattr(context, "column_name", None)
+    if column:
+        return str(column)
+    found = _COLUMN.search(str(exc))
+    return found.group(1) if found else None
+
+
+def _type_of(column: str, context: Any) -> str:
+    """`` (UInt32)``: the ClickHouse type of ``column`` as the insert context knows it."""
+    names = list(getattr(context, "column_names", None) or [])
+    types = list(getattr(context, "column_types", None) or [])
+    if column in names and len(types) == len(names):
+        return f" ({types[names.index(column)].name})"
+    return ""
+
+
 def _is_select(sql: str) -> bool:
     lines = [line for line in sql.strip().splitlines() if not line.strip().startswith("--")]
     head = " ".join(lines).lstrip("( ").upper()
@@ -205,6 +388,7 @@ def connect(settings: Settings, *, database: str | None = None) -> DirectWarehou
     if path is not None and path not in _OPEN_HERE and _locked_by_another_process(path):
         # Checked first: chdb would print the lock error to stderr before failing.
         raise DatabaseBusyError(path)
+    _quiet_serialisation_errors()
     kwargs: dict[str, Any] = {"dsn": url}
     if database:
         kwargs["database"] = database
