@@ -38,7 +38,7 @@ def up(only: tuple[str, ...]) -> None:
 
         def report(message: str) -> None:
             if message.startswith(transient):  # per-file progress: one updating line
-                status.update(message)
+                status.update(safe(message))
             else:
                 console.print(safe(message, multiline=True))
 
