@@ -224,6 +224,22 @@ class TelemetrySettings(_Frozen):
     root_sample_ratio: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of traces started by Sluice that are recorded."
     )
+    remote_sample_ratio: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Share of records whose producer's traceparent says 'sampled' that get a "
+        "span (drawn at random: the producer chooses the trace id and the flag). 1.0 follows "
+        "every sampled producer within remote_spans_per_second.",
+    )
+    remote_spans_per_second: float = Field(
+        1000.0,
+        gt=0.0,
+        description="At most this many spans a second per process follow a producer's "
+        "'sampled' flag (a one-second burst, then this rate); records over it continue "
+        "their trace unsampled, so a flood of sampled traceparents cannot force a span per "
+        "record. Traces Sluice starts itself are not counted.",
+    )
 
 
 class MetricsSettings(_Frozen):

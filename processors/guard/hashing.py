@@ -5,10 +5,17 @@ candidate values; a keyed HMAC cannot without the key. Each tenant gets its
 own key, derived from one platform secret (``SLUICE_GUARD__HASH_SECRET``) and
 the tenant id, so tokens cannot be joined across tenants and no key is ever
 stored in a file.
+
+A token is ``<ENTITY_`` + 26 characters of lowercase base32 (``a-z``, ``2-7``) +
+``>``: the first 130 bits of the HMAC-SHA256. Two different values of one tenant
+and entity type share a token with probability at most ``n**2 / 2**131`` for ``n``
+distinct values (the birthday bound): below 4e-22 at a billion values, so a
+token can stand for its value in joins and counts.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import re
@@ -20,7 +27,8 @@ from processors.guard.policy import Entity
 from streams.errors import ConfigurationError
 
 MIN_SECRET_CHARS = 16
-TOKEN_HEX_CHARS = 8
+#: Characters of base32 in a token: 26 x 5 = 130 bits of the HMAC.
+TOKEN_CHARS = 26
 _KEY_LABEL = b"sluice.guard.hash.v1\x00"
 _NON_DIGIT = re.compile(r"\D")
 _NON_ALNUM = re.compile(r"[^0-9A-Za-z]")
@@ -48,7 +56,7 @@ def canonical(entity: str, value: str) -> str:
 
 
 class TenantHasher:
-    """Makes ``<ENTITY_xxxxxxxx>`` tokens with a per-tenant HMAC-SHA256 key."""
+    """Makes ``<ENTITY_…>`` tokens (26 base32 characters) with a per-tenant HMAC-SHA256 key."""
 
     def __init__(self, secret: SecretStr | str | None) -> None:
         raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
@@ -73,7 +81,12 @@ class TenantHasher:
         return key
 
     def token(self, tenant: str, entity: str, value: str) -> str:
-        """Return the stable token of ``value`` for ``tenant``, e.g. ``<PERSON_3f9a1c2b>``."""
+        """Return the stable token of ``value`` for ``tenant``.
+
+        For example ``<PERSON_k5uxo3rfz6mvxawtwq4ld2e7ya>``: 130 bits of the HMAC in
+        lowercase base32, unpadded.
+        """
         message = entity.encode("utf-8") + b"\x00" + canonical(entity, value).encode("utf-8")
-        digest = hmac.new(self.tenant_key(tenant), message, hashlib.sha256).hexdigest()
-        return f"<{entity}_{digest[:TOKEN_HEX_CHARS]}>"
+        digest = hmac.new(self.tenant_key(tenant), message, hashlib.sha256).digest()
+        text = base64.b32encode(digest).decode("ascii").lower()
+        return f"<{entity}_{text[:TOKEN_CHARS]}>"

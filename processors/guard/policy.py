@@ -44,7 +44,7 @@ class Action(StrEnum):
     """What guard does with a finding."""
 
     TAG = "tag"  # replace with <ENTITY_TYPE>
-    HASH = "hash"  # replace with <ENTITY_TYPE_xxxxxxxx>, a keyed hash stable within a tenant
+    HASH = "hash"  # replace with <ENTITY_TYPE_ + 26 base32 chars>, keyed, stable per tenant
     MASK = "mask"  # keep the last ``keep_last`` letters and digits, mask the others
     BLOCK = "block"  # the whole request is blocked (its text is still redacted)
     OFF = "off"  # not detected (only useful to drop an entity the default asks for)

@@ -7,7 +7,6 @@ import sys
 
 import click
 from rich.console import Console
-from rich.markup import escape
 
 from streams.errors import SluiceError
 from streams.settings import get_settings
@@ -29,7 +28,10 @@ class SluiceGroup(click.Group):
             return super().invoke(ctx)
         except SluiceError as exc:
             # soft_wrap: rich adds no line breaks of its own (the terminal wraps).
-            err_console.print(f"[red]error:[/red] {escape(str(exc))}", soft_wrap=True)
+            # The message may quote a value from outside (a header, a row): never markup.
+            from streams.cli.output import safe  # noqa: PLC0415 (this module defines the consoles)
+
+            err_console.print(f"[red]error:[/red] {safe(exc, multiline=True)}", soft_wrap=True)
             sys.exit(1)
 
 

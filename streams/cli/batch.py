@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from streams.cli import console, err_console
+from streams.cli.output import cell, safe
 from streams.contracts.catalog import catalog_for
 from streams.profiling.profiles import Profile
 from streams.settings import get_settings
@@ -77,13 +78,15 @@ def profile(  # noqa: PLR0917 (click passes options by position)
         catalog.dataset(target)  # a clear error for an unknown dataset, before any work
     request = profile_job.ProfileRequest(target, engine, input_path, check, limit)  # type: ignore[arg-type]
     batch = profile_job.BatchSettings()
-    outcome = profile_job.run(request, settings, catalog, lambda m: console.print(f"   {m}"), batch)
+    outcome = profile_job.run(
+        request, settings, catalog, lambda m: console.print(f"   {safe(m)}"), batch
+    )
     directory = out or batch.out_dir or settings.stack.root / "profiles"
     for path, built in zip(
         profile_job.write(outcome.profiles, directory), outcome.profiles, strict=True
     ):
         _report(built)
-        console.print(f"   written to {path}")
+        console.print(f"   written to {safe(path)}")
     if publish:
         profile_job.publish(outcome.profiles, settings, catalog)
         console.print(f"published {len(outcome.profiles)} profile(s) to drift.profiles")
@@ -106,13 +109,16 @@ def _install_cudf_pandas() -> None:
 
 
 def _report(built: Profile) -> None:
-    table = Table(title=f"{built.key}: {built.rows:,} records ({built.engine}, {built.source})")
+    # Field names, categories and model names come from the data: cells are Text.
+    table = Table(
+        title=cell(f"{built.key}: {built.rows:,} records ({built.engine}, {built.source})")
+    )
     for column in ("field", "kind", "count", "nulls", "mean / top", "p01", "p50", "p99"):
         table.add_column(column)
     for numeric in built.numeric:
         q = numeric.quantiles
         table.add_row(
-            numeric.field,
+            cell(numeric.field),
             "numeric",
             f"{numeric.count:,}",
             f"{numeric.null_count:,}",
@@ -125,22 +131,24 @@ def _report(built: Profile) -> None:
             for c, n in zip(categorical.categories[:3], categorical.counts, strict=False)
         )
         table.add_row(
-            categorical.field,
+            cell(categorical.field),
             "category",
             f"{categorical.count:,}",
             f"{categorical.null_count:,}",
-            top,
+            cell(top),
             "",
             "",
             "",
         )
     console.print(table)
     if built.violations:
-        violations = Table(title=f"contract violations in {built.subject}'s history, by field")
+        violations = Table(
+            title=cell(f"contract violations in {built.subject}'s history, by field")
+        )
         for column in ("field", "rule", "records", "detail"):
             violations.add_column(column)
         for v in built.violations:
-            violations.add_row(v.field, v.rule, f"{v.count:,}", v.message)
+            violations.add_row(cell(v.field), cell(v.rule), f"{v.count:,}", cell(v.message))
         console.print(violations)
     elif built.subject_kind == "dataset":
         console.print("   no contract violations")

@@ -6,8 +6,10 @@ from pathlib import Path
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from streams.cli import console
+from streams.cli.output import cell, plain, safe
 from streams.runtime.waiting import wait_until
 from streams.sdk.connect_client import ConnectClient, ConnectError, ConnectorStatus, load_connector
 from streams.settings import get_settings
@@ -74,7 +76,7 @@ def apply(
     client = ConnectClient.from_settings(settings)
     created = client.apply(connector)
     verb = "created" if created else "updated"
-    console.print(f"connector [cyan]{connector.name}[/cyan] {verb} on {client.url}")
+    console.print(f"connector [cyan]{safe(connector.name)}[/cyan] {verb} on {safe(client.url)}")
     if not wait:
         return
     status = _await_running(client, connector.name, timeout)
@@ -112,7 +114,7 @@ def status(name: str | None, trace: bool) -> None:
     client = ConnectClient.from_settings(get_settings())
     statuses = [client.status(name)] if name else client.statuses()
     if not statuses:
-        console.print(f"no connectors on {client.url} (add one with `sluice connect apply`)")
+        console.print(f"no connectors on {safe(client.url)} (add one with `sluice connect apply`)")
         return
     _print_statuses(statuses, traces=trace)
     if any(s.failed for s in statuses):
@@ -125,7 +127,7 @@ def delete(name: str) -> None:
     """Delete a connector (its source offsets stay: a new one of that name resumes)."""
     client = ConnectClient.from_settings(get_settings())
     client.delete(name)
-    console.print(f"connector [cyan]{name}[/cyan] deleted from {client.url}")
+    console.print(f"connector [cyan]{safe(name)}[/cyan] deleted from {safe(client.url)}")
 
 
 @connect.command()
@@ -134,29 +136,33 @@ def restart(name: str) -> None:
     """Restart a connector and its failed tasks."""
     client = ConnectClient.from_settings(get_settings())
     client.restart(name)
-    console.print(f"connector [cyan]{name}[/cyan] restarting (failed tasks included)")
+    console.print(f"connector [cyan]{safe(name)}[/cyan] restarting (failed tasks included)")
 
 
 def connector_table(statuses: list[ConnectorStatus]) -> Table:
-    """Connectors with their state and tasks, as `sluice status` shows them too."""
+    """Connectors with their state and tasks, as `sluice status` shows them too.
+
+    Every value is the worker's: cells are ``Text``, never markup.
+    """
     table = Table(title="connectors")
     for column in ("connector", "type", "state", "tasks", "worker"):
         table.add_column(column)
     for item in statuses:
-        tasks = ", ".join(f"{t.id}: {_styled(t.state)}" for t in item.tasks)
+        tasks = Text(", ").join(
+            Text.assemble(f"{plain(t.id)}: ", _styled(t.state)) for t in item.tasks
+        )
         table.add_row(
-            item.name,
-            item.type,
+            cell(item.name),
+            cell(item.type),
             _styled(item.state),
-            tasks or "none yet",
-            item.worker,
+            tasks if item.tasks else "none yet",
+            cell(item.worker),
         )
     return table
 
 
-def _styled(state: str) -> str:
-    style = _STATE_STYLE.get(state)
-    return f"[{style}]{state}[/{style}]" if style else state
+def _styled(state: str) -> Text:
+    return cell(state, _STATE_STYLE.get(state, ""))
 
 
 def _print_statuses(statuses: list[ConnectorStatus], *, traces: bool) -> None:
@@ -165,11 +171,14 @@ def _print_statuses(statuses: list[ConnectorStatus], *, traces: bool) -> None:
         return
     for item in statuses:
         if item.state == "FAILED" and item.trace:
-            console.print(f"[red]{item.name} failed:[/red]\n{_short(item.trace)}")
+            console.print(
+                f"[red]{safe(item.name)} failed:[/red]\n{safe(_short(item.trace), multiline=True)}"
+            )
         for task in item.tasks:
             if task.state == "FAILED":
                 console.print(
-                    f"[red]{item.name} task {task.id} failed:[/red]\n{_short(task.trace)}"
+                    f"[red]{safe(item.name)} task {safe(task.id)} failed:[/red]\n"
+                    f"{safe(_short(task.trace), multiline=True)}"
                 )
 
 

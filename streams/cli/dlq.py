@@ -2,14 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import click
-from rich.markup import escape
+from rich.text import Text
 
 from streams.cli import console
+from streams.cli.output import plain, safe
 from streams.contracts.catalog import catalog_for
-from streams.runtime.dlq_replay import dlq_topic_name, read_recent, replay
+from streams.runtime.dlq_replay import (
+    DeadLetter,
+    ReplaySummary,
+    dlq_topic_name,
+    read_recent,
+    replay,
+    replay_target,
+)
 from streams.settings import Settings, get_settings
 
 
@@ -32,46 +41,101 @@ def show(topic: str, limit: int) -> None:
     name = _physical(settings, dlq_topic_name(topic))
     letters = read_recent(settings, name, limit)
     if not letters:
-        console.print(f"{name} is empty")
+        console.print(f"{safe(name)} is empty")
         return
-    console.print(f"[bold]{name}[/bold]: last {len(letters)} records (payloads not shown)")
+    console.print(f"[bold]{safe(name)}[/bold]: last {len(letters)} records (payloads not shown)")
+    for line in letter_lines(letters):
+        console.print(line, soft_wrap=True)
+
+
+def letter_lines(letters: Sequence[DeadLetter]) -> list[Text]:
+    """Two lines per dead letter: where it came from and what refused it; then the reason.
+
+    Every header value is the producer's to choose (anyone who can write to a topic
+    writes any header), so each is a ``Text`` (never markup) with its control
+    characters shown as escapes, and a newline in a value cannot start a line of its own.
+    """
+    lines = []
     for d in letters:
         when = datetime.fromtimestamp(d.timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         replays = f", replayed {d.replays}x" if d.replays else ""
-        console.print(
-            f"[cyan]{d.info.topic}[{d.info.partition}]@{d.info.offset}[/cyan] {when} "
-            f"{d.info.processor}/{d.info.stage} [yellow]{d.info.error_class}[/yellow] "
-            f"{d.size} B{replays}"
+        info = d.info
+        lines.append(
+            Text.assemble(
+                (f"{plain(info.topic)}[{info.partition}]@{info.offset}", "cyan"),
+                f" {when} {plain(info.processor)}/{plain(info.stage)} ",
+                (plain(info.error_class), "yellow"),
+                f" {d.size} B{replays}",
+            )
         )
-        console.print(f"    {escape(d.info.message)}", soft_wrap=True)
+        lines.append(Text(f"    {plain(info.message)}"))
+    return lines
 
 
 @dlq.command(name="replay")
 @click.argument("topic")
 @click.option("--dry-run", is_flag=True, help="Count what would be replayed; send nothing.")
-def replay_command(topic: str, dry_run: bool) -> None:
-    """Send TOPIC's dead-letter records back to their original topics, once each.
+@click.option(
+    "--to",
+    "to",
+    metavar="TOPIC",
+    default=None,
+    help="Send every record to this catalog topic instead of the one the dead-letter "
+    "topic belongs to (whatever its sluice.error.topic header says).",
+)
+def replay_command(topic: str, dry_run: bool, to: str | None) -> None:
+    """Send TOPIC's dead-letter records back to the topic they were refused on, once each.
 
-    Run it after fixing the contract or the producer. Each record is replayed at
-    most once (progress is committed with the replayed records); one that fails
-    again returns to the DLQ with its replay count.
+    The dead-letter topic X.dlq is replayed into X only: a record whose
+    sluice.error.topic header names another topic is skipped and counted, never
+    sent (anyone who can write to the dead-letter topic can write that header).
+    --to sends every record to another catalog topic instead. Run it after fixing
+    the contract or the producer. Each record is replayed at most once (progress
+    is committed with the replayed records); one that fails again returns to the
+    DLQ with its replay count.
     """
     settings = get_settings()
     name = _physical(settings, dlq_topic_name(topic))
-    with console.status(f"replaying {name}") as status:
+    target = replay_target(catalog_for(settings), name, to)
+    with console.status(f"replaying {safe(name)}") as status:
         summary = replay(
             settings,
             name,
+            target,
             dry_run=dry_run,
-            progress=lambda n: status.update(f"replayed {n:,} records from {name}"),
+            progress=lambda n: status.update(f"replayed {n:,} records from {safe(name)}"),
         )
+    for line in summary_lines(summary, dry_run=dry_run):
+        console.print(line, soft_wrap=True)
+
+
+def summary_lines(summary: ReplaySummary, *, dry_run: bool) -> list[Text]:
+    """What a replay sent, skipped and refused, as lines safe to print."""
     verb = "would replay" if dry_run else "replayed"
     targets = (
-        ", ".join(f"{n:,} to {t}" for t, n in (summary.by_target or {}).items()) or "nothing new"
+        ", ".join(f"{n:,} to {plain(t)}" for t, n in summary.by_target.items()) or "nothing new"
     )
-    console.print(f"{verb} {summary.replayed:,} records: {targets}")
+    lines = [Text(f"{verb} {summary.replayed:,} records: {targets}")]
     if summary.skipped:
-        console.print(f"skipped {summary.skipped} records without a sluice.error.topic header")
+        lines.append(
+            Text(f"skipped {summary.skipped:,} records without a sluice.error.topic header")
+        )
+    if summary.foreign:
+        named = ", ".join(f"{n:,} naming {plain(t)}" for t, n in summary.foreign.items())
+        total = sum(summary.foreign.values())
+        outcome = (
+            "would not send them (--to TOPIC sends every record to a catalog topic you choose)"
+            if dry_run
+            else "not sent, and a later replay does not see them again"
+        )
+        lines.append(
+            Text(
+                f"{'would skip' if dry_run else 'skipped'} {total:,} records whose "
+                f"sluice.error.topic header names another topic ({named}): {outcome}",
+                style="yellow",
+            )
+        )
+    return lines
 
 
 def _physical(settings: Settings, topic: str) -> str:

@@ -9,6 +9,7 @@ import click
 from rich.table import Table
 
 from streams.cli import console
+from streams.cli.output import cell
 from streams.contracts.catalog import catalog_for
 from streams.profiling.topics import read_history
 from streams.runtime import kafka
@@ -41,8 +42,11 @@ def alerts(limit: int, prefix: str) -> None:
 
 
 def alert_table(found: list[dict[str, Any]], title: str) -> Table:
-    """A table of alerts, one row each, narrow enough for a terminal."""
-    table = Table(title=title)
+    """A table of alerts, one row each, narrow enough for a terminal.
+
+    Signal names and categories come from the data: every cell is a ``Text``.
+    """
+    table = Table(title=cell(title))
     for column in ("at", "signal", "detector", "change", "window", "severity"):
         table.add_column(column)
     for alert in found:
@@ -51,12 +55,14 @@ def alert_table(found: list[dict[str, Any]], title: str) -> Table:
         end = alert["window_end"]
         table.add_row(
             when.strftime("%H:%M:%S"),
-            f"{alert['signal_name']}\n({alert['subject']})",
-            f"{alert['detector']} ({alert['stream']})\n"
-            f"{alert['statistic']:.3g} > {alert['threshold']:.3g}",
-            change(alert["reference"], alert["current"]),
+            cell(f"{alert['signal_name']}\n({alert['subject']})"),
+            cell(
+                f"{alert['detector']} ({alert['stream']})\n"
+                f"{alert['statistic']:.3g} > {alert['threshold']:.3g}"
+            ),
+            cell(change(alert["reference"], alert["current"])),
             f"{alert['window_size']:,} values\nto p{end['partition']}@{end['offset']}",
-            alert["severity"],
+            cell(alert["severity"]),
         )
     return table
 

@@ -6,8 +6,10 @@ import sys
 
 import click
 from rich.table import Table
+from rich.text import Text
 
 from streams.cli import console, err_console
+from streams.cli.output import cell, safe
 from streams.contracts import registry
 from streams.contracts.catalog import catalog_for
 from streams.runtime import kafka
@@ -30,7 +32,7 @@ def apply() -> None:
     catalog = catalog_for(settings)
     specs = list(catalog.topics.values())
     topic_changes = kafka.ensure_topics(kafka.admin(settings), specs)
-    table = Table(title=f"topics on {settings.kafka.bootstrap_servers}")
+    table = Table(title=cell(f"topics on {settings.kafka.bootstrap_servers}"))
     for column in ("topic", "partitions", "value", "action"):
         table.add_column(column)
     failed = False
@@ -39,21 +41,23 @@ def apply() -> None:
         action = change.action + (f" ({change.detail})" if change.detail else "")
         failed |= change.action == "error"
         table.add_row(
-            change.topic,
+            cell(change.topic),
             str(spec.partitions),
-            spec.value,
-            f"[red]{action}[/red]" if change.action == "error" else action,
+            cell(spec.value),
+            cell(action, "red" if change.action == "error" else ""),  # the broker's words
         )
     console.print(table)
     if failed:
         err_console.print("[red]error:[/red] some topics could not be created (see above)")
         sys.exit(1)
     subject_changes = registry.apply(settings.registry, catalog, specs)
-    table = Table(title=f"subjects on {settings.registry.url}")
+    table = Table(title=cell(f"subjects on {settings.registry.url}"))
     for column in ("subject", "schema", "version", "id", "action"):
         table.add_column(column)
     for sc in subject_changes:
-        table.add_row(sc.subject, sc.schema, str(sc.version), str(sc.schema_id), sc.action)
+        table.add_row(
+            cell(sc.subject), cell(sc.schema), str(sc.version), str(sc.schema_id), cell(sc.action)
+        )
     console.print(table)
 
 
@@ -67,9 +71,11 @@ def check() -> None:
     for change in planned:
         if change.action == "refused":
             refused = True
-            console.print(f"[red]{change.subject}: refused[/red]: {change.detail}")
+            console.print(
+                f"[red]{safe(change.subject)}: refused[/red]: {safe(change.detail, multiline=True)}"
+            )
         else:
-            console.print(f"{change.subject}: {change.action}")
+            console.print(Text(f"{change.subject}: {change.action}"))
     if refused:
         sys.exit(1)
 

@@ -12,6 +12,7 @@ import click
 from rich.table import Table
 
 from streams.cli import console
+from streams.cli.output import cell, plain
 from streams.settings import Settings, get_settings
 from streams.warehouse import clickhouse, migrations
 
@@ -71,19 +72,23 @@ def sql(query: str | None, path: Path | None, fmt: str) -> None:
         writer = csv.writer(buffer)
         writer.writerow(result.columns)
         writer.writerows([[_text(v) for v in row] for row in result.rows])
-        sys.stdout.write(buffer.getvalue())
+        text = buffer.getvalue()
+        # On a terminal, a value's control characters are shown, not obeyed; a pipe or
+        # a file gets the values exactly as ClickHouse holds them.
+        sys.stdout.write(plain(text, multiline=True) if sys.stdout.isatty() else text)
     elif fmt == "json":
         rows = [
             {c: _json(v) for c, v in zip(result.columns, row, strict=True)} for row in result.rows
         ]
         sys.stdout.write(json.dumps(rows, indent=2) + "\n")
     else:
-        table = Table(caption=f"{len(result.rows)} rows · {db.description}")
+        # Values are data, never markup or terminal control: every cell is a Text.
+        table = Table(caption=cell(f"{len(result.rows)} rows · {db.description}"))
         for column, type_name in zip(result.columns, result.types, strict=True):
             numeric = type_name.startswith(("Int", "UInt", "Float", "Decimal", "Nullable(Int"))
-            table.add_column(column, justify="right" if numeric else "left")
+            table.add_column(cell(column), justify="right" if numeric else "left")
         for row in result.rows:
-            table.add_row(*(_text(v) for v in row))
+            table.add_row(*(cell(_text(v)) for v in row))
         console.print(table)
 
 
@@ -119,12 +124,12 @@ def migrate() -> None:
         outcomes = migrations.migrate(target, settings.project_root / MIGRATIONS)
     finally:
         target.close()
-    table = Table(title=f"migrations · {target.description}")
+    table = Table(title=cell(f"migrations · {target.description}"))
     table.add_column("version")
     table.add_column("name")
     table.add_column("state")
     for outcome in outcomes:
-        table.add_row(f"{outcome.version:04d}", outcome.name, outcome.action)
+        table.add_row(f"{outcome.version:04d}", cell(outcome.name), outcome.action)
     console.print(table)
 
 

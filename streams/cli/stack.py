@@ -11,6 +11,7 @@ import httpx
 from rich.table import Table
 
 from streams.cli import console
+from streams.cli.output import cell, safe
 from streams.settings import Settings, get_settings
 from streams.stack import Stack, component_names
 
@@ -37,9 +38,9 @@ def up(only: tuple[str, ...]) -> None:
 
         def report(message: str) -> None:
             if message.startswith(transient):  # per-file progress: one updating line
-                status.update(message)
+                status.update(safe(message))
             else:
-                console.print(message)
+                console.print(safe(message, multiline=True))
 
         stack.up(report)
     console.print(f"[green]stack is up[/green] (state in {settings.stack.root})")
@@ -50,7 +51,9 @@ def up(only: tuple[str, ...]) -> None:
 def down(purge: bool) -> None:
     """Stop exactly what `sluice up` started; data is kept unless --purge."""
     # Every component, not only the configured ones: stop what an earlier `up --only` started.
-    Stack(get_settings(), component_names()).down(console.print, purge=purge)
+    Stack(get_settings(), component_names()).down(
+        lambda message: console.print(safe(message, multiline=True)), purge=purge
+    )
 
 
 @click.command()
@@ -70,16 +73,19 @@ def status() -> None:
         detail = item.detail if item.state != "dead" else "see below"
         table.add_row(
             item.title,
-            f"[{style}]{item.state}[/{style}]",
-            item.address,
+            cell(item.state, style),
+            cell(item.address),
             str(item.pid or ""),
-            detail,
+            cell(detail),  # may quote a log line
         )
         if item.state == "dead":
             dead.append(item)
     console.print(table)
     for item in dead:
-        console.print(f"[red]{item.title} died.[/red] Last lines of its log:\n{item.detail}")
+        console.print(
+            f"[red]{item.title} died.[/red] Last lines of its log:\n"
+            f"{safe(item.detail, multiline=True)}"
+        )
         console.print("Run `sluice up` to start it again.")
     if any(item.name == "connect" and item.state == "healthy" for item in statuses):
         _connectors(settings)
@@ -94,7 +100,7 @@ def _connectors(settings: Settings) -> None:
     try:
         connectors = ConnectClient(f"http://127.0.0.1:{settings.stack.connect_port}", 5).statuses()
     except ConnectError as exc:
-        console.print(f"[yellow]connectors: {exc}[/yellow]")
+        console.print(f"[yellow]connectors: {safe(exc)}[/yellow]")
         return
     if not connectors:
         console.print("no connectors (add one with `sluice connect apply connectors/<name>.json`)")
@@ -127,10 +133,10 @@ def _processors(directory: Path) -> None:
         uptime = max(1.0, time.time() - info["started_at"])
         rate = f"{records:,.0f} ({records / uptime:,.0f}/s avg)" if records is not None else "?"
         table.add_row(
-            info["processor"],
-            info["instance"],
+            cell(info["processor"]),
+            cell(info["instance"]),
             str(info["pid"]),
-            ", ".join(info["inputs"]),
+            cell(", ".join(info["inputs"])),
             rate,
             f"{lag:,.0f}" if lag is not None else "?",
             f"http://127.0.0.1:{port}/metrics" if port else "off",

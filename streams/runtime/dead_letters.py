@@ -76,7 +76,11 @@ def without_error_headers(headers: Iterable[tuple[str, bytes | None]] | None) ->
 
 
 def parse_error_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> DlqInfo:
-    """Decode the error headers of a dead-letter record."""
+    """Decode the error headers of a dead-letter record.
+
+    Any writer of the topic can set these headers, so a number that is not one
+    reads as ``-1`` (``0`` for the time) instead of failing the reader.
+    """
     values: dict[str, str] = {}
     details: dict[str, str] = {}
     for key, raw in headers or ():
@@ -94,8 +98,15 @@ def parse_error_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> D
         error_class=values.get("class", "?"),
         message=values.get("message", ""),
         topic=values.get("topic", ""),
-        partition=int(values.get("partition", "-1")),
-        offset=int(values.get("offset", "-1")),
-        ts=int(values.get("ts", "0")),
+        partition=_int(values.get("partition"), -1),
+        offset=_int(values.get("offset"), -1),
+        ts=_int(values.get("ts"), 0),
         details=details,
     )
+
+
+def _int(text: str | None, default: int) -> int:
+    try:
+        return int(text) if text is not None else default
+    except ValueError:
+        return default

@@ -1,4 +1,11 @@
-"""Reading and replaying dead-letter topics (``sluice dlq show|replay``)."""
+"""Reading and replaying dead-letter topics (``sluice dlq show|replay``).
+
+Whoever can write to a topic can write any header, ``sluice.error.topic``
+included, so a replay never trusts a header to choose where a record goes: the
+dead-letter topic ``X.dlq`` is replayed into ``X`` only, and a record whose header
+names another topic is skipped and counted. An operator who means to send the
+records elsewhere names the target (``--to``), which must be a catalog topic.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +16,8 @@ from dataclasses import dataclass, field
 
 from confluent_kafka import Consumer, Producer, TopicPartition
 
+from streams.contracts.catalog import DLQ_SUFFIX, Catalog
+from streams.errors import ConfigurationError
 from streams.runtime import kafka
 from streams.runtime.dead_letters import (
     REPLAY_COUNT,
@@ -35,16 +44,67 @@ class DeadLetter:
 
 @dataclass
 class ReplaySummary:
-    """What a replay sent where."""
+    """What a replay sent where, and what it would not send."""
 
     replayed: int = 0
     by_target: dict[str, int] = field(default_factory=dict)
-    skipped: int = 0
+    skipped: int = 0  # records without a sluice.error.topic header
+    #: records whose sluice.error.topic names another topic than the replay's target,
+    #: by the topic named (never sent)
+    foreign: dict[str, int] = field(default_factory=dict)
+
+
+class ReplayTargetError(ConfigurationError, ValueError):
+    """A replay target that is not allowed (not a catalog topic, or a dead-letter topic)."""
+
+
+@dataclass(frozen=True)
+class ReplayTarget:
+    """Where a replay sends records: a cluster topic name.
+
+    ``explicit`` when the operator named it (``--to``): then every record goes there.
+    Otherwise it is the topic the dead-letter topic belongs to, and only records whose
+    ``sluice.error.topic`` header names it are sent.
+    """
+
+    topic: str
+    explicit: bool = False
+
+    def destination(self, info: DlqInfo) -> str | None:
+        """The topic one record is sent to, or None when it must not be sent."""
+        if self.explicit or info.topic == self.topic:
+            return self.topic
+        return None
 
 
 def dlq_topic_name(topic: str) -> str:
     """Accept either a DLQ topic or the input topic it belongs to."""
-    return topic if topic.endswith(".dlq") else f"{topic}.dlq"
+    return topic if topic.endswith(DLQ_SUFFIX) else f"{topic}{DLQ_SUFFIX}"
+
+
+def replay_target(catalog: Catalog, dlq: str, to: str | None = None) -> ReplayTarget:
+    """Where the records of the dead-letter topic ``dlq`` (a cluster name) may be replayed.
+
+    Without ``to``: the topic ``dlq`` belongs to (``X`` for ``X.dlq``; the cluster
+    name, so the topic prefix is the one the dead-letter topic has). With ``to``: that
+    topic, which must be in the catalog (by its logical or its cluster name) and must
+    not be a dead-letter topic; its cluster name is returned.
+    """
+    if not dlq.endswith(DLQ_SUFFIX) or len(dlq) == len(DLQ_SUFFIX):
+        raise ReplayTargetError(f"{dlq!r} is not a dead-letter topic (<topic>{DLQ_SUFFIX})")
+    if to is None:
+        return ReplayTarget(dlq[: -len(DLQ_SUFFIX)])
+    logical = to if to in catalog.topics else catalog.logical(to)
+    spec = catalog.topics.get(logical)
+    if spec is None or to not in (logical, spec.name):
+        known = ", ".join(sorted(t for t in catalog.topics if not t.endswith(DLQ_SUFFIX)))
+        raise ReplayTargetError(
+            f"--to {to!r} is not a topic of the catalog; replay writes only to catalog "
+            f"topics: {known}"
+        )
+    if logical.endswith(DLQ_SUFFIX):
+        raise ReplayTargetError(f"--to {to!r} is a dead-letter topic, not a replay target")
+    return ReplayTarget(spec.name, explicit=True)
 
 
 def read_recent(
@@ -78,15 +138,21 @@ def read_recent(
 def replay(
     settings: Settings,
     topic: str,
+    target: ReplayTarget,
     *,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
 ) -> ReplaySummary:
-    """Send every not-yet-replayed record of ``topic`` back to the topic it came from.
+    """Send every not-yet-replayed record of ``topic`` to ``target`` (see ``replay_target``).
+
+    A record whose ``sluice.error.topic`` header names another topic than a target
+    the operator did not choose is skipped and counted in ``foreign``, never sent;
+    it still counts as handled, so a later replay does not see it again.
 
     Progress is kept in the consumer group ``<prefix>.dlq-replay.<topic>`` and
     each chunk is produced and committed in one transaction, so running replay
-    twice never sends a record twice. Only records present when replay starts
+    twice never sends a record twice (with or without a ``--to`` target: both
+    share the group). Only records present when replay starts
     are sent; a record that fails again lands in the DLQ again, with its replay
     count.
     """
@@ -108,7 +174,7 @@ def replay(
             )
             producer.init_transactions(30)
         for chunk in _chunks(consumer, topic, starts, ends):
-            _replay_chunk(chunk, producer, consumer, summary)
+            _replay_chunk(chunk, target, producer, consumer, summary)
             if progress:
                 progress(summary.replayed)
     finally:
@@ -118,26 +184,31 @@ def replay(
 
 def _replay_chunk(
     chunk: list[InputRecord],
+    target: ReplayTarget,
     producer: Producer | None,
     consumer: Consumer,
     summary: ReplaySummary,
 ) -> None:
-    """Produce one chunk back to its source topics and commit its offsets, atomically."""
+    """Produce one chunk to the target and commit its offsets, atomically."""
     if producer is not None:
         producer.begin_transaction()
     for record in chunk:
         info = parse_error_headers(record.headers)
-        if not info.topic:
+        if not info.topic and not target.explicit:
             summary.skipped += 1
+            continue
+        destination = target.destination(info)
+        if destination is None:
+            summary.foreign[info.topic] = summary.foreign.get(info.topic, 0) + 1
             continue
         headers = [(k, v) for k, v in without_error_headers(record.headers) if k != REPLAY_COUNT]
         headers.append((REPLAY_COUNT, str(_replays(record.headers) + 1).encode()))
         if producer is not None:
             producer.produce(
-                info.topic, value=record.raw, key=record.key, headers=kafka.kafka_headers(headers)
+                destination, value=record.raw, key=record.key, headers=kafka.kafka_headers(headers)
             )
         summary.replayed += 1
-        summary.by_target[info.topic] = summary.by_target.get(info.topic, 0) + 1
+        summary.by_target[destination] = summary.by_target.get(destination, 0) + 1
     if producer is not None:
         offsets = _next_offsets(chunk)
         producer.send_offsets_to_transaction(offsets, consumer.consumer_group_metadata(), 30)

@@ -7,12 +7,22 @@ output of that record, plus one span per batch that links to them. With the
 parent-based sampler a record from an unsampled trace costs a non-recording
 span only, and with the exporter ``none`` the runner copies the header through
 without creating spans at all.
+
+A record's ``traceparent`` is whatever its producer wrote, ``sampled`` flag
+included, so that flag is a request, not an order: ``sampler()`` follows it for
+a random share of records (``SLUICE_TELEMETRY__REMOTE_SAMPLE_RATIO``) and for at
+most ``SLUICE_TELEMETRY__REMOTE_SPANS_PER_SECOND`` spans a second per process. A
+flood of records claiming sampled traces costs a bounded number of spans; the
+records over the budget continue their trace unsampled.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Sequence
+import random
+import threading
+import time
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 from opentelemetry import trace
@@ -25,11 +35,20 @@ from opentelemetry.sdk.trace.export import (
     ConsoleSpanExporter,
     SpanExporter,
 )
-from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
+from opentelemetry.sdk.trace.sampling import (
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
+from opentelemetry.trace import Link, SpanKind
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
+from opentelemetry.trace.span import TraceState
+from opentelemetry.util.types import Attributes
 
 from streams.runtime.spec import Headers
-from streams.settings import Settings
+from streams.settings import Settings, TelemetrySettings
 
 log = logging.getLogger(__name__)
 TRACE_HEADERS = ("traceparent", "tracestate")
@@ -75,12 +94,85 @@ def setup_tracing(
         return None
     provider = TracerProvider(
         resource=Resource.create({"service.name": service_name}),
-        sampler=ParentBased(TraceIdRatioBased(settings.telemetry.root_sample_ratio)),
+        sampler=sampler(settings.telemetry),
     )
     for processor in processors:
         provider.add_span_processor(processor)
     trace.set_tracer_provider(provider)
     return provider
+
+
+def sampler(settings: TelemetrySettings) -> Sampler:
+    """Parent-based sampling that bounds what a producer's ``sampled`` flag can cost.
+
+    Traces Sluice starts (no parent) are sampled at ``root_sample_ratio``; a child of
+    a span of this process follows it; a record whose producer's context is not sampled
+    gets no span; one whose context says sampled gets one within the budget of
+    ``RemoteParentBudget``.
+    """
+    return ParentBased(
+        root=TraceIdRatioBased(settings.root_sample_ratio),
+        remote_parent_sampled=RemoteParentBudget(
+            settings.remote_sample_ratio, settings.remote_spans_per_second
+        ),
+    )
+
+
+class RemoteParentBudget(Sampler):
+    """Follows a remote parent's ``sampled`` flag for a share of spans, within a rate budget.
+
+    The share is drawn at random, not from the trace id, which the producer chooses
+    (a ``TraceIdRatioBased`` ratio would sample every trace id below its bound). The
+    budget is a token bucket of ``per_second`` tokens refilled at ``per_second`` a
+    second: over any ``t`` seconds at most ``per_second * (t + 1)`` spans are sampled,
+    however many records claim a sampled parent.
+    """
+
+    def __init__(
+        self,
+        ratio: float,
+        per_second: float,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        draw: Callable[[], float] | None = None,
+    ) -> None:
+        self._ratio = ratio
+        self._per_second = per_second
+        self._capacity = max(per_second, 1.0)
+        self._tokens = self._capacity
+        self._clock = clock
+        self._last = clock()
+        # Sampling, not secrecy: the producer cannot see this generator's draws.
+        self._draw = draw or random.Random().random  # noqa: S311
+        self._lock = threading.Lock()
+
+    def should_sample(  # noqa: PLR0917 (OpenTelemetry's Sampler signature)
+        self,
+        parent_context: OtelContext | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: TraceState | None = None,
+    ) -> SamplingResult:
+        """Sample while the ratio draws it and the budget has a token; drop otherwise."""
+        parent_state = trace.get_current_span(parent_context).get_span_context().trace_state
+        if self._ratio < 1.0 and self._draw() >= self._ratio:
+            return SamplingResult(Decision.DROP, None, parent_state)
+        with self._lock:
+            now = self._clock()
+            elapsed = max(0.0, now - self._last)
+            self._last = now
+            self._tokens = min(self._capacity, self._tokens + elapsed * self._per_second)
+            if self._tokens < 1.0:
+                return SamplingResult(Decision.DROP, None, parent_state)
+            self._tokens -= 1.0
+        return SamplingResult(Decision.RECORD_AND_SAMPLE, attributes, parent_state)
+
+    def get_description(self) -> str:
+        """The sampler and its limits, as OpenTelemetry describes samplers."""
+        return f"RemoteParentBudget{{ratio={self._ratio}, per_second={self._per_second}}}"
 
 
 def _exporter(all_settings: Settings) -> SpanExporter | None:

@@ -73,3 +73,46 @@ def test_dry_run_sends_nothing(world: World):
         read_all(world.settings, world.dlq, 1, settle=0.5)
     assert "would replay 1 records" in sluice(world, "dlq", "replay", world.raw, "--dry-run").stdout
     assert len(read_all(world.settings, world.raw, 1, settle=1)) == 1
+
+
+def test_a_forged_error_topic_is_never_replayed_into_it(world: World):
+    """Anyone who can write to the DLQ can name any topic in sluice.error.topic."""
+    from confluent_kafka import Producer
+
+    safe = world.topic("inference.requests.safe")
+    producer = Producer(world.settings.kafka.client_config())
+    for value, named in ((b"forged", safe), (b"genuine", world.raw)):
+        producer.produce(
+            world.dlq,
+            value=value,
+            headers=[
+                ("sluice.error.topic", named.encode()),
+                ("sluice.error.class", b"[/bold]\x1b[2J"),
+                ("sluice.error.message", b"[red]hostile[/red]\r"),
+                ("sluice.error.partition", b"not a number"),
+            ],
+        )
+    producer.flush(30)
+
+    shown = sluice(world, "dlq", "show", world.raw).stdout
+    assert "[/bold]\\x1b[2J" in shown and "[red]hostile[/red]\\x0d" in shown
+    assert "\x1b[2J" not in shown and "\r" not in shown
+
+    said = " ".join(sluice(world, "dlq", "replay", world.raw).stdout.split())
+    assert f"replayed 1 records: 1 to {world.raw}" in said
+    assert (
+        f"skipped 1 records whose sluice.error.topic header names another topic (1 naming {safe})"
+        in said
+    )
+    assert [m.value() for m in read_all(world.settings, world.raw, 1, settle=1)] == [b"genuine"]
+    assert read_all(world.settings, safe, 0, settle=1) == []
+
+    refused = subprocess.run(
+        [sys.executable, "-m", "streams", "dlq", "replay", world.raw, "--to", "elsewhere"],
+        env={**os.environ, **world.env, "COLUMNS": "200"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert refused.returncode == 1
+    assert "is not a topic of the catalog" in refused.stdout + refused.stderr

@@ -15,6 +15,7 @@ from rich.table import Table
 
 from streams.cli import console
 from streams.cli.demo.support import wait_caught_up
+from streams.cli.output import cell
 from streams.cli.sql import warehouse
 from streams.contracts.catalog import Catalog
 from streams.settings import Settings
@@ -95,9 +96,9 @@ def run(settings: Settings, catalog: Catalog, since_ms: int) -> None:
 def _print(title: str, result: Any) -> None:
     table = Table(title=title)
     for column in result.columns:
-        table.add_column(column)
+        table.add_column(cell(column))
     for row in result.rows:
-        table.add_row(*(_text(value) for value in row))
+        table.add_row(*(cell(_text(value)) for value in row))  # tenant ids, models: data
     if not result.rows:
         table.caption = "no rows in this run"
     console.print(table)

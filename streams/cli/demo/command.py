@@ -21,6 +21,7 @@ from streams.cli import console
 from streams.cli.demo.inference import guard_secret, run_inference
 from streams.cli.demo.ingest import connect_client, ingest_with_connect
 from streams.cli.demo.support import end_offsets, processors, read_new, wait_caught_up
+from streams.cli.output import cell, safe
 from streams.contracts import registry
 from streams.contracts.catalog import Catalog, catalog_for
 from streams.runtime import kafka
@@ -159,10 +160,12 @@ def _report_validate(
     table.add_column("reason")
     table.add_column("records", justify="right")
     for reason, count in reasons.most_common(8):
-        table.add_row(reason, str(count))
+        table.add_row(cell(reason), str(count))  # header values: the producer's
     console.print(table)
     for record in dead[:3]:
-        console.print(f"  e.g. [yellow]{parse_error_headers(record.headers).message}[/yellow]")
+        console.print(
+            f"  e.g. [yellow]{safe(parse_error_headers(record.headers).message)}[/yellow]"
+        )
 
 
 def _key(line: str) -> str | None:

@@ -21,6 +21,7 @@ from rich.table import Table
 
 from streams.cli import console
 from streams.cli.demo.support import end_offsets, read_new, wait_caught_up
+from streams.cli.output import cell
 from streams.contracts.catalog import Catalog
 from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
@@ -158,14 +159,14 @@ def _report_guard(blocked: list[dict[str, Any]], findings: list[dict[str, Any]])
         actions = ", ".join(
             f"{k.split(' → ')[1]} {n}" for k, n in by_action.items() if k.startswith(kind + " ")
         )
-        table.add_row(kind, str(count), actions)
+        table.add_row(cell(kind), str(count), cell(actions))
     console.print(table)
     reasons = Counter(b["guard"]["reason"] for b in blocked)
     table = Table(title="guard: blocked requests (inference.requests.blocked)")
     table.add_column("reason")
     table.add_column("requests", justify="right")
     for reason, count in reasons.most_common():
-        table.add_row(str(reason), str(count))
+        table.add_row(cell(reason), str(count))
     console.print(table)
 
 
@@ -192,7 +193,7 @@ def _report_results(results: list[dict[str, Any]], run: InferenceRun) -> None:
         ok = [r for r in rows if r["status"] == "ok"]
         latencies = sorted(r["e2e_ms"] for r in ok) or [0.0]
         table.add_row(
-            model,
+            cell(model),
             str(len(ok)),
             str(len(rows) - len(ok)),
             f"{_quantile(latencies, 0.5):,.0f}",

@@ -51,3 +51,15 @@ def test_original_headers_kept_and_old_errors_replaced():
 
 def test_none_header_values_survive():
     assert without_error_headers([("a", None)]) == [("a", b"")]
+
+
+def test_forged_numbers_in_the_headers_do_not_break_the_reader():
+    info = parse_error_headers(
+        [
+            ("sluice.error.topic", b"raw.t"),
+            ("sluice.error.partition", b"[/bold]"),
+            ("sluice.error.offset", b"\x1b[2J"),
+            ("sluice.error.ts", None),
+        ]
+    )
+    assert (info.topic, info.partition, info.offset, info.ts) == ("raw.t", -1, -1, 0)
