@@ -1,9 +1,11 @@
 """validate against hostile producers on the real stack: the record goes, the processor stays.
 
 A producer registers a recursive schema under a subject of its own and frames a
-record nested 100,000 deep with its id: before the decoder checked ids against the
-topic's subject, fastavro overflowed the C stack on it and validate died (and died
-again on every restart). Now the record is dead-lettered and the next one validated.
+deeply nested record with its id. Nested 100,000 deep, such a record overflowed
+fastavro's C stack before the decoder checked ids against the topic's subject (the
+unit tests prove that in a subprocess); validate refuses one that large by its size
+alone, so here it is nested 8,000 deep, under the contract's 64 KiB, and has to be
+refused by the registry check: dead-lettered, and the next record validated.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from streams.runtime import kafka
 from streams.runtime.dead_letters import parse_error_headers
 from tests.support.world import World, make_world, process_log, produce, read_all, running
 
-LEVELS = 100_000
+LEVELS = 8_000  # 7 bytes a level: under the contract's max_record_bytes (64 KiB)
 
 
 @pytest.fixture
