@@ -86,6 +86,17 @@ def counting_spec(*, with_rollback: bool = True) -> ProcessorSpec[ToySettings, C
     )
 
 
+def stateless_spec(name: str, process_batch: Any) -> ProcessorSpec[Any, Any]:
+    """A processor without settings or state over ``IN`` → ``OUT``."""
+    return ProcessorSpec(
+        name=name,
+        description="",
+        inputs=lambda c, s: [IN],
+        outputs=lambda c, s: [OUT],
+        process_batch=process_batch,
+    )
+
+
 @pytest.fixture(scope="module")
 def settings() -> Settings:
     return Settings()
@@ -158,13 +169,7 @@ def test_an_output_that_does_not_fit_its_schema_dead_letters_its_input(settings:
     def broken(record: InputRecord, ctx: Context[Any, Any]) -> list[Output]:
         return [Output(OUT, {"request_id": record.value["request_id"]})]  # fields missing
 
-    spec: ProcessorSpec[Any, Any] = ProcessorSpec(
-        name="broken",
-        description="",
-        inputs=lambda c, s: [IN],
-        outputs=lambda c, s: [OUT],
-        process_batch=per_record(broken),
-    )
+    spec = stateless_spec("broken", per_record(broken))
     with Harness(spec, settings=settings) as harness:
         out = harness.run([harness.record(IN, request("x"))])
     assert out.kinds() == ["OutputRejected"]
@@ -182,13 +187,7 @@ def test_a_record_error_is_a_dead_letter_and_its_owed_outputs_still_go_out(
             outputs=[Output(OUT, record.value, key="owed")],
         )
 
-    spec: ProcessorSpec[Any, Any] = ProcessorSpec(
-        name="refuser",
-        description="",
-        inputs=lambda c, s: [IN],
-        outputs=lambda c, s: [OUT],
-        process_batch=per_record(refuse),
-    )
+    spec = stateless_spec("refuser", per_record(refuse))
     with Harness(spec, settings=settings) as harness:
         out = harness.run([harness.record(IN, request("y"))])
     assert out.kinds() == ["NotARecord"]
@@ -201,13 +200,7 @@ def test_a_transient_error_is_never_isolated_per_record(settings: Settings) -> N
     def unavailable(records: Sequence[InputRecord], ctx: Context[Any, Any]) -> list[Outcome]:
         raise TransientError("Triton is down")
 
-    spec: ProcessorSpec[Any, Any] = ProcessorSpec(
-        name="waiting",
-        description="",
-        inputs=lambda c, s: [IN],
-        outputs=lambda c, s: [OUT],
-        process_batch=unavailable,
-    )
+    spec = stateless_spec("waiting", unavailable)
     with Harness(spec, settings=settings) as harness, pytest.raises(TransientError):
         harness.run([harness.record(IN, request("z")), harness.record(IN, request("w"))])
 
