@@ -36,6 +36,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from processors.guard.embedder import Embedder, Matrix, normalize_rows
+from streams.contracts.linear_regex import LinearPattern, LinearRegexError, compile_linear
 from streams.errors import ConfigurationError
 
 OBFUSCATION_RULE = "obfuscated_instruction"
@@ -51,21 +52,29 @@ class _Strict(BaseModel):
 
 
 class PatternSpec(_Strict):
-    """One attack phrasing: a case-insensitive regex with a weight and its reason."""
+    r"""One attack phrasing: a case-insensitive regex with a weight and its reason.
+
+    Regexes run on RE2 (linear time, see ``streams/contracts/linear_regex.py``): no
+    lookarounds or backreferences, ASCII ``\\b``/``\\w`` (``[\\pL\\pN_]`` for
+    letters of any script). ``unless_followed_by`` stands in for a negative
+    lookahead: a match counts only when that regex does not match right after it.
+    """
 
     id: str = Field(pattern=r"^[a-z0-9_]+$")
     category: str
     weight: float = Field(gt=0.0, le=1.0)
     rationale: str = Field(min_length=10)
     regex: str
+    unless_followed_by: str | None = None
 
-    @field_validator("regex")
+    @field_validator("regex", "unless_followed_by")
     @classmethod
-    def _compiles(cls, value: str) -> str:
-        try:
-            re.compile(value)
-        except re.error as exc:
-            raise ValueError(f"does not compile: {exc}") from exc
+    def _compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                compile_linear(value)
+            except LinearRegexError as exc:
+                raise ValueError(f"does not compile: {exc}") from exc
         return value
 
 
@@ -251,7 +260,17 @@ class InjectionScore:
 class _Pattern:
     id: str
     weight: float
-    regex: re.Pattern[str]
+    regex: LinearPattern
+    unless_followed_by: LinearPattern | None = None
+
+    def search(self, text: str) -> bool:
+        """True when some match of the regex is not followed by ``unless_followed_by``."""
+        if self.unless_followed_by is None:
+            return self.regex.search(text) is not None
+        return any(
+            self.unless_followed_by.match(text, match.end()) is None
+            for match in self.regex.finditer(text)
+        )
 
 
 class PatternSet:
@@ -259,7 +278,14 @@ class PatternSet:
 
     def __init__(self, patterns: Sequence[PatternSpec], obfuscation_weight: float = 0.5) -> None:
         self.patterns = [
-            _Pattern(p.id, p.weight, re.compile(p.regex, re.IGNORECASE | re.MULTILINE))
+            _Pattern(
+                p.id,
+                p.weight,
+                compile_linear(p.regex, ignore_case=True, multiline=True),
+                None
+                if p.unless_followed_by is None
+                else compile_linear(p.unless_followed_by, ignore_case=True, multiline=True),
+            )
             for p in patterns
         ]
         self.obfuscation_weight = obfuscation_weight
@@ -276,9 +302,9 @@ class PatternSet:
         found: dict[str, float] = {}
         hidden = False
         for pattern in self.patterns:
-            if pattern.regex.search(base):
+            if pattern.search(base):
                 found[pattern.id] = pattern.weight
-            elif any(pattern.regex.search(view) for view in others):
+            elif any(pattern.search(view) for view in others):
                 found[pattern.id] = pattern.weight
                 hidden = True
         if hidden and self.obfuscation_weight > 0:

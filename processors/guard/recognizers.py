@@ -41,6 +41,7 @@ from presidio_analyzer.predefined_recognizers import (
 
 from processors.guard.names import GIVEN_NAMES
 from processors.guard.policy import Entity
+from streams.contracts.linear_regex import compile_linear
 
 LANGUAGE = "en"
 
@@ -119,17 +120,18 @@ class VendorSecretRecognizer(PatternRecognizer):
 # `api_key = "..."`, `password: ...`, `Authorization: Bearer ...`: the value after a
 # name that says it is secret. Only the value is reported, so the redacted text keeps
 # the name (`api_key=<API_KEY>`) and a reader still understands the prompt.
-_ASSIGNED_SECRET = re.compile(
-    r"""(?ix)
-    \b(?:api[_-]?key|apikey|x-api-key|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?token
-        |auth[_-]?token|refresh[_-]?token|token|password|passwd|pwd|aws_secret_access_key
-        |private[_-]?key|bearer)
-    ["']?\s*(?:[:=]|=>|\s)\s*["']?
-    (?P<value>[A-Za-z0-9_\-./+=~]{12,256})
-    """
+# RE2 (linear time): a keyword followed by thousands of spaces cannot stall guard.
+_ASSIGNED_SECRET = compile_linear(
+    r"\b(?:api[_-]?key|apikey|x-api-key|secret(?:[_-]?key)?|client[_-]?secret|access[_-]?token"
+    r"|auth[_-]?token|refresh[_-]?token|token|password|passwd|pwd|aws_secret_access_key"
+    r"|private[_-]?key|bearer)"
+    r"[\"']?\s*(?:[:=]|=>|\s)\s*[\"']?"
+    r"(?P<value>[A-Za-z0-9_\-./+=~]{12,256})",
+    ignore_case=True,
 )
-_HAS_DIGIT = re.compile(r"\d")
-_HAS_ALPHA = re.compile(r"[A-Za-z]")
+_VALUE = _ASSIGNED_SECRET.groupindex["value"]
+_HAS_DIGIT = compile_linear(r"\d")
+_HAS_ALPHA = compile_linear(r"[A-Za-z]")
 
 
 class _TextRecognizer(LocalRecognizer):
@@ -180,10 +182,10 @@ class AssignedSecretRecognizer(_TextRecognizer):
         """Report the value part of each ``name = value`` whose name says it is secret."""
         results = []
         for match in _ASSIGNED_SECRET.finditer(text):
-            value = match.group("value")
+            start, end = match.span(_VALUE)
+            value = text[start:end]
             if not (_HAS_DIGIT.search(value) and _HAS_ALPHA.search(value)):
                 continue
-            start, end = match.span("value")
             results.append(self.result(start, end))
         return results
 
@@ -195,10 +197,12 @@ class AssignedSecretRecognizer(_TextRecognizer):
 # too: greetings and sign-offs, "my name is", honorifics, and role nouns such as
 # "customer" or "applicant". The cue itself is never part of the finding.
 NAME_PARTICLES = r"(?:de|del|della|der|den|van|von|da|di|du|la|le|al|el|bin|ibn|ben)"
-_LOWER = r"a-z\u00e0-\u00ff'\u2019"
-NAME_TOKEN = rf"[A-Z][{_LOWER}]*(?:[A-Z][{_LOWER}]+)*(?:-[A-Za-z\u00e0-\u00ff]+)*"
+# Literal characters, not \u escapes: RE2 reads neither \u00e0 nor Unicode \b.
+_LOWER = "a-z\u00e0-\u00ff'\u2019"
+_LETTER = "A-Za-z\u00e0-\u00ff"
+NAME_TOKEN = rf"[A-Z][{_LOWER}]*(?:[A-Z][{_LOWER}]+)*(?:-[{_LETTER}]+)*"
 PERSON_NAME = rf"{NAME_TOKEN}(?:[ ]+(?:{NAME_PARTICLES}[ ]+)?{NAME_TOKEN}){{0,3}}"
-_PERSON_CUE = re.compile(
+_PERSON_CUE = compile_linear(
     r"(?:"
     r"\b(?i:my\s+name\s+is|my\s+name's|i\s+am|i'm|name\s*:|signed\s*:?)\s+"
     r"|\b(?i:dear|hi|hello|hey|regards|thanks|thank\s+you|best|cheers|sincerely)\s*,?\s+"
@@ -206,8 +210,11 @@ _PERSON_CUE = re.compile(
     r"|\b(?i:customer|client|applicant|employee|patient|candidate|colleague|caller|sender"
     r"|recipient|passenger|guest|tenant|contact|ask|invite|call\s+back|cc)\s+"
     r")"
-    rf"(?P<name>{PERSON_NAME})\b"
+    rf"(?P<name>{PERSON_NAME})"
+    # Python's Unicode \b after the name: RE2's \b is ASCII-only ("Jos|é").
+    r"(?:$|[^\pL\pN_])"
 )
+_NAME = _PERSON_CUE.groupindex["name"]
 # Capitalised words that follow those cues without being names.
 NOT_NAMES = frozenset(
     {
@@ -304,7 +311,7 @@ class PersonCueRecognizer(_TextRecognizer):
         """Report each cue-introduced name, without the cue."""
         results = []
         for match in _PERSON_CUE.finditer(text):
-            start, end = match.span("name")
+            start, end = match.span(_NAME)
             words = text[start:end].split()
             while words and words[0] in NOT_NAMES:
                 start += len(words.pop(0)) + 1
@@ -331,8 +338,8 @@ def _trim_right(text: str, start: int, end: int) -> int:
 
 # A run of capitalised words (with name particles between them): where given names are
 # looked for.
-_NAME_RUN = re.compile(rf"{NAME_TOKEN}(?:[ ]+(?:{NAME_PARTICLES}[ ]+)?{NAME_TOKEN})+")
-_RUN_WORD = re.compile(rf"{NAME_TOKEN}|{NAME_PARTICLES}")
+_NAME_RUN = compile_linear(rf"{NAME_TOKEN}(?:[ ]+(?:{NAME_PARTICLES}[ ]+)?{NAME_TOKEN})+")
+_RUN_WORD = compile_linear(rf"{NAME_TOKEN}|{NAME_PARTICLES}")
 
 
 class GivenNameRecognizer(_TextRecognizer):

@@ -14,7 +14,6 @@ producer put in the wrong field.
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,6 +21,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from streams.contracts.linear_regex import LinearRegexError, compile_linear
 from streams.errors import ConfigurationError
 
 _INT_BOUNDS = {"int": (-(2**31), 2**31 - 1), "long": (-(2**63), 2**63 - 1)}
@@ -61,9 +61,9 @@ class FieldRules(BaseModel):
     def _regex_compiles(self) -> FieldRules:
         if self.regex is not None:
             try:
-                re.compile(self.regex)
-            except re.error as exc:
-                raise ValueError(f"regex {self.regex!r} does not compile: {exc}") from exc
+                compile_linear(self.regex)
+            except LinearRegexError as exc:
+                raise ValueError(f"regex does not compile: {exc}") from exc
         return self
 
 
@@ -239,7 +239,7 @@ def _rules(field: AvroField, rules: FieldRules) -> tuple[_Rule, ...]:
     if rules.regex is not None:
         if base != "string":
             raise ContractError(f"field {name!r}: regex applies to strings only")
-        search = re.compile(rules.regex).search
+        search = compile_linear(rules.regex).search
         no_match = Violation(name, "regex", f"does not match {rules.regex}")
         checks.append(lambda v: None if search(v) else no_match)
     if rules.enum is not None:

@@ -21,6 +21,7 @@ from processors.guard.injection import (
     PatternSet,
     views,
 )
+from streams.contracts.linear_regex import compile_linear
 from tests.support.guard import GUARD_DIR, FakeEmbedder, read_jsonl
 
 PATTERNS = GUARD_DIR / "injection_patterns.yaml"
@@ -38,7 +39,7 @@ def test_pattern_file_is_documented() -> None:
     assert len(ids) == len(set(ids)) >= 25
     for pattern in document["patterns"]:
         assert 0 < pattern["weight"] <= 1 and len(pattern["rationale"]) > 20
-        re.compile(pattern["regex"])
+        compile_linear(pattern["regex"])
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,90 @@
+"""Time guard's recognizers, the injection patterns and contract regex rules on worst-case input.
+
+Each case is a text built to make a backtracking engine work hard: a keyword followed
+by a long run of whitespace, a long run of one character, alternating separators,
+and inputs that trigger nested quantifiers. Prints seconds per (target, case), the
+slowest first, so a quadratic pattern stands out.
+
+    PYTHONPATH=. python bench/regex_worst_case.py [--size 16000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import yaml
+
+from processors.guard import injection, recognizers
+from streams.contracts.linear_regex import compile_linear
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cases(size: int) -> dict[str, str]:
+    """The pathological inputs, each about ``size`` characters long."""
+    return {
+        "token+spaces": "token" + " " * size,
+        "password+spaces": "password" + " " * size + "x",
+        "dear+spaces": "Dear" + " " * size + ",",
+        "my name is+spaces": "my name" + " " * size + "is",
+        "repeated a": "a" * size,
+        "repeated A": "A" * size,
+        "capitalised words": "Ab " * (size // 3),
+        "alternating .-": "a.b-" * (size // 4),
+        "spaced letters": "a " * (size // 2),
+        "base64-like": "QUFB" * (size // 4),
+        "nested ignore": "ignore " * (size // 7),
+        "ignore+spaces": "ignore all" + " " * size + "of",
+        "digits and dashes": "1-" * (size // 2),
+    }
+
+
+def targets() -> dict[str, Callable[[str], object]]:
+    """Each recognizer, each injection pattern and each contract rule, as a callable."""
+    out: dict[str, Callable[[str], object]] = {}
+    for recognizer in (
+        recognizers.AssignedSecretRecognizer(),
+        recognizers.PersonCueRecognizer(),
+        recognizers.GivenNameRecognizer(),
+        recognizers.VendorSecretRecognizer(),
+    ):
+        out[recognizer.name] = lambda text, r=recognizer: r.analyze(text, [], None)
+    patterns = injection.PatternSet.load(ROOT / "schemas/guard/injection_patterns.yaml")
+    for pattern in patterns.patterns:
+        out[f"injection:{pattern.id}"] = lambda text, p=pattern: p.search(text)
+    out["injection:views"] = injection.views
+    for path in sorted((ROOT / "schemas/contracts").glob("*.yaml")):
+        fields = (yaml.safe_load(path.read_text()) or {}).get("fields", {}) or {}
+        for name, rules in fields.items():
+            if isinstance(rules, dict) and rules.get("regex"):
+                out[f"contract:{path.stem}.{name}"] = _searcher(rules["regex"])
+    return out
+
+
+def _searcher(pattern: str) -> Callable[[str], object]:
+    """The search a contract's regex rule runs (streams/contracts/rules.py)."""
+    return compile_linear(pattern).search  # type: ignore[no-any-return]
+
+
+def main() -> None:
+    """Print the timings, slowest first."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--size", type=int, default=16_000)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+    timings = []
+    for target, run in targets().items():
+        for case, text in cases(args.size).items():
+            started = time.perf_counter()
+            run(text)
+            timings.append((time.perf_counter() - started, target, case))
+    timings.sort(reverse=True)
+    for seconds, target, case in timings[: args.top]:
+        print(f"{seconds:8.3f} s  {target:40s} {case}")
+
+
+if __name__ == "__main__":
+    main()
