@@ -6,9 +6,12 @@ their request ids and tenants, and produces records from what it returns.
 Guarantees the processor relies on:
 
 * the text returned is never the original when the analysis did not complete:
-  if the analyzer raises or exceeds ``analyzer_timeout_s``, every text of the
-  batch is replaced by a placeholder and gets a ``block`` verdict with reason
-  ``analyzer_error`` or ``analyzer_timeout`` (fail closed);
+  a text longer than its tenant's ``max_input_chars`` is never analysed and
+  gets a placeholder and a ``block`` verdict with reason ``input_too_long``; if
+  the analyzer raises on a batch, each text is analysed alone and only the
+  texts it raises on are blocked (``analyzer_error``); past
+  ``analyzer_timeout_s`` every text of the batch is blocked
+  (``analyzer_timeout``): fail closed, one record at a time where possible;
 * findings carry offsets, types, scores and recognizer names, never values;
 * nothing here logs a text or a matched value, only counts and class names.
 
@@ -39,6 +42,7 @@ from processors.guard.policy import Action, Entity, Policy, TenantPolicy
 from processors.guard.redaction import Redactor
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, PiiFinding, utcnow
+from streams.errors import ConfigurationError
 from streams.settings import Settings
 
 log = logging.getLogger("sluice.guard")
@@ -50,6 +54,7 @@ OUTPUT_FIELD = "output_text"
 PASS, FLAG, BLOCK = "pass", "flag", "block"
 ANALYZER_ERROR = "analyzer_error"
 ANALYZER_TIMEOUT = "analyzer_timeout"
+INPUT_TOO_LONG = "input_too_long"
 PII_POLICY = "pii_policy"
 PROMPT_INJECTION = "prompt_injection"
 
@@ -147,6 +152,7 @@ class GuardEngine:
         analyzer = PresidioAnalyzer(
             model_name=settings.spacy_model, batch_size=settings.nlp_batch_size
         )
+        check_input_limit(policy, analyzer.max_length)
         return cls(policy, analyzer, hasher, scorer, analyzer_timeout_s=settings.analyzer_timeout_s)
 
     def close(self) -> None:
@@ -171,9 +177,30 @@ class GuardEngine:
         if not items:
             return []
         checked_at = self._clock()
+        out: list[Inspection | None] = [None] * len(items)
+        for index, item in enumerate(items):
+            if len(item.text) > self.policy.for_tenant(item.tenant_id).max_input_chars:
+                out[index] = self._withheld(item, INPUT_TOO_LONG, checked_at)
+        todo = [i for i, done in enumerate(out) if done is None]
+        if todo:
+            inspected = self._inspect([items[i] for i in todo], score_injection, checked_at)
+            for index, inspection in zip(todo, inspected, strict=True):
+                out[index] = inspection
+        return [i for i in out if i is not None]
+
+    def _inspect(
+        self, items: Sequence[GuardItem], score_injection: bool, checked_at: datetime
+    ) -> list[Inspection]:
         detections, failure = self._detect(items)
         if failure is not None:
-            return [self._withheld(item, failure, checked_at) for item in items]
+            if failure == ANALYZER_TIMEOUT or len(items) == 1:
+                return [self._withheld(item, failure, checked_at) for item in items]
+            # One text made the batch fail: analyse each alone, block only those that fail.
+            return [
+                inspection
+                for item in items
+                for inspection in self._inspect([item], score_injection, checked_at)
+            ]
         assert detections is not None  # noqa: S101 (set whenever failure is None)
         policies = [self.policy.for_tenant(item.tenant_id) for item in items]
         safe = [
@@ -218,7 +245,7 @@ class GuardEngine:
         except Exception as exc:  # fail closed on anything the analyzer does
             # The class name only: messages of NLP errors may quote the input.
             log.error(
-                "PII analyzer raised %s on a batch of %d texts; blocking the batch",
+                "PII analyzer raised %s on a batch of %d texts; blocking the texts it fails on",
                 type(exc).__name__,
                 len(items),
             )
@@ -295,6 +322,20 @@ class GuardEngine:
             reason=reason,
         )
         return Inspection(item.request_id, item.tenant_id, item.field, text, verdict, findings)
+
+
+def check_input_limit(policy: Policy, nlp_max_length: int) -> None:
+    """Refuse a policy whose ``max_input_chars`` lets a text past spaCy's ``max_length``.
+
+    spaCy raises on a longer text, and a raising analysis blocks texts that did
+    nothing wrong until each is retried alone; the size limit must stop it first.
+    """
+    largest = policy.largest_input_chars
+    if largest >= nlp_max_length:
+        raise ConfigurationError(
+            f"max_input_chars ({largest}) in the guard policy must be below spaCy's "
+            f"max_length ({nlp_max_length}); lower it in the policy file"
+        )
 
 
 def _check_regex_timeout(analyzer_timeout_s: float) -> None:

@@ -176,6 +176,11 @@ class PresidioAnalyzer:
             context_aware_enhancer=CertainResultsEnhancer(),
         )
 
+    @property
+    def max_length(self) -> int:
+        """The longest text spaCy's pipeline accepts (``nlp.max_length``)."""
+        return int(self.nlp_engine.language_model.max_length)
+
     def analyze_batch(
         self, texts: Sequence[str], entities: Collection[Entity], threshold: float
     ) -> list[list[Detection]]:

@@ -84,10 +84,15 @@ class _InjectionOverride(_Strict):
     action: Literal["flag", "block"] | None = None
 
 
+#: Characters of a text guard analyses at most, when the policy does not say.
+DEFAULT_MAX_INPUT_CHARS = 100_000
+
+
 class _Override(_Strict):
     """A tenant's differences from the default; absent keys inherit."""
 
     pii_score_threshold: float | None = Field(None, ge=0.0, le=1.0)
+    max_input_chars: int | None = Field(None, ge=1)
     entities: dict[Entity, EntityRule] = Field(default_factory=dict)
     injection: _InjectionOverride = _InjectionOverride()
 
@@ -105,6 +110,7 @@ class TenantPolicy(_Strict):
     tenant: str
     version: str
     pii_score_threshold: float = Field(0.4, ge=0.0, le=1.0)
+    max_input_chars: int = Field(DEFAULT_MAX_INPUT_CHARS, ge=1)
     entities: dict[Entity, EntityRule]
     injection: InjectionRule = InjectionRule()
 
@@ -152,6 +158,12 @@ class Policy:
             )
 
     @property
+    def largest_input_chars(self) -> int:
+        """The largest ``max_input_chars`` of any tenant (what the NLP model must accept)."""
+        limits = [o.max_input_chars for o in (self._default, *self._overrides.values())]
+        return max(limit or DEFAULT_MAX_INPUT_CHARS for limit in limits)
+
+    @property
     def tenants(self) -> list[str]:
         """Tenants that have an override."""
         return sorted(self._overrides)
@@ -168,6 +180,7 @@ class Policy:
         base = self._default
         entities = dict(base.entities)
         threshold = base.pii_score_threshold
+        max_input_chars = base.max_input_chars or DEFAULT_MAX_INPUT_CHARS
         injection = InjectionRule(
             threshold=base.injection.threshold if base.injection.threshold is not None else 0.7,
             action=base.injection.action or "block",
@@ -176,6 +189,8 @@ class Policy:
             entities.update(override.entities)
             if override.pii_score_threshold is not None:
                 threshold = override.pii_score_threshold
+            if override.max_input_chars is not None:
+                max_input_chars = override.max_input_chars
             injection = InjectionRule(
                 threshold=(
                     override.injection.threshold
@@ -189,6 +204,7 @@ class Policy:
             tenant=tenant,
             version=self.version,
             pii_score_threshold=threshold,
+            max_input_chars=max_input_chars,
             entities=entities,
             injection=injection,
         )

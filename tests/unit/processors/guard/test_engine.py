@@ -11,12 +11,19 @@ import fastavro
 import pytest
 
 from processors.guard.embedder import EmbedderError
-from processors.guard.engine import GuardEngine, GuardItem, items_for, withheld
+from processors.guard.engine import (
+    GuardEngine,
+    GuardItem,
+    check_input_limit,
+    items_for,
+    withheld,
+)
 from processors.guard.hashing import TenantHasher
 from processors.guard.pii import Detection, PresidioAnalyzer
-from processors.guard.policy import Entity
+from processors.guard.policy import Entity, Policy
 from processors.guard.settings import GuardSettings
 from streams.contracts.avro_schemas import load_schemas
+from streams.errors import ConfigurationError
 from streams.settings import PROJECT_ROOT
 from tests.support.guard import (
     NOW,
@@ -209,7 +216,7 @@ class LyingAnalyzer:
     ("analyzer_class", "reason"),
     [(ExplodingAnalyzer, "analyzer_error"), (LyingAnalyzer, "analyzer_error")],
 )
-def test_failing_analyzer_blocks_the_whole_batch(
+def test_failing_analyzer_blocks_every_text_it_fails_on(
     analyzer_class: type,
     reason: str,
     caplog: pytest.LogCaptureFixture,
@@ -223,7 +230,91 @@ def test_failing_analyzer_blocks_the_whole_batch(
     assert {r.verdict.reason for r in results} == {reason}
     assert all(r.text == withheld(reason) and r.findings == () for r in results)
     assert not any(v in caplog.text for v in [*PLANTED, "harmless", "Maria"])
-    assert reason == "analyzer_error" and "blocking the batch" in caplog.text
+    assert reason == "analyzer_error" and "blocking the texts it fails on" in caplog.text
+
+
+class PickyAnalyzer:
+    """Raises on any batch holding a text with "boom"; finds nothing otherwise."""
+
+    def __init__(self) -> None:
+        self.calls: list[int] = []
+
+    def analyze_batch(
+        self, texts: Sequence[str], entities: Collection[Entity], threshold: float
+    ) -> list[list[Detection]]:
+        self.calls.append(len(texts))
+        if any("boom" in t for t in texts):
+            raise ValueError("cannot read boom")
+        return [[] for _ in texts]
+
+
+def test_one_failing_text_blocks_only_itself(make_engine: EngineFactory) -> None:
+    analyzer = PickyAnalyzer()
+    engine = make_engine(analyzer)
+    items = [
+        GuardItem("a", "acme", "a harmless question"),
+        GuardItem("b", "globex", "boom Maria Gonzalez"),
+        GuardItem("c", "acme", "another question"),
+    ]
+    results = engine.inspect_batch(items)
+    assert [r.request_id for r in results] == ["a", "b", "c"]
+    assert [r.verdict.action for r in results] == ["pass", "block", "pass"]
+    assert results[1].verdict.reason == "analyzer_error"
+    assert results[1].text == withheld("analyzer_error")
+    assert [r.text for r in results[::2]] == ["a harmless question", "another question"]
+    assert analyzer.calls[0] == 3  # the batch first, then each text alone
+
+
+def test_text_over_the_size_limit_is_blocked_before_analysis(
+    make_engine: EngineFactory,
+) -> None:
+    policy = Policy.from_mapping(
+        {
+            "version": "test-8",
+            "default": {
+                "pii_score_threshold": 0.4,
+                "max_input_chars": 50,
+                "entities": {e.value: "tag" for e in Entity},
+            },
+            "tenants": {"roomy": {"max_input_chars": 500}},
+        }
+    )
+    analyzer = PickyAnalyzer()
+    engine = make_engine(analyzer, policy)
+    long_text = "Maria Gonzalez maria.g@example.com " * 4
+    items = [
+        GuardItem("a", "acme", long_text),
+        GuardItem("b", "acme", "short"),
+        GuardItem("c", "roomy", long_text),
+    ]
+    results = engine.inspect_batch(items)
+    assert [r.request_id for r in results] == ["a", "b", "c"]
+    assert results[0].verdict.action == "block"
+    assert results[0].verdict.reason == "input_too_long"
+    assert results[0].text == withheld("input_too_long") and results[0].findings == ()
+    assert "Maria" not in results[0].text
+    assert [r.verdict.reason for r in results[1:]] == [None, None]
+    assert analyzer.calls == [2]  # the long text never reached the analyzer
+
+
+def test_size_limit_must_be_below_spacy_max_length() -> None:
+    policy = Policy.from_mapping(
+        {
+            "version": "test-9",
+            "default": {
+                "pii_score_threshold": 0.4,
+                "entities": {e.value: "tag" for e in Entity},
+            },
+            "tenants": {"huge": {"max_input_chars": 2_000_000}},
+        }
+    )
+    check_input_limit(make_policy(), 1_000_000)
+    with pytest.raises(ConfigurationError, match=r"max_input_chars \(2000000\)"):
+        check_input_limit(policy, 1_000_000)
+
+
+def test_shipped_policy_fits_the_shipped_spacy_model(analyzer: PresidioAnalyzer) -> None:
+    check_input_limit(Policy.load(PROJECT_ROOT / "schemas/guard/policy.yaml"), analyzer.max_length)
 
 
 def test_slow_analyzer_times_out_and_blocks(

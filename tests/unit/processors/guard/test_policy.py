@@ -26,6 +26,16 @@ def test_shipped_policy_is_valid_and_versioned() -> None:
     assert default.active == frozenset(Entity)
     assert default.needs_ner
     assert not shipped.for_tenant("telemetry").needs_ner
+    assert default.max_input_chars == 100_000
+    assert shipped.for_tenant("telemetry").max_input_chars == 20_000
+    assert shipped.largest_input_chars == 100_000
+
+
+def test_max_input_chars_defaults_and_overrides() -> None:
+    resolved = policy(tenants={"small": {"max_input_chars": 10}})
+    assert resolved.for_tenant("other").max_input_chars == 100_000
+    assert resolved.for_tenant("small").max_input_chars == 10
+    assert resolved.largest_input_chars == 100_000
 
 
 def test_tenant_override_merges_over_default() -> None:
@@ -82,6 +92,10 @@ def test_off_removes_an_entity_and_ner() -> None:
         (
             {"default": {"pii_score_threshold": 1.5, "entities": ALL}},
             "default.pii_score_threshold: Input should be less than or equal to 1",
+        ),
+        (
+            {"default": {"pii_score_threshold": 0.4, "max_input_chars": 0, "entities": ALL}},
+            "default.max_input_chars: Input should be greater than or equal to 1",
         ),
         (
             {"default": {"pii_score_threshold": 0.4, "entites": ALL}},
