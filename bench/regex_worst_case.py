@@ -39,6 +39,9 @@ def cases(size: int) -> dict[str, str]:
         "nested ignore": "ignore " * (size // 7),
         "ignore+spaces": "ignore all" + " " * size + "of",
         "digits and dashes": "1-" * (size // 2),
+        "digits and spaces": "1 " * (size // 2),
+        "dotted digits": "1." * (size // 2),
+        "at signs": "a@" * (size // 2),
     }
 
 
@@ -52,6 +55,19 @@ def targets() -> dict[str, Callable[[str], object]]:
         recognizers.VendorSecretRecognizer(),
     ):
         out[recognizer.name] = lambda text, r=recognizer: r.analyze(text, [], None)
+    # Presidio's own recognizers (Python's re inside): bounded by max_input_chars only.
+    for presidio in (
+        recognizers.OfflineEmailRecognizer(supported_language=recognizers.LANGUAGE),
+        recognizers.PrefilteredPhoneRecognizer(supported_language=recognizers.LANGUAGE),
+        recognizers.CreditCardRecognizer(supported_language=recognizers.LANGUAGE),
+        recognizers.IbanRecognizer(supported_language=recognizers.LANGUAGE),
+        recognizers.UsSsnRecognizer(supported_language=recognizers.LANGUAGE),
+        recognizers.IpRecognizer(supported_language=recognizers.LANGUAGE),
+    ):
+        entities = presidio.supported_entities
+        out[f"presidio:{presidio.name}"] = lambda text, r=presidio, e=entities: r.analyze(
+            text, e, None
+        )
     patterns = injection.PatternSet.load(ROOT / "schemas/guard/injection_patterns.yaml")
     for pattern in patterns.patterns:
         out[f"injection:{pattern.id}"] = lambda text, p=pattern: p.search(text)
