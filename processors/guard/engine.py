@@ -39,6 +39,7 @@ from processors.guard.policy import Action, Entity, Policy, TenantPolicy
 from processors.guard.redaction import Redactor
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, PiiFinding, utcnow
+from streams.runtime.bounded import DEFAULT_MAX_ENTRIES
 from streams.settings import Settings
 
 log = logging.getLogger("sluice.guard")
@@ -103,12 +104,13 @@ class GuardEngine:
         *,
         analyzer_timeout_s: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
+        tenant_cache_size: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self.policy = policy
         self.analyzer = analyzer
         self.injection = injection
         self.analyzer_timeout_s = analyzer_timeout_s
-        self._redactor = Redactor(hasher)
+        self._redactor = Redactor(hasher, max_tenants=tenant_cache_size)
         self._clock = clock
         # One worker: spaCy pipelines are not meant to be shared across threads, and a
         # timed-out analysis (Python cannot kill a thread) keeps at most one core busy.
@@ -130,7 +132,7 @@ class GuardEngine:
         """
         settings = settings or GuardSettings()
         _check_regex_timeout(settings.analyzer_timeout_s)
-        hasher = TenantHasher(settings.hash_secret)
+        hasher = TenantHasher(settings.hash_secret, max_tenants=settings.tenant_cache_size)
         policy = Policy.load(settings.policy_path)
         if embedder is None and settings.embedder == "triton":
             embedder = TritonEmbedder(
@@ -147,7 +149,14 @@ class GuardEngine:
         analyzer = PresidioAnalyzer(
             model_name=settings.spacy_model, batch_size=settings.nlp_batch_size
         )
-        return cls(policy, analyzer, hasher, scorer, analyzer_timeout_s=settings.analyzer_timeout_s)
+        return cls(
+            policy,
+            analyzer,
+            hasher,
+            scorer,
+            analyzer_timeout_s=settings.analyzer_timeout_s,
+            tenant_cache_size=settings.tenant_cache_size,
+        )
 
     def close(self) -> None:
         """Release the analyzer thread."""
