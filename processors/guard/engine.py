@@ -43,6 +43,7 @@ from processors.guard.redaction import Redactor
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, PiiFinding, utcnow
 from streams.errors import ConfigurationError
+from streams.runtime.bounded import DEFAULT_MAX_ENTRIES
 from streams.settings import Settings
 
 log = logging.getLogger("sluice.guard")
@@ -108,12 +109,13 @@ class GuardEngine:
         *,
         analyzer_timeout_s: float = 30.0,
         clock: Callable[[], datetime] = utcnow,
+        tenant_cache_size: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         self.policy = policy
         self.analyzer = analyzer
         self.injection = injection
         self.analyzer_timeout_s = analyzer_timeout_s
-        self._redactor = Redactor(hasher)
+        self._redactor = Redactor(hasher, max_tenants=tenant_cache_size)
         self._clock = clock
         # One worker: spaCy pipelines are not meant to be shared across threads, and a
         # timed-out analysis (Python cannot kill a thread) keeps at most one core busy.
@@ -135,7 +137,7 @@ class GuardEngine:
         """
         settings = settings or GuardSettings()
         _check_regex_timeout(settings.analyzer_timeout_s)
-        hasher = TenantHasher(settings.hash_secret)
+        hasher = TenantHasher(settings.hash_secret, max_tenants=settings.tenant_cache_size)
         policy = Policy.load(settings.policy_path)
         if embedder is None and settings.embedder == "triton":
             embedder = TritonEmbedder(
@@ -153,7 +155,14 @@ class GuardEngine:
             model_name=settings.spacy_model, batch_size=settings.nlp_batch_size
         )
         check_input_limit(policy, analyzer.max_length)
-        return cls(policy, analyzer, hasher, scorer, analyzer_timeout_s=settings.analyzer_timeout_s)
+        return cls(
+            policy,
+            analyzer,
+            hasher,
+            scorer,
+            analyzer_timeout_s=settings.analyzer_timeout_s,
+            tenant_cache_size=settings.tenant_cache_size,
+        )
 
     def close(self) -> None:
         """Release the analyzer thread."""

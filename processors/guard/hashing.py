@@ -25,6 +25,7 @@ from pydantic import SecretStr
 
 from processors.guard.policy import Entity
 from streams.errors import ConfigurationError
+from streams.runtime.bounded import DEFAULT_MAX_ENTRIES, BoundedCache
 
 MIN_SECRET_CHARS = 16
 #: Characters of base32 in a token: 26 x 5 = 130 bits of the HMAC.
@@ -56,9 +57,15 @@ def canonical(entity: str, value: str) -> str:
 
 
 class TenantHasher:
-    """Makes ``<ENTITY_…>`` tokens (26 base32 characters) with a per-tenant HMAC-SHA256 key."""
+    """Makes ``<ENTITY_…>`` tokens (26 base32 characters) with a per-tenant HMAC-SHA256 key.
 
-    def __init__(self, secret: SecretStr | str | None) -> None:
+    The keys of the ``max_tenants`` most recently seen tenants are kept; another
+    tenant's key is derived again (one HMAC) when it comes back.
+    """
+
+    def __init__(
+        self, secret: SecretStr | str | None, *, max_tenants: int = DEFAULT_MAX_ENTRIES
+    ) -> None:
         raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
         if not raw or len(raw) < MIN_SECRET_CHARS:
             raise HashSecretError(
@@ -69,7 +76,7 @@ class TenantHasher:
                 "same across restarts (changing it changes every token)."
             )
         self._secret = raw.encode("utf-8")
-        self._keys: dict[str, bytes] = {}
+        self._keys: BoundedCache[str, bytes] = BoundedCache(max_tenants)
 
     def tenant_key(self, tenant: str) -> bytes:
         """Return the HMAC key of ``tenant`` (HMAC of the tenant id under the platform secret)."""

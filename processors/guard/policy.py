@@ -21,6 +21,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streams.errors import ConfigurationError
+from streams.runtime.bounded import BoundedCache
 
 
 class Entity(StrEnum):
@@ -144,7 +145,7 @@ class Policy:
         self.version = version
         self._default = default
         self._overrides = dict(tenants)
-        self._resolved: dict[str, TenantPolicy] = {}
+        self._resolved: BoundedCache[str, TenantPolicy] = BoundedCache()
         self._check_default()
 
     def _check_default(self) -> None:

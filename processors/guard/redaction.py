@@ -18,6 +18,7 @@ from presidio_anonymizer.entities import RecognizerResult as AnonymizerResult
 from processors.guard.hashing import TenantHasher
 from processors.guard.pii import Detection
 from processors.guard.policy import Action, Entity, EntityRule, TenantPolicy
+from streams.runtime.bounded import DEFAULT_MAX_ENTRIES, BoundedCache
 
 MASK_CHAR = "*"
 
@@ -50,10 +51,17 @@ def tag(entity: str) -> str:
 class Redactor:
     """Applies a tenant policy's actions to a text and its findings."""
 
-    def __init__(self, hasher: TenantHasher, anonymizer: AnonymizerEngine | None = None) -> None:
+    def __init__(
+        self,
+        hasher: TenantHasher,
+        anonymizer: AnonymizerEngine | None = None,
+        *,
+        max_tenants: int = DEFAULT_MAX_ENTRIES,
+    ) -> None:
         self._hasher = hasher
         self._anonymizer = anonymizer or AnonymizerEngine()  # type: ignore[no-untyped-call]
-        self._operators: dict[str, dict[str, OperatorConfig]] = {}
+        # Per tenant and policy version; the least recently used are rebuilt when needed.
+        self._operators: BoundedCache[str, dict[str, OperatorConfig]] = BoundedCache(max_tenants)
 
     def operators(self, policy: TenantPolicy) -> dict[str, OperatorConfig]:
         """One operator per entity type of ``policy`` (cached per tenant and version)."""

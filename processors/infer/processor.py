@@ -46,6 +46,7 @@ from streams.contracts.records import InferenceRequest, InferenceResult, utcnow
 from streams.errors import RecordError, TransientError, inference_refusal
 from streams.llm.model_catalog import ModelCatalog, load_models
 from streams.llm.tokenizing import TokenCounter, search_paths
+from streams.runtime.metrics import bounded_label
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
 
 _TRACER = trace.get_tracer("sluice.infer")
@@ -103,19 +104,26 @@ def infer_batch(
     outcomes: list[Outcome] = []
     for item in planned:
         if isinstance(item, Refusal):
-            outcomes.append(_refused(item.request, item.code, item.message, now))
+            outcomes.append(_refused(item.request, item.code, item.message, now, catalog=catalog))
             continue
         answer = done[item.index]
         if isinstance(answer, BackendRejectedError):
             outcomes.append(
-                _refused(item.request, BACKEND_REJECTED, str(answer), now, item.model.operation)
+                _refused(
+                    item.request,
+                    BACKEND_REJECTED,
+                    str(answer),
+                    now,
+                    item.model.operation,
+                    catalog=catalog,
+                )
             )
             continue
         answer = _with_output_tokens(item, answer, counter)
         result = result_of(
             item, answer, version=versions[item.model.triton_model], device=device, now=now
         )
-        _observe(item, answer, result.input_tokens, result.output_tokens)
+        _observe(item, answer, result.input_tokens, result.output_tokens, catalog=catalog)
         _trace(spans[item.index], item, answer, result, backend.url)
         outcomes.append([Output(RESPONSES, result.to_avro(), key=result.request_id)])
     return outcomes
@@ -137,11 +145,22 @@ def _with_output_tokens(job: Job, done: Completion, counter: TokenCounter) -> Co
     )
 
 
+def model_label(model: str, catalog: ModelCatalog) -> str:
+    """The ``model`` label of a request's model: a catalog name, or ``other``."""
+    return bounded_label(model, catalog.models)
+
+
 def _refused(
-    request: InferenceRequest, code: str, message: str, now: datetime, operation: str = ""
+    request: InferenceRequest,
+    code: str,
+    message: str,
+    now: datetime,
+    operation: str = "",
+    *,
+    catalog: ModelCatalog,
 ) -> RecordError:
     result = error_result(request, code, message, now=now, operation=operation)
-    RESULTS.labels(request.model, "error").inc()
+    RESULTS.labels(model_label(request.model, catalog), "error").inc()
     return inference_refusal(code)(
         f"{code}: {message}",
         details={"model": request.model, "request_id": request.request_id},
@@ -149,8 +168,10 @@ def _refused(
     )
 
 
-def _observe(job: Job, done: Completion, input_tokens: int, output_tokens: int) -> None:
-    model = job.request.model
+def _observe(
+    job: Job, done: Completion, input_tokens: int, output_tokens: int, *, catalog: ModelCatalog
+) -> None:
+    model = model_label(job.request.model, catalog)
     RESULTS.labels(model, "ok").inc()
     TOKENS.labels(model, "input").inc(input_tokens)
     TOKENS.labels(model, "output").inc(output_tokens)

@@ -85,6 +85,7 @@ class Meter:
         self.duplicates = 0
         self.priced = 0
         self.late = 0
+        self.clamped = 0
         self._since_sweep: dict[int, int] = {}
         self.app = self._build(datadir or settings.stack.root / "meter" / self.app_id)
 
@@ -168,21 +169,35 @@ class Meter:
             except Exception as exc:
                 await self._dead_letter(USAGE, message, _as_record_error(exc))
                 continue
-            outputs = meter_state.apply(
-                self.table,
-                usage,
-                partition=message.partition,
-                offset=message.offset,
-                budgets=self.budgets,
-                now=datetime.now(UTC),
-                window_retention_ms=self.config.window_retention_ms,
-            )
+            try:
+                outputs = meter_state.apply(
+                    self.table,
+                    usage,
+                    partition=message.partition,
+                    offset=message.offset,
+                    budgets=self.budgets,
+                    now=datetime.now(UTC),
+                    window_retention_ms=self.config.window_retention_ms,
+                    arrived=_arrival(message),
+                    max_clock_skew_ms=self.config.max_clock_skew_ms,
+                )
+            except Exception as exc:  # an agent that raises stops for good: dead-letter instead
+                await self._dead_letter(USAGE, message, _as_record_error(exc))
+                continue
+            if outputs.clamped:
+                self.clamped += 1
+                if self.clamped % 1000 == 1:
+                    log.warning(
+                        "%d usage events so far dated in the future (beyond "
+                        "SLUICE_METER__MAX_CLOCK_SKEW_S) or before 2000: metered at arrival",
+                        self.clamped,
+                    )
             if outputs.duplicate:
                 self.duplicates += 1
                 observe.DUPLICATES.inc()
                 continue
             self.counted += 1
-            observe.count_usage(usage)
+            observe.count_usage(usage, self.prices.models)
             key = usage.tenant_id.encode()
             for window in outputs.windows:
                 await self.topics[WINDOWS].send(key=key, value=self.codecs[WINDOWS].dumps(window))
@@ -247,6 +262,14 @@ class Meter:
         )
         await self.dead_letters[topic].send(key=message.key, value=message.value, headers=headers)
         metrics.RECORDS_DLQ.labels("meter", message.topic, error.stage).inc()
+
+
+def _arrival(message: Any) -> datetime | None:
+    """When a usage event reached ``metering.usage``: its record's timestamp, if it has one."""
+    try:
+        return datetime.fromtimestamp(float(message.timestamp), UTC)
+    except (TypeError, ValueError, OverflowError, OSError):
+        return None
 
 
 def _as_record_error(exc: Exception) -> RecordError:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from decimal import Decimal
 
 from opentelemetry import trace
@@ -38,13 +38,17 @@ DUPLICATES = Counter("sluice_meter_duplicates_total", "Usage events recognised a
 _tracer = trace.get_tracer("sluice.meter")
 
 
-def count_usage(usage: Usage) -> None:
-    """Add one metered request to the token and cost counters."""
+def count_usage(usage: Usage, known_models: Collection[str]) -> None:
+    """Add one metered request to the token and cost counters.
+
+    The ``model`` label is one of ``known_models`` (the price table's) or ``other``.
+    """
+    model = metrics.bounded_label(usage.model, known_models)
     fresh = usage.input_tokens - usage.cached_input_tokens
-    TOKENS.labels(usage.model, "input").inc(fresh)
-    TOKENS.labels(usage.model, "cached_input").inc(usage.cached_input_tokens)
-    TOKENS.labels(usage.model, "output").inc(usage.output_tokens)
-    COST.labels(usage.model).inc(float(usage.cost or Decimal(0)))
+    TOKENS.labels(model, "input").inc(fresh)
+    TOKENS.labels(model, "cached_input").inc(usage.cached_input_tokens)
+    TOKENS.labels(model, "output").inc(usage.output_tokens)
+    COST.labels(model).inc(float(usage.cost or Decimal(0)))
 
 
 def price_span(

@@ -29,6 +29,13 @@ class MeterSettings(BaseSettings):
         description="Windows that ended longer ago than this (wall clock) are final: they leave "
         "meter's state, and later events for them are metered but not added to windows.",
     )
+    max_clock_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="How far ahead of meter's clock a usage event may be dated; one dated "
+        "further ahead (or before 2000) is metered at its arrival, so no producer can open "
+        "windows in the future.",
+    )
     sweep_every: int = Field(
         10_000, ge=1, description="Events between two sweeps of expired state (per partition)."
     )
@@ -40,6 +47,11 @@ class MeterSettings(BaseSettings):
     def budgets_path(self, schemas_dir: Path) -> Path:
         """The tenants' budgets: ``budgets_file``, or ``budgets.yaml`` in ``schemas_dir``."""
         return self.budgets_file or schemas_dir / "budgets.yaml"
+
+    @property
+    def max_clock_skew_ms(self) -> int:
+        """``max_clock_skew_s`` in milliseconds."""
+        return int(self.max_clock_skew_s * 1000)
 
     @property
     def window_retention_ms(self) -> int:

@@ -21,6 +21,15 @@ are swept from the state, and an event that would fall into one is metered
 (usage, budgets) but not added to windows (``Outputs.late``), instead of
 starting the window again from zero.
 
+Event time is bounded by meter's own clock: an event dated more than the
+allowed clock skew ahead of meter's clock, or before 2000 (an absurd
+timestamp, year 9999 included), is metered at its arrival instead
+(``Outputs.clamped``): the timestamp of its ``metering.usage`` record, which
+meter's price agent wrote and which a replay reads again unchanged, so a
+replayed event lands in the same windows. No producer can open a window in
+the future, which no sweep would ever reach, nor make meter raise on a date
+it cannot represent.
+
 Snapshots of every touched window and budget are emitted even when nothing
 changed, so a snapshot lost in a crash is re-sent when the event is replayed;
 snapshots carry a version (events counted) so the latest one wins downstream.
@@ -29,6 +38,7 @@ snapshots carry a version (events counted) so the latest one wins downstream.
 from __future__ import annotations
 
 import calendar
+import dataclasses
 from collections.abc import Iterator, MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -41,6 +51,9 @@ from streams.llm.budgets import PERIODS, BudgetConfig, BudgetStatus, Period, Per
 
 State = MutableMapping[str, dict[str, Any]]
 WINDOWS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000}
+#: Events dated before this are absurd: metered at their arrival.
+EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
+DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60_000
 
 
 @dataclass
@@ -52,6 +65,7 @@ class Outputs:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     duplicate: bool = False
     late: int = 0  # windows the event was too late for
+    clamped: bool = False  # dated in the future or absurdly: metered at its arrival
 
 
 def window_key(tenant: str, model: str, size: str, start_ms: int) -> str:
@@ -78,14 +92,26 @@ def apply(
     budgets: BudgetConfig,
     now: datetime,
     window_retention_ms: int = 2 * 86_400_000,
+    arrived: datetime | None = None,
+    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
 ) -> Outputs:
-    """Count ``usage`` (read at ``partition``/``offset``) once; return the snapshots to emit."""
+    """Count ``usage`` (read at ``partition``/``offset``) once; return the snapshots to emit.
+
+    ``arrived`` is when the event reached meter (its record's timestamp); an
+    event dated beyond ``max_clock_skew_ms`` ahead of ``now``, or before 2000,
+    is counted at that time instead (at ``now`` when ``arrived`` is itself not
+    plausible).
+    """
     seen = state.get(seen_key(usage.request_id))
     if seen is not None and seen["o"] != offset:
         return Outputs(duplicate=True)
     if seen is None:
         state[seen_key(usage.request_id)] = {"p": partition, "o": offset}
     outputs = Outputs()
+    at = event_time(usage.completed_at, now, arrived=arrived, max_clock_skew_ms=max_clock_skew_ms)
+    if at != usage.completed_at:
+        outputs.clamped = True
+        usage = dataclasses.replace(usage, completed_at=at)
     final_before = _ms(now) - window_retention_ms
     for size, length in WINDOWS.items():
         if usage.completed_ms // length * length + length < final_before:
@@ -98,6 +124,35 @@ def apply(
         state, usage, partition=partition, offset=offset, budgets=budgets, now=now
     )
     return outputs
+
+
+def event_time(
+    completed_at: datetime,
+    now: datetime,
+    *,
+    arrived: datetime | None = None,
+    max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+) -> datetime:
+    """The time an event is metered at: its own, unless implausible by meter's clock.
+
+    Plausible means from 2000 on and at most ``max_clock_skew_ms`` ahead of
+    ``now``; otherwise the event's arrival, or ``now`` when that is not
+    plausible either.
+    """
+    latest = now + timedelta(milliseconds=max_clock_skew_ms)
+    for candidate in (completed_at, arrived):
+        if candidate is None:
+            continue
+        aware = candidate if candidate.tzinfo is not None else candidate.replace(tzinfo=UTC)
+        if EARLIEST <= aware <= latest:
+            return aware
+    return now
+
+
+def window_start(at: datetime, size: str) -> int:
+    """Start (epoch milliseconds) of the ``size`` window holding ``at``."""
+    length = WINDOWS[size]
+    return _ms(at) // length * length
 
 
 def sweep(

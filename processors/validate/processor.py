@@ -48,6 +48,7 @@ from streams.errors import (
     UnknownMagicByte,
     WrongDataset,
 )
+from streams.runtime.metrics import bounded_label
 from streams.runtime.spec import Context, InputRecord, Output, ProcessorSpec, per_record
 
 RAW_EVENT = "sluice.v1.RawEvent"
@@ -272,7 +273,9 @@ def validate_record(
         typed = check_contract(document, contract)
     except ContractViolation as error:
         for violation in json.loads(error.details["violations"]):
-            VIOLATIONS.labels(contract.dataset, violation["field"], violation["rule"]).inc()
+            # Unknown field names come from the producer: they are counted as "other".
+            field_label = bounded_label(violation["field"], contract.field_names)
+            VIOLATIONS.labels(contract.dataset, field_label, violation["rule"]).inc()
         if change.deleted:
             raise incomplete_delete(contract, document, error) from None
         raise

@@ -90,7 +90,8 @@ class Contract:
                 )
             checks.append(compile_field(avro_field, rules))
         self._checks = tuple(checks)
-        self._known = frozenset(avro_fields) | SYSTEM_FIELDS
+        self.field_names = frozenset(avro_fields)
+        self._known = self.field_names | SYSTEM_FIELDS
         self.null_rate_limits = {
             name: rules.max_null_rate
             for name, rules in spec.fields.items()

@@ -10,6 +10,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,19 @@ def register(
     except OSError:
         return None
     return path
+
+
+#: The label value that stands for every value outside a label's known set.
+OTHER = "other"
+
+
+def bounded_label(value: str, known: Collection[str]) -> str:
+    """``value`` when it is one of ``known``, else ``"other"``.
+
+    Every label value that comes from a record (a model name, a field name)
+    goes through here with the set its processor knows from its configuration
+    (the model catalog, the contract), so no producer can add time series: a
+    metric has at most ``len(known) + 1`` values of that label. Tenants are
+    never a label.
+    """
+    return value if value in known else OTHER

@@ -30,11 +30,11 @@ def usage(i, *, tenant="acme", model="gpt-4o-mini", at=None, status="ok", tokens
     return usage_of(result, PRICES)
 
 
-def run(state, events, *, start_offset=0, partition=0):
+def run(state, events, *, start_offset=0, partition=0, now=NOW):
     outputs = []
     for offset, event in enumerate(events, start=start_offset):
         outputs.append(
-            meter.apply(state, event, partition=partition, offset=offset, budgets=BUDGETS, now=NOW)
+            meter.apply(state, event, partition=partition, offset=offset, budgets=BUDGETS, now=now)
         )
     return outputs
 
@@ -122,7 +122,8 @@ def test_alerts_fire_once_per_threshold_and_period():
     assert alerts[1]["alert_id"] == f"acme|day|{int(T0.replace(hour=0).timestamp() * 1000)}|usd|100"
     # next day: spend restarts, alerts fire again
     tomorrow = T0 + timedelta(days=1)
-    outputs = run(state, [usage(100 + i, at=tomorrow) for i in range(5)], start_offset=8)
+    later = NOW + timedelta(days=1)
+    outputs = run(state, [usage(100 + i, at=tomorrow) for i in range(5)], start_offset=8, now=later)
     assert [a["threshold_pct"] for o in outputs for a in o.alerts] == [80, 100]
     day = outputs[-1].budget.periods[0]
     assert day.requests == 5
@@ -131,8 +132,9 @@ def test_alerts_fire_once_per_threshold_and_period():
 
 def test_late_event_of_a_closed_day_counts_in_windows_not_budget():
     state = {}
-    run(state, [usage(0, at=T0 + timedelta(days=1))])
-    (out,) = run(state, [usage(1, at=T0)], start_offset=1)
+    later = NOW + timedelta(days=1)
+    run(state, [usage(0, at=T0 + timedelta(days=1))], now=later)
+    (out,) = run(state, [usage(1, at=T0)], start_offset=1, now=later)
     assert out.budget.periods[0].requests == 1  # the day of T0 + 1 only
     assert any(w["window_start"] == T0.replace(minute=0) for w in out.windows)
 
@@ -172,3 +174,64 @@ def test_an_event_for_a_final_window_is_metered_but_not_windowed():
     assert out.late == 2 and out.windows == []
     assert out.budget is not None  # still billed in its own (past) period
     assert not any(k.startswith("w|") for k in state)
+
+
+# -- event time bounded by meter's own clock ----------------------------------------
+def test_an_event_dated_in_year_9999_is_metered_at_arrival():
+    state = {}
+    far = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
+    (out,) = run(state, [usage(0, at=far)])
+    assert out.clamped
+    starts = {v["s"] for k, v in state.items() if k.startswith("w|")}
+    assert starts == {meter.window_start(NOW, "1m"), meter.window_start(NOW, "1h")}
+    assert out.budget is not None and out.budget.periods[0].period_start.date() == NOW.date()
+
+
+def test_an_event_dated_before_2000_is_metered_at_arrival():
+    state = {}
+    (out,) = run(state, [usage(0, at=datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))])
+    assert out.clamped and out.late == 0
+    assert out.budget is not None and out.budget.periods[0].period_start.date() == NOW.date()
+
+
+def test_an_event_slightly_ahead_of_meters_clock_keeps_its_time():
+    state = {}
+    ahead = NOW + timedelta(minutes=4)
+    (out,) = run(state, [usage(0, at=ahead)])
+    assert not out.clamped
+    assert {v["s"] for k, v in state.items() if k.startswith("w|")} == {
+        meter.window_start(ahead, "1m"),
+        meter.window_start(ahead, "1h"),
+    }
+
+
+def test_a_clamped_event_is_metered_at_its_arrival_so_a_replay_lands_in_the_same_window():
+    arrived = NOW - timedelta(minutes=3)
+    event = usage(0, at=datetime(9999, 1, 1, tzinfo=UTC))
+    for now in (NOW, NOW + timedelta(hours=2)):  # first run, then the replay after a crash
+        state = {}
+        out = meter.apply(
+            state, event, partition=0, offset=0, budgets=BUDGETS, now=now, arrived=arrived
+        )
+        assert out.clamped
+        assert {w["window_start"] for w in out.windows} == {
+            arrived.replace(second=0),
+            arrived.replace(minute=0, second=0),
+        }
+
+
+def test_event_time_falls_back_to_now_when_the_arrival_is_implausible_too():
+    far = datetime(9999, 1, 1, tzinfo=UTC)
+    assert meter.event_time(far, NOW, arrived=far) == NOW
+    assert meter.event_time(far, NOW, arrived=None) == NOW
+    assert meter.event_time(T0, NOW, arrived=far) == T0
+
+
+def test_an_event_dated_beyond_the_allowed_skew_opens_no_future_window():
+    state = {}
+    events = [usage(i, at=NOW + timedelta(minutes=6 + i)) for i in range(100)]
+    outputs = run(state, events)
+    assert all(o.clamped for o in outputs)
+    ends = [v["e"] for k, v in state.items() if k.startswith("w|")]
+    assert max(ends) <= meter.window_start(NOW, "1h") + meter.WINDOWS["1h"]
+    assert len(ends) == 2  # the current minute and the current hour
