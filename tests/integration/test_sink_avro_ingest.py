@@ -124,9 +124,14 @@ def table(settings: Settings, name: str) -> list[tuple]:
 def test_clickhouse_decoding_equals_python_decoding(world: World, tmp_path, caplog):
     serde = AvroSerde(kafka.registry(world.settings), world.catalog)
     batch = records(serde)
-    # A value ClickHouse cannot decode: framed like Avro, with a schema id nobody has.
+    # Framed like Avro with a schema id nobody has: the serde's checks keep it from
+    # ClickHouse (which would fetch any id), so it takes the Python path straight away.
     garbage = b"\x00" + struct.pack(">I", 987_654_321) + b"\x02\x04xy"
     batch.insert(7, InputRecord("inference.results", 0, 9999, None, garbage, garbage, [], 0))
+    # The results' own schema id with a truncated body: only ClickHouse finds it bad.
+    header = next(r.raw for r in batch if r.topic == "inference.results" and r.raw)[:5]
+    corrupt = header + b"\x02\x04xy"
+    batch.insert(12, InputRecord("inference.results", 0, 9998, None, corrupt, corrupt, [], 0))
     url = f"chdb://{tmp_path / 'clickhouse'}"
 
     def settings(database: str, avro_ingest: bool) -> Settings:
@@ -140,7 +145,7 @@ def test_clickhouse_decoding_equals_python_decoding(world: World, tmp_path, capl
 
     in_clickhouse, in_python = settings("fast", True), settings("python", False)
     # Without the bad value, the fast path takes every topic it knows.
-    clean = [r for r in batch if r.raw is not garbage]
+    clean = [r for r in batch if r.raw is not garbage and r.raw is not corrupt]
     with caplog.at_level(logging.WARNING, logger="sluice.sink"):
         assert run_sink(in_clickhouse, world, serde, clean) == [[]] * len(clean)
     assert "decoding them here" not in caplog.text, "ClickHouse refused a clean batch"
@@ -150,12 +155,14 @@ def test_clickhouse_decoding_equals_python_decoding(world: World, tmp_path, capl
         assert rows, name
         assert rows == table(in_python, name), name
 
-    # With it: the results batch falls back to Python, which dead-letters that value only.
+    # With them: the results ClickHouse refuses fall back to Python, which dead-letters
+    # the two bad values only.
     with caplog.at_level(logging.WARNING, logger="sluice.sink"):
         outcomes = run_sink(in_clickhouse, world, serde, batch)
     assert "301 inference.results records as Avro" in caplog.text
-    assert isinstance(outcomes[7], RecordError)
-    assert all(o == [] for i, o in enumerate(outcomes) if i != 7)
+    assert isinstance(outcomes[7], RecordError) and outcomes[7].error_class == "UnknownSchemaId"
+    assert isinstance(outcomes[12], RecordError) and outcomes[12].error_class == "CorruptAvro"
+    assert all(o == [] for i, o in enumerate(outcomes) if i not in (7, 12))
     for name in KEYS:
         assert table(in_clickhouse, name) == table(in_python, name), name
     stored = table(in_clickhouse, "requests")
