@@ -20,11 +20,13 @@ from typing import Any
 
 import re2
 
+from streams.errors import ConfigurationError
+
 LinearPattern = Any
 """A compiled RE2 pattern (``search``, ``match``, ``finditer``, ``sub`` as in ``re``)."""
 
 
-class LinearRegexError(ValueError):
+class LinearRegexError(ConfigurationError, ValueError):
     """A pattern RE2 cannot compile (a backreference, a lookaround, or a syntax error)."""
 
 
