@@ -42,7 +42,7 @@ from processors.drift.signals import (
 )
 from processors.drift.store import read_latest
 from streams.contracts.catalog import Catalog
-from streams.errors import BadSignal, NotARecord, RecordError
+from streams.errors import BadSignal, NotARecord, RecordError, value_free
 from streams.profiling.profiles import Profile
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
 
@@ -85,7 +85,7 @@ def observations_of(
         return model_observations(value, engine.cosine)
     except (TypeError, ValueError, KeyError) as exc:
         raise BadSignal(
-            f"cannot read signals: {type(exc).__name__}: {exc}",
+            f"cannot read signals: {value_free(exc)}",
             details={"exception": type(exc).__name__},
         ) from exc
 
