@@ -216,11 +216,17 @@ class GuardEngine:
             self._redactor.redact(item.text, found, policy)
             for item, found, policy in zip(items, detections, policies, strict=True)
         ]
-        scores = (
-            self.injection.score_batch([i.text for i in items], safe)
-            if score_injection and self.injection is not None
-            else [InjectionScore(0.0, None) for _ in items]
-        )
+        scores = [InjectionScore(0.0, None) for _ in items]
+        if score_injection and self.injection is not None:
+            # Prompts only: the other fields of a request (user_id, metadata) never reach
+            # the model, so they are redacted in the same analyzer batch but not scored.
+            prompts = [i for i, item in enumerate(items) if item.field == INPUT_FIELD]
+            if prompts:
+                scored = self.injection.score_batch(
+                    [items[i].text for i in prompts], [safe[i] for i in prompts]
+                )
+                for i, score in zip(prompts, scored, strict=True):
+                    scores[i] = score
         return [
             self._inspection(
                 item,
