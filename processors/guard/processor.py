@@ -19,6 +19,7 @@ the work and is pure; this module maps records to it and back.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -50,6 +51,10 @@ RESPONSES = "inference.responses"
 RESULTS = "inference.results"
 FINDINGS = "pii.findings"
 BUDGET_EXCEEDED = "budget_exceeded"
+
+#: Presidio logs the text it analyses at DEBUG (its context words): held at WARNING, so
+#: that even SLUICE_LOG_LEVEL=DEBUG never writes a prompt to guard's log.
+TEXT_LOGGERS = ("presidio-analyzer", "presidio-anonymizer")
 
 #: Answers "why must this tenant's requests stop now?" (None: they may go on).
 BudgetCheck = Callable[[str], "str | None"]
@@ -201,6 +206,8 @@ GuardContext = Context[GuardSettings, GuardResources]
 
 
 def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
+    for name in TEXT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     settings = ctx.config
     return GuardResources(
         engine=GuardEngine.from_settings(settings, platform_triton_url=ctx.settings.triton.url),
