@@ -170,7 +170,10 @@ class GuardEngine:
 
     # -- public API ---------------------------------------------------------------------
     def inspect_batch(self, items: Sequence[GuardItem]) -> list[Inspection]:
-        """Redact PII and score prompt injection for each prompt, in input order.
+        """Redact PII in each text and score prompt injection for each prompt, in input order.
+
+        Only items of the ``input_text`` field are scored for injection; other fields of
+        a request (user_id, source, metadata) are redacted in the same analyzer batch.
 
         Raises ``EmbedderError`` when injection similarity cannot be computed
         (retry the batch later); never returns an unanalysed text.

@@ -23,7 +23,7 @@ import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from processors.guard import GuardEngine
+from processors.guard import GuardEngine, GuardItem, Inspection
 from processors.guard.budget_gate import BudgetGate
 from processors.guard.embedder import EmbedderError
 from processors.guard.engine import BLOCK, INPUT_FIELD, OUTPUT_FIELD
@@ -82,12 +82,13 @@ def guard_requests(
         for r in requests
     ]
     inspections = iter(
-        engine.inspect_batch(
+        once_per_text(
+            engine.inspect_batch,
             [
                 item
                 for r, f in zip(requests, free, strict=True)
                 for item in f.items(r.request_id, r.tenant_id)
-            ]
+            ],
         )
     )
     outputs: list[list[Output]] = []
@@ -136,12 +137,13 @@ def guard_results(
         for r in results
     ]
     inspections = iter(
-        engine.redact_batch(
+        once_per_text(
+            engine.redact_batch,
             [
                 item
                 for r, f in zip(results, free, strict=True)
                 for item in f.items(r.request_id, r.tenant_id)
-            ]
+            ],
         )
     )
     outputs = []
@@ -165,6 +167,42 @@ def guard_results(
             [Output(RESULTS, stored.to_avro(), key=result.request_id), *_findings(guarded.findings)]
         )
     return outputs
+
+
+def once_per_text(
+    inspect: Callable[[Sequence[GuardItem]], list[Inspection]], items: Sequence[GuardItem]
+) -> list[Inspection]:
+    """``inspect(items)``, analysing each distinct text of a tenant once per batch.
+
+    Metadata keys, sources and their values repeat from request to request
+    ("feature", "sdk:app"): each costs a whole analyzer pass however short it is.
+    Prompts are kept apart from the other fields (only prompts are scored for
+    injection); each copy gets its own request id and field back.
+    """
+    first: dict[tuple[str, bool, str], int] = {}
+    unique: list[GuardItem] = []
+    slot: list[int] = []
+    for item in items:
+        key = (item.tenant_id, item.field == INPUT_FIELD, item.text)
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(item)
+        slot.append(first[key])
+    inspected = inspect(unique)
+    return [_as_item(inspected[i], item) for i, item in zip(slot, items, strict=True)]
+
+
+def _as_item(inspection: Inspection, item: GuardItem) -> Inspection:
+    """``inspection`` of another item with the same text, told of ``item``."""
+    if (inspection.request_id, inspection.field) == (item.request_id, item.field):
+        return inspection
+    findings = tuple(
+        dataclasses.replace(f, request_id=item.request_id, field=item.field)
+        for f in inspection.findings
+    )
+    return dataclasses.replace(
+        inspection, request_id=item.request_id, field=item.field, findings=findings
+    )
 
 
 def trace_verdict(

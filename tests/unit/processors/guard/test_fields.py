@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 import pytest
 
-from processors.guard import GuardEngine
+from processors.guard import GuardEngine, GuardItem, Inspection
 from processors.guard.fields import (
     METADATA_ANY,
     METADATA_KEY,
@@ -24,6 +25,7 @@ from processors.guard.processor import (
     SAFE,
     guard_requests,
     guard_results,
+    once_per_text,
 )
 from streams.contracts.records import InferenceRequest, InferenceResult
 from tests.support.guard import EngineFactory, ExplodingAnalyzer, FakeEmbedder, make_policy
@@ -226,3 +228,31 @@ def test_results_error_messages_and_metadata_are_redacted(engine: GuardEngine) -
     assert second[0].value["output_guard"]["redacted"] is True
     assert [f.value["field"] for f in second[1:]] == ["error_message"]
     assert third == [third[0]] and third[0].value["output_guard"] is None
+
+
+def test_a_text_repeated_in_a_batch_is_analysed_once_and_reported_per_request(
+    engine: GuardEngine,
+) -> None:
+    calls: list[int] = []
+
+    def counting(items: Sequence[GuardItem]) -> list[Inspection]:
+        calls.append(len(items))
+        return engine.redact_batch(items)
+
+    items = [
+        GuardItem("r1", "acme", EMAIL, "metadata.contact"),
+        GuardItem("r2", "acme", EMAIL, "source"),
+        GuardItem("r3", "globex", EMAIL, "source"),  # another tenant: its own analysis
+    ]
+    inspections = once_per_text(counting, items)
+    assert calls == [2]
+    assert [(i.request_id, i.field) for i in inspections] == [
+        ("r1", "metadata.contact"),
+        ("r2", "source"),
+        ("r3", "source"),
+    ]
+    assert [(f.request_id, f.field) for i in inspections for f in i.findings] == [
+        ("r1", "metadata.contact"),
+        ("r2", "source"),
+        ("r3", "source"),
+    ]
