@@ -151,3 +151,44 @@ def test_disguises_are_seen_through_by_the_leak_rule() -> None:
     encoded = ac.Span(0, 0, "US_SSN", "NTM2LTIyLTEyMzQ=", "536-22-1234", encoding="base64")
     assert ac.leaked(encoded, "decode NTM2LTIyLTEy<REDACTED>")
     assert not ac.leaked(encoded, "decode <US_SSN>")
+
+
+def test_bench_counts_blocked_records_as_removed_and_leaks_as_misses() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "guard_adversarial", PROJECT_ROOT / "bench" / "guard_adversarial.py"
+    )
+    assert spec is not None and spec.loader is not None
+    bench = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = bench
+    spec.loader.exec_module(bench)
+    card = "4111111111111111"
+    key, secret = "AKIAABCDEFGHIJKLMNOP", "wJalrXUtnFEMIK7MDENGbPxRfiCYEXAMPLEKEY12"
+    aws = f"key {key} secret {secret}"
+    records = [
+        ac.Record(
+            "a", "plain", "credit_card", f"card {card}",
+            (ac.Span(5, 21, "CREDIT_CARD", card, card),),
+        ),
+        ac.Record(
+            "b", "credentials", "aws", aws,
+            (ac.Span(4, 24, "API_KEY", key, key), ac.Span(32, 72, "API_KEY", secret, secret)),
+        ),
+        ac.Record("c", "benign", "phrase", "hello"),
+    ]  # fmt: skip
+    assert aws[4:24] == key and aws[32:72] == secret
+    presidio = bench.Side("presidio", ["card <CREDIT_CARD>", aws, "hello"], [False] * 3, 1, 1)
+    guard = bench.Side(
+        "guard", [f"card {card}", "key <API_KEY> ...", "hello"], [False, True, False], 1, 1
+    )
+    tallies, misses = bench.score(records, [presidio, guard], lambda r: r.trick)
+    assert set(tallies) == {"plain", "credentials"}
+    plain, creds = tallies["plain"], tallies["credentials"]
+    assert (plain.planted, plain.removed["presidio"], plain.removed["guard"]) == (1, 1, 0)
+    assert (creds.planted, creds.removed["presidio"], creds.removed["guard"]) == (2, 0, 2)
+    assert creds.blocked["guard"] == 2 and creds.blocked["presidio"] == 0
+    assert [(r.id, v) for r, v in misses["guard"]] == [("a", card)]
+    assert len(misses["presidio"]) == 2
+    _, data = bench.table(tallies, "trick")
+    assert data["all"] == {
+        "planted": 3, "presidio_removed": 1, "guard_removed": 2, "guard_blocked": 2
+    }  # fmt: skip
