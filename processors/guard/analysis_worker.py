@@ -10,11 +10,13 @@ How one call goes:
 
 * the texts go to the child in one request; the child runs the analyzer's
   ``analyze_batch`` on all of them, so spaCy's ``nlp.pipe`` still batches the
-  NER pass, and reports each text as Presidio's ``AnalyzerEngine.analyze``
-  starts on it (a progress message: an index, never text);
-* the parent gives each phase its own deadline of ``timeout_s``: the batched
-  NER pass (linear in the text, bounded by ``max_input_chars``), then each
-  text's recognizers, the clock restarting at every progress message;
+  NER pass, and notes in shared memory each text Presidio's
+  ``AnalyzerEngine.analyze`` starts on, and when (an index and a time, never
+  text; no message, so the normal case costs guard no wake-up per text);
+* guard gives each step its own deadline of ``timeout_s``: the batched NER
+  pass (linear in the text, bounded by ``max_input_chars``), then each text's
+  recognizers. It waits for the answer and, when a deadline passes, reads
+  which step the child is on and since when;
 * past a deadline, or when the child dies, the text in progress is the
   culprit: it is blocked (``analyzer_timeout`` or ``analyzer_error``), the
   child is killed and replaced, and the texts not yet returned are sent to the
@@ -126,8 +128,9 @@ class AnalysisWorker:
         self._conn: Connection | None = None
         self._ready = False
         self._started_at = 0.0
+        self._progress = Progress(None)
         self._max_length = 0
-        self._requests = itertools.count()
+        self._requests = itertools.count(1)  # 0 is the shared memory before any request
         self._lock = threading.Lock()  # one request at a time: the child serves one
         self._start()
         self._await_ready(raise_on_failure=True)
@@ -213,11 +216,14 @@ class AnalysisWorker:
             self._conn.send((request_id, texts, entities, threshold))
         except OSError:
             return self._replace(ANALYZER_ERROR, None, "crash")
-        in_progress: int | None = None
         deadline = time.monotonic() + self.timeout_s
         while True:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
+                in_progress, started_at = self._progress.read(request_id, len(texts))
+                if started_at + self.timeout_s > time.monotonic():
+                    deadline = started_at + self.timeout_s  # a later step has its own time
+                    continue
                 log.error(
                     "PII analysis of a text ran past %.1f s; blocking it and replacing the "
                     "analysis process. Raise SLUICE_GUARD__ANALYZER_TIMEOUT_S or lower the "
@@ -238,15 +244,12 @@ class AnalysisWorker:
                     self._process.pid,
                     self._process.exitcode,
                 )
+                in_progress, _ = self._progress.read(request_id, len(texts))
                 return self._replace(ANALYZER_ERROR, in_progress, "crash")
             kind, answered, payload = message
             if answered != request_id:
                 continue  # a late answer to an earlier request
-            if kind == "started":
-                # An index past the request means calls do not map to texts: culprit unknown.
-                in_progress = payload if payload < len(texts) else None
-                deadline = time.monotonic() + self.timeout_s
-            elif kind == "done":
+            if kind == "done":
                 return _Outcome(results=[[Detection(*d) for d in found] for found in payload])
             else:  # "raised": the class name only, messages may quote the input
                 log.error("PII analyzer raised %s in the analysis process", payload)
@@ -255,9 +258,10 @@ class AnalysisWorker:
     # -- the child's life ------------------------------------------------------------------
     def _start(self) -> None:
         parent, child = self._context.Pipe()
+        self._progress = Progress(self._context.RawArray("d", 4))
         process = self._context.Process(
             target=serve,
-            args=(self._factory, child),
+            args=(self._factory, child, self._progress),
             name="guard-analysis",
             daemon=True,  # never outlives guard's interpreter, even without close()
         )
@@ -310,10 +314,12 @@ class AnalysisWorker:
 
 
 # -- the child ---------------------------------------------------------------------------
-def serve(factory: AnalyzerFactory, conn: Connection) -> None:
+def serve(factory: AnalyzerFactory, conn: Connection, progress: Progress) -> None:
     """The child's loop: build the analyzer once, then answer requests until told to stop."""
-    # Ctrl-C reaches the whole process group; guard decides when its child ends.
+    # Ctrl-C (or a SIGTERM sent to the whole group) must not kill an analysis mid-batch
+    # while guard finishes it: guard ends its child, which also exits once guard is gone.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     _exit_when_orphaned(os.getppid())
     try:
         analyzer = factory()
@@ -321,7 +327,6 @@ def serve(factory: AnalyzerFactory, conn: Connection) -> None:
         message = str(exc) if isinstance(exc, ConfigurationError) else ""
         conn.send(("failed", None, f"{type(exc).__name__}: {message}".rstrip(": ")))
         return
-    progress = _Progress(conn)
     _watch(analyzer, progress)
     conn.send(("ready", None, int(getattr(analyzer, "max_length", 0))))
     while True:
@@ -343,23 +348,54 @@ def serve(factory: AnalyzerFactory, conn: Connection) -> None:
         conn.send(("done", request_id, rows))
 
 
-class _Progress:
-    """Tells the parent which text of the current request the analyzer is working on."""
+class Progress:
+    """Which text of which request the child is on, and since when: in shared memory.
 
-    def __init__(self, conn: Connection) -> None:
-        self._conn = conn
-        self._request: int | None = None
+    Written by the child at each step, read by guard only when a deadline has
+    passed, so the normal case costs no message and no wake-up per text.
+    ``CLOCK_MONOTONIC`` is one clock for every process of the machine. The
+    four numbers are guarded by a sequence counter (odd while the child
+    writes) so a read never mixes two steps.
+    """
+
+    def __init__(self, shared: Any) -> None:
+        self._shared = shared  # [sequence, request id, text index (-1: NER pass), since]
         self._next = 0
 
     def begin(self, request_id: int) -> None:
-        self._request, self._next = request_id, 0
+        """A request arrived: its batched NER pass starts now (child side)."""
+        self._next = 0
+        self._write(request_id, -1)
 
     def started(self) -> None:
-        self._conn.send(("started", self._request, self._next))
+        """The analyzer starts on the next text of the request (child side)."""
+        self._write(self._shared[1], self._next)
         self._next += 1
 
+    def _write(self, request_id: float, index: int) -> None:
+        shared = self._shared
+        shared[0] += 1
+        shared[1], shared[2], shared[3] = request_id, index, time.monotonic()
+        shared[0] += 1
 
-def _watch(analyzer: Analyzer, progress: _Progress) -> None:
+    def read(self, request_id: int, texts: int) -> tuple[int | None, float]:
+        """The text in progress (None: none, or unknown) and when its step started."""
+        shared = self._shared
+        for _ in range(1000):
+            sequence = shared[0]
+            request, index, since = shared[1], shared[2], shared[3]
+            if sequence == shared[0] and not int(sequence) % 2:
+                break
+            time.sleep(0.0001)  # mid-write: the child finishes it in a moment
+        else:  # the child is writing at every attempt: assume nothing is known
+            return None, 0.0
+        if int(request) != request_id:
+            return None, 0.0  # the child has not reached this request
+        # An index past the request means analyzer calls do not map to texts: unknown.
+        return (int(index) if 0 <= index < texts else None), since
+
+
+def _watch(analyzer: Analyzer, progress: Progress) -> None:
     """Report progress each time Presidio's ``AnalyzerEngine.analyze`` starts on a text.
 
     ``PresidioAnalyzer.analyze_batch`` runs the NER pass for the whole batch,

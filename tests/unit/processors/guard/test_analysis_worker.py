@@ -21,6 +21,7 @@ from processors.guard.analysis_worker import (
     RESTARTS,
     AnalysisWorker,
     AnalysisWorkerError,
+    Progress,
 )
 from processors.guard.engine import GuardEngine, GuardItem, withheld
 from processors.guard.pii import PresidioAnalyzer
@@ -210,3 +211,17 @@ def test_engine_runs_analysis_in_a_process_by_default(monkeypatch: pytest.Monkey
     engine = GuardEngine.from_settings()
     assert isinstance(engine.analyzer, PresidioAnalyzer)
     engine.close()
+
+
+def test_progress_names_the_text_in_progress_of_the_current_request_only() -> None:
+    progress = Progress([0.0] * 4)
+    assert progress.read(1, 3) == (None, 0.0)  # nothing begun (ids start at 1)
+    progress.begin(7)
+    index, since = progress.read(7, 3)
+    assert index is None and since > 0  # the batch's NER pass: no text yet
+    assert progress.read(6, 3) == (None, 0.0)  # another request's state means nothing
+    for expected in (0, 1, 2):
+        progress.started()
+        assert progress.read(7, 3)[0] == expected
+    progress.started()  # more analyzer calls than texts: calls do not map to texts
+    assert progress.read(7, 3)[0] is None
