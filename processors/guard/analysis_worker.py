@@ -20,8 +20,9 @@ How one call goes:
 * past a deadline, or when the child dies, the text in progress is the
   culprit: it is blocked (``analyzer_timeout`` or ``analyzer_error``), the
   child is killed and replaced, and the texts not yet returned are sent to the
-  fresh child. Texts before the culprit are analysed again (their results came
-  back with the batch), which costs CPU only on this rare path;
+  fresh child. Texts before the culprit are analysed again (their results
+  were to come with the batch's one answer), which costs CPU only on this rare
+  path;
 * when no text was in progress (the NER pass stalled, or the analyzer has no
   ``engine.analyze`` to watch), the culprit is unknown, so the texts left are
   analysed one per request, each with its own deadline.
@@ -36,8 +37,9 @@ copy of a process with threads can inherit a lock held by one of them. A
 spawned child is a fresh interpreter that imports only the analyzer; it holds
 no credentials nor hash secret, only the texts it is given. ``forkserver``
 would make a respawn cheaper (imports done once), at the cost of a second
-long-lived process; a respawn costs about 3 s (imports, then ~1 s to load the
-spaCy model) and happens only on a timeout or a crash.
+long-lived process; a respawn costs 3-8 s on a busy 2-core machine (imports,
+then about 1 s to load the spaCy model) and happens only on a timeout or a
+crash, never per batch.
 """
 
 from __future__ import annotations
@@ -102,6 +104,7 @@ class _Outcome:
     failed: str | None = None  # ANALYZER_TIMEOUT or ANALYZER_ERROR (the child is gone)
     culprit: int | None = None  # index of the text in progress when it failed
     unavailable: bool = False  # no child could be started: every text fails
+    overrun: bool = False  # the batch's deadline passed: every text left fails
 
 
 class AnalysisWorker:
@@ -118,10 +121,12 @@ class AnalysisWorker:
         factory: AnalyzerFactory,
         *,
         timeout_s: float,
+        batch_timeout_s: float | None = None,
         start_timeout_s: float = 120.0,
     ) -> None:
         self._factory = factory
         self.timeout_s = timeout_s
+        self.batch_timeout_s = batch_timeout_s
         self.start_timeout_s = start_timeout_s
         self._context = multiprocessing.get_context("spawn")
         self._process: BaseProcess | None = None
@@ -156,13 +161,25 @@ class AnalysisWorker:
             raise RuntimeError(f"{len(failed)} of {len(texts)} texts not analysed: {failed[0]}")
         return [o for o in out if not isinstance(o, str)]
 
+    def batch_deadline(self) -> float | None:
+        """When a batch starting now must be done (``time.monotonic``), if bounded."""
+        if self.batch_timeout_s is None:
+            return None
+        return time.monotonic() + self.batch_timeout_s
+
     def analyze_isolated(
-        self, texts: Sequence[str], entities: Collection[Entity], threshold: float
+        self,
+        texts: Sequence[str],
+        entities: Collection[Entity],
+        threshold: float,
+        *,
+        deadline: float | None = None,
     ) -> list[list[Detection] | str]:
         """Detections per text, or the reason that text could not be analysed.
 
-        The reasons are ``analyzer_timeout`` (past its deadline) and
-        ``analyzer_error`` (the analyzer raised on it alone, or its process died).
+        The reasons are ``analyzer_timeout`` (past its own deadline, or the texts
+        still unanswered at ``deadline``, the batch's) and ``analyzer_error``
+        (the analyzer raised on it alone, or its process died).
         """
         wanted = sorted(e.value for e in entities)
         out: list[list[Detection] | str | None] = [None] * len(texts)
@@ -171,8 +188,18 @@ class AnalysisWorker:
             one_by_one = False
             while pending:
                 batch = pending[:1] if one_by_one else pending
-                outcome = self._request([texts[i] for i in batch], wanted, threshold)
-                if outcome.results is not None:
+                outcome = self._request([texts[i] for i in batch], wanted, threshold, deadline)
+                if outcome.overrun:
+                    log.error(
+                        "PII analysis of a batch ran past SLUICE_GUARD__ANALYZER_BATCH_TIMEOUT_S "
+                        "(%.1f s); blocking the %d texts not analysed yet",
+                        self.batch_timeout_s or 0.0,
+                        len(pending),
+                    )
+                    for index in pending:
+                        out[index] = ANALYZER_TIMEOUT
+                    pending = []
+                elif outcome.results is not None:
                     for index, found in zip(batch, outcome.results, strict=True):
                         out[index] = found
                     pending = pending[len(batch) :]
@@ -200,7 +227,11 @@ class AnalysisWorker:
             self._stop(grace_s=_CLOSE_GRACE_S)
 
     # -- one request -----------------------------------------------------------------------
-    def _request(self, texts: list[str], entities: list[str], threshold: float) -> _Outcome:
+    def _request(
+        self, texts: list[str], entities: list[str], threshold: float, ends: float | None
+    ) -> _Outcome:
+        if ends is not None and time.monotonic() >= ends:
+            return _Outcome(overrun=True)
         if self._process is None:  # closed: a call after close() starts a child again
             self._start()
         elif self._ready and wait([self._process.sentinel], 0):
@@ -218,7 +249,11 @@ class AnalysisWorker:
             return self._replace(ANALYZER_ERROR, None, "crash")
         deadline = time.monotonic() + self.timeout_s
         while True:
-            remaining = deadline - time.monotonic()
+            now = time.monotonic()
+            if ends is not None and now >= ends:
+                self._replace(ANALYZER_TIMEOUT, None, "timeout")
+                return _Outcome(overrun=True)
+            remaining = min(deadline, ends if ends is not None else deadline) - now
             if remaining <= 0:
                 in_progress, started_at = self._progress.read(request_id, len(texts))
                 if started_at + self.timeout_s > time.monotonic():

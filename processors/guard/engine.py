@@ -159,7 +159,11 @@ class GuardEngine:
             PresidioAnalyzer, model_name=settings.spacy_model, batch_size=settings.nlp_batch_size
         )
         analyzer: PresidioAnalyzer | AnalysisWorker = (
-            AnalysisWorker(build, timeout_s=settings.analyzer_timeout_s)
+            AnalysisWorker(
+                build,
+                timeout_s=settings.analyzer_timeout_s,
+                batch_timeout_s=settings.analyzer_batch_timeout_s,
+            )
             if settings.analyzer_isolation == "process"
             else build()
         )
@@ -328,10 +332,11 @@ class GuardEngine:
             policy = self.policy.for_tenant(item.tenant_id)
             groups.setdefault((policy.active, policy.pii_score_threshold), []).append(index)
         out: list[list[Detection] | str | None] = [None] * len(items)
+        ends = self.analyzer.batch_deadline() if isinstance(self.analyzer, AnalysisWorker) else None
         for (entities, threshold), indexes in groups.items():
             texts = [items[i].text for i in indexes]
             found: Sequence[Sequence[Detection] | str] = (
-                self.analyzer.analyze_isolated(texts, entities, threshold)
+                self.analyzer.analyze_isolated(texts, entities, threshold, deadline=ends)
                 if isinstance(self.analyzer, AnalysisWorker)
                 else self.analyzer.analyze_batch(texts, entities, threshold)
             )

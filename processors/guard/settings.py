@@ -59,6 +59,13 @@ class GuardSettings(BaseSettings):
         "with process isolation, the text is blocked and the analysis process replaced; "
         "with thread isolation, the whole batch is blocked.",
     )
+    analyzer_batch_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="With process isolation, longest PII analysis of one batch: the texts "
+        "not analysed by then are blocked, so the poll loop stays well inside Kafka's "
+        "max.poll.interval.ms (5 min) however many slow texts a batch holds.",
+    )
     analyzer_isolation: Literal["process", "thread"] = Field(
         "process",
         description="process: analyse in a child process that a stalled or crashed analysis "

@@ -225,3 +225,16 @@ def test_progress_names_the_text_in_progress_of_the_current_request_only() -> No
         assert progress.read(7, 3)[0] == expected
     progress.started()  # more analyzer calls than texts: calls do not map to texts
     assert progress.read(7, 3)[0] is None
+
+
+def test_a_batch_past_its_own_deadline_blocks_what_is_left() -> None:
+    worker = AnalysisWorker(MarkerAnalyzer, timeout_s=600, batch_timeout_s=TIMEOUT_S)
+    try:
+        started = time.monotonic()
+        deadline = worker.batch_deadline()
+        out = worker.analyze_isolated(["one", STALL, "three"], list(Entity), 0.4, deadline=deadline)
+        assert time.monotonic() - started < BOUND_S  # the text alone would have had 600 s
+        assert out == ["analyzer_timeout"] * 3
+        assert worker.analyze_isolated(["four"], list(Entity), 0.4) == [[]]
+    finally:
+        worker.close()
