@@ -115,6 +115,25 @@ def test_stalled_text_is_blocked_alone_and_the_batch_goes_on(
     assert after.verdict.entity_counts == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
 
 
+def test_the_phone_matcher_on_a_long_run_of_digits_is_interrupted(
+    engine: GuardEngine, worker: AnalysisWorker
+) -> None:
+    """No marker: Presidio's own phone matcher takes seconds on separated digits."""
+    timeouts = restarts("timeout")
+    digits = "1 " * 49_000  # under the 100,000-character limit; ~4.5 s on an idle core
+    items = [
+        GuardItem("a", "nonames", MAIL),  # nonames: no PERSON, so no NER pass
+        GuardItem("b", "nonames", digits),
+        GuardItem("c", "nonames", MAIL),
+    ]
+    started = time.monotonic()
+    results = engine.redact_batch(items)
+    assert time.monotonic() - started < BOUND_S
+    assert [r.verdict.reason for r in results] == [None, "analyzer_timeout", None]
+    assert results[2].verdict.entity_counts == {"EMAIL_ADDRESS": 1, "PHONE_NUMBER": 1}
+    assert restarts("timeout") == timeouts + 1
+
+
 def test_crash_mid_batch_blocks_only_the_text_in_progress(
     engine: GuardEngine, worker: AnalysisWorker
 ) -> None:
