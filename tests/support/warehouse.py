@@ -58,5 +58,5 @@ def sink_context(
         # Tests insert rows of fixed dates, which the tables' TTLs (schemas/topics.yaml)
         # may already have expired: a TTL merge could drop them at any moment.
         # tests/unit/warehouse/test_retention.py covers the TTLs themselves.
-        sink._warehouse(harness.ctx).command("SYSTEM STOP TTL MERGES")  # noqa: SLF001
+        sink._warehouse(harness.ctx).command("SYSTEM STOP TTL MERGES")
         yield harness.ctx
