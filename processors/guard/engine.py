@@ -170,7 +170,10 @@ class GuardEngine:
 
     # -- public API ---------------------------------------------------------------------
     def inspect_batch(self, items: Sequence[GuardItem]) -> list[Inspection]:
-        """Redact PII and score prompt injection for each prompt, in input order.
+        """Redact PII in each text and score prompt injection for each prompt, in input order.
+
+        Only items of the ``input_text`` field are scored for injection; other fields of
+        a request (user_id, source, metadata) are redacted in the same analyzer batch.
 
         Raises ``EmbedderError`` when injection similarity cannot be computed
         (retry the batch later); never returns an unanalysed text.
@@ -216,11 +219,17 @@ class GuardEngine:
             self._redactor.redact(item.text, found, policy)
             for item, found, policy in zip(items, detections, policies, strict=True)
         ]
-        scores = (
-            self.injection.score_batch([i.text for i in items], safe)
-            if score_injection and self.injection is not None
-            else [InjectionScore(0.0, None) for _ in items]
-        )
+        scores = [InjectionScore(0.0, None) for _ in items]
+        if score_injection and self.injection is not None:
+            # Prompts only: the other fields of a request (user_id, metadata) never reach
+            # the model, so they are redacted in the same analyzer batch but not scored.
+            prompts = [i for i, item in enumerate(items) if item.field == INPUT_FIELD]
+            if prompts:
+                scored = self.injection.score_batch(
+                    [items[i].text for i in prompts], [safe[i] for i in prompts]
+                )
+                for i, score in zip(prompts, scored, strict=True):
+                    scores[i] = score
         return [
             self._inspection(
                 item,
