@@ -341,6 +341,24 @@ class ClickHouseSettings(_Frozen):
     )
 
 
+class DeadLetterSettings(_Frozen):
+    """How dead-letter topics of encrypted data classes keep the original bytes."""
+
+    encryption_key: SecretStr | None = Field(
+        None,
+        description="Base64 of 32 random bytes: the AES-256-GCM key that encrypts the "
+        "original bytes of records dead-lettered to a topic whose data class is `encrypted` "
+        "(e.g. inference.requests.dlq). Required by every processor that may dead-letter "
+        "such a record, and by `sluice dlq replay` of such a topic. `sluice up` keeps one in "
+        "<state_dir>/secrets/dead-letter-key. Make one with `openssl rand -base64 32`.",
+    )
+    previous_keys: list[SecretStr] = Field(
+        default_factory=list,
+        description="Older keys (base64, JSON list) still accepted for decryption, so keys "
+        "can rotate: set the new key, move the old one here until its dead letters expire.",
+    )
+
+
 class Settings(BaseSettings):
     """All of Sluice's settings, read from ``SLUICE_*`` environment variables."""
 
@@ -373,6 +391,7 @@ class Settings(BaseSettings):
     telemetry: TelemetrySettings = TelemetrySettings()
     metrics: MetricsSettings = MetricsSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
+    dead_letters: DeadLetterSettings = DeadLetterSettings()
     log_level: str = Field("INFO", description="Python log level of every command and processor.")
 
     @model_validator(mode="before")

@@ -19,7 +19,9 @@ from streams.runtime.dlq_replay import (
     replay,
     replay_target,
 )
-from streams.settings import Settings, get_settings
+from streams.runtime.sealing import Keyring
+from streams.settings import DeadLetterSettings, Settings, get_settings
+from streams.stack.secrets import local_dead_letter_key
 
 
 @click.group()
@@ -35,7 +37,8 @@ def show(topic: str, limit: int) -> None:
 
     TOPIC may be the dead-letter topic itself or the input topic it belongs to.
     Payloads are not printed (they may hold personal data): the reason, where the
-    record came from and its size are.
+    record came from and its size are, and, for an encrypted payload, the id of the
+    key it is encrypted with.
     """
     settings = get_settings()
     name = _physical(settings, dlq_topic_name(topic))
@@ -59,13 +62,14 @@ def letter_lines(letters: Sequence[DeadLetter]) -> list[Text]:
     for d in letters:
         when = datetime.fromtimestamp(d.timestamp_ms / 1000, UTC).strftime("%Y-%m-%d %H:%M:%S")
         replays = f", replayed {d.replays}x" if d.replays else ""
+        sealed = f", encrypted (key {plain(d.key_id)})" if d.key_id is not None else ""
         info = d.info
         lines.append(
             Text.assemble(
                 (f"{plain(info.topic)}[{info.partition}]@{info.offset}", "cyan"),
                 f" {when} {plain(info.processor)}/{plain(info.stage)} ",
                 (plain(info.error_class), "yellow"),
-                f" {d.size} B{replays}",
+                f" {d.size} B{sealed}{replays}",
             )
         )
         lines.append(Text(f"    {plain(info.message)}"))
@@ -92,11 +96,18 @@ def replay_command(topic: str, dry_run: bool, to: str | None) -> None:
     --to sends every record to another catalog topic instead. Run it after fixing
     the contract or the producer. Each record is replayed at most once (progress
     is committed with the replayed records); one that fails again returns to the
-    DLQ with its replay count.
+    DLQ with its replay count. Encrypted dead letters (prompt topics) are decrypted
+    with SLUICE_DEAD_LETTERS__ENCRYPTION_KEY (or an older key of
+    SLUICE_DEAD_LETTERS__PREVIOUS_KEYS); the local stack's key is used when neither is set.
     """
     settings = get_settings()
     name = _physical(settings, dlq_topic_name(topic))
-    target = replay_target(catalog_for(settings), name, to)
+    catalog = catalog_for(settings)
+    target = replay_target(catalog, name, to)
+    keyring = replay_keyring(settings)
+    logical = catalog.logical(name)
+    if logical in catalog.topics and catalog.topic(logical).encrypted:
+        keyring.require(f"{name} keeps its payloads encrypted")
     with console.status(f"replaying {safe(name)}") as status:
         summary = replay(
             settings,
@@ -104,6 +115,7 @@ def replay_command(topic: str, dry_run: bool, to: str | None) -> None:
             target,
             dry_run=dry_run,
             progress=lambda n: status.update(f"replayed {n:,} records from {safe(name)}"),
+            keyring=keyring,
         )
     for line in summary_lines(summary, dry_run=dry_run):
         console.print(line, soft_wrap=True)
@@ -136,6 +148,18 @@ def summary_lines(summary: ReplaySummary, *, dry_run: bool) -> list[Text]:
             )
         )
     return lines
+
+
+def replay_keyring(settings: Settings) -> Keyring:
+    """The dead-letter keys of the settings; the local stack's key when none is set."""
+    configured = settings.dead_letters
+    if configured.encryption_key is None and not configured.previous_keys:
+        local = local_dead_letter_key(settings)
+        if local:
+            configured = DeadLetterSettings.model_validate(
+                {"encryption_key": next(iter(local.values()))}
+            )
+    return Keyring.from_settings(configured)
 
 
 def _physical(settings: Settings, topic: str) -> str:

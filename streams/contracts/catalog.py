@@ -37,15 +37,31 @@ class _Defaults(BaseModel):
     partitions: int = Field(3, ge=1)
     replication_factor: int = Field(1, ge=1)
     compatibility: Compatibility = "BACKWARD_TRANSITIVE"
-    retention_ms: int = 604_800_000
     cleanup_policy: Literal["delete", "compact", "compact,delete"] = "delete"
     key: Literal["string", "none"] = "string"
 
 
 class _DlqDefaults(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
-    retention_ms: int = 2_592_000_000
     partitions: int | None = None
+
+
+class DataClass(BaseModel):
+    """What kind of data a topic or table holds, and so how long it is kept.
+
+    ``retention_ms`` is the Kafka retention of the class's topics (a topic's own
+    ``retention_ms`` wins); ``clickhouse_ttl_days`` the TTL of the ClickHouse tables
+    of the class; ``dead_letters`` the class of the dead-letter topics of the class's
+    topics; ``encrypted``: dead-letter topics of the class keep the original bytes
+    encrypted (``streams.runtime.sealing``).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    description: str
+    retention_ms: int | None = None
+    clickhouse_ttl_days: int | None = Field(None, ge=1)
+    dead_letters: str | None = None
+    encrypted: bool = False
 
 
 class _TopicEntry(BaseModel):
@@ -58,6 +74,7 @@ class _TopicEntry(BaseModel):
     compatibility: Compatibility | None = None
     retention_ms: int | None = None
     cleanup_policy: Literal["delete", "compact", "compact,delete"] | None = None
+    data_class: str | None = None
     dlq: bool = False
     configs: dict[str, str] = Field(default_factory=dict)
 
@@ -66,12 +83,16 @@ class _DatasetEntry(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     contract: str
     partitions: int | None = Field(None, ge=1)
+    raw_class: str | None = None
+    validated_class: str | None = None
 
 
 class _CatalogFile(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
     defaults: _Defaults = _Defaults()
     dlq: _DlqDefaults = _DlqDefaults()
+    data_classes: dict[str, DataClass] = Field(default_factory=dict)
+    tables: dict[str, str] = Field(default_factory=dict)
     datasets: dict[str, _DatasetEntry] = Field(default_factory=dict)
     topics: list[_TopicEntry] = Field(default_factory=list)
 
@@ -95,6 +116,8 @@ class TopicSpec:
     configs: dict[str, str] = field(default_factory=dict)
     dlq_topic: str | None = None  # logical name of this topic's dead-letter topic, if an input
     logical: str = ""
+    data_class: str = ""
+    encrypted: bool = False  # a dead-letter topic whose payloads are encrypted
 
     def __post_init__(self) -> None:
         if not self.logical:
@@ -146,6 +169,9 @@ class Catalog:
     datasets: dict[str, Dataset]
     schemas: dict[str, AvroSchema]
     prefix: str = ""
+    data_classes: dict[str, DataClass] = field(default_factory=dict)
+    #: ClickHouse table → data class, for tables whose class is not that of their topics
+    tables: dict[str, str] = field(default_factory=dict)
 
     def physical(self, logical: str) -> str:
         """The cluster topic of a logical topic name."""
@@ -180,6 +206,23 @@ class Catalog:
             raise CatalogError(f"topic {topic!r} carries raw bytes, not Avro")
         return self.schemas[spec.value]
 
+    def data_class(self, name: str) -> DataClass:
+        """The data class ``name``, or a clear error naming the known classes."""
+        try:
+            return self.data_classes[name]
+        except KeyError:
+            known = ", ".join(sorted(self.data_classes)) or "none"
+            raise CatalogError(
+                f"data class {name!r} is not in the catalog; known: {known}"
+            ) from None
+
+    def encrypted_dead_letters(self, topic: str) -> bool:
+        """True when the dead-letter topic of ``topic`` (logical) keeps payloads encrypted."""
+        spec = self.topics.get(topic)
+        if spec is None or spec.dlq_topic is None:
+            return False
+        return self.topic(spec.dlq_topic).encrypted
+
     @cached_property
     def dlq_topics(self) -> list[str]:
         """Every dead-letter topic in the catalog."""
@@ -209,6 +252,21 @@ def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
     topics: dict[str, TopicSpec] = {}
     datasets: dict[str, Dataset] = {}
     d = spec.defaults
+    classes = spec.data_classes
+    _check_classes(path, spec)
+
+    def data_class(entry: _TopicEntry) -> DataClass:
+        if entry.data_class is None:
+            raise CatalogError(
+                f"{path}: topic {entry.name!r} has no data class; set `data_class` to one of "
+                f"{', '.join(sorted(classes)) or 'the classes of a `data_classes` section'}"
+            )
+        if entry.data_class not in classes:
+            raise CatalogError(
+                f"{path}: topic {entry.name!r} names the unknown data class "
+                f"{entry.data_class!r}; known: {', '.join(sorted(classes)) or 'none'}"
+            )
+        return classes[entry.data_class]
 
     def add(entry: _TopicEntry) -> None:
         if entry.name in topics:
@@ -218,8 +276,21 @@ def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
                 f"{path}: topic {entry.name!r} uses schema {entry.value!r}, "
                 f"which is not in {schemas_dir / 'avro'}; add it there or fix `value`"
             )
+        kind = data_class(entry)
+        retention_ms = entry.retention_ms or kind.retention_ms
+        if retention_ms is None:
+            raise CatalogError(
+                f"{path}: topic {entry.name!r} has no retention: its data class "
+                f"{entry.data_class!r} declares no `retention_ms` and neither does the topic"
+            )
+        if entry.dlq and kind.dead_letters is None:
+            raise CatalogError(
+                f"{path}: topic {entry.name!r} has a dead-letter topic, but its data class "
+                f"{entry.data_class!r} does not say which class its dead letters are "
+                "(`dead_letters`)"
+            )
         configs = {
-            "retention.ms": str(entry.retention_ms or d.retention_ms),
+            "retention.ms": str(retention_ms),
             "cleanup.policy": entry.cleanup_policy or d.cleanup_policy,
             **entry.configs,
         }
@@ -234,6 +305,8 @@ def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
             compatibility=entry.compatibility or d.compatibility,
             configs=configs,
             dlq_topic=dlq_name,
+            data_class=entry.data_class or "",
+            encrypted=entry.name.endswith(DLQ_SUFFIX) and kind.encrypted,
         )
         if dlq_name:
             add(
@@ -241,7 +314,7 @@ def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
                     name=dlq_name,
                     value=BYTES,
                     partitions=spec.dlq.partitions or entry.partitions,
-                    retention_ms=spec.dlq.retention_ms,
+                    data_class=kind.dead_letters,
                 )
             )
 
@@ -255,7 +328,11 @@ def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
         datasets[name] = Dataset(name, contract)
         add(
             _TopicEntry(
-                name=f"raw.{name}", value="sluice.v1.RawEvent", partitions=ds.partitions, dlq=True
+                name=f"raw.{name}",
+                value="sluice.v1.RawEvent",
+                partitions=ds.partitions,
+                dlq=True,
+                data_class=ds.raw_class,
             )
         )
         # Validated records feed other processors (drift), which dead-letter what they refuse.
@@ -265,8 +342,32 @@ def load_catalog(schemas_dir: Path, *, prefix: str = "") -> Catalog:
                 value=contract.schema_name,
                 partitions=ds.partitions,
                 dlq=True,
+                data_class=ds.validated_class,
             )
         )
     for entry in spec.topics:
         add(entry)
-    return Catalog(topics=topics, datasets=datasets, schemas=schemas, prefix=prefix)
+    return Catalog(
+        topics=topics,
+        datasets=datasets,
+        schemas=schemas,
+        prefix=prefix,
+        data_classes=dict(classes),
+        tables=dict(spec.tables),
+    )
+
+
+def _check_classes(path: Path, spec: _CatalogFile) -> None:
+    """Every class a class or a table refers to exists."""
+    known = ", ".join(sorted(spec.data_classes)) or "none"
+    for name, kind in spec.data_classes.items():
+        if kind.dead_letters is not None and kind.dead_letters not in spec.data_classes:
+            raise CatalogError(
+                f"{path}: data class {name!r} sends its dead letters to the unknown data "
+                f"class {kind.dead_letters!r}; known: {known}"
+            )
+    for table, name in spec.tables.items():
+        if name not in spec.data_classes:
+            raise CatalogError(
+                f"{path}: table {table!r} names the unknown data class {name!r}; known: {known}"
+            )

@@ -17,6 +17,9 @@ from streams.runtime.spec import Headers
 
 PREFIX = "sluice.error."
 REPLAY_COUNT = "sluice.replay.count"
+#: Headers of an encrypted dead letter (``streams.runtime.sealing``): they describe the
+#: dead letter's value, so they are dropped with the error headers.
+SEALING_PREFIX = "sluice.dlq."
 
 
 @dataclass(frozen=True)
@@ -71,8 +74,12 @@ def dlq_record_headers(
 
 
 def without_error_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> Headers:
-    """Headers with every ``sluice.error.*`` entry removed (what a replay sends)."""
-    return [(k, v or b"") for k, v in (headers or ()) if not k.startswith(PREFIX)]
+    """Headers without ``sluice.error.*`` and ``sluice.dlq.*`` entries (what a replay sends)."""
+    return [
+        (k, v or b"")
+        for k, v in (headers or ())
+        if not k.startswith(PREFIX) and not k.startswith(SEALING_PREFIX)
+    ]
 
 
 def parse_error_headers(headers: Iterable[tuple[str, bytes | None]] | None) -> DlqInfo:

@@ -5,6 +5,10 @@ included, so a replay never trusts a header to choose where a record goes: the
 dead-letter topic ``X.dlq`` is replayed into ``X`` only, and a record whose header
 names another topic is skipped and counted. An operator who means to send the
 records elsewhere names the target (``--to``), which must be a catalog topic.
+
+An encrypted dead letter (``streams.runtime.sealing``) is decrypted before it is sent
+back; without the key that encrypted it the replay stops before sending anything of
+its chunk.
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from streams.runtime.dead_letters import (
     parse_error_headers,
     without_error_headers,
 )
+from streams.runtime.sealing import Keyring, sealed_key_id
 from streams.runtime.spec import Headers, InputRecord
 from streams.settings import Settings
 
@@ -40,6 +45,7 @@ class DeadLetter:
     size: int
     info: DlqInfo
     replays: int
+    key_id: str | None = None  # the encryption key's id when the payload is encrypted
 
 
 @dataclass
@@ -142,6 +148,7 @@ def replay(
     *,
     dry_run: bool = False,
     progress: Callable[[int], None] | None = None,
+    keyring: Keyring | None = None,
 ) -> ReplaySummary:
     """Send every not-yet-replayed record of ``topic`` to ``target`` (see ``replay_target``).
 
@@ -154,8 +161,11 @@ def replay(
     twice never sends a record twice (with or without a ``--to`` target: both
     share the group). Only records present when replay starts
     are sent; a record that fails again lands in the DLQ again, with its replay
-    count.
+    count. Encrypted records are decrypted with ``keyring`` (by default the keys of
+    ``SLUICE_DEAD_LETTERS__*``), in a dry run too, so that a missing key shows before
+    anything is sent.
     """
+    keys = keyring if keyring is not None else Keyring.from_settings(settings.dead_letters)
     group = f"{settings.runner.group_prefix}.dlq-replay.{topic}"
     consumer = kafka.consumer(settings, group)
     summary = ReplaySummary()
@@ -174,7 +184,7 @@ def replay(
             )
             producer.init_transactions(30)
         for chunk in _chunks(consumer, topic, starts, ends):
-            _replay_chunk(chunk, target, producer, consumer, summary)
+            _replay_chunk(chunk, target, producer, consumer, summary, keyring=keys)
             if progress:
                 progress(summary.replayed)
     finally:
@@ -188,11 +198,22 @@ def _replay_chunk(
     producer: Producer | None,
     consumer: Consumer,
     summary: ReplaySummary,
+    *,
+    keyring: Keyring | None = None,
 ) -> None:
     """Produce one chunk to the target and commit its offsets, atomically."""
+    # Decrypt first: a record that does not open stops the replay before this chunk
+    # sends anything (and so before its offsets are committed).
+    keys = keyring if keyring is not None else Keyring()
+    values = [
+        record.raw
+        if sealed_key_id(record.headers) is None
+        else keys.open(record.raw or b"", record.headers)
+        for record in chunk
+    ]
     if producer is not None:
         producer.begin_transaction()
-    for record in chunk:
+    for record, value in zip(chunk, values, strict=True):
         info = parse_error_headers(record.headers)
         if not info.topic and not target.explicit:
             summary.skipped += 1
@@ -205,7 +226,7 @@ def _replay_chunk(
         headers.append((REPLAY_COUNT, str(_replays(record.headers) + 1).encode()))
         if producer is not None:
             producer.produce(
-                destination, value=record.raw, key=record.key, headers=kafka.kafka_headers(headers)
+                destination, value=value, key=record.key, headers=kafka.kafka_headers(headers)
             )
         summary.replayed += 1
         summary.by_target[destination] = summary.by_target.get(destination, 0) + 1
@@ -266,6 +287,7 @@ def _letter(record: InputRecord) -> DeadLetter:
         size=len(record.raw or b""),
         info=parse_error_headers(record.headers),
         replays=_replays(record.headers),
+        key_id=sealed_key_id(record.headers),
     )
 
 

@@ -41,6 +41,7 @@ from streams.errors import (
 )
 from streams.runtime import tracing
 from streams.runtime.dead_letters import dlq_record_headers, error_headers
+from streams.runtime.sealing import Keyring
 from streams.runtime.span_export import TOPIC as SPANS_TOPIC
 from streams.runtime.spec import Context, Headers, InputRecord, Outcome, Output, ProcessorSpec
 
@@ -85,6 +86,16 @@ class BatchPipeline:
         self.inputs = spec.inputs(self.catalog, ctx.config)
         self.outputs = spec.outputs(self.catalog, ctx.config)
         self.dlq_topics = {t: self._dlq_topic_of(t) for t in self.inputs}
+        self.keyring = Keyring.from_settings(ctx.settings.dead_letters)
+        encrypted = sorted(
+            dlq for dlq in self.dlq_topics.values() if dlq and self.catalog.topic(dlq).encrypted
+        )
+        if encrypted:
+            # Fail at start-up, not on the first refused prompt hours later.
+            self.keyring.require(
+                f"{self.spec.name} may dead-letter records to {', '.join(encrypted)}, whose "
+                "data class keeps payloads encrypted"
+            )
 
     def check_output_schemas(self) -> None:
         """Fail now, not mid-stream, if an output topic's schema is not registered."""
@@ -286,7 +297,11 @@ class BatchPipeline:
                 max_message_chars=self.ctx.settings.runner.max_dlq_message_chars,
             ),
         )
-        out.produce(topic, source.raw or b"", source.key, headers)
+        value = source.raw or b""
+        if self.catalog.topic(dlq).encrypted:
+            value, sealing = self.keyring.seal(value)
+            headers = [*headers, *sealing]
+        out.produce(topic, value, source.key, headers)
         return topic
 
     # -- tracing -----------------------------------------------------------------------

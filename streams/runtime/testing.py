@@ -37,14 +37,16 @@ from typing import Any, Generic
 import orjson
 from confluent_kafka.schema_registry import SchemaRegistryClient
 from confluent_kafka.schema_registry.error import SchemaRegistryError
+from pydantic import SecretStr
 
 from streams.contracts.catalog import Catalog, catalog_for
 from streams.contracts.serde import AvroSerde
 from streams.runtime.dead_letters import PREFIX as ERROR_HEADER_PREFIX
 from streams.runtime.dead_letters import DlqInfo, parse_error_headers
 from streams.runtime.pipeline import BatchPipeline
+from streams.runtime.sealing import Keyring, new_key, sealed_key_id
 from streams.runtime.spec import C, Context, Headers, InputRecord, ProcessorSpec, R
-from streams.settings import Settings
+from streams.settings import DeadLetterSettings, Settings
 
 
 @dataclass
@@ -137,13 +139,19 @@ class Produced:
 
 @dataclass(frozen=True)
 class DeadLetter:
-    """One dead letter: the original bytes and key, and why (the ``sluice.error.*`` headers)."""
+    """One dead letter: the original bytes and key, and why (the ``sluice.error.*`` headers).
+
+    ``raw`` is the original record's bytes; ``stored`` what the dead-letter topic would
+    hold: the same bytes, or, for a topic whose data class is encrypted, their ciphertext.
+    """
 
     topic: str
     key: bytes | None
     raw: bytes
     headers: Headers
     info: DlqInfo
+    stored: bytes = b""
+    key_id: str | None = None  # the encryption key's id, for an encrypted dead letter
 
 
 @dataclass
@@ -169,16 +177,21 @@ class BatchResult:
 class _Collector:
     """The pipeline's destination: keeps what would have gone to Kafka."""
 
-    def __init__(self, catalog: Catalog, serde: AvroSerde) -> None:
+    def __init__(self, catalog: Catalog, serde: AvroSerde, keyring: Keyring) -> None:
         self.catalog = catalog
         self.serde = serde
+        self.keyring = keyring
         self.result = BatchResult()
 
     def produce(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
         logical = self.catalog.logical(topic)
         if any(name.startswith(ERROR_HEADER_PREFIX) for name, _ in headers):
             info = parse_error_headers(headers)
-            self.result.dead_letters.append(DeadLetter(logical, key, value, headers, info))
+            ident = sealed_key_id(headers)
+            raw = value if ident is None else self.keyring.open(value, headers)
+            self.result.dead_letters.append(
+                DeadLetter(logical, key, raw, headers, info, stored=value, key_id=ident)
+            )
             return
         spec = self.catalog.topic(logical)
         decoded = (
@@ -213,6 +226,12 @@ class Harness(Generic[C, R]):
         self.spec = spec
         self.settings = settings if settings is not None else Settings()
         self.catalog = catalog if catalog is not None else catalog_for(self.settings)
+        if self.settings.dead_letters.encryption_key is None:
+            # Processors of prompt topics need a dead-letter key; a test gets a throwaway one
+            # (and sees the original bytes, decrypted, in ``DeadLetter.raw``).
+            self.settings = self.settings.model_copy(
+                update={"dead_letters": DeadLetterSettings(encryption_key=SecretStr(new_key()))}
+            )
         self.registry = (
             registry if registry is not None else MemoryRegistry.for_catalog(self.catalog)
         )
@@ -277,7 +296,7 @@ class Harness(Generic[C, R]):
 
         Follow with ``abort()`` to see what the runner does when the transaction fails.
         """
-        collector = _Collector(self.catalog, self.serde)
+        collector = _Collector(self.catalog, self.serde, self.pipeline.keyring)
         self.pipeline.run(records, collector)
         return collector.result
 

@@ -15,6 +15,11 @@ from streams.runtime.waiting import wait_until
 from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
 from streams.stack.connect_worker import Connect
+from streams.stack.secrets import (
+    dead_letter_key_path,
+    ensure_dead_letter_key,
+    local_dead_letter_key,
+)
 from streams.stack.triton import Triton
 
 Report = Callable[[str], None]
@@ -33,10 +38,14 @@ def local_processor_environment(settings: Settings) -> dict[str, str]:
 
     Processors never import the stack; ``sluice run`` adds these (without
     overriding anything set explicitly) so that, say, infer labels its results
-    with the device the local Triton runs on.
+    with the device the local Triton runs on, and processors of prompt topics
+    encrypt dead letters with the key ``sluice up`` made.
     """
     device = Triton(settings).device()
-    return {"SLUICE_INFER__DEVICE": device} if device else {}
+    return {
+        **local_dead_letter_key(settings),
+        **({"SLUICE_INFER__DEVICE": device} if device else {}),
+    }
 
 
 def _prefixed(report: Report, title: str, message: str) -> None:
@@ -73,7 +82,12 @@ class Stack:
         self.components = [c for c in components if c.name in selected]
 
     def up(self, report: Report) -> None:
-        """Fetch (once), configure and start each component that is not running; wait for health."""
+        """Fetch (once), configure and start each component that is not running; wait for health.
+
+        Also makes the dead-letter encryption key of the local processors, once.
+        """
+        if ensure_dead_letter_key(self.settings):
+            report(f"dead-letter encryption key: made {dead_letter_key_path(self.settings)} (0600)")
         for component in self.components:
             if component.process.is_running():
                 try:

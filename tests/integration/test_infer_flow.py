@@ -13,8 +13,10 @@ from streams.contracts.serde import AvroSerde
 from streams.llm.model_catalog import load_models
 from streams.llm.tokenizing import TokenCounter, search_paths
 from streams.runtime import kafka
-from streams.settings import Settings
+from streams.runtime.sealing import Keyring, sealed_key_id
+from streams.settings import DeadLetterSettings, Settings
 from streams.stack import Stack
+from streams.stack.secrets import local_dead_letter_key
 from tests.support.world import (
     World,
     make_world,
@@ -118,6 +120,17 @@ def test_mixed_models_one_result_each_with_true_counts(world: World, tmp_path):
         too_long.request_id,
         bad_tokens.request_id,
     }
+    # Dead letters of prompts are encrypted with the key `sluice up` made (handed to infer
+    # by `sluice run`), and open to the original bytes.
+    [key] = local_dead_letter_key(world.settings).values()
+    keys = Keyring.from_settings(DeadLetterSettings.model_validate({"encryption_key": key}))
+    for message in dead:
+        headers = message.headers() or []
+        assert sealed_key_id(headers) is not None
+        assert b"word word" not in message.value()
+        original = keys.open(message.value(), headers)
+        if message.key().decode() == too_long.request_id:
+            assert b"word word" in original
 
 
 @pytest.mark.slow

@@ -136,7 +136,9 @@ def search_topics(world: World) -> list[str]:
         for message in read_all(world.settings, world.topic(logical), 0, timeout=15, settle=1):
             parts: list[tuple[str, bytes]] = [("key", message.key() or b"")]
             parts += [(f"header {k}", v or b"") for k, v in message.headers() or []]
-            if not is_dlq:  # a dead letter's value is the original record, by design
+            # A dead letter's value is the original record, by design, unless its data
+            # class encrypts it (the dead letters of prompts): then it holds no plaintext.
+            if not is_dlq or world.catalog.topic(logical).encrypted:
                 parts.append(("value", message.value() or b""))
             leaks += [
                 f"{logical} {where}: {p}" for where, data in parts for p in found(data, planted)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from processors.sink import processor as sink
 from streams.contracts.catalog import Catalog
@@ -17,6 +18,9 @@ from streams.contracts.serde import AvroSerde
 from streams.runtime.spec import NoSettings
 from streams.runtime.testing import Harness, MemoryRegistry
 from streams.settings import Settings
+from streams.warehouse import migrations
+
+_migrate = migrations.migrate
 
 
 def embedded_settings(path: Path) -> Settings:
@@ -56,3 +60,15 @@ def sink_context(
         registry=serde.registry,  # type: ignore[arg-type]
     ) as harness:
         yield harness.ctx
+
+
+def migrate_without_ttl_merges(warehouse: Any, directory: Path) -> list[migrations.Outcome]:
+    """``migrations.migrate``, then stop the TTL merges of the embedded ClickHouse.
+
+    Unit tests insert rows of fixed dates, which the tables' TTLs (data classes in
+    schemas/topics.yaml) may already have expired: a TTL merge would drop them at any
+    moment. tests/unit/warehouse/test_retention.py covers the TTLs themselves.
+    """
+    outcomes = _migrate(warehouse, directory)
+    warehouse.command("SYSTEM STOP TTL MERGES")
+    return outcomes

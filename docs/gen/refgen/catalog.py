@@ -8,6 +8,7 @@ from typing import Any
 
 from refgen.markdown import anchor, code, escape, table
 from streams.contracts.catalog import Catalog, TopicSpec
+from streams.warehouse.retention import table_classes
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,8 @@ class TopicRow:
     cleanup_policy: str
     dlq: str
     other_configs: str
+    data_class: str = ""
+    encrypted: bool = False
 
 
 def duration(ms: int) -> str:
@@ -51,12 +54,63 @@ def topic_row(spec: TopicSpec) -> TopicRow:
         cleanup_policy=cleanup,
         dlq=spec.dlq_topic or "",
         other_configs=", ".join(f"{k}={v}" for k, v in sorted(configs.items())),
+        data_class=spec.data_class,
+        encrypted=spec.encrypted,
     )
 
 
 def topic_rows(catalog: Catalog) -> list[TopicRow]:
     """Every topic, sorted by name."""
     return [topic_row(spec) for _, spec in sorted(catalog.topics.items())]
+
+
+def _days(days: int | None) -> str:
+    return duration(days * 86_400_000) if days else ""
+
+
+def retention_table(catalog: Catalog) -> str:
+    """The data classes: what each keeps, for how long, on which topics and tables.
+
+    docs/explanation/data-retention.md holds this table verbatim (a unit test keeps the
+    two in step).
+    """
+    topics: dict[str, list[str]] = {}
+    for name, spec in sorted(catalog.topics.items()):
+        own = int(spec.configs["retention.ms"])
+        cell = code(name)
+        if own != catalog.data_class(spec.data_class).retention_ms:
+            cell += f" ({duration(own)})"  # the topic's own retention wins
+        topics.setdefault(spec.data_class, []).append(cell)
+    tables: dict[str, list[str]] = {}
+    for table_name, name in table_classes(catalog).items():
+        tables.setdefault(name, []).append(table_name)
+    rows = []
+    for name, kind in catalog.data_classes.items():
+        listed = topics.get(name, [])
+        shown = ", ".join(listed[:4]) + (f" and {len(listed) - 4} more" if len(listed) > 4 else "")
+        rows.append(
+            (
+                code(name),
+                escape(kind.description),
+                duration(kind.retention_ms) if kind.retention_ms else "",
+                shown,
+                _days(kind.clickhouse_ttl_days),
+                ", ".join(code(t) for t in tables.get(name, [])),
+                code(kind.dead_letters) if kind.dead_letters else "",
+                "yes" if kind.encrypted else "",
+            )
+        )
+    headers = (
+        "data class",
+        "what",
+        "Kafka retention",
+        "topics",
+        "ClickHouse TTL",
+        "tables",
+        "dead letters",
+        "encrypted",
+    )
+    return table(headers, rows)
 
 
 def contract_rows(catalog: Catalog, dataset: str) -> list[tuple[str, str]]:
@@ -78,6 +132,7 @@ def render(catalog: Catalog) -> str:
         rows.append(
             (
                 code(row.name),
+                code(row.data_class) + (" (encrypted)" if row.encrypted else ""),
                 str(row.partitions),
                 code(row.key),
                 value_cell,
@@ -90,6 +145,7 @@ def render(catalog: Catalog) -> str:
         )
     headers = (
         "topic",
+        "data class",
         "partitions",
         "key",
         "value schema",
@@ -99,7 +155,16 @@ def render(catalog: Catalog) -> str:
         "dead-letter topic",
         "other configs",
     )
-    text = "## Topics\n\n" + table(headers, rows) + "\n## Datasets and their contracts\n\n"
+    text = (
+        "## Data classes\n\n"
+        "Every topic and ClickHouse table belongs to a data class, which sets how long it "
+        "is kept (a topic's own `retention_ms` wins); see "
+        "[Data retention](../explanation/data-retention.md).\n\n"
+        + retention_table(catalog)
+        + "\n## Topics\n\n"
+        + table(headers, rows)
+        + "\n## Datasets and their contracts\n\n"
+    )
     for name, dataset in sorted(catalog.datasets.items()):
         spec = dataset.contract.spec
         text += f"### {name}\n\n{escape(spec.description)}\n\n"

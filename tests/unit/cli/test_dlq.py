@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+import dataclasses
+
 from click.testing import CliRunner
 
 from streams.cli import main
-from streams.cli.dlq import letter_lines, summary_lines
+from streams.cli.dlq import letter_lines, replay_keyring, summary_lines
 from streams.runtime.dead_letters import DlqInfo
 from streams.runtime.dlq_replay import DeadLetter, ReplaySummary
+from streams.runtime.sealing import new_key
+from streams.settings import Settings, get_settings
+from streams.stack.secrets import ensure_dead_letter_key
 from tests.unit.cli.test_output import no_hostile_control, render
 
 
@@ -90,3 +96,37 @@ def test_replay_to_a_dead_letter_topic_is_refused():
     )
     assert result.exit_code == 1
     assert "is a dead-letter topic" in " ".join(result.output.split())
+
+
+def test_an_encrypted_dead_letter_says_so_with_its_key_id():
+    letter = dataclasses.replace(dead_letter(), key_id="0123456789abcdef")
+    first = render(*letter_lines([letter]), color=False).splitlines()[0]
+    assert first.endswith("ContractViolation 120 B, encrypted (key 0123456789abcdef)")
+
+
+def test_replay_of_an_encrypted_topic_without_a_key_is_refused_naming_the_setting(
+    tmp_path, monkeypatch
+):
+    monkeypatch.setenv("SLUICE_STACK__STATE_DIR", str(tmp_path))  # no local stack key either
+    monkeypatch.delenv("SLUICE_DEAD_LETTERS__ENCRYPTION_KEY", raising=False)
+    get_settings.cache_clear()
+    try:
+        result = CliRunner().invoke(main, ["dlq", "replay", "inference.requests"])
+    finally:
+        get_settings.cache_clear()
+    assert result.exit_code == 1
+    said = " ".join(result.output.split())
+    assert "inference.requests.dlq keeps its payloads encrypted" in said
+    assert "SLUICE_DEAD_LETTERS__ENCRYPTION_KEY is not set" in said
+
+
+def test_replay_falls_back_to_the_local_stack_key(tmp_path, monkeypatch):
+    monkeypatch.setenv("SLUICE_STACK__STATE_DIR", str(tmp_path))
+    settings = Settings()
+    assert replay_keyring(settings).current is None
+    assert ensure_dead_letter_key(settings)
+    local = replay_keyring(settings).current
+    assert local is not None and len(local) == 32
+    explicit = new_key()
+    monkeypatch.setenv("SLUICE_DEAD_LETTERS__ENCRYPTION_KEY", explicit)
+    assert replay_keyring(Settings()).current == base64.b64decode(explicit)

@@ -19,8 +19,10 @@ from streams.runtime.dlq_replay import (
     _replay_chunk,
     replay_target,
 )
+from streams.runtime.sealing import DeadLetterKeyError, Keyring, SealedPayloadError, new_key
 from streams.runtime.spec import InputRecord
 from streams.settings import PROJECT_ROOT
+from tests.unit.runtime.test_sealing import ring
 
 CATALOG = load_catalog(PROJECT_ROOT / "schemas")
 PREFIXED = load_catalog(PROJECT_ROOT / "schemas", prefix="staging.")
@@ -171,3 +173,59 @@ def test_a_dry_run_counts_the_same_and_sends_nothing():
     summary = ReplaySummary()
     _replay_chunk(chunk, ReplayTarget("raw.t"), None, FakeConsumer(), summary)
     assert (summary.replayed, summary.foreign) == (1, {"inference.requests.safe": 1})
+
+
+# -- encrypted dead letters ------------------------------------------------------------------
+def sealed_letter(offset: int, keys: Keyring, original: bytes) -> InputRecord:
+    sealed, sealing = keys.seal(original)
+    headers = [("sluice.error.topic", b"inference.requests"), *sealing]
+    return InputRecord("inference.requests.dlq", 0, offset, b"k", sealed, sealed, headers, 0)
+
+
+def test_an_encrypted_dead_letter_is_replayed_as_the_original_bytes():
+    keys = ring(new_key())
+    chunk = [sealed_letter(0, keys, b"\x00prompt one"), sealed_letter(1, keys, b"\x00prompt two")]
+    producer, summary = FakeProducer(), ReplaySummary()
+    _replay_chunk(
+        chunk, ReplayTarget("inference.requests"), producer, FakeConsumer(), summary, keyring=keys
+    )
+    assert [v for _, v, _, _ in producer.sent] == [b"\x00prompt one", b"\x00prompt two"]
+    # The encryption headers describe the dead letter's value, not the original's.
+    assert all(not any(k.startswith("sluice.dlq.") for k, _ in h) for _, _, _, h in producer.sent)
+
+
+def test_a_replay_without_the_key_sends_nothing_and_names_the_setting():
+    chunk = [letter(0, "inference.requests"), sealed_letter(1, ring(new_key()), b"\x00p")]
+    producer, summary = FakeProducer(), ReplaySummary()
+    with pytest.raises(DeadLetterKeyError, match="SLUICE_DEAD_LETTERS__ENCRYPTION_KEY"):
+        _replay_chunk(chunk, ReplayTarget("inference.requests"), producer, FakeConsumer(), summary)
+    assert producer.sent == [] and producer.offsets == [] and summary.replayed == 0
+
+
+def test_a_replay_with_another_key_or_altered_bytes_sends_nothing():
+    record = sealed_letter(0, ring(new_key()), b"\x00p")
+    producer = FakeProducer()
+    with pytest.raises(DeadLetterKeyError, match="encrypted with key"):
+        _replay_chunk(
+            [record],
+            ReplayTarget("inference.requests"),
+            producer,
+            FakeConsumer(),
+            ReplaySummary(),
+            keyring=ring(new_key()),
+        )
+    keys = ring(new_key())
+    good = sealed_letter(0, keys, b"\x00p")
+    assert good.raw is not None
+    flipped = good.raw[:-1] + bytes([good.raw[-1] ^ 1])
+    altered = InputRecord(good.topic, 0, 0, b"k", flipped, flipped, good.headers, 0)
+    with pytest.raises(SealedPayloadError):
+        _replay_chunk(
+            [altered],
+            ReplayTarget("inference.requests"),
+            producer,
+            FakeConsumer(),
+            ReplaySummary(),
+            keyring=keys,
+        )
+    assert producer.sent == []

@@ -7,6 +7,7 @@ schema both ways) drive ``streams.runtime.testing.Harness``, which runs the very
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from streams.contracts.catalog import catalog_for
 from streams.errors import ConfigurationError, NotARecord, TransientError
+from streams.runtime.pipeline import BatchPipeline
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, per_record
 from streams.runtime.testing import Harness
 from streams.settings import Settings
@@ -244,6 +246,38 @@ def test_an_input_without_a_dead_letter_topic_is_refused_at_start(settings: Sett
     )
     with pytest.raises(ConfigurationError, match="dead-letter topic"):
         Harness(spec, settings=settings)
+
+
+def test_dead_letters_of_prompts_are_stored_encrypted(settings: Settings) -> None:
+    with Harness(counting_spec(), settings=settings) as harness:
+        poison = harness.record(IN, request("r9", "poison"))
+        out = harness.run([poison])
+    [letter] = out.dead_letters
+    assert letter.topic == "inference.requests.dlq"
+    assert letter.key_id is not None
+    assert letter.raw == poison.raw  # opens to the original bytes
+    assert letter.stored != poison.raw and b"poison" not in letter.stored
+
+
+def test_a_processor_of_prompts_needs_the_dead_letter_key(settings: Settings) -> None:
+    assert settings.dead_letters.encryption_key is None
+    spec = counting_spec()
+    ctx: Context[Any, Any] = Context(
+        processor="toy",
+        settings=settings,
+        config=ToySettings(),
+        catalog=catalog_for(settings),
+        logger=logging.getLogger("toy"),
+        serde=None,  # type: ignore[arg-type]
+        resources=None,
+        instance_id="t",
+    )
+    with pytest.raises(
+        ConfigurationError,
+        match=r"toy may dead-letter records to inference\.requests\.dlq.*"
+        r"SLUICE_DEAD_LETTERS__ENCRYPTION_KEY is not set",
+    ):
+        BatchPipeline(spec, ctx, group_id="g")
 
 
 SECRET_VALUE = "zelda.quixote7731@example.org"
