@@ -1,0 +1,440 @@
+"""Recognizers for values written to slip past Presidio's patterns.
+
+They read the analysis text (``normalize.py`` has already undone invisible
+characters, full-width and foreign digits and look-alike separators) and add
+what Presidio's own recognizers miss there:
+
+* card numbers grouped with dots, slashes, underscores or several spaces
+  (``4111.1111.1111.1111``), still Luhn-validated;
+* SSNs grouped the same way (``219/09/9999``, ``219  09  9999``), with Presidio's
+  own invalidation rules;
+* IBANs in lower case or grouped oddly (``de89 370 400 440 532 013 000``), still
+  validated by country format and mod-97 checksum;
+* IPv4 addresses written defanged (``203[.]0[.]113[.]7``, ``203 dot 0 dot 113 dot 7``);
+* e-mail addresses spelled out or bracketed (``maria dot garcia at example dot com``,
+  ``maria[at]example[dot]com``), validated like Presidio's (a known public suffix).
+
+Each reports only what the stock recognizer of its entity does not, so a value
+Presidio already finds keeps its finding (recognizer name and score) unchanged.
+Every pattern runs on RE2 (linear time); the short candidates they return are
+validated in Python.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Callable
+
+from presidio_analyzer import EntityRecognizer, LocalRecognizer, RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, IbanRecognizer
+from presidio_analyzer.predefined_recognizers.generic.iban_patterns import regex_per_country
+
+from processors.guard.policy import Entity
+from streams.contracts.linear_regex import compile_linear
+
+LANGUAGE = "en"
+MAX_SCORE = EntityRecognizer.MAX_SCORE
+
+
+class _EvasionRecognizer(LocalRecognizer):
+    """A recognizer of one entity that reads the analysis text alone."""
+
+    NAME: str
+    ENTITY: Entity
+
+    def __init__(self) -> None:
+        super().__init__(
+            supported_entities=[self.ENTITY.value], name=self.NAME, supported_language=LANGUAGE
+        )
+
+    def load(self) -> None:
+        """Nothing to load: the patterns are module constants."""
+
+    def result(self, start: int, end: int, score: float) -> RecognizerResult:
+        """A finding of this recognizer's entity at ``text[start:end]``."""
+        return RecognizerResult(
+            entity_type=self.ENTITY.value,
+            start=start,
+            end=end,
+            score=score,
+            recognition_metadata={
+                RecognizerResult.RECOGNIZER_NAME_KEY: self.NAME,
+                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
+            },
+        )
+
+
+# Python's re is used only on the short candidates RE2 returned (at most a few dozen
+# characters), to ask whether Presidio's own pattern would have found the value.
+def _stock_pattern(
+    recognizer: type[CreditCardRecognizer] | type[IbanRecognizer],
+) -> re.Pattern[str]:
+    return re.compile(recognizer.PATTERNS[0].regex)
+
+
+# -- card numbers ---------------------------------------------------------------------
+# Runs of digit groups (3 to 6 digits, as cards are printed) joined by up to three
+# separator characters. A card is looked for at every group of a run, so numbers
+# written in front of it cannot hide it.
+_SEPARATORS = r"[ ./_\-]"
+_CARD_RUN = compile_linear(rf"\b\d{{3,6}}(?:{_SEPARATORS}{{1,3}}\d{{3,6}})+\b")
+_DIGIT_GROUP = compile_linear(r"\d+")
+_STOCK_CARD = _stock_pattern(CreditCardRecognizer)
+
+
+def luhn_valid(digits: str) -> bool:
+    """True when ``digits`` passes the Luhn checksum (the card-number check digit)."""
+    total = 0
+    for position, char in enumerate(reversed(digits)):
+        value = int(char)
+        if position % 2:
+            value = value * 2 - 9 if value > 4 else value * 2
+        total += value
+    return total % 10 == 0
+
+
+def card_prefix(digits: str) -> bool:
+    """True for the issuer prefixes of the major card networks.
+
+    Amex, Diners and JCB start with 3, Visa with 4, Mastercard with 51-55 and
+    2221-2720, Discover, UnionPay and Maestro with 5 or 6.
+
+    A year list such as ``2020/2021/2022/2023`` starts with none of them.
+    """
+    return digits[0] in "3456" or 2221 <= int(digits[:4]) <= 2720
+
+
+class SeparatedCardRecognizer(_EvasionRecognizer):
+    """Luhn-valid card numbers whose digit groups Presidio's pattern does not accept."""
+
+    NAME = "SeparatedCardRecognizer"
+    ENTITY = Entity.CREDIT_CARD
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report, left to right, the longest 13-19 digit Luhn-valid run of two groups or more."""
+        results = []
+        for run in _CARD_RUN.finditer(text):
+            groups = [
+                (run.start() + g.start(), run.start() + g.end(), g.group(0))
+                for g in _DIGIT_GROUP.finditer(run.group(0))
+            ]
+            first = 0
+            while first < len(groups) - 1:
+                span = _card_at(groups, first)
+                if span is None:
+                    first += 1
+                    continue
+                last = span
+                start, end = groups[first][0], groups[last][1]
+                if not _STOCK_CARD.fullmatch(text[start:end]):  # else Presidio reports it
+                    results.append(self.result(start, end, MAX_SCORE))
+                first = last + 1
+        return results
+
+
+def _card_at(groups: list[tuple[int, int, str]], first: int) -> int | None:
+    """The index of the last group of the longest card number starting at ``groups[first]``."""
+    digits = groups[first][2]
+    if not card_prefix(digits):
+        return None
+    best = None
+    for index in range(first + 1, len(groups)):
+        digits += groups[index][2]
+        if len(digits) > 19:
+            break
+        if len(digits) >= 13 and luhn_valid(digits):
+            best = index
+    return best
+
+
+# -- US social security numbers -------------------------------------------------------
+_SSN = compile_linear(
+    rf"\b(\d{{3}})({_SEPARATORS}{{1,3}})(\d{{2}})({_SEPARATORS}{{1,3}})(\d{{4}})\b"
+)
+# Presidio's SSN5 pattern already accepts one "-", " " or "." between the groups.
+_STOCK_SSN_SEPARATORS = frozenset({"-", " ", "."})
+_NOT_SSNS = frozenset({"123456789", "987654320", "078051120"})
+
+
+def ssn_plausible(digits: str) -> bool:
+    """Presidio's US SSN invalidation rules, as a positive check on nine digits."""
+    return not (
+        len(set(digits)) == 1
+        or digits[3:5] == "00"
+        or digits[5:] == "0000"
+        or digits[:3] in ("000", "666")
+        or digits in _NOT_SSNS
+    )
+
+
+class SeparatedSsnRecognizer(_EvasionRecognizer):
+    """SSNs grouped 3-2-4 with separators Presidio's pattern does not accept.
+
+    Both separators must be the same (as Presidio requires), so that a range such
+    as ``100/12-2024`` is not read as one. Scored as Presidio's medium SSN pattern.
+    """
+
+    NAME = "SeparatedSsnRecognizer"
+    ENTITY = Entity.US_SSN
+    SCORE = 0.5
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report each 3-2-4 group with one repeated, non-standard separator."""
+        results = []
+        for match in _SSN.finditer(text):
+            first, second = match.group(2), match.group(4)
+            if first != second or first in _STOCK_SSN_SEPARATORS:
+                continue
+            if not ssn_plausible(match.group(1) + match.group(3) + match.group(5)):
+                continue
+            results.append(self.result(match.start(), match.end(), self.SCORE))
+        return results
+
+
+# -- IBANs --------------------------------------------------------------------------------
+# Country code, check digits, then letters and digits in groups of any size joined by
+# up to two separators; 34 characters at most without the separators.
+_IBAN = compile_linear(r"\b[A-Za-z]{2}\d{2}(?:[ .\-]{0,2}[A-Za-z0-9]){10,30}\b")
+_ALNUM = compile_linear(r"[A-Za-z0-9]")
+_STOCK_IBAN = _stock_pattern(IbanRecognizer)
+_COUNTRY_FORMATS = {code: re.compile(pattern) for code, pattern in regex_per_country.items()}
+
+
+def iban_valid(compact: str) -> bool:
+    """True when ``compact`` (upper case, no separators) has its country's format and checksum."""
+    country = _COUNTRY_FORMATS.get(compact[:2])
+    if country is None or country.fullmatch(compact) is None:
+        return False
+    rearranged = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in rearranged)) % 97 == 1
+
+
+class FlexibleIbanRecognizer(_EvasionRecognizer):
+    """IBANs in any case and grouping, validated by country format and checksum."""
+
+    NAME = "FlexibleIbanRecognizer"
+    ENTITY = Entity.IBAN_CODE
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report the longest valid IBAN at the start of each candidate."""
+        results = []
+        for match in _IBAN.finditer(text):
+            candidate = match.group(0)
+            ends = [m.end() for m in _ALNUM.finditer(candidate)]
+            compact = "".join(c for c in candidate if c.isalnum()).upper()
+            # Longest first: the candidate may run on into a following word.
+            for length in range(min(len(compact), 34), 14, -1):
+                end = ends[length - 1]
+                if end < len(candidate) and candidate[end].isalnum():
+                    continue  # would end inside a group
+                if iban_valid(compact[:length]):
+                    value = candidate[:end]
+                    if not (value.isupper() and _STOCK_IBAN.fullmatch(value)):
+                        results.append(self.result(match.start(), match.start() + end, MAX_SCORE))
+                    break
+        return results
+
+
+# -- defanged IPv4 ----------------------------------------------------------------------------
+_IP_DOT = r"(?:\s*[\[\(\{]\s*(?:\.|dot)\s*[\]\)\}]\s*|\s+(?:\.|dot)\s+)"
+_DEFANGED_IPV4 = compile_linear(
+    rf"\b(\d{{1,3}}){_IP_DOT}(\d{{1,3}}){_IP_DOT}(\d{{1,3}}){_IP_DOT}(\d{{1,3}})\b",
+    ignore_case=True,
+)
+
+
+class DefangedIpRecognizer(_EvasionRecognizer):
+    """IPv4 addresses with their dots bracketed, spaced or spelled: ``10[.]0[.]0[.]1``.
+
+    Scored as Presidio's IPv4 pattern.
+    """
+
+    NAME = "DefangedIpRecognizer"
+    ENTITY = Entity.IP_ADDRESS
+    SCORE = 0.6
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report each four-octet address whose octets are all valid."""
+        results = []
+        for match in _DEFANGED_IPV4.finditer(text):
+            try:
+                ipaddress.IPv4Address(".".join(match.groups()))
+            except ValueError:
+                continue
+            results.append(self.result(match.start(), match.end(), self.SCORE))
+        return results
+
+
+# -- spelled-out and bracketed e-mail addresses -----------------------------------------------
+_OPEN, _CLOSE = r"[\[\(\{<]", r"[\]\)\}>]"
+_DOT_SPELLED = rf"(?:\s*{_OPEN}\s*(?:dot|\.)\s*{_CLOSE}\s*|\s+dot\s+)"
+_DOT = rf"(?:{_DOT_SPELLED}|\.)"
+_AT_WORD = r"\s+at\s+"
+_AT_OTHER = rf"\s*{_OPEN}\s*(?:at|@)\s*{_CLOSE}\s*|\s*@\s*"
+_LOCAL_ATOM = r"[A-Za-z0-9_%+\-]+"
+_LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
+_SPELLED_EMAIL = compile_linear(
+    rf"(?P<local>{_LOCAL_ATOM}(?:{_DOT}{_LOCAL_ATOM}){{0,8}})"
+    rf"(?P<at>{_AT_WORD}|{_AT_OTHER})"
+    rf"(?P<domain>{_LABEL}(?:{_DOT}{_LABEL}){{1,8}})\b",
+    ignore_case=True,
+)
+_DOT_SPLIT = compile_linear(_DOT, ignore_case=True)
+# Words that precede a plain "at" in ordinary English ("meet at noon dot com", "look
+# at it dot net"): a local part that is one of them is not read as an address.
+ENGLISH_BEFORE_AT = frozenset(
+    [
+        "a",
+        "am",
+        "an",
+        "and",
+        "are",
+        "arrive",
+        "arrived",
+        "arriving",
+        "be",
+        "been",
+        "being",
+        "call",
+        "come",
+        "is",
+        "it",
+        "laugh",
+        "laughed",
+        "look",
+        "looked",
+        "looking",
+        "looks",
+        "me",
+        "meet",
+        "meeting",
+        "met",
+        "not",
+        "or",
+        "point",
+        "pointed",
+        "see",
+        "seen",
+        "smile",
+        "smiled",
+        "stare",
+        "stared",
+        "stay",
+        "stayed",
+        "staying",
+        "stop",
+        "stopped",
+        "the",
+        "them",
+        "there",
+        "this",
+        "those",
+        "us",
+        "was",
+        "we",
+        "were",
+        "work",
+        "worked",
+        "working",
+        "works",
+        "you",
+        "aim",
+        "aimed",
+        "good",
+        "bad",
+        "best",
+        "better",
+        "here",
+        "home",
+    ]
+)
+_SPELLED_DOT = compile_linear(_DOT_SPELLED, ignore_case=True)
+_LOCAL_GROUP = _SPELLED_EMAIL.groupindex["local"]
+_AT_GROUP = _SPELLED_EMAIL.groupindex["at"]
+_DOMAIN_GROUP = _SPELLED_EMAIL.groupindex["domain"]
+
+
+class SpelledEmailRecognizer(_EvasionRecognizer):
+    """E-mail addresses with "at" and "dot" spelled out, bracketed or spaced.
+
+    The address is rebuilt (``maria dot garcia at example dot com`` →
+    ``maria.garcia@example.com``) and kept only when its domain ends in a known
+    public suffix, as for Presidio's e-mail recognizer. A plain word ``at`` is
+    ordinary English ("I work at example.com"), so it counts only when the domain's
+    dots are spelled or bracketed too; that form scores 0.85, the others (brackets,
+    a spaced ``@``) the maximum, like a validated e-mail.
+    """
+
+    NAME = "SpelledEmailRecognizer"
+    ENTITY = Entity.EMAIL_ADDRESS
+    WORD_SCORE = 0.85
+
+    def __init__(self, known_domain: Callable[[str], bool]) -> None:
+        super().__init__()
+        # The offline public-suffix check of recognizers.py, passed in to keep one copy.
+        self._known_domain = known_domain
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report each spelled address whose rebuilt form has a known domain."""
+        results = []
+        for match in _SPELLED_EMAIL.finditer(text):
+            word_at = match.group(_AT_GROUP).strip().lower() == "at"
+            domain_start = match.start(_DOMAIN_GROUP)
+            labels = _labels(match.group(_DOMAIN_GROUP), domain_start)
+            local = ".".join(label for label, _, _ in _labels(match.group(_LOCAL_GROUP), 0))
+            if word_at and local.lower() in ENGLISH_BEFORE_AT:
+                continue
+            # Longest domain first: the last labels may be words that follow the address.
+            for count in range(len(labels), 1, -1):
+                end = labels[count - 1][2]
+                domain_text = text[domain_start:end]
+                if word_at and _SPELLED_DOT.search(domain_text) is None:
+                    continue
+                domain = ".".join(label for label, _, _ in labels[:count])
+                address = f"{local}@{domain}"
+                if text[match.start() : end] == address:
+                    break  # a plain address: Presidio's recognizer reports it
+                if self._known_domain(address):
+                    score = self.WORD_SCORE if word_at else MAX_SCORE
+                    results.append(self.result(match.start(), end, score))
+                    break
+        return results
+
+
+def _labels(part: str, offset: int) -> list[tuple[str, int, int]]:
+    """The labels of a dotted part (dots literal, spelled or bracketed), with their offsets."""
+    labels = []
+    position = 0
+    for separator in _DOT_SPLIT.finditer(part):
+        labels.append(
+            (part[position : separator.start()], offset + position, offset + separator.start())
+        )
+        position = separator.end()
+    labels.append((part[position:], offset + position, offset + len(part)))
+    return labels
+
+
+def evasion_recognizers(known_domain: Callable[[str], bool]) -> list[EntityRecognizer]:
+    """The recognizers of this module, for ``build_registry``.
+
+    ``known_domain`` says whether an e-mail address ends in a known public suffix.
+    """
+    return [
+        SeparatedCardRecognizer(),
+        SeparatedSsnRecognizer(),
+        FlexibleIbanRecognizer(),
+        DefangedIpRecognizer(),
+        SpelledEmailRecognizer(known_domain),
+    ]
