@@ -292,72 +292,14 @@ _SPELLED_EMAIL = compile_linear(
 _DOT_SPLIT = compile_linear(_DOT, ignore_case=True)
 # Words that precede a plain "at" in ordinary English ("meet at noon dot com", "look
 # at it dot net"): a local part that is one of them is not read as an address.
-ENGLISH_BEFORE_AT = frozenset(
-    [
-        "a",
-        "am",
-        "an",
-        "and",
-        "are",
-        "arrive",
-        "arrived",
-        "arriving",
-        "be",
-        "been",
-        "being",
-        "call",
-        "come",
-        "is",
-        "it",
-        "laugh",
-        "laughed",
-        "look",
-        "looked",
-        "looking",
-        "looks",
-        "me",
-        "meet",
-        "meeting",
-        "met",
-        "not",
-        "or",
-        "point",
-        "pointed",
-        "see",
-        "seen",
-        "smile",
-        "smiled",
-        "stare",
-        "stared",
-        "stay",
-        "stayed",
-        "staying",
-        "stop",
-        "stopped",
-        "the",
-        "them",
-        "there",
-        "this",
-        "those",
-        "us",
-        "was",
-        "we",
-        "were",
-        "work",
-        "worked",
-        "working",
-        "works",
-        "you",
-        "aim",
-        "aimed",
-        "good",
-        "bad",
-        "best",
-        "better",
-        "here",
-        "home",
-    ]
-)
+_WORDS_BEFORE_AT = """
+    a aim aimed am an and are arrive arrived arriving bad be been being best better
+    call come good here home is it laugh laughed look looked looking looks me meet
+    meeting met not or point pointed see seen smile smiled stare stared stay stayed
+    staying stop stopped the them there this those us was we were work worked
+    working works you
+"""
+ENGLISH_BEFORE_AT = frozenset(_WORDS_BEFORE_AT.split())
 _SPELLED_DOT = compile_linear(_DOT_SPELLED, ignore_case=True)
 _LOCAL_GROUP = _SPELLED_EMAIL.groupindex["local"]
 _AT_GROUP = _SPELLED_EMAIL.groupindex["at"]
