@@ -244,7 +244,8 @@ class FlexibleIbanRecognizer(_EvasionRecognizer):
 
 
 # -- defanged IPv4 ----------------------------------------------------------------------------
-_IP_DOT = r"(?:\s*[\[\(\{]\s*(?:\.|dot)\s*[\]\)\}]\s*|\s+(?:\.|dot)\s+)"
+# A bare dot between spaces is not accepted: "sections 1 . 2 . 3 . 4" is ordinary text.
+_IP_DOT = r"(?:\s*[\[\(\{]\s*(?:\.|dot)\s*[\]\)\}]\s*|\s+dot\s+)"
 _DEFANGED_IPV4 = compile_linear(
     rf"\b(\d{{1,3}}){_IP_DOT}(\d{{1,3}}){_IP_DOT}(\d{{1,3}}){_IP_DOT}(\d{{1,3}})\b",
     ignore_case=True,
@@ -252,7 +253,7 @@ _DEFANGED_IPV4 = compile_linear(
 
 
 class DefangedIpRecognizer(_EvasionRecognizer):
-    """IPv4 addresses with their dots bracketed, spaced or spelled: ``10[.]0[.]0[.]1``.
+    """IPv4 addresses with their dots bracketed or spelled: ``10[.]0[.]0[.]1``, ``10 dot 0 ...``.
 
     Scored as Presidio's IPv4 pattern.
     """
