@@ -26,13 +26,17 @@ that follow it, so that ``e`` + U+0301 composes and offsets stay mappable):
    NER model, and no structured recognizer reads letters other than e-mails' and IBANs'.
 
 A pure-ASCII text is its own analysis text (no format character is ASCII and
-NFKC leaves ASCII unchanged), so the common case costs one ``str.isascii``.
+NFKC leaves ASCII unchanged), so the common case costs one ``str.isascii``; so is
+a text already in NFKC with none of the characters the other steps change (two
+scans in C).
 """
 
 from __future__ import annotations
 
 import unicodedata
 from dataclasses import dataclass
+
+from streams.contracts.linear_regex import compile_linear
 
 # Separators that look like the ASCII ones values are written with, and that NFKC
 # does not fold. Each is folded because a recognizer reads the ASCII one:
@@ -64,6 +68,15 @@ _INVISIBLE_EXTRA = frozenset(
     "\u034f"  # combining grapheme joiner
     "\u115f\u1160\u3164\uffa0"  # Hangul choseong/jungseong fillers, Hangul filler (and half-width)
     "\u2800"  # Braille pattern blank
+)
+
+
+# A character some step changes, for texts that are NFKC already: invisible ones,
+# confusables, and decimal digits other than ASCII ([^\P{Nd}0-9]: a digit, not 0-9).
+_NEEDS_WORK = compile_linear(
+    r"[\p{Cf}\x{FE00}-\x{FE0F}\x{E0100}-\x{E01EF}"
+    + "".join(sorted(_INVISIBLE_EXTRA | set(CONFUSABLES)))
+    + r"]|[^\P{Nd}0-9]"
 )
 
 
@@ -133,6 +146,14 @@ def normalize(text: str) -> Normalized:
     """Return the analysis text of ``text`` with its offset map (see the module doc)."""
     if text.isascii():
         return Normalized(text, text)
+    # Most non-English text needs nothing either; both checks run in C.
+    if unicodedata.is_normalized("NFKC", text) and _NEEDS_WORK.search(text) is None:
+        return Normalized(text, text)
+    return fold_clusters(text)
+
+
+def fold_clusters(text: str) -> Normalized:
+    """``normalize`` without its shortcuts: each cluster folded, one at a time."""
     parts: list[str] = []
     starts: list[int] = []
     ends: list[int] = []

@@ -6,7 +6,7 @@ import random
 
 import pytest
 
-from processors.guard.normalize import Normalized, is_invisible, normalize
+from processors.guard.normalize import Normalized, fold_clusters, is_invisible, normalize
 
 INVISIBLE = ["\u200b", "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff", "\u202e", "\ufe0f"]
 FULL_WIDTH_OFFSET = 0xFF10 - ord("0")
@@ -157,6 +157,23 @@ def test_the_map_is_monotonic_and_covers_every_visible_character(seed: int) -> N
     assert visible <= covered
     # Each output character comes from a visible character (and its marks) alone.
     assert not any(is_invisible(text[i]) for i in covered)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "José Müller, café, naïve",
+        "北京市朝阳区 100020 张伟",
+        "नमस्ते दुनिया, क्षत्रिय",  # Devanagari with vowel signs and a virama
+        "مَرْحَبًا بِالْعَالَمِ",  # Arabic with harakat
+        "한국어 텍스트",
+        "Ελληνικά και русский текст",
+    ],
+)
+def test_the_shortcut_for_normal_text_agrees_with_folding_each_cluster(text: str) -> None:
+    result = normalize(text)
+    assert result.identity
+    assert fold_clusters(text).text == result.text == text
 
 
 def test_ascii_fast_path_is_cheap() -> None:
