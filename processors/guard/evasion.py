@@ -6,8 +6,8 @@ what Presidio's own recognizers miss there:
 
 * card numbers grouped with dots, slashes, underscores or several spaces
   (``4111.1111.1111.1111``), still Luhn-validated;
-* SSNs grouped the same way (``219/09/9999``, ``219  09  9999``), with Presidio's
-  own invalidation rules;
+* SSNs grouped the same way (``219/09/9999``, ``219  09  9999``, ``219.09 9999``),
+  with Presidio's own invalidation rules, when an SSN context word is near;
 * IBANs in lower case or grouped oddly (``de89 370 400 440 532 013 000``), still
   validated by country format and mod-97 checksum;
 * IPv4 addresses written defanged (``203[.]0[.]113[.]7``, ``203 dot 0 dot 113 dot 7``);
@@ -25,14 +25,27 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Callable
+from typing import Any
 
-from presidio_analyzer import EntityRecognizer, LocalRecognizer, RecognizerResult
+from presidio_analyzer import (
+    AnalysisExplanation,
+    EntityRecognizer,
+    LocalRecognizer,
+    RecognizerResult,
+)
 from presidio_analyzer.nlp_engine import NlpArtifacts
-from presidio_analyzer.predefined_recognizers import CreditCardRecognizer, IbanRecognizer
+from presidio_analyzer.predefined_recognizers import (
+    CreditCardRecognizer,
+    IbanRecognizer,
+    UsSsnRecognizer,
+)
 from presidio_analyzer.predefined_recognizers.generic.iban_patterns import regex_per_country
 
 from processors.guard.policy import Entity
 from streams.contracts.linear_regex import compile_linear
+
+LinearMatch = Any
+"""A match of a compiled RE2 pattern (``group``, ``span``, ``start`` as in ``re``)."""
 
 LANGUAGE = "en"
 MAX_SCORE = EntityRecognizer.MAX_SCORE
@@ -43,10 +56,15 @@ class _EvasionRecognizer(LocalRecognizer):
 
     NAME: str
     ENTITY: Entity
+    # Words near a finding that raise its score (Presidio's context enhancement).
+    CONTEXT: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         super().__init__(
-            supported_entities=[self.ENTITY.value], name=self.NAME, supported_language=LANGUAGE
+            supported_entities=[self.ENTITY.value],
+            name=self.NAME,
+            supported_language=LANGUAGE,
+            context=list(self.CONTEXT),
         )
 
     def load(self) -> None:
@@ -59,6 +77,8 @@ class _EvasionRecognizer(LocalRecognizer):
             start=start,
             end=end,
             score=score,
+            # Context enhancement records the supporting word here (guard drops it later).
+            analysis_explanation=AnalysisExplanation(recognizer=self.NAME, original_score=score),
             recognition_metadata={
                 RecognizerResult.RECOGNIZER_NAME_KEY: self.NAME,
                 RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
@@ -174,22 +194,25 @@ def ssn_plausible(digits: str) -> bool:
 class SeparatedSsnRecognizer(_EvasionRecognizer):
     """SSNs grouped 3-2-4 with separators Presidio's pattern does not accept.
 
-    Both separators must be the same (as Presidio requires), so that a range such
-    as ``100/12-2024`` is not read as one. Scored as Presidio's medium SSN pattern.
+    ``219/09/9999``, ``219  09  9999`` or ``219.09 9999`` look like any other
+    reference (``Tracking code 924/23/6014``), so the finding scores 0.3, below the
+    default threshold, and counts when Presidio's SSN context words ("SSN", "social
+    security") are near it: context enhancement adds 0.35.
     """
 
     NAME = "SeparatedSsnRecognizer"
     ENTITY = Entity.US_SSN
-    SCORE = 0.5
+    CONTEXT = tuple(UsSsnRecognizer.CONTEXT)
+    SCORE = 0.3
 
     def analyze(
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
-        """Report each 3-2-4 group with one repeated, non-standard separator."""
+        """Report each plausible 3-2-4 group that Presidio's SSN5 pattern would not."""
         results = []
         for match in _SSN.finditer(text):
             first, second = match.group(2), match.group(4)
-            if first != second or first in _STOCK_SSN_SEPARATORS:
+            if first == second and first in _STOCK_SSN_SEPARATORS:
                 continue
             if not ssn_plausible(match.group(1) + match.group(3) + match.group(5)):
                 continue
@@ -302,6 +325,8 @@ _WORDS_BEFORE_AT = """
 """
 ENGLISH_BEFORE_AT = frozenset(_WORDS_BEFORE_AT.split())
 _SPELLED_DOT = compile_linear(_DOT_SPELLED, ignore_case=True)
+_NOT_LOCAL = compile_linear(r"[^A-Za-z0-9_%+\-]+")
+_LOCAL_SIGNS = compile_linear(r"[._%+\-0-9]")
 _LOCAL_GROUP = _SPELLED_EMAIL.groupindex["local"]
 _AT_GROUP = _SPELLED_EMAIL.groupindex["at"]
 _DOMAIN_GROUP = _SPELLED_EMAIL.groupindex["domain"]
@@ -313,9 +338,11 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
     The address is rebuilt (``maria dot garcia at example dot com`` →
     ``maria.garcia@example.com``) and kept only when its domain ends in a known
     public suffix, as for Presidio's e-mail recognizer. A plain word ``at`` is
-    ordinary English ("I work at example.com"), so it counts only when the domain's
-    dots are spelled or bracketed too; that form scores 0.85, the others (brackets,
-    a spaced ``@``) the maximum, like a validated e-mail.
+    ordinary English ("I work at example.com"): it counts after a local part that
+    cannot be a word (with a dot, digit, ``_``, ``+`` or ``-``:
+    ``nathan.martinez25 at example.org``), or when the domain's dots are spelled or
+    bracketed too, and never after a few words that usually precede "at". That form
+    scores 0.85, the others (brackets, an ``@``) the maximum, like a validated e-mail.
     """
 
     NAME = "SpelledEmailRecognizer"
@@ -332,24 +359,39 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
     ) -> list[RecognizerResult]:
         """Report each spelled address whose rebuilt form has a known domain."""
         results = []
-        for match in _SPELLED_EMAIL.finditer(text):
-            local_part, at, domain_part = match.group(_LOCAL_GROUP, _AT_GROUP, _DOMAIN_GROUP)
-            word_at = at.strip().lower() == "at"
-            if word_at and (
-                local_part.lower() in ENGLISH_BEFORE_AT or _SPELLED_DOT.search(domain_part) is None
-            ):
+        position = 0
+        while (match := _SPELLED_EMAIL.search(text, position)) is not None:
+            start = match.start()
+            found = self._address_end(text, match)
+            if found is None:
+                # The match may have begun a word too early ("me at maria dot garcia@..."):
+                # look again from the next word of its local part.
+                gap = _NOT_LOCAL.search(text, start)
+                position = gap.end() if gap is not None else len(text)
                 continue
-            local = _DOT_SPLIT.sub(".", local_part)
-            address = f"{local}@{_DOT_SPLIT.sub('.', domain_part)}"
-            start, end = match.span()
-            if text[start:end] == address:
-                continue  # a plain address: Presidio's recognizer reports it
-            end = self._known_end(local, domain_part, match.start(_DOMAIN_GROUP), word_at)
-            if end is not None:
-                results.append(self.result(start, end, self.WORD_SCORE if word_at else MAX_SCORE))
+            word_at = match.group(_AT_GROUP).strip().lower() == "at"
+            results.append(self.result(start, found, self.WORD_SCORE if word_at else MAX_SCORE))
+            position = found
         return results
 
-    def _known_end(self, local: str, part: str, offset: int, word_at: bool) -> int | None:
+    def _address_end(self, text: str, match: LinearMatch) -> int | None:
+        """Where the address ``match`` starts ends, or None when it is not one."""
+        local_part, at, domain_part = match.group(_LOCAL_GROUP, _AT_GROUP, _DOMAIN_GROUP)
+        local = _DOT_SPLIT.sub(".", local_part)
+        word_at = at.strip().lower() == "at"
+        if word_at and local_part.lower() in ENGLISH_BEFORE_AT:
+            return None
+        # After a plain "at", a domain with literal dots counts only when the local part
+        # cannot be a word: "nathan.martinez25 at example.org", not "I work at example.org".
+        spelled_only = word_at and _LOCAL_SIGNS.search(local) is None
+        if spelled_only and _SPELLED_DOT.search(domain_part) is None:
+            return None
+        start, end = match.span()
+        if text[start:end] == f"{local}@{_DOT_SPLIT.sub('.', domain_part)}":
+            return None  # a plain address: Presidio's recognizer reports it
+        return self._known_end(local, domain_part, match.start(_DOMAIN_GROUP), spelled_only)
+
+    def _known_end(self, local: str, part: str, offset: int, spelled_only: bool) -> int | None:
         """Where the longest known domain in ``part`` ends, or None.
 
         Longest first: the last labels may be words that follow the address
@@ -358,7 +400,7 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
         labels = _labels(part, offset)
         for count in range(len(labels), 1, -1):
             end = labels[count - 1][2]
-            if word_at and _SPELLED_DOT.search(part[: end - offset]) is None:
+            if spelled_only and _SPELLED_DOT.search(part[: end - offset]) is None:
                 continue
             domain = ".".join(label for label, _, _ in labels[:count])
             if self._known_domain(f"{local}@{domain}"):

@@ -53,6 +53,8 @@ TRICKS = [
     (Entity.US_SSN, "219/09/9999", SSN),
     (Entity.US_SSN, "219  09  9999", SSN),
     (Entity.US_SSN, "219\u201309\u20139999", SSN),
+    (Entity.US_SSN, "219.09 9999", SSN),
+    (Entity.US_SSN, "219/09  9999", SSN),
     (Entity.IBAN_CODE, f"DE89 37{ZW}04 0044 05{SHY}32 0130 00", IBAN),
     (Entity.IBAN_CODE, "de89 3704 0044 0532 0130 00", IBAN),
     (Entity.IBAN_CODE, "de89370400440532013000", IBAN),
@@ -73,6 +75,8 @@ TRICKS = [
     (Entity.EMAIL_ADDRESS, "maria.garcia AT example DOT com", EMAIL),
     (Entity.EMAIL_ADDRESS, "maria.garcia [at] example.com", EMAIL),
     (Entity.EMAIL_ADDRESS, "maria.garcia @ example.com", EMAIL),
+    (Entity.EMAIL_ADDRESS, "maria.garcia at example.com", EMAIL),
+    (Entity.EMAIL_ADDRESS, "maria dot garcia@example dot com", EMAIL),
     (Entity.PHONE_NUMBER, f"+1 415{ZW}-555-01{ZW}32", "4155550132"),
     (Entity.PHONE_NUMBER, full_width("+1 415 555 0132"), "4155550132"),
 ]
@@ -92,12 +96,18 @@ def engine(analyzer: PresidioAnalyzer, make_engine: EngineFactory) -> GuardEngin
 def test_evasive_values_are_redacted(
     engine: GuardEngine, entity: Entity, value: str, secret: str
 ) -> None:
-    text = f"Hello, please use {value} for the refund."
+    # Separated SSNs count near an SSN context word, as Presidio's weak SSN patterns do.
+    template = (
+        "Hello, my SSN is {} for the refund."
+        if entity is Entity.US_SSN
+        else "Hello, please use {} for the refund."
+    )
+    text = template.format(value)
     [result] = engine.redact_batch([GuardItem("r1", "acme", text)])
     assert value not in result.text
     assert not any(is_invisible(c) for c in result.text)
     assert secret.lower() not in _compact(result.text)
-    assert result.text == f"Hello, please use <{entity.value}> for the refund."
+    assert result.text == template.format(f"<{entity.value}>")
     [finding] = result.findings
     assert (finding.entity_type, text[finding.start : finding.end]) == (entity.value, value)
 
@@ -115,6 +125,7 @@ def test_evasive_values_are_redacted(
         "Dates 2024/01/15 and 15.01.2024, ratio 1/2, total 12.345.678",
         "Part number de12 3456 7890 in stock.",
         "Code 123/45/6789 is all in order? 000/12/3456 is not an SSN.",
+        "Tracking code 924/23/6014, parcel 476  52  4411.",
         "Temperature \uff10\u2103 to \uff13\uff10\u2103 and \u0663 apples.",
         "Caf\u00e9 na\u00efve r\u00e9sum\u00e9 and cafe\u0301 decomposed.",
         "Rate him 4 out of 5 at the office; call at 9.",
@@ -140,13 +151,13 @@ def test_mask_drops_invisible_characters_and_hash_ignores_them(
 
 def test_several_tricks_in_one_text(engine: GuardEngine) -> None:
     text = (
-        f"ssn 219/09/9999, card {full_width('4111 1111 1111 1111')}, "
+        f"SSN 219/09/9999, card {full_width('4111 1111 1111 1111')}, "
         f"iban de89 3704 0044 0532 0130 00, mail maria[at]example[dot]com, "
         f"ip 203[.]0[.]113[.]7, backup 4111{ZW}1111{ZW}1111{ZW}1111"
     )
     [result] = engine.redact_batch([GuardItem("r1", "acme", text)])
     assert result.text == (
-        "ssn <US_SSN>, card <CREDIT_CARD>, iban <IBAN_CODE>, mail <EMAIL_ADDRESS>, "
+        "SSN <US_SSN>, card <CREDIT_CARD>, iban <IBAN_CODE>, mail <EMAIL_ADDRESS>, "
         "ip <IP_ADDRESS>, backup <CREDIT_CARD>"
     )
 
@@ -177,6 +188,24 @@ def test_spelled_email_stops_at_the_last_known_suffix(analyzer: PresidioAnalyzer
     text = "write maria at example dot com dot and then wait"
     [found] = analyzer.analyze_batch([text], {Entity.EMAIL_ADDRESS}, 0.4)
     assert [text[d.start : d.end] for d in found] == ["maria at example dot com"]
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("write to me at maria dot garcia@mail dot example dot com", "maria dot garcia@"),
+        ("contact me at maria.garcia [at] example [dot] com.", "maria.garcia [at]"),
+        ("reach me at MARIA DOT GARCIA85 AT EU DOT EXAMPLE DOT ORG now", "MARIA DOT GARCIA85"),
+        ("you can reach me at nathan.martinez25 at eu.example.org", "nathan.martinez25 at"),
+    ],
+)
+def test_an_address_after_a_plain_at_is_found_whole(
+    analyzer: PresidioAnalyzer, text: str, value: str
+) -> None:
+    """A first match from "me at ..." is refused; the address right after it is found."""
+    [found] = analyzer.analyze_batch([text], {Entity.EMAIL_ADDRESS}, 0.4)
+    assert len(found) == 1
+    assert text[found[0].start :].startswith(value)
 
 
 def test_validators() -> None:
