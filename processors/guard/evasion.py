@@ -42,7 +42,7 @@ from presidio_analyzer.predefined_recognizers import (
 from presidio_analyzer.predefined_recognizers.generic.iban_patterns import regex_per_country
 
 from processors.guard.policy import Entity
-from streams.contracts.linear_regex import compile_linear
+from streams.contracts.linear_regex import LinearPattern, compile_linear
 
 LinearMatch = Any
 """A match of a compiled RE2 pattern (``group``, ``span``, ``start`` as in ``re``)."""
@@ -307,12 +307,24 @@ _AT_WORD = r"\s+at\s+"
 _AT_OTHER = rf"\s*{_OPEN}\s*(?:at|@)\s*{_CLOSE}\s*|\s*@\s*"
 _LOCAL_ATOM = r"[A-Za-z0-9_%+\-]+"
 _LABEL = r"[A-Za-z0-9](?:[A-Za-z0-9\-]{0,61}[A-Za-z0-9])?"
-_SPELLED_EMAIL = compile_linear(
-    rf"(?P<local>{_LOCAL_ATOM}(?:{_DOT}{_LOCAL_ATOM}){{0,8}})"
-    rf"(?P<at>{_AT_WORD}|{_AT_OTHER})"
-    rf"(?P<domain>{_LABEL}(?:{_DOT}{_LABEL}){{1,8}})\b",
-    ignore_case=True,
-)
+
+
+def _email_pattern(at: str) -> LinearPattern:
+    return compile_linear(
+        rf"(?P<local>{_LOCAL_ATOM}(?:{_DOT}{_LOCAL_ATOM}){{0,8}})"
+        rf"(?P<at>{at})"
+        rf"(?P<domain>{_LABEL}(?:{_DOT}{_LABEL}){{1,8}})\b",
+        ignore_case=True,
+    )
+
+
+# Two patterns, so that a plain "at" before an address ("me at maria[at]example[dot]com")
+# cannot take the place of the address's own "at".
+_EMAIL_MARKED = _email_pattern(_AT_OTHER)
+_EMAIL_WORD_AT = _email_pattern(_AT_WORD)
+# How far past a refused "me at" the address it may hide is looked for.
+_RETRY_WINDOW = 1024
+_RETRIES = 3
 _DOT_SPLIT = compile_linear(_DOT, ignore_case=True)
 # Words that precede a plain "at" in ordinary English ("meet at noon dot com", "look
 # at it dot net"): a local part that is one of them is not read as an address.
@@ -325,11 +337,10 @@ _WORDS_BEFORE_AT = """
 """
 ENGLISH_BEFORE_AT = frozenset(_WORDS_BEFORE_AT.split())
 _SPELLED_DOT = compile_linear(_DOT_SPELLED, ignore_case=True)
-_NOT_LOCAL = compile_linear(r"[^A-Za-z0-9_%+\-]+")
 _LOCAL_SIGNS = compile_linear(r"[._%+\-0-9]")
-_LOCAL_GROUP = _SPELLED_EMAIL.groupindex["local"]
-_AT_GROUP = _SPELLED_EMAIL.groupindex["at"]
-_DOMAIN_GROUP = _SPELLED_EMAIL.groupindex["domain"]
+_LOCAL_GROUP = _EMAIL_MARKED.groupindex["local"]
+_AT_GROUP = _EMAIL_MARKED.groupindex["at"]
+_DOMAIN_GROUP = _EMAIL_MARKED.groupindex["domain"]
 
 
 class SpelledEmailRecognizer(_EvasionRecognizer):
@@ -359,26 +370,39 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
     ) -> list[RecognizerResult]:
         """Report each spelled address whose rebuilt form has a known domain."""
         results = []
-        position = 0
-        while (match := _SPELLED_EMAIL.search(text, position)) is not None:
-            start = match.start()
-            found = self._address_end(text, match)
-            if found is None:
-                # The match may have begun a word too early ("me at maria dot garcia@..."):
-                # look again from the next word of its local part.
-                gap = _NOT_LOCAL.search(text, start)
-                position = gap.end() if gap is not None else len(text)
-                continue
-            word_at = match.group(_AT_GROUP).strip().lower() == "at"
-            results.append(self.result(start, found, self.WORD_SCORE if word_at else MAX_SCORE))
-            position = found
+        for match in _EMAIL_MARKED.finditer(text):
+            end = self._address_end(text, match, word_at=False)
+            if end is not None:
+                results.append(self.result(match.start(), end, MAX_SCORE))
+        for match in _EMAIL_WORD_AT.finditer(text):
+            span = self._word_at_address(text, match)
+            if span is not None:
+                results.append(self.result(span[0], span[1], self.WORD_SCORE))
         return results
 
-    def _address_end(self, text: str, match: LinearMatch) -> int | None:
+    def _word_at_address(self, text: str, match: LinearMatch) -> tuple[int, int] | None:
+        """The span of the address ``match`` or, when it is refused, one starting at its domain.
+
+        "me at maria dot garcia at example dot com": the first "at" is refused (its
+        local part is a word), and the address begins where that match's domain does.
+        """
+        offset, current = 0, text
+        for _ in range(_RETRIES):
+            end = self._address_end(current, match, word_at=True)
+            if end is not None:
+                return offset + match.start(), offset + end
+            domain = match.start(_DOMAIN_GROUP)
+            current = current[domain : domain + _RETRY_WINDOW]
+            offset += domain
+            match = _EMAIL_WORD_AT.match(current)
+            if match is None:
+                return None
+        return None
+
+    def _address_end(self, text: str, match: LinearMatch, *, word_at: bool) -> int | None:
         """Where the address ``match`` starts ends, or None when it is not one."""
-        local_part, at, domain_part = match.group(_LOCAL_GROUP, _AT_GROUP, _DOMAIN_GROUP)
+        local_part, domain_part = match.group(_LOCAL_GROUP, _DOMAIN_GROUP)
         local = _DOT_SPLIT.sub(".", local_part)
-        word_at = at.strip().lower() == "at"
         if word_at and local_part.lower() in ENGLISH_BEFORE_AT:
             return None
         # After a plain "at", a domain with literal dots counts only when the local part
