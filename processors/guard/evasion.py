@@ -349,16 +349,20 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
     The address is rebuilt (``maria dot garcia at example dot com`` →
     ``maria.garcia@example.com``) and kept only when its domain ends in a known
     public suffix, as for Presidio's e-mail recognizer. A plain word ``at`` is
-    ordinary English ("I work at example.com"): it counts after a local part that
-    cannot be a word (with a dot, digit, ``_``, ``+`` or ``-``:
-    ``nathan.martinez25 at example.org``), or when the domain's dots are spelled or
-    bracketed too, and never after a few words that usually precede "at". That form
-    scores 0.85, the others (brackets, an ``@``) the maximum, like a validated e-mail.
+    ordinary English ("I work at example.com"), so it is never read after a few
+    words that usually precede "at"; the address scores 0.85 when its local part
+    cannot be a word (a dot, digit, ``_``, ``+`` or ``-``: ``nathan.martinez25 at
+    example.org``) or its domain's dots are spelled or bracketed, and 0.3 otherwise
+    (``mlopez at example.net`` reads like "more at example.net"), which counts only
+    with a context word such as "email", "contact" or "reach". Bracketed forms and
+    an ``@`` score the maximum, like a validated e-mail.
     """
 
     NAME = "SpelledEmailRecognizer"
     ENTITY = Entity.EMAIL_ADDRESS
     WORD_SCORE = 0.85
+    CONTEXT_SCORE = 0.3
+    CONTEXT = ("email", "mail", "contact", "reach", "write", "address")
 
     def __init__(self, known_domain: Callable[[str], bool]) -> None:
         super().__init__()
@@ -371,26 +375,26 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
         """Report each spelled address whose rebuilt form has a known domain."""
         results = []
         for match in _EMAIL_MARKED.finditer(text):
-            end = self._address_end(text, match, word_at=False)
-            if end is not None:
-                results.append(self.result(match.start(), end, MAX_SCORE))
+            found = self._address_end(text, match, word_at=False)
+            if found is not None:
+                results.append(self.result(match.start(), *found))
         for match in _EMAIL_WORD_AT.finditer(text):
-            span = self._word_at_address(text, match)
-            if span is not None:
-                results.append(self.result(span[0], span[1], self.WORD_SCORE))
+            address = self._word_at_address(text, match)
+            if address is not None:
+                results.append(self.result(*address))
         return results
 
-    def _word_at_address(self, text: str, match: LinearMatch) -> tuple[int, int] | None:
-        """The span of the address ``match`` or, when it is refused, one starting at its domain.
+    def _word_at_address(self, text: str, match: LinearMatch) -> tuple[int, int, float] | None:
+        """Span and score of the address ``match`` or, if refused, of one starting at its domain.
 
         "me at maria dot garcia at example dot com": the first "at" is refused (its
         local part is a word), and the address begins where that match's domain does.
         """
         offset, current = 0, text
         for _ in range(_RETRIES):
-            end = self._address_end(current, match, word_at=True)
-            if end is not None:
-                return offset + match.start(), offset + end
+            found = self._address_end(current, match, word_at=True)
+            if found is not None:
+                return offset + match.start(), offset + found[0], found[1]
             domain = match.start(_DOMAIN_GROUP)
             current = current[domain : domain + _RETRY_WINDOW]
             offset += domain
@@ -399,23 +403,30 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
                 return None
         return None
 
-    def _address_end(self, text: str, match: LinearMatch, *, word_at: bool) -> int | None:
-        """Where the address ``match`` starts ends, or None when it is not one."""
+    def _address_end(
+        self, text: str, match: LinearMatch, *, word_at: bool
+    ) -> tuple[int, float] | None:
+        """Where the address ``match`` starts ends, and its score; None when it is not one."""
         local_part, domain_part = match.group(_LOCAL_GROUP, _DOMAIN_GROUP)
-        local = _DOT_SPLIT.sub(".", local_part)
         if word_at and local_part.lower() in ENGLISH_BEFORE_AT:
             return None
-        # After a plain "at", a domain with literal dots counts only when the local part
-        # cannot be a word: "nathan.martinez25 at example.org", not "I work at example.org".
-        spelled_only = word_at and _LOCAL_SIGNS.search(local) is None
-        if spelled_only and _SPELLED_DOT.search(domain_part) is None:
-            return None
+        local = _DOT_SPLIT.sub(".", local_part)
         start, end = match.span()
         if text[start:end] == f"{local}@{_DOT_SPLIT.sub('.', domain_part)}":
             return None  # a plain address: Presidio's recognizer reports it
-        return self._known_end(local, domain_part, match.start(_DOMAIN_GROUP), spelled_only)
+        domain_start = match.start(_DOMAIN_GROUP)
+        end = self._known_end(local, domain_part, domain_start)
+        if end is None:
+            return None
+        if not word_at:
+            return end, MAX_SCORE
+        # "nathan.martinez25 at example.org" or "maria at example dot com": an address.
+        if _LOCAL_SIGNS.search(local) or _SPELLED_DOT.search(text[domain_start:end]):
+            return end, self.WORD_SCORE
+        # "mlopez at example.net" reads like "more at example.net": it needs context.
+        return end, self.CONTEXT_SCORE
 
-    def _known_end(self, local: str, part: str, offset: int, spelled_only: bool) -> int | None:
+    def _known_end(self, local: str, part: str, offset: int) -> int | None:
         """Where the longest known domain in ``part`` ends, or None.
 
         Longest first: the last labels may be words that follow the address
@@ -424,8 +435,6 @@ class SpelledEmailRecognizer(_EvasionRecognizer):
         labels = _labels(part, offset)
         for count in range(len(labels), 1, -1):
             end = labels[count - 1][2]
-            if spelled_only and _SPELLED_DOT.search(part[: end - offset]) is None:
-                continue
             domain = ".".join(label for label, _, _ in labels[:count])
             if self._known_domain(f"{local}@{domain}"):
                 return end

@@ -131,6 +131,8 @@ def test_evasive_values_are_redacted(
         "Rate him 4 out of 5 at the office; call at 9.",
         "Use the [at] sign in templates, or (at) least try.",
         "Sections 1 . 2 . 3 . 4 of the contract.",
+        "Read more at example.com, or sign up at docs.example.org today.",
+        "the list mlopez at example.net has no context word",
     ],
 )
 def test_benign_lookalikes_are_left_unchanged(engine: GuardEngine, text: str) -> None:
@@ -197,6 +199,9 @@ def test_spelled_email_stops_at_the_last_known_suffix(analyzer: PresidioAnalyzer
         ("contact me at maria.garcia [at] example [dot] com.", "maria.garcia [at]"),
         ("reach me at MARIA DOT GARCIA85 AT EU DOT EXAMPLE DOT ORG now", "MARIA DOT GARCIA85"),
         ("you can reach me at nathan.martinez25 at eu.example.org", "nathan.martinez25 at"),
+        # Letters only before a plain "at": found because "email"/"reach" is near.
+        ("my email is mlopez at example.net", "mlopez at example.net"),
+        ("Reach out via mlopez at mail.example.com, daily.", "mlopez at mail.example.com"),
     ],
 )
 def test_an_address_after_a_plain_at_is_found_whole(
