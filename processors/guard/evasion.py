@@ -339,7 +339,6 @@ ENGLISH_BEFORE_AT = frozenset(_WORDS_BEFORE_AT.split())
 _SPELLED_DOT = compile_linear(_DOT_SPELLED, ignore_case=True)
 _LOCAL_SIGNS = compile_linear(r"[._%+\-0-9]")
 _LOCAL_GROUP = _EMAIL_MARKED.groupindex["local"]
-_AT_GROUP = _EMAIL_MARKED.groupindex["at"]
 _DOMAIN_GROUP = _EMAIL_MARKED.groupindex["domain"]
 
 
