@@ -17,7 +17,7 @@ from pathlib import Path
 
 import yaml
 
-from processors.guard import injection, recognizers
+from processors.guard import evasion, injection, normalize, recognizers
 from streams.contracts.linear_regex import compile_linear
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,13 @@ def cases(size: int) -> dict[str, str]:
         "digits and spaces": "1 " * (size // 2),
         "dotted digits": "1." * (size // 2),
         "at signs": "a@" * (size // 2),
+        "digit groups": "4111 " * (size // 5),
+        "spelled dots": "a dot " * (size // 6),
+        "spelled at and dots": "a at b dot " * (size // 11),
+        "bracketed dots": "1[.]" * (size // 4),
+        "letters and digits": "de89" * (size // 4),
+        "zero-width digits": "1\u200b" * (size // 2),
+        "full-width digits": "\uff11 " * (size // 2),
     }
 
 
@@ -55,6 +62,9 @@ def targets() -> dict[str, Callable[[str], object]]:
         recognizers.VendorSecretRecognizer(),
     ):
         out[recognizer.name] = lambda text, r=recognizer: r.analyze(text, [], None)
+    for own in evasion.evasion_recognizers(lambda address: True):
+        out[own.name] = lambda text, r=own: r.analyze(text, [], None)
+    out["normalize"] = normalize.normalize
     # Presidio's own recognizers (Python's re inside): bounded by max_input_chars only.
     for presidio in (
         recognizers.OfflineEmailRecognizer(supported_language=recognizers.LANGUAGE),

@@ -18,6 +18,7 @@ from presidio_analyzer.context_aware_enhancers import LemmaContextAwareEnhancer
 from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from processors.guard.nlp import DEFAULT_MODEL, GuardNlpEngine, create_engine
+from processors.guard.normalize import Normalized, normalize
 from processors.guard.policy import NER_ENTITIES, Entity
 from processors.guard.recognizers import LANGUAGE, build_registry, recognizer_name
 
@@ -188,22 +189,55 @@ class PresidioAnalyzer:
 
         Asking only for the policy's entities is what keeps out findings no policy
         wants; PERSON decides whether the NER model runs at all.
+
+        Recognizers read each text's analysis text (``normalize.py``: invisible
+        characters dropped, full-width and foreign digits folded); the detections
+        returned are mapped back to spans of the original text.
         """
         wanted = sorted(e.value for e in entities)
         if not wanted:
             return [[] for _ in texts]
         with_ner = any(e in NER_ENTITIES for e in entities)
+        normalized = [normalize(text) for text in texts]
         batch = self.nlp_engine.artifacts_batch(
-            texts, with_ner=with_ner, batch_size=self.batch_size
+            [n.text for n in normalized], with_ner=with_ner, batch_size=self.batch_size
         )
         out = []
-        for text, artifacts in zip(texts, batch, strict=True):
+        for analysis, artifacts in zip(normalized, batch, strict=True):
             results = self.engine.analyze(
-                text,
+                analysis.text,
                 LANGUAGE,
                 entities=wanted,
                 score_threshold=threshold,
                 nlp_artifacts=artifacts,
             )
-            out.append(resolve_overlaps(to_detections(results)))
+            out.append(to_original(analysis, resolve_overlaps(to_detections(results))))
         return out
+
+
+def to_original(analysis: Normalized, detections: list[Detection]) -> list[Detection]:
+    """``detections`` in the analysis text, as spans of the original text.
+
+    Disjoint detections stay disjoint: two that end and start inside one original
+    character (a ligature the analysis text spells as two letters) would share it,
+    so the later one starts where the earlier ends, and still covers the rest.
+    """
+    if analysis.identity:
+        return detections
+    out: list[Detection] = []
+    for d in detections:
+        start, end = analysis.to_original(d.start, d.end)
+        if out and start < out[-1].end:
+            start = out[-1].end
+        if start >= end:
+            continue  # entirely inside the previous one, which is redacted already
+        out.append(
+            Detection(
+                start=start,
+                end=end,
+                entity_type=d.entity_type,
+                score=d.score,
+                recognizer=d.recognizer,
+            )
+        )
+    return out

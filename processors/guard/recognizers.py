@@ -39,6 +39,7 @@ from presidio_analyzer.predefined_recognizers import (
     UsSsnRecognizer,
 )
 
+from processors.guard.evasion import evasion_recognizers
 from processors.guard.names import GIVEN_NAMES
 from processors.guard.policy import Entity
 from streams.contracts.linear_regex import compile_linear
@@ -422,6 +423,8 @@ def build_registry(ner_strength: float = 0.85) -> RecognizerSet:
         VendorSecretRecognizer(),
         AssignedSecretRecognizer(),
     ]
+    # Separators, spellings and case Presidio's patterns miss (see evasion.py).
+    recognizers += evasion_recognizers(lambda address: _OFFLINE_TLD(address).fqdn != "")
     for recognizer in recognizers:
         registry.add_recognizer(recognizer)
     return RecognizerSet(registry=registry, entities=tuple(e.value for e in Entity))

@@ -16,6 +16,7 @@ from presidio_anonymizer.entities import OperatorConfig
 from presidio_anonymizer.entities import RecognizerResult as AnonymizerResult
 
 from processors.guard.hashing import TenantHasher
+from processors.guard.normalize import is_invisible, normalize
 from processors.guard.pii import Detection
 from processors.guard.policy import Action, Entity, EntityRule, TenantPolicy
 from streams.runtime.bounded import DEFAULT_MAX_ENTRIES, BoundedCache
@@ -27,11 +28,14 @@ def mask(value: str, keep_last: int) -> str:
     """Replace letters and digits with ``*`` except the last ``keep_last``; keep separators.
 
     ``4111 1111 1111 1234`` becomes ``**** **** **** 1234``: the shape stays
-    readable for a support agent, the number does not.
+    readable for a support agent, the number does not. Invisible characters
+    (zero-width spaces hiding the number from a pattern) are dropped, not kept.
     """
     keep = keep_last
     out = []
     for char in reversed(value):
+        if is_invisible(char):
+            continue
         if char.isalnum():
             if keep > 0:
                 out.append(char)
@@ -87,7 +91,9 @@ class Redactor:
 
     def _hash_fn(self, tenant: str, entity: str) -> Callable[[str], str]:
         hasher = self._hasher
-        return lambda value: hasher.token(tenant, entity, value)
+        # The analysis text of the value: the same address written with a full-width
+        # at sign or a zero-width space gets the same pseudonym as the plain one.
+        return lambda value: hasher.token(tenant, entity, normalize(value).text)
 
     def redact(self, text: str, detections: Sequence[Detection], policy: TenantPolicy) -> str:
         """``text`` with every detection rewritten by its entity's action."""

@@ -12,7 +12,14 @@ from presidio_analyzer import AnalyzerEngine
 from presidio_analyzer.nlp_engine import NlpEngineProvider
 
 from processors.guard.nlp import ModelNotInstalledError, create_engine, nlp_configuration
-from processors.guard.pii import Detection, PresidioAnalyzer, resolve_overlaps, to_detections
+from processors.guard.normalize import normalize
+from processors.guard.pii import (
+    Detection,
+    PresidioAnalyzer,
+    resolve_overlaps,
+    to_detections,
+    to_original,
+)
 from processors.guard.policy import Entity
 from processors.guard.recognizers import LANGUAGE, build_registry
 from tests.support.guard import read_jsonl
@@ -104,6 +111,24 @@ def test_overlaps_keep_structured_values_whole() -> None:
     ]
     apart = [Detection(0, 3, "US_SSN", 0.5, "x"), Detection(3, 6, "US_SSN", 0.5, "x")]
     assert resolve_overlaps(apart) == apart
+
+
+def test_detections_map_back_to_original_spans_and_stay_disjoint() -> None:
+    text = "ssn 219\u200b-09-9999 \ufb01 x"
+    analysis = normalize(text)
+    assert analysis.text == "ssn 219-09-9999 fi x"
+    found = [
+        Detection(4, 15, "US_SSN", 0.85, "UsSsnRecognizer"),
+        Detection(16, 17, "PERSON", 0.85, "SpacyRecognizer"),  # "f" of the ligature
+        Detection(17, 18, "PERSON", 0.6, "PersonCueRecognizer"),  # its "i"
+    ]
+    mapped = to_original(analysis, found)
+    assert [(text[d.start : d.end], d.entity_type) for d in mapped] == [
+        ("219\u200b-09-9999", "US_SSN"),
+        ("\ufb01", "PERSON"),
+    ]
+    plain = normalize("ssn 219-09-9999")
+    assert to_original(plain, found[:1]) == found[:1]
 
 
 def _baseline(texts: list[str], entities: frozenset[Entity]) -> list[list[Detection]]:
