@@ -1,0 +1,256 @@
+"""Credentials found by detect-secrets' plugins, and private-key blocks redacted whole.
+
+detect-secrets (Yelp) maintains detectors for credentials in many vendors' formats
+(AWS, Azure storage, Artifactory, Discord, GitLab, npm, PyPI, SendGrid, Slack,
+Square, Stripe, Telegram, Twilio, ...), for passwords in URLs (``https://user:pass@host``),
+JWTs and for quoted values assigned to secret-sounding names. Guard runs those
+detectors' own regular expressions rather than a list of its own, so a new release
+of the library brings its new formats.
+
+Plugins run on Python's ``re``, and some of their patterns backtrack. Each pattern
+is compiled with RE2 when RE2 accepts it (linear time over the whole text); the ones
+that need lookarounds or backreferences run on Python's ``re`` over bounded windows
+of each line (``WINDOW`` characters, overlapping by ``OVERLAP``), so their cost is
+at most linear in the text times a constant. Left out on purpose:
+
+* ``IbmCloudIamDetector``: exponential on its own pattern (61 s on a 2,000-character
+  line of ``=``), which no window size makes safe;
+* ``IPPublicDetector``: IP addresses are guard's IP_ADDRESS entity, with its own policy;
+* ``Base64HighEntropyString`` and ``HexHighEntropyString``: they flag any quoted random
+  string (commit hashes, request ids, UUIDs), far too often in prompts; a secret-sounding
+  name before a value is covered by ``KeywordDetector`` and guard's own
+  ``AssignedSecretRecognizer``;
+* ``PrivateKeyDetector``: only matches a header line; ``PemBlockRecognizer`` below
+  reports the whole block.
+
+Every finding is reported as API_KEY (guard's entity for any credential; its default
+action is ``block``), on the secret value alone: ``https://user:<API_KEY>@host``.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+from detect_secrets.filters.heuristic import (
+    is_not_alphanumeric_string,
+    is_potential_uuid,
+    is_sequential_string,
+    is_templated_secret,
+)
+from detect_secrets.plugins.artifactory import ArtifactoryDetector
+from detect_secrets.plugins.aws import AWSKeyDetector
+from detect_secrets.plugins.azure_storage_key import AzureStorageKeyDetector
+from detect_secrets.plugins.base import RegexBasedDetector
+from detect_secrets.plugins.basic_auth import BasicAuthDetector
+from detect_secrets.plugins.cloudant import CloudantDetector
+from detect_secrets.plugins.discord import DiscordBotTokenDetector
+from detect_secrets.plugins.github_token import GitHubTokenDetector
+from detect_secrets.plugins.gitlab_token import GitLabTokenDetector
+from detect_secrets.plugins.ibm_cos_hmac import IbmCosHmacDetector
+from detect_secrets.plugins.jwt import JwtTokenDetector
+from detect_secrets.plugins.keyword import QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP
+from detect_secrets.plugins.mailchimp import MailchimpDetector
+from detect_secrets.plugins.npm import NpmDetector
+from detect_secrets.plugins.openai import OpenAIDetector
+from detect_secrets.plugins.pypi_token import PypiTokenDetector
+from detect_secrets.plugins.sendgrid import SendGridDetector
+from detect_secrets.plugins.slack import SlackDetector
+from detect_secrets.plugins.softlayer import SoftlayerDetector
+from detect_secrets.plugins.square_oauth import SquareOAuthDetector
+from detect_secrets.plugins.stripe import StripeDetector
+from detect_secrets.plugins.telegram_token import TelegramBotTokenDetector
+from detect_secrets.plugins.twilio import TwilioKeyDetector
+from presidio_analyzer import RecognizerResult
+from presidio_analyzer.nlp_engine import NlpArtifacts
+
+from processors.guard.policy import Entity
+from processors.guard.text_recognizer import TextRecognizer
+from streams.contracts.linear_regex import LinearRegexError, compile_linear
+
+PLUGINS: tuple[type[RegexBasedDetector], ...] = (
+    ArtifactoryDetector,
+    AWSKeyDetector,
+    AzureStorageKeyDetector,
+    BasicAuthDetector,
+    CloudantDetector,
+    DiscordBotTokenDetector,
+    GitHubTokenDetector,
+    GitLabTokenDetector,
+    IbmCosHmacDetector,
+    JwtTokenDetector,
+    MailchimpDetector,
+    NpmDetector,
+    OpenAIDetector,
+    PypiTokenDetector,
+    SendGridDetector,
+    SlackDetector,
+    SoftlayerDetector,
+    SquareOAuthDetector,
+    StripeDetector,
+    TelegramBotTokenDetector,
+    TwilioKeyDetector,
+)
+KEYWORD_PLUGIN = "KeywordDetector"
+
+#: Characters of a line one Python-``re`` pattern sees at a time, and the overlap between
+#: consecutive windows (a keyword and its value are found when both fit in the overlap).
+#: The slowest enabled pattern takes about a millisecond on a worst-case window.
+WINDOW = 512
+OVERLAP = 192
+
+# Characters some plugins match around a value ("(?:\s|=|:|\"|^)AKC...(?:\s|\"|$)").
+_EDGE = " \t\r\n=:\"'"
+# detect-secrets' JWT pattern ends in a lazy `*?`, so it stops before the signature.
+_JWT_TAIL = compile_linear(r"[A-Za-z0-9_\-.+/=]*")
+_HAS_DIGIT = compile_linear(r"\d")
+
+
+@dataclass(frozen=True)
+class Detector:
+    """One plugin pattern: RE2 over the whole text, or Python's ``re`` over windows."""
+
+    plugin: str
+    pattern: re.Pattern[str]
+    linear: object | None  # the RE2 twin of ``pattern`` when RE2 accepts it
+    group: int | None  # the value's group; None: see ``_value_span``
+
+    def spans(self, text: str) -> Iterator[tuple[int, int]]:
+        """Each ``(start, end)`` of a secret value this pattern finds in ``text``."""
+        if self.linear is not None:
+            for match in self.linear.finditer(text):  # type: ignore[attr-defined]
+                yield self._value_span(match, 0)
+            return
+        seen: set[tuple[int, int]] = set()
+        for offset, window in windows(text):
+            for match in self.pattern.finditer(window):
+                span = self._value_span(match, offset)
+                if span not in seen:
+                    seen.add(span)
+                    yield span
+
+    def _value_span(self, match: re.Match[str], offset: int) -> tuple[int, int]:
+        if self.group is not None:
+            start, end = match.span(self.group)
+        else:
+            # Plugins capture the value (`://user:(pass)@`), a vendor prefix
+            # (`(ghp|gho)_...`, at the match's start) or a short infix (`glcbt-(ab_)?`):
+            # the value is the first group past the start and longer than 3 characters.
+            start, end = match.span(0)
+            for index in range(1, self.pattern.groups + 1):
+                first, last = match.span(index)
+                if first > match.start(0) and last - first > 3:
+                    start, end = first, last
+                    break
+        value = match.string[start:end]
+        start += len(value) - len(value.lstrip(_EDGE))
+        end -= len(value) - len(value.rstrip(_EDGE))
+        return offset + start, offset + max(start, end)
+
+
+def windows(text: str) -> Iterator[tuple[int, str]]:
+    """``(offset, piece)`` covering each line in pieces of at most ``WINDOW`` characters."""
+    line_start = 0
+    for line in text.splitlines(keepends=True):
+        step = WINDOW - OVERLAP
+        position = 0
+        while True:
+            yield line_start + position, line[position : position + WINDOW]
+            if position + WINDOW >= len(line):
+                break
+            position += step
+        line_start += len(line)
+
+
+def _detector(plugin: str, pattern: re.Pattern[str], group: int | None) -> Detector:
+    try:
+        linear = compile_linear(pattern.pattern, ignore_case=bool(pattern.flags & re.IGNORECASE))
+    except LinearRegexError:
+        linear = None  # lookarounds or backreferences: windows of Python's re
+    return Detector(plugin=plugin, pattern=pattern, linear=linear, group=group)
+
+
+def detectors() -> tuple[Detector, ...]:
+    """Every enabled plugin pattern, each compiled once."""
+    out = [
+        _detector(plugin.__name__, pattern, None)
+        for plugin in PLUGINS
+        for pattern in plugin().denylist
+    ]
+    out += [
+        _detector(KEYWORD_PLUGIN, pattern, group)
+        for pattern, group in QUOTES_REQUIRED_DENYLIST_REGEX_TO_GROUP.items()
+    ]
+    return tuple(out)
+
+
+def plausible(plugin: str, value: str) -> bool:
+    """detect-secrets' own false-positive heuristics, plus a digit for Artifactory's.
+
+    Artifactory's ``AP[0-9A-F]...`` matches upper-case words ("APPLICATIONS"); its
+    real keys always carry digits.
+    """
+    if len(value) < 4 or is_templated_secret(value) or is_potential_uuid(value):
+        return False
+    if is_sequential_string(value) or is_not_alphanumeric_string(value):
+        return False
+    if plugin == JwtTokenDetector.__name__:
+        return bool(JwtTokenDetector.is_formally_valid(value))
+    if plugin == ArtifactoryDetector.__name__:
+        return _HAS_DIGIT.search(value) is not None
+    return True
+
+
+class DetectSecretsRecognizer(TextRecognizer):
+    """A credential found by one of detect-secrets' plugins; the value's span only."""
+
+    SCORE = 0.9
+    ENTITY = Entity.API_KEY
+    NAME = "DetectSecretsRecognizer"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.detectors = detectors()
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report each plausible secret value once."""
+        found: dict[tuple[int, int], None] = {}
+        for detector in self.detectors:
+            for start, value_end in detector.spans(text):
+                end = value_end
+                if detector.plugin == JwtTokenDetector.__name__:
+                    end = _JWT_TAIL.match(text, value_end).end()
+                if start < end and plausible(detector.plugin, text[start:end]):
+                    found.setdefault((start, end))
+        return [self.result(start, end) for start, end in found]
+
+
+# -- private keys ---------------------------------------------------------------------
+# From "-----BEGIN ... PRIVATE KEY-----" to its END line, or to the end of the text when
+# the END line is missing (a truncated paste still holds key material).
+_PEM_BEGIN = compile_linear(r"-----BEGIN [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----")
+_PEM_END = compile_linear(r"-----END [A-Z0-9 ]*PRIVATE KEY[A-Z ]*-----")
+
+
+class PemBlockRecognizer(TextRecognizer):
+    """A PEM private key, header, body and footer, as one finding."""
+
+    SCORE = 1.0
+    ENTITY = Entity.API_KEY
+    NAME = "PemBlockRecognizer"
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report each block; a block without its END line runs to the end of the text."""
+        results = []
+        position = 0
+        while (begin := _PEM_BEGIN.search(text, position)) is not None:
+            end_line = _PEM_END.search(text, begin.end())
+            end = end_line.end() if end_line is not None else len(text)
+            results.append(self.result(begin.start(), end))
+            position = end
+        return results
