@@ -25,6 +25,7 @@ What these rules miss is listed in docs/explanation/guard.md.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from itertools import islice
 
 from anyascii import anyascii
 from presidio_analyzer import RecognizerResult
@@ -52,10 +53,24 @@ _CUES = (
     r"|meet|met|from|with|by|to|for|customer|client|patient|applicant|employee|colleague"
 )
 # Cues are found first, then the words after each: a cue that is itself followed by a
-# cue ("thanks to maria") must not hide the name behind it.
+# cue ("thanks to maria") must not hide the name behind it. The words are read with a
+# plain loop: RE2's Python binding copies the text on each call that starts at an
+# offset, so a call per cue would be quadratic.
 _CUE = compile_linear(rf"(?i:\b(?:{_CUES}))\s*,?\s+")
-_WORD = compile_linear(r"[A-Za-z][A-Za-z'\-]*")
-_GAP = compile_linear(r"[ ]+")
+_WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'-")
+#: Longest word read after a cue; a longer run of letters is no name.
+MAX_WORD = 40
+
+
+def _word_at(text: str, start: int) -> int:
+    """End of the ASCII word starting at ``start`` (``start`` itself when there is none)."""
+    end = start
+    limit = min(len(text), start + MAX_WORD)
+    while end < limit and text[end] in _WORD_CHARS:
+        end += 1
+    return end if end > start and text[start].isalpha() else start
+
+
 # Words that follow a given name without being a surname ("call maria at noon").
 FUNCTION_WORDS = _words(
     """
@@ -87,14 +102,16 @@ class LowerCaseNameRecognizer(TextRecognizer):
         """Report ``given [surname]`` after each cue whose next word is a listed given name."""
         results = []
         for cue in _CUE.finditer(text):
-            given = _WORD.match(text, cue.end())
-            if given is None or given.group(0).capitalize() not in GIVEN_NAMES:
+            start = cue.end()
+            end = _word_at(text, start)
+            if end == start or text[start:end].capitalize() not in GIVEN_NAMES:
                 continue
-            start, end = given.span()
-            gap = _GAP.match(text, end)
-            surname = _WORD.match(text, gap.end()) if gap is not None else None
-            if surname is not None and surname.group(0).lower() not in FUNCTION_WORDS:
-                end = surname.end()
+            after = end
+            while after < len(text) and after - end < MAX_WORD and text[after] == " ":
+                after += 1
+            surname_end = _word_at(text, after) if after > end else after
+            if surname_end > after and text[after:surname_end].lower() not in FUNCTION_WORDS:
+                end = surname_end
             results.append(self.result(start, end))
         return results
 
@@ -181,7 +198,7 @@ NATIVE_GIVEN_NAMES = _words(
 NATIVE_NOT_NAMES = _words("هو هي في من على عن هذا هذه לא זה את של है हूँ हूं और")
 
 # -- Chinese, Japanese, Korean -------------------------------------------------------------
-CHINESE_FAMILY_NAMES = _words(
+CHINESE_FAMILY_NAMES = frozenset(  # one character each
     "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐许韩冯邓曹彭曾肖田董袁潘于蒋蔡余杜叶程"
     "苏魏吕丁任沈姚卢姜崔钟谭陆汪范金石廖贾夏韦付方白邹孟熊秦邱江尹薛闫段雷侯龙史陶黎贺顾毛郝"
     "龚邵万钱严覃武戴莫孔向汤張劉陳楊黃趙吳孫馬鄭謝許韓馮鄧蕭葉蘇呂盧鍾譚陸"
@@ -194,7 +211,7 @@ JAPANESE_FAMILY_NAMES = _words(
     " 中山 石田 上田 森田 小島 柴田 原 宮崎 酒井 工藤 横山 宮本 内田 高木 安藤 島田"
     " 谷口 大野 丸山"
 )
-KOREAN_FAMILY_NAMES = _words(
+KOREAN_FAMILY_NAMES = frozenset(  # one syllable each
     "김이박최정강조윤장임한오서신권황안송류전홍고문양손배백허유남심노하곽성차주우구민진나지엄채원"
     "천방공현함변염여추도소석선설마길연위표명기반왕금옥육인맹제모탁국어은편용"
 )
@@ -214,8 +231,11 @@ _CJK_CUES = (
 )
 HAN_HONORIFICS = ("先生", "女士", "小姐", "老师", "老師", "同志", "様", "氏", "君")
 _KANA_HONORIFICS = ("さん", "さま", "くん", "ちゃん")
-_KOREAN_CUES = ("제 이름은", "이름은", "저는", "나는")
-_KOREAN_SUFFIXES = ("씨", "님")
+_KOREAN_CUED = compile_linear(r"(?:제 이름은|이름은|저는|나는)\s*(?P<word>[가-힣]{2,8})")
+_CUED_WORD = _KOREAN_CUED.groupindex["word"]
+# 씨 and 님 after a name of 2-4 syllables that starts a word.
+_KOREAN_HONORIFIC = compile_linear(r"(?:^|[^가-힣])(?P<name>[가-힣]{2,4})(?:씨|님)")
+_HONOURED = _KOREAN_HONORIFIC.groupindex["name"]
 # Endings glued to a name ("김민준입니다", "김민준은"); removed, but they are no cue.
 _KOREAN_ENDINGS = ("입니다", "이에요", "예요", "에게", "은", "는", "이", "가", "을", "를", "께")
 _CJK_SCRIPT = compile_linear(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}々]")
@@ -277,8 +297,9 @@ def _han(text: str) -> Iterator[tuple[int, int, float]]:
             continue
         if cued:
             # After a cue the run goes on into the sentence: family name + 1-2 characters.
+            # A two-character family name alone before an honorific ("田中さん") counts.
             length = min(len(run), surname + 2)
-            if length > surname:
+            if length >= 2:
                 yield start, start + length, CUE_SCORE
         elif 2 <= len(run) <= 4 and len(run) > surname and _alone(text, start, start + len(run)):
             yield start, start + len(run), RULE_SCORE
@@ -310,27 +331,29 @@ def _kana(char: str) -> bool:
 
 
 def _hangul(text: str) -> Iterator[tuple[int, int, float]]:
-    words = list(_HANGUL_WORD.finditer(text))
-    for match in words:
-        word = match.group(0)
-        start = match.start()
-        # A bounded look back (the longest cue is 5 characters): linear over the text.
-        cued = text[max(0, start - 8) : start].rstrip().endswith(_KOREAN_CUES)
-        for suffix in _KOREAN_SUFFIXES:
-            if word.endswith(suffix) and len(word) > len(suffix):
-                word, cued = word[: -len(suffix)], True
-                break
-        else:
-            for ending in _KOREAN_ENDINGS:
-                if word.endswith(ending) and len(word) - len(ending) >= 2:
-                    word = word[: -len(ending)]
-                    break
-        if word[:1] not in KOREAN_FAMILY_NAMES or not 2 <= len(word) <= 4:
-            continue
-        if cued:
+    # Patterns that match only at a cue or an honorific: ordinary Korean prose yields no
+    # match to look at (a match per Hangul word costs RE2's binding an offset conversion).
+    for match in _KOREAN_CUED.finditer(text):
+        word = _without_ending(match.group(_CUED_WORD))
+        if word[:1] in KOREAN_FAMILY_NAMES and 2 <= len(word) <= 4:
+            start = match.start(_CUED_WORD)
             yield start, start + len(word), CUE_SCORE
-        elif len(word) == 3 and len(words) == 1:
-            # The only Hangul word of the text: a Korean name in a prompt in another
-            # language. In Korean prose, three syllables starting with a family-name
-            # syllable are mostly ordinary words ("정말로").
-            yield start, start + len(word), RULE_SCORE
+    for match in _KOREAN_HONORIFIC.finditer(text):
+        if match.group(_HONOURED)[:1] in KOREAN_FAMILY_NAMES:
+            yield match.start(_HONOURED), match.end(_HONOURED), CUE_SCORE
+    first_two = list(islice(_HANGUL_WORD.finditer(text), 2))
+    if len(first_two) == 1:
+        # The only Hangul word of the text: a Korean name in a prompt in another language.
+        # In Korean prose, three syllables starting with a family-name syllable are mostly
+        # ordinary words ("정말로").
+        match = first_two[0]
+        word = _without_ending(match.group(0))
+        if word[:1] in KOREAN_FAMILY_NAMES and len(word) == 3:
+            yield match.start(), match.start() + 3, RULE_SCORE
+
+
+def _without_ending(word: str) -> str:
+    for ending in _KOREAN_ENDINGS:
+        if word.endswith(ending) and len(word) - len(ending) >= 2:
+            return word[: -len(ending)]
+    return word

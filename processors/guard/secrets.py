@@ -67,7 +67,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 
 from processors.guard.policy import Entity
 from processors.guard.text_recognizer import TextRecognizer
-from streams.contracts.linear_regex import LinearRegexError, compile_linear
+from streams.contracts.linear_regex import LinearPattern, LinearRegexError, compile_linear
 
 PLUGINS: tuple[type[RegexBasedDetector], ...] = (
     ArtifactoryDetector,
@@ -103,7 +103,7 @@ OVERLAP = 192
 # Characters some plugins match around a value ("(?:\s|=|:|\"|^)AKC...(?:\s|\"|$)").
 _EDGE = " \t\r\n=:\"'"
 # detect-secrets' JWT pattern ends in a lazy `*?`, so it stops before the signature.
-_JWT_TAIL = compile_linear(r"[A-Za-z0-9_\-.+/=]*")
+_JWT_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_-.+/=")
 _HAS_DIGIT = compile_linear(r"\d")
 
 
@@ -113,17 +113,30 @@ class Detector:
 
     plugin: str
     pattern: re.Pattern[str]
-    linear: object | None  # the RE2 twin of ``pattern`` when RE2 accepts it
+    linear: LinearPattern | None  # the RE2 twin of ``pattern`` when RE2 accepts it
+    trigger: LinearPattern | None  # otherwise an RE2 pattern matching wherever ``pattern`` can
     group: int | None  # the value's group; None: see ``_value_span``
 
     def spans(self, text: str) -> Iterator[tuple[int, int]]:
         """Each ``(start, end)`` of a secret value this pattern finds in ``text``."""
         if self.linear is not None:
-            for match in self.linear.finditer(text):  # type: ignore[attr-defined]
+            for match in self.linear.finditer(text):
                 yield self._value_span(match, 0)
             return
+        hits = [m.span() for m in self.trigger.finditer(text)] if self.trigger else None
+        if hits == []:
+            return
         seen: set[tuple[int, int]] = set()
+        hit = 0
         for offset, window in windows(text):
+            if hits is not None:
+                # Only windows that touch a trigger match can hold a match.
+                while hit < len(hits) and max(hits[hit][1], hits[hit][0] + 1) <= offset:
+                    hit += 1
+                if hit == len(hits):
+                    return
+                if hits[hit][0] >= offset + len(window):
+                    continue
             for match in self.pattern.finditer(window):
                 span = self._value_span(match, offset)
                 if span not in seen:
@@ -163,12 +176,33 @@ def windows(text: str) -> Iterator[tuple[int, str]]:
         line_start += len(line)
 
 
-def _detector(plugin: str, pattern: re.Pattern[str], group: int | None) -> Detector:
+# Lookarounds without nested groups, and backreferences (to an optional quote, in the
+# plugins that use them).
+_LOOKAROUND = re.compile(r"\(\?<?[=!](?:[^()\\]|\\.)*\)")
+_BACKREFERENCE = re.compile(r"\\[1-9]")
+
+
+def trigger_pattern(pattern: str) -> str:
+    """A pattern RE2 can run that matches wherever ``pattern`` does, and more.
+
+    Lookarounds only narrow a match, so dropping them widens it; a backreference to a
+    quote group becomes "any one character, or none".
+    """
+    return _BACKREFERENCE.sub(".?", _LOOKAROUND.sub("", pattern))
+
+
+def _linear(pattern: str, flags: int) -> LinearPattern | None:
     try:
-        linear = compile_linear(pattern.pattern, ignore_case=bool(pattern.flags & re.IGNORECASE))
+        return compile_linear(pattern, ignore_case=bool(flags & re.IGNORECASE))
     except LinearRegexError:
-        linear = None  # lookarounds or backreferences: windows of Python's re
-    return Detector(plugin=plugin, pattern=pattern, linear=linear, group=group)
+        return None
+
+
+def _detector(plugin: str, pattern: re.Pattern[str], group: int | None) -> Detector:
+    linear = _linear(pattern.pattern, pattern.flags)
+    # Lookarounds or backreferences: Python's re over windows, only where a trigger hits.
+    trigger = None if linear else _linear(trigger_pattern(pattern.pattern), pattern.flags)
+    return Detector(plugin=plugin, pattern=pattern, linear=linear, trigger=trigger, group=group)
 
 
 def detectors() -> tuple[Detector, ...]:
@@ -222,10 +256,18 @@ class DetectSecretsRecognizer(TextRecognizer):
             for start, value_end in detector.spans(text):
                 end = value_end
                 if detector.plugin == JwtTokenDetector.__name__:
-                    end = _JWT_TAIL.match(text, value_end).end()
+                    end = _token_end(text, value_end)
                 if start < end and plausible(detector.plugin, text[start:end]):
                     found.setdefault((start, end))
         return [self.result(start, end) for start, end in found]
+
+
+def _token_end(text: str, start: int) -> int:
+    """End of the run of JWT characters at ``start`` (a loop: RE2 with an offset copies)."""
+    end = start
+    while end < len(text) and text[end] in _JWT_CHARS:
+        end += 1
+    return end
 
 
 # -- private keys ---------------------------------------------------------------------
@@ -246,11 +288,17 @@ class PemBlockRecognizer(TextRecognizer):
         self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
     ) -> list[RecognizerResult]:
         """Report each block; a block without its END line runs to the end of the text."""
+        # One pass of each pattern (RE2's binding copies the text on every call that
+        # starts at an offset, so no search is restarted mid-text).
+        ends = [match.end() for match in _PEM_END.finditer(text)]
         results = []
-        position = 0
-        while (begin := _PEM_BEGIN.search(text, position)) is not None:
-            end_line = _PEM_END.search(text, begin.end())
-            end = end_line.end() if end_line is not None else len(text)
-            results.append(self.result(begin.start(), end))
-            position = end
+        covered = 0
+        next_end = 0
+        for begin in _PEM_BEGIN.finditer(text):
+            if begin.start() < covered:
+                continue
+            while next_end < len(ends) and ends[next_end] <= begin.end():
+                next_end += 1
+            covered = ends[next_end] if next_end < len(ends) else len(text)
+            results.append(self.result(begin.start(), covered))
         return results
