@@ -243,7 +243,6 @@ _KOREAN_HONORIFIC = compile_linear(r"(?:^|[^가-힣])(?P<name>[가-힣]{2,4})(?:
 _HONOURED = _KOREAN_HONORIFIC.groupindex["name"]
 # Endings glued to a name ("김민준입니다", "김민준은"); removed, but they are no cue.
 _KOREAN_ENDINGS = ("입니다", "이에요", "예요", "에게", "은", "는", "이", "가", "을", "를", "께")
-_CJK_SCRIPT = compile_linear(r"[\p{Han}\p{Hiragana}\p{Katakana}\p{Hangul}々]")
 
 
 class ScriptNameRecognizer(TextRecognizer):
@@ -327,12 +326,25 @@ def _alone(text: str, start: int, end: int) -> bool:
     return not _han_or_hangul(before) and not _han_or_hangul(after)
 
 
+# Han ideographs (with 々) and Hangul, by code point: a comparison per character, where
+# an RE2 call per character would cost more than the rule itself.
+_HAN_OR_HANGUL = (
+    (0x1100, 0x11FF),
+    (0x3005, 0x3005),
+    (0x3130, 0x318F),
+    (0x3400, 0x4DBF),
+    (0x4E00, 0x9FFF),
+    (0xAC00, 0xD7A3),
+    (0xF900, 0xFAFF),
+    (0x20000, 0x3134F),
+)
+
+
 def _han_or_hangul(char: str) -> bool:
-    return bool(char) and _CJK_SCRIPT.fullmatch(char) is not None and not _kana(char)
-
-
-def _kana(char: str) -> bool:
-    return "\u3040" <= char <= "\u30ff"
+    if not char:
+        return False
+    point = ord(char)
+    return any(low <= point <= high for low, high in _HAN_OR_HANGUL)
 
 
 def _hangul(text: str) -> Iterator[tuple[int, int, float]]:
