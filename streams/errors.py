@@ -23,6 +23,8 @@ dashboards and the reference documentation can name every kind.
 
 from __future__ import annotations
 
+import json
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -229,6 +231,36 @@ class BackendRejected(_InferenceRefused):
     """Triton refused this request (the model, not the server, said no)."""
 
     code = "backend_rejected"
+
+
+# -- describing failures without the values that caused them ----------------------------
+def value_free(exc: BaseException) -> str:
+    """The class of ``exc`` and what went wrong, never the value it went wrong on.
+
+    Library messages quote their input ("Invalid isoformat string: '…'", "'x' is
+    not a valid int on field y", a ClickHouse parse error with the row's text), and
+    a producer may have written personal data into the field at fault: what reaches
+    a dead-letter header, a ClickHouse table or a log line is this instead. Only
+    exceptions whose attributes are known to be value-free say more than their
+    class (a decoding error's position and reason, a JSON error's kind and place).
+    """
+    name = type(exc).__name__
+    if isinstance(exc, UnicodeDecodeError):
+        return f"{name} at byte {exc.start}: {exc.reason}"
+    if isinstance(exc, json.JSONDecodeError):
+        # The kind only: some kinds quote what they found after a colon ("Invalid \\escape: ").
+        kind = exc.msg.split(":", 1)[0]
+        return f"{name}: {kind} (line {exc.lineno}, column {exc.colno})"
+    return name
+
+
+def value_free_traceback(exc: BaseException) -> str:
+    """Where ``exc`` was raised (file, line, code) and its class, without its message.
+
+    What a log line needs to find a bug, and nothing a record put in the message.
+    """
+    frames = "".join(traceback.format_tb(exc.__traceback__))
+    return f"Traceback (most recent call last):\n{frames}{value_free(exc)}"
 
 
 def inference_refusal(code: str) -> type[RecordError]:

@@ -5,7 +5,7 @@ rate, and per model the latency, token counts, output length, embedding norm,
 cosine similarity to the reference centroid and error rate. ADWIN and
 Page-Hinkley run on every value; a binned KS or chi-square test compares each
 full window with the reference profile (``sluice batch profile``; without one,
-a signal's first values). See ``processors/drifting/monitor.py`` for how one
+a signal's first values). See ``processors/drift/monitor.py`` for how one
 shift yields one alert.
 
 **Exactly-once state.** Each batch's alerts and the checkpoints of the signals
@@ -24,7 +24,7 @@ replica per set of inputs (split datasets over replicas with
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -42,7 +42,8 @@ from processors.drift.signals import (
 )
 from processors.drift.store import read_latest
 from streams.contracts.catalog import Catalog
-from streams.errors import BadSignal, NotARecord, RecordError
+from streams.errors import BadSignal, NotARecord, RecordError, UnknownModel, value_free
+from streams.llm.model_catalog import load_models
 from streams.profiling.profiles import Profile
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
 
@@ -72,20 +73,34 @@ def _inputs(catalog: Catalog, settings: DriftSettings) -> list[str]:
 
 # -- pure functions ---------------------------------------------------------------
 def observations_of(
-    record: InputRecord, plans: dict[str, FieldPlan], engine: DriftEngine
+    record: InputRecord,
+    plans: dict[str, FieldPlan],
+    engine: DriftEngine,
+    models: Collection[str],
 ) -> list[Observation]:
-    """The signals one decoded input record carries; RecordError if it carries nonsense."""
+    """The signals one decoded input record carries; RecordError if it carries nonsense.
+
+    A result of a model the model catalog does not list is refused: infer only serves
+    catalog models, and each model name opens a dozen detectors and a checkpoint, so
+    made-up names must not grow drift's memory and state topic without bound.
+    """
     value = record.value
     if not isinstance(value, dict):
         raise NotARecord("record is not an Avro record", stage="drift")
     plan = plans.get(record.topic)
+    if plan is None and value.get("model") not in models:
+        raise UnknownModel(
+            "result of a model that is not in the model catalog",
+            stage="drift",
+            details={"catalog_models": str(len(models))},
+        )
     try:
         if plan is not None:
             return dataset_observations(value, plan)
         return model_observations(value, engine.cosine)
     except (TypeError, ValueError, KeyError) as exc:
         raise BadSignal(
-            f"cannot read signals: {type(exc).__name__}: {exc}",
+            f"cannot read signals: {value_free(exc)}",
             details={"exception": type(exc).__name__},
         ) from exc
 
@@ -104,7 +119,7 @@ def process_batch(records: Sequence[InputRecord], ctx: DriftContext) -> list[Out
     fresh: dict[tuple[str, int, int], int] = {}
     for record in records:
         try:
-            found = observations_of(record, ctx.resources.plans, engine)
+            found = observations_of(record, ctx.resources.plans, engine, ctx.resources.models)
         except RecordError as error:
             outcomes.append(error)
             continue
@@ -137,6 +152,8 @@ class DriftResources:
 
     engine: DriftEngine
     plans: dict[str, FieldPlan]
+    #: The model catalog's model names: results of other models are dead-lettered.
+    models: frozenset[str]
     pending_alerts: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -165,6 +182,7 @@ def _setup(ctx: Context[DriftSettings, None]) -> DriftResources:
             catalog.dataset(name).validated_topic: dataset_plan(catalog.dataset(name).contract)
             for name in _datasets(catalog, settings)
         },
+        models=frozenset(load_models(ctx.settings.triton.models_file).models),
     )
 
 

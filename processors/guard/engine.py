@@ -9,9 +9,12 @@ Guarantees the processor relies on:
   a text longer than its tenant's ``max_input_chars`` is never analysed and
   gets a placeholder and a ``block`` verdict with reason ``input_too_long``; if
   the analyzer raises on a batch, each text is analysed alone and only the
-  texts it raises on are blocked (``analyzer_error``); past
-  ``analyzer_timeout_s`` every text of the batch is blocked
-  (``analyzer_timeout``): fail closed, one record at a time where possible;
+  texts it raises on are blocked (``analyzer_error``); a text whose analysis
+  runs past ``analyzer_timeout_s`` is blocked (``analyzer_timeout``): with the
+  analyzer in its own process (``AnalysisWorker``, the default) only that text,
+  the process being killed and replaced; with an in-process analyzer (tests,
+  tools) the whole batch, since a thread cannot be stopped. Fail closed, one
+  record at a time;
 * findings carry offsets, types, scores and recognizer names, never values;
 * nothing here logs a text or a matched value, only counts and class names.
 
@@ -24,6 +27,7 @@ than passing prompts unscored or blocking them all.
 
 from __future__ import annotations
 
+import functools
 import logging
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -34,6 +38,7 @@ from datetime import datetime
 
 from presidio_analyzer import pattern_recognizer
 
+from processors.guard.analysis_worker import ANALYZER_ERROR, ANALYZER_TIMEOUT, AnalysisWorker
 from processors.guard.embedder import Embedder, TritonEmbedder
 from processors.guard.hashing import TenantHasher
 from processors.guard.injection import ExemplarSet, InjectionScore, InjectionScorer, PatternSet
@@ -53,8 +58,7 @@ OUTPUT_FIELD = "output_text"
 
 # Verdict actions and reasons (GuardVerdict.action / .reason).
 PASS, FLAG, BLOCK = "pass", "flag", "block"
-ANALYZER_ERROR = "analyzer_error"
-ANALYZER_TIMEOUT = "analyzer_timeout"
+# ANALYZER_ERROR and ANALYZER_TIMEOUT come from analysis_worker, which reports them per text.
 INPUT_TOO_LONG = "input_too_long"
 PII_POLICY = "pii_policy"
 PROMPT_INJECTION = "prompt_injection"
@@ -151,10 +155,24 @@ class GuardEngine:
             ExemplarSet.load(settings.injection_exemplars_path),
             embedder,
         )
-        analyzer = PresidioAnalyzer(
-            model_name=settings.spacy_model, batch_size=settings.nlp_batch_size
+        build = functools.partial(
+            PresidioAnalyzer, model_name=settings.spacy_model, batch_size=settings.nlp_batch_size
         )
-        check_input_limit(policy, analyzer.max_length)
+        analyzer: PresidioAnalyzer | AnalysisWorker = (
+            AnalysisWorker(
+                build,
+                timeout_s=settings.analyzer_timeout_s,
+                batch_timeout_s=settings.analyzer_batch_timeout_s,
+            )
+            if settings.analyzer_isolation == "process"
+            else build()
+        )
+        try:
+            check_input_limit(policy, analyzer.max_length)
+        except ConfigurationError:
+            if isinstance(analyzer, AnalysisWorker):
+                analyzer.close()
+            raise
         return cls(
             policy,
             analyzer,
@@ -165,12 +183,17 @@ class GuardEngine:
         )
 
     def close(self) -> None:
-        """Release the analyzer thread."""
+        """Release the analyzer thread, and stop the analysis process if there is one."""
         self._executor.shutdown(wait=False, cancel_futures=True)
+        if isinstance(self.analyzer, AnalysisWorker):
+            self.analyzer.close()
 
     # -- public API ---------------------------------------------------------------------
     def inspect_batch(self, items: Sequence[GuardItem]) -> list[Inspection]:
-        """Redact PII and score prompt injection for each prompt, in input order.
+        """Redact PII in each text and score prompt injection for each prompt, in input order.
+
+        Only items of the ``input_text`` field are scored for injection; other fields of
+        a request (user_id, source, metadata) are redacted in the same analyzer batch.
 
         Raises ``EmbedderError`` when injection similarity cannot be computed
         (retry the batch later); never returns an unanalysed text.
@@ -200,7 +223,7 @@ class GuardEngine:
     def _inspect(
         self, items: Sequence[GuardItem], score_injection: bool, checked_at: datetime
     ) -> list[Inspection]:
-        detections, failure = self._detect(items)
+        outcomes, failure = self._detect(items)
         if failure is not None:
             if failure == ANALYZER_TIMEOUT or len(items) == 1:
                 return [self._withheld(item, failure, checked_at) for item in items]
@@ -210,17 +233,46 @@ class GuardEngine:
                 for item in items
                 for inspection in self._inspect([item], score_injection, checked_at)
             ]
-        assert detections is not None  # noqa: S101 (set whenever failure is None)
+        assert outcomes is not None  # noqa: S101 (set whenever failure is None)
+        out: list[Inspection | None] = [
+            self._withheld(item, o, checked_at) if isinstance(o, str) else None
+            for item, o in zip(items, outcomes, strict=True)
+        ]
+        analysed = [i for i, o in enumerate(out) if o is None]
+        if analysed:
+            inspected = self._redact(
+                [items[i] for i in analysed],
+                [d for d in outcomes if not isinstance(d, str)],
+                score_injection,
+                checked_at,
+            )
+            for index, inspection in zip(analysed, inspected, strict=True):
+                out[index] = inspection
+        return [i for i in out if i is not None]
+
+    def _redact(
+        self,
+        items: Sequence[GuardItem],
+        detections: Sequence[list[Detection]],
+        score_injection: bool,
+        checked_at: datetime,
+    ) -> list[Inspection]:
         policies = [self.policy.for_tenant(item.tenant_id) for item in items]
         safe = [
             self._redactor.redact(item.text, found, policy)
             for item, found, policy in zip(items, detections, policies, strict=True)
         ]
-        scores = (
-            self.injection.score_batch([i.text for i in items], safe)
-            if score_injection and self.injection is not None
-            else [InjectionScore(0.0, None) for _ in items]
-        )
+        scores = [InjectionScore(0.0, None) for _ in items]
+        if score_injection and self.injection is not None:
+            # Prompts only: the other fields of a request (user_id, metadata) never reach
+            # the model, so they are redacted in the same analyzer batch but not scored.
+            prompts = [i for i, item in enumerate(items) if item.field == INPUT_FIELD]
+            if prompts:
+                scored = self.injection.score_batch(
+                    [items[i].text for i in prompts], [safe[i] for i in prompts]
+                )
+                for i, score in zip(prompts, scored, strict=True):
+                    scores[i] = score
         return [
             self._inspection(
                 item,
@@ -237,8 +289,20 @@ class GuardEngine:
 
     def _detect(
         self, items: Sequence[GuardItem]
-    ) -> tuple[list[list[Detection]] | None, str | None]:
-        """Return detections per item, or the reason the whole batch must be blocked."""
+    ) -> tuple[list[list[Detection] | str] | None, str | None]:
+        """Return detections (or why not) per item, or the reason the whole batch failed."""
+        if isinstance(self.analyzer, AnalysisWorker):
+            # The worker enforces the deadline per text and kills what overruns it.
+            try:
+                return self._detect_now(items), None
+            except Exception as exc:  # invalid spans (_check_spans): retried text by text
+                log.error(
+                    "PII analysis of a batch of %d texts failed (%s); blocking the texts it "
+                    "fails on",
+                    len(items),
+                    type(exc).__name__,
+                )
+                return None, ANALYZER_ERROR
         future = self._executor.submit(self._detect_now, items)
         try:
             return future.result(timeout=self.analyzer_timeout_s), None
@@ -260,23 +324,30 @@ class GuardEngine:
             )
             return None, ANALYZER_ERROR
 
-    def _detect_now(self, items: Sequence[GuardItem]) -> list[list[Detection]]:
+    def _detect_now(self, items: Sequence[GuardItem]) -> list[list[Detection] | str]:
         # Texts whose tenants ask for the same entities at the same threshold share one
         # analyzer call, so one nlp.pipe batch covers them whatever their tenant.
         groups: dict[tuple[frozenset[Entity], float], list[int]] = {}
         for index, item in enumerate(items):
             policy = self.policy.for_tenant(item.tenant_id)
             groups.setdefault((policy.active, policy.pii_score_threshold), []).append(index)
-        out: list[list[Detection] | None] = [None] * len(items)
+        out: list[list[Detection] | str | None] = [None] * len(items)
+        ends = self.analyzer.batch_deadline() if isinstance(self.analyzer, AnalysisWorker) else None
         for (entities, threshold), indexes in groups.items():
-            found = self.analyzer.analyze_batch(
-                [items[i].text for i in indexes], entities, threshold
+            texts = [items[i].text for i in indexes]
+            found: Sequence[Sequence[Detection] | str] = (
+                self.analyzer.analyze_isolated(texts, entities, threshold, deadline=ends)
+                if isinstance(self.analyzer, AnalysisWorker)
+                else self.analyzer.analyze_batch(texts, entities, threshold)
             )
             if len(found) != len(indexes):
                 raise RuntimeError(
                     f"analyzer returned {len(found)} results for {len(indexes)} texts"
                 )
             for index, detections in zip(indexes, found, strict=True):
+                if isinstance(detections, str):  # this text alone failed: its reason
+                    out[index] = detections
+                    continue
                 _check_spans(detections, len(items[index].text), entities)
                 out[index] = list(detections)
         return [d if d is not None else [] for d in out]

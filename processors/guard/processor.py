@@ -3,12 +3,13 @@
 Two routes in one processor (one consumer group, one transaction per batch):
 
 * ``inference.requests`` → ``inference.requests.safe`` (PII redacted per the
-  tenant's policy, injection-scored, with the verdict) or
-  ``inference.requests.blocked`` (the redacted copy and the reason: a PII entity
-  whose policy is ``block``, a prompt injection, an exhausted budget, or an
-  analyzer that failed — guard fails closed);
-* ``inference.responses`` → ``inference.results``: the model's output redacted
-  the same way before anyone stores it.
+  tenant's policy in every free-text field, the prompt injection-scored, with the
+  verdict) or ``inference.requests.blocked`` (the redacted copy and the reason: a
+  PII entity whose policy is ``block``, a prompt injection, a ``user_id`` that is
+  personal data, an exhausted budget, or an analyzer that failed — guard fails
+  closed);
+* ``inference.responses`` → ``inference.results``: the model's output, error
+  message and metadata redacted the same way before anyone stores them.
 
 Every finding goes to ``pii.findings`` with offsets, type, score and
 recognizer, never the matched text. The engine (``processors.guard``) does
@@ -18,6 +19,7 @@ the work and is pure; this module maps records to it and back.
 from __future__ import annotations
 
 import dataclasses
+import logging
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -25,8 +27,20 @@ from processors.guard import GuardEngine, GuardItem, Inspection
 from processors.guard.budget_gate import BudgetGate
 from processors.guard.embedder import EmbedderError
 from processors.guard.engine import BLOCK, INPUT_FIELD, OUTPUT_FIELD
+from processors.guard.fields import (
+    ERROR_MESSAGE,
+    SOURCE,
+    USER_ID,
+    USER_ID_PERSONAL_DATA,
+    WITHHELD_USER_ID,
+    FreeText,
+    combine,
+    personal_user_id,
+    reassemble,
+    side_verdict,
+)
 from processors.guard.settings import GuardSettings
-from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
+from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.errors import TransientError
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
 
@@ -37,6 +51,10 @@ RESPONSES = "inference.responses"
 RESULTS = "inference.results"
 FINDINGS = "pii.findings"
 BUDGET_EXCEEDED = "budget_exceeded"
+
+#: Presidio logs the text it analyses at DEBUG (its context words): held at WARNING, so
+#: that even SLUICE_LOG_LEVEL=DEBUG never writes a prompt to guard's log.
+TEXT_LOGGERS = ("presidio-analyzer", "presidio-anonymizer")
 
 #: Answers "why must this tenant's requests stop now?" (None: they may go on).
 BudgetCheck = Callable[[str], "str | None"]
@@ -49,22 +67,55 @@ def guard_requests(
     over_budget: BudgetCheck | None = None,
     spans: Sequence[Any] | None = None,
 ) -> list[list[Output]]:
-    """Inspect prompts; per request, its safe or blocked copy plus its findings."""
-    inspections = engine.inspect_batch(
-        [GuardItem(r.request_id, r.tenant_id, r.input_text, INPUT_FIELD) for r in requests]
+    """Inspect every free-text field; per request, its safe or blocked copy plus its findings.
+
+    The prompt, ``user_id``, ``source`` and the metadata's keys and values of the whole
+    batch go to the engine in one batch (see ``fields``); only prompts are scored for
+    injection. A user_id that is personal data blocks the request and is withheld.
+    """
+    free = [
+        FreeText.of(
+            (INPUT_FIELD, r.input_text),
+            [(USER_ID, r.user_id), (SOURCE, r.source)],
+            r.metadata,
+        )
+        for r in requests
+    ]
+    inspections = iter(
+        once_per_text(
+            engine.inspect_batch,
+            [
+                item
+                for r, f in zip(requests, free, strict=True)
+                for item in f.items(r.request_id, r.tenant_id)
+            ],
+        )
     )
     outputs: list[list[Output]] = []
-    for request, inspection in zip(requests, inspections, strict=True):
-        verdict = inspection.verdict
-        if not inspection.blocked and over_budget is not None:
+    for request, text in zip(requests, free, strict=True):
+        guarded = reassemble(text, [next(inspections) for _ in text.slots])
+        assert guarded.main is not None  # noqa: S101 (the prompt is always inspected)
+        user = guarded.inspections.get(USER_ID)
+        refused = user is not None and personal_user_id(request.user_id or "", user)
+        verdict = combine(
+            guarded.main.verdict, guarded.others, USER_ID_PERSONAL_DATA if refused else None
+        )
+        if verdict.action != BLOCK and over_budget is not None:
             reason = over_budget(request.tenant_id)
             if reason is not None:
                 verdict = dataclasses.replace(verdict, action=BLOCK, reason=BUDGET_EXCEEDED)
-        guarded = dataclasses.replace(request, input_text=inspection.text, guard=verdict)
-        trace_verdict(spans[len(outputs)] if spans else None, inspection.field, request, verdict)
+        safe = dataclasses.replace(
+            request,
+            input_text=guarded.texts[INPUT_FIELD],
+            user_id=WITHHELD_USER_ID if refused else guarded.texts.get(USER_ID, request.user_id),
+            source=guarded.texts.get(SOURCE, request.source),
+            metadata=guarded.metadata,
+            guard=verdict,
+        )
+        trace_verdict(spans[len(outputs)] if spans else None, INPUT_FIELD, request, verdict)
         topic = BLOCKED if verdict.action == BLOCK else SAFE
         outputs.append(
-            [Output(topic, guarded.to_avro(), key=request.request_id), *_findings(inspection)]
+            [Output(topic, safe.to_avro(), key=request.request_id), *_findings(guarded.findings)]
         )
     return outputs
 
@@ -77,33 +128,81 @@ def guard_results(
     Embedding results have no text and pass with a verdict that says so; a
     result whose analysis failed keeps its status but its text is withheld.
     """
-    texts = [(i, r) for i, r in enumerate(results) if r.output_text]
-    inspections = dict(
-        zip(
-            (i for i, _ in texts),
-            engine.redact_batch(
-                [
-                    GuardItem(r.request_id, r.tenant_id, r.output_text or "", OUTPUT_FIELD)
-                    for _, r in texts
-                ]
-            ),
-            strict=True,
+    free = [
+        FreeText.of(
+            (OUTPUT_FIELD, r.output_text) if r.output_text else None,
+            [(ERROR_MESSAGE, r.error_message)],
+            r.metadata,
+        )
+        for r in results
+    ]
+    inspections = iter(
+        once_per_text(
+            engine.redact_batch,
+            [
+                item
+                for r, f in zip(results, free, strict=True)
+                for item in f.items(r.request_id, r.tenant_id)
+            ],
         )
     )
     outputs = []
-    for index, result in enumerate(results):
-        inspection = inspections.get(index)
-        if inspection is None:
-            stored = result
-            found: list[Output] = []
-        else:
-            stored = dataclasses.replace(
-                result, output_text=inspection.text, output_guard=inspection.verdict
-            )
-            found = _findings(inspection)
-            trace_verdict(spans[index] if spans else None, OUTPUT_FIELD, result, inspection.verdict)
-        outputs.append([Output(RESULTS, stored.to_avro(), key=result.request_id), *found])
+    for index, (result, text) in enumerate(zip(results, free, strict=True)):
+        guarded = reassemble(text, [next(inspections) for _ in text.slots])
+        verdict = (
+            combine(guarded.main.verdict, guarded.others, None)
+            if guarded.main is not None
+            else side_verdict(guarded.others)
+        )
+        stored = dataclasses.replace(
+            result,
+            output_text=guarded.texts.get(OUTPUT_FIELD, result.output_text),
+            error_message=guarded.texts.get(ERROR_MESSAGE, result.error_message),
+            metadata=guarded.metadata,
+            output_guard=verdict if verdict is not None else result.output_guard,
+        )
+        if verdict is not None:
+            trace_verdict(spans[index] if spans else None, OUTPUT_FIELD, result, verdict)
+        outputs.append(
+            [Output(RESULTS, stored.to_avro(), key=result.request_id), *_findings(guarded.findings)]
+        )
     return outputs
+
+
+def once_per_text(
+    inspect: Callable[[Sequence[GuardItem]], list[Inspection]], items: Sequence[GuardItem]
+) -> list[Inspection]:
+    """``inspect(items)``, analysing each distinct text of a tenant once per batch.
+
+    Metadata keys, sources and their values repeat from request to request
+    ("feature", "sdk:app"): each costs a whole analyzer pass however short it is.
+    Prompts are kept apart from the other fields (only prompts are scored for
+    injection); each copy gets its own request id and field back.
+    """
+    first: dict[tuple[str, bool, str], int] = {}
+    unique: list[GuardItem] = []
+    slot: list[int] = []
+    for item in items:
+        key = (item.tenant_id, item.field == INPUT_FIELD, item.text)
+        if key not in first:
+            first[key] = len(unique)
+            unique.append(item)
+        slot.append(first[key])
+    inspected = inspect(unique)
+    return [_as_item(inspected[i], item) for i, item in zip(slot, items, strict=True)]
+
+
+def _as_item(inspection: Inspection, item: GuardItem) -> Inspection:
+    """``inspection`` of another item with the same text, told of ``item``."""
+    if (inspection.request_id, inspection.field) == (item.request_id, item.field):
+        return inspection
+    findings = tuple(
+        dataclasses.replace(f, request_id=item.request_id, field=item.field)
+        for f in inspection.findings
+    )
+    return dataclasses.replace(
+        inspection, request_id=item.request_id, field=item.field, findings=findings
+    )
 
 
 def trace_verdict(
@@ -128,8 +227,8 @@ def trace_verdict(
     )
 
 
-def _findings(inspection: Inspection) -> list[Output]:
-    return [Output(FINDINGS, f.to_avro(), key=f.request_id) for f in inspection.findings]
+def _findings(findings: Sequence[PiiFinding]) -> list[Output]:
+    return [Output(FINDINGS, f.to_avro(), key=f.request_id) for f in findings]
 
 
 # -- the processor declaration --------------------------------------------------------
@@ -145,6 +244,8 @@ GuardContext = Context[GuardSettings, GuardResources]
 
 
 def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
+    for name in TEXT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
     settings = ctx.config
     return GuardResources(
         engine=GuardEngine.from_settings(settings, platform_triton_url=ctx.settings.triton.url),

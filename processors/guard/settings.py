@@ -53,7 +53,24 @@ class GuardSettings(BaseSettings):
     )
     max_batch_latency_ms: int = Field(100, ge=1, description="Longest wait to fill a poll.")
     analyzer_timeout_s: float = Field(
-        30.0, gt=0, description="Longest PII analysis of one batch; past it the batch is blocked."
+        30.0,
+        gt=0,
+        description="Longest PII analysis of one text (and of a batch's NER pass). Past it, "
+        "with process isolation, the text is blocked and the analysis process replaced; "
+        "with thread isolation, the whole batch is blocked.",
+    )
+    analyzer_batch_timeout_s: float = Field(
+        120.0,
+        gt=0,
+        description="With process isolation, longest PII analysis of one batch: the texts "
+        "not analysed by then are blocked, so the poll loop stays well inside Kafka's "
+        "max.poll.interval.ms (5 min) however many slow texts a batch holds.",
+    )
+    analyzer_isolation: Literal["process", "thread"] = Field(
+        "process",
+        description="process: analyse in a child process that a stalled or crashed analysis "
+        "can be killed in, blocking only its own text; thread: in guard's process (no "
+        "respawn cost; a timeout blocks the whole batch and leaves the thread running).",
     )
     budgets: Literal["enforce", "off"] = Field(
         "enforce",

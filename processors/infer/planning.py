@@ -75,7 +75,8 @@ def plan(
                 index,
                 request,
                 UNKNOWN_MODEL,
-                f"model {request.model!r} is not served; known: {known}",
+                # Named by length: the field is the producer's free text.
+                f"the model named ({len(request.model)} characters) is not served; known: {known}",
             )
             continue
         by_model.setdefault(request.model, []).append(index)

@@ -163,7 +163,8 @@ def _refused(
     RESULTS.labels(model_label(request.model, catalog), "error").inc()
     return inference_refusal(code)(
         f"{code}: {message}",
-        details={"model": request.model, "request_id": request.request_id},
+        # The model as the catalog names it ("other" for an unknown one): the field is free text.
+        details={"model": model_label(request.model, catalog), "request_id": request.request_id},
         outputs=[Output(RESPONSES, result.to_avro(), key=request.request_id)],
     )
 

@@ -38,7 +38,7 @@ from processors.meter.usage import Usage, usage_of
 from streams.contracts.catalog import Catalog
 from streams.contracts.records import InferenceResult
 from streams.contracts.serde import AvroSerde
-from streams.errors import ProcessingFailed, RecordError
+from streams.errors import ProcessingFailed, RecordError, value_free
 from streams.llm.budgets import BudgetConfig
 from streams.llm.pricing import PriceTable
 from streams.runtime import kafka, metrics
@@ -277,4 +277,6 @@ def _as_record_error(exc: Exception) -> RecordError:
     if isinstance(exc, RecordError):
         return exc
     kind = type(exc).__name__
-    return ProcessingFailed(f"{kind}: {exc}", details={"exception": kind})
+    return ProcessingFailed(
+        f"meter raised {value_free(exc)} on this record", details={"exception": kind}
+    )

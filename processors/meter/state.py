@@ -121,7 +121,13 @@ def apply(
             _count_window(state, usage, size, partition=partition, offset=offset, now=now)
         )
     outputs.budget, outputs.alerts = _count_budget(
-        state, usage, partition=partition, offset=offset, budgets=budgets, now=now
+        state,
+        usage,
+        partition=partition,
+        offset=offset,
+        budgets=budgets,
+        now=now,
+        final_before_ms=final_before,
     )
     return outputs
 
@@ -164,15 +170,25 @@ def sweep(
     dedup_records: int,
     retention_ms: int,
 ) -> list[str]:
-    """Delete this partition's seen entries and final windows; return their keys."""
+    """Delete this partition's seen entries, final windows and finished budgets.
+
+    A budget entry whose every period ended before the retention is finished: no
+    event can count in those periods any more, and a tenant's next event opens
+    new ones. So meter's state holds the tenants active within a month (plus
+    retention), not every tenant id it was ever sent.
+    """
     expired = []
     now_ms = _ms(now)
+    final_before = now_ms - retention_ms
     for key, value in list(_items(state)):
         if value.get("p") != partition:
             continue
         stale_seen = key.startswith("s|") and value["o"] < offset - dedup_records
-        stale_window = key.startswith("w|") and value["e"] < now_ms - retention_ms
-        if stale_seen or stale_window:
+        stale_window = key.startswith("w|") and value["e"] < final_before
+        stale_budget = key.startswith("b|") and all(
+            p["e"] < final_before for p in value["periods"].values()
+        )
+        if stale_seen or stale_window or stale_budget:
             expired.append(key)
     for key in expired:
         del state[key]
@@ -263,9 +279,14 @@ def _count_budget(
     offset: int,
     budgets: BudgetConfig,
     now: datetime,
+    final_before_ms: int,
 ) -> tuple[BudgetStatus, list[dict[str, Any]]]:
     key = budget_key(usage.tenant_id)
-    budget = state.get(key) or {"p": partition, "o": -1, "v": 0, "periods": {}}
+    # A fresh entry (first event, or after ``sweep`` dropped a finished one) starts its
+    # version at the input offset: a tenant's events share a partition, so that is above
+    # any version an earlier entry of the tenant published, and BudgetView, which keeps
+    # the highest version, never ignores the new statuses.
+    budget = state.get(key) or {"p": partition, "o": -1, "v": offset, "periods": {}}
     config = budgets.for_tenant(usage.tenant_id)
     alerts: list[dict[str, Any]] = []
     if budget["o"] < offset:
@@ -273,6 +294,8 @@ def _count_budget(
         for period in PERIODS:
             start, end = period_bounds(period, usage.completed_at)
             current = periods.get(period)
+            if _ms(end) < final_before_ms:
+                continue  # a period final by meter's retention: windows and budgets skip it
             if current is None or current["s"] < _ms(start):
                 current = {"s": _ms(start), "e": _ms(end), "tok": 0, "cost": "0", "req": 0, "a": []}
             elif current["s"] > _ms(start):

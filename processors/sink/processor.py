@@ -56,6 +56,7 @@ from streams.errors import (
     RowRejected,
     SluiceError,
     TransientError,
+    value_free,
 )
 from streams.runtime.spec import Context, InputRecord, NoSettings, Outcome, ProcessorSpec
 from streams.warehouse import clickhouse, migrations
@@ -124,8 +125,7 @@ def to_rows(
         except Exception as exc:  # the row functions are pure: the value made it raise
             outcomes.append(
                 RowRejected(
-                    f"{record.topic} record does not fit table {spec.table}: "
-                    f"{type(exc).__name__}: {exc}",
+                    f"{record.topic} record does not fit table {spec.table}: {value_free(exc)}",
                     details={"exception": type(exc).__name__},
                 )
             )

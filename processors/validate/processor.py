@@ -47,6 +47,7 @@ from streams.errors import (
     RecordTooLarge,
     UnknownMagicByte,
     WrongDataset,
+    value_free,
 )
 from streams.runtime.metrics import bounded_label
 from streams.runtime.spec import Context, InputRecord, Output, ProcessorSpec, per_record
@@ -110,8 +111,9 @@ def _parse_raw(
     if data[0] == MAGIC_BYTE:
         envelope = decode_avro(data)
         if envelope["dataset"] != contract.dataset:
+            # Its length, not its text: the envelope is the producer's, like the payload.
             raise WrongDataset(
-                f"RawEvent is for dataset {envelope['dataset']!r}, "
+                f"RawEvent names another dataset ({len(str(envelope['dataset']))} characters), "
                 f"but this topic carries {contract.dataset!r}"
             )
         document = _json_object(envelope["payload"].encode("utf-8"), "RawEvent.payload", max_depth)
@@ -146,13 +148,11 @@ def _json_error(data: bytes, what: str) -> RecordError:
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        return InvalidUtf8(f"{what} is not valid UTF-8 (byte {exc.start}: {exc.reason})")
+        return InvalidUtf8(f"{what} is not valid UTF-8 ({value_free(exc)})")
     try:
         json.loads(text)
     except json.JSONDecodeError as exc:
-        return InvalidJson(
-            f"{what} is not valid JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})"
-        )
+        return InvalidJson(f"{what} is not valid JSON: {value_free(exc)}")
     except RecursionError:
         return InvalidJson(f"{what} is not valid JSON (nested too deeply to say where)")
     return InvalidJson(f"{what} is not valid JSON")
@@ -224,9 +224,9 @@ def incomplete_delete(
     ``REPLICA IDENTITY FULL``; such a delete cannot become a typed record, and it
     must not vanish either, so it goes to the DLQ saying what to change.
     """
-    key = document.get(contract.key_field)
+    # The key is named, not quoted: it is the row's value (an e-mail address, say).
     return IncompleteDelete(
-        f"delete of {contract.key_field}={key!r} does not carry the deleted row "
+        f"delete by {contract.key_field} does not carry the deleted row "
         f"({error.message}); set REPLICA IDENTITY FULL on the source table so that "
         "deletes carry the whole row, then replay this record",
         details=error.details,

@@ -12,6 +12,7 @@ personal data that a producer put in the wrong field.
 
 from __future__ import annotations
 
+import re
 from collections import deque
 from collections.abc import Mapping
 from pathlib import Path
@@ -132,9 +133,26 @@ class Contract:
             extra = sorted(k for k in document if k not in self._known)
             if extra:
                 violations.append(
-                    Violation(",".join(extra), "unknown_fields", "fields not in the contract")
+                    Violation(unknown_names(extra), "unknown_fields", "fields not in the contract")
                 )
         return record, violations
+
+
+# A field name a contract could declare; anything else is the producer's free text.
+_NAME_SHAPE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
+
+
+def unknown_names(names: list[str]) -> str:
+    """Unknown field names for a violation: those shaped like field names, and a count.
+
+    A producer's keys are free text (a map keyed by e-mail address sent where a
+    record was expected): only names a contract could declare are quoted.
+    """
+    shown = [n for n in names if _NAME_SHAPE.fullmatch(n)]
+    hidden = len(names) - len(shown)
+    if hidden:
+        shown.append(f"<{hidden} other name{'s' if hidden > 1 else ''}>")
+    return ",".join(shown)
 
 
 class NullRateMonitor:

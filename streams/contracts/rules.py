@@ -201,8 +201,24 @@ def _real(value: Any) -> float:
 def _timestamp(value: Any) -> int:
     try:
         return parse_timestamp_millis(value)
-    except ValueError as exc:
-        raise _WrongTypeError(f"invalid timestamp: {exc}") from exc
+    except (ValueError, OverflowError) as exc:
+        # datetime's own message quotes the string ("Invalid isoformat string: '…'").
+        raise _WrongTypeError(_timestamp_problem(value)) from exc
+
+
+def _timestamp_problem(value: Any) -> str:
+    """Why ``value`` is no timestamp, by its type and length, never its text."""
+    if isinstance(value, str):
+        try:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            return f"not an ISO-8601 timestamp ({len(value)} characters)"
+        if parsed.tzinfo is None:
+            return "an ISO-8601 timestamp without a time zone (add Z or +00:00)"
+        return "an ISO-8601 timestamp out of range"
+    if isinstance(value, bool):
+        return "expected an ISO-8601 string or epoch milliseconds, got a boolean"
+    return f"expected an ISO-8601 string or epoch milliseconds, got {_kind(value)}"
 
 
 _TYPERS: dict[str, Callable[[Any], Any]] = {

@@ -75,6 +75,7 @@ from streams.errors import (
     TruncatedRecord,
     UnknownMagicByte,
     UnknownSchemaId,
+    value_free,
 )
 from streams.settings import RegistrySettings
 
@@ -176,9 +177,10 @@ class AvroSerde:
                 body, writer, reader.parsed if reader is not None else None
             )
         except fastavro.read.SchemaResolutionError as exc:
+            # fastavro's message may quote the value (an enum symbol, a union branch).
             raise SchemaMismatch(
                 f"written with schema id {schema_id}, which cannot be read as "
-                f"{reader.fullname if reader else 'itself'}: {exc}"
+                f"{reader.fullname if reader else 'itself'}: {value_free(exc)}"
             ) from exc
         except (
             EOFError,
@@ -191,8 +193,7 @@ class AvroSerde:
             MemoryError,
         ) as exc:
             raise CorruptAvro(
-                f"truncated or corrupt Avro body for schema id {schema_id} "
-                f"({type(exc).__name__}: {exc})",
+                f"truncated or corrupt Avro body for schema id {schema_id} ({value_free(exc)})",
                 details={"exception": type(exc).__name__},
             ) from exc
         if body.tell() != len(data):
@@ -342,8 +343,7 @@ class AvroSerde:
             return parse_document(tree)
         except Exception as exc:  # fastavro's SchemaParseException, UnknownType, ...
             raise SchemaMismatch(
-                f"schema id {schema_id} is not an Avro schema fastavro accepts "
-                f"({type(exc).__name__}: {exc})"
+                f"schema id {schema_id} is not an Avro schema fastavro accepts ({value_free(exc)})"
             ) from None
 
 

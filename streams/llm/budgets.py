@@ -244,19 +244,28 @@ class BudgetView:
         return status.over_budget(self._clock())
 
     def update(self, status: BudgetStatus) -> None:
-        """Keep ``status`` if it is the tenant's newest (what the consumer calls)."""
+        """Keep ``status`` if it is the tenant's newest (what the consumer calls).
+
+        Only enforced (hard) budgets are kept: they are all guard asks about, and
+        their tenants are the ones the budget config names, while meter publishes a
+        status for every tenant it meters, a set that any tenant id sent grows.
+        """
         with self._lock:
             current = self._statuses.get(status.tenant_id)
-            if current is None or status.version >= current.version:
+            if current is not None and status.version < current.version:
+                return
+            if status.hard:
                 self._statuses[status.tenant_id] = status
+            else:
+                self._statuses.pop(status.tenant_id, None)
 
     def status(self, tenant: str) -> BudgetStatus | None:
-        """The tenant's latest status, or None when meter has not seen it."""
+        """The tenant's latest status if its budget is enforced, otherwise None."""
         with self._lock:
             return self._statuses.get(tenant)
 
     def tenants(self) -> list[str]:
-        """Every tenant with a status."""
+        """Every tenant with an enforced budget's status."""
         with self._lock:
             return sorted(self._statuses)
 

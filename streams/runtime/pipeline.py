@@ -36,6 +36,8 @@ from streams.errors import (
     ProcessingFailed,
     RecordError,
     TransientError,
+    value_free,
+    value_free_traceback,
 )
 from streams.runtime import tracing
 from streams.runtime.dead_letters import dlq_record_headers, error_headers
@@ -145,11 +147,12 @@ class BatchPipeline:
             if len(records) == 1:
                 self.rollback()
                 return [self._failed(records[0], exc)]
+            # Where it was raised, not the message: messages may quote a record's values.
             log.warning(
-                "%s raised on a batch of %d; processing it record by record",
+                "%s raised on a batch of %d; processing it record by record\n%s",
                 self.spec.name,
                 len(records),
-                exc_info=True,
+                value_free_traceback(exc),
             )
             return self._one_by_one(records)
 
@@ -189,15 +192,19 @@ class BatchPipeline:
 
     def _failed(self, record: InputRecord, exc: Exception) -> ProcessingFailed:
         """What a record that makes the processor raise becomes (called inside ``except``)."""
-        log.exception(
-            "%s raised on %s[%d]@%d; sending the record to the DLQ",
+        log.error(
+            "%s raised on %s[%d]@%d; sending the record to the DLQ\n%s",
             self.spec.name,
             record.topic,
             record.partition,
             record.offset,
+            value_free_traceback(exc),
         )
         kind = type(exc).__name__
-        return ProcessingFailed(f"{kind}: {exc}", details={"exception": kind})
+        return ProcessingFailed(
+            f"{self.spec.name} raised {value_free(exc)} on this record",
+            details={"exception": kind},
+        )
 
     # -- decode and encode -------------------------------------------------------------
     def _decode(self, record: InputRecord) -> InputRecord | RecordError:
@@ -228,7 +235,7 @@ class BatchPipeline:
             raise
         except Exception as exc:  # fastavro raises ValueError/TypeError/KeyError and friends
             raise OutputRejected(
-                f"output for {output.topic} does not fit its schema: {type(exc).__name__}: {exc}",
+                f"output for {output.topic} does not fit its schema: {value_free(exc)}",
                 details={"exception": type(exc).__name__, "output_topic": output.topic},
             ) from exc
         key = output.key.encode("utf-8") if isinstance(output.key, str) else output.key

@@ -58,14 +58,17 @@ _STAGES = {
 
 def _request(record: InputRecord, v: dict[str, Any]) -> Row:
     action, reason, policy, redacted, score, entities = _guard(v.get("guard"))
+    stage = _STAGES[record.topic]
+    # Before guard, user_id and source are the producer's free text: not stored.
+    checked = stage != "received"
     return (
         v["request_id"],
-        _STAGES[record.topic],
+        stage,
         v["tenant_id"],
         v["model"],
         v.get("operation", ""),
-        v.get("source", ""),
-        v.get("user_id"),
+        v.get("source", "") if checked else "",
+        v.get("user_id") if checked else None,
         v["created_at"],
         len(v.get("input_text") or ""),
         v.get("max_tokens"),

@@ -61,11 +61,11 @@ def trace_in_clickhouse(world: World, trace_id: str) -> list[dict]:
         db.close()
 
 
-def spans_by_trace(world: World, expect: int) -> dict[str, list[dict]]:
+def spans_by_trace(world: World, expect: int, settle: float = 3.0) -> dict[str, list[dict]]:
     serde = AvroSerde(kafka.registry(world.settings), world.catalog)
     schema = world.catalog.schemas["sluice.v1.Span"]
     traces: dict[str, list[dict]] = defaultdict(list)
-    for message in read_all(world.settings, world.topic("telemetry.spans"), expect, settle=3):
+    for message in read_all(world.settings, world.topic("telemetry.spans"), expect, settle=settle):
         span = serde.decode(message.value(), schema)
         traces[span["trace_id"]].append(span)
         assert EMAIL.encode() not in message.value(), "personal data in a span"
@@ -85,6 +85,7 @@ def test_one_request_one_connected_trace(world: World):
         # Spans are exported in batches (every 5 s) and loaded by the sink in its next batch.
         wanted = {"sluice-sdk", "sluice-guard", "sluice-infer", "sluice-meter", "sluice-sink"}
         stored: list[dict] = []
+        trace: list[dict] = []
 
         def complete() -> bool:
             stored[:] = trace_in_clickhouse(world, trace_id)
@@ -92,12 +93,25 @@ def test_one_request_one_connected_trace(world: World):
             return {s["ServiceName"] for s in stored} >= wanted and len(sink_spans) >= 2
 
         wait_for(complete, 180, f"trace {trace_id} in otel_traces\n{process_log(world)[-3000:]}")
-    traces = spans_by_trace(world, 5)
-    [trace] = [
-        spans
-        for spans in traces.values()
-        if any(s["attributes"].get("sluice.request_id") == request.request_id for s in spans)
-    ]
+
+        # The sink's own spans are exported after the batch they describe and loaded with a
+        # later one: compare while it still runs, until every exported span is loaded.
+        request_id = request.request_id
+
+        def all_loaded() -> bool:
+            trace[:] = next(
+                (
+                    spans
+                    for spans in spans_by_trace(world, 5, settle=0.5).values()
+                    if any(s["attributes"].get("sluice.request_id") == request_id for s in spans)
+                ),
+                [],
+            )
+            stored[:] = trace_in_clickhouse(world, trace_id)
+            return {s["span_id"] for s in trace} <= {s["SpanId"] for s in stored}
+
+        wait_for(all_loaded, 120, f"every exported span of {trace_id} in otel_traces")
+    assert trace, "the request's trace is in telemetry.spans"
     services = {s["service_name"] for s in trace}
     assert {"sluice-sdk", "sluice-guard", "sluice-infer"} <= services
     by_id = {s["span_id"]: s for s in trace}

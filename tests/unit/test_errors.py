@@ -17,6 +17,8 @@ from streams.errors import (
     TransientError,
     inference_refusal,
     record_error_kinds,
+    value_free,
+    value_free_traceback,
 )
 from streams.settings import PROJECT_ROOT
 
@@ -211,3 +213,36 @@ def test_the_real_group_is_a_sluice_group():
     from streams.cli import main
 
     assert isinstance(main, SluiceGroup)
+
+
+# -- describing failures without values ----------------------------------------------------
+def test_value_free_keeps_the_class_and_drops_the_message():
+    from datetime import datetime
+
+    try:
+        datetime.fromisoformat("maria@example.com")
+    except ValueError as exc:
+        assert "maria" in str(exc)  # what the library says
+        assert value_free(exc) == "ValueError"
+
+
+def test_value_free_keeps_what_is_known_to_be_value_free():
+    import json
+
+    try:
+        b"maria \xff".decode("utf-8")
+    except UnicodeDecodeError as exc:
+        assert value_free(exc) == "UnicodeDecodeError at byte 6: invalid start byte"
+    try:
+        json.loads('{"a": "maria \\q"}')
+    except json.JSONDecodeError as exc:
+        assert value_free(exc) == "JSONDecodeError: Invalid \\escape (line 1, column 14)"
+
+
+def test_value_free_traceback_says_where_not_what():
+    try:
+        raise KeyError("maria@example.com")
+    except KeyError as exc:
+        text = value_free_traceback(exc)
+    assert "test_errors.py" in text and text.endswith("KeyError")
+    assert "maria@example.com" not in text.replace('raise KeyError("maria@example.com")', "")

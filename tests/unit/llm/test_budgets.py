@@ -82,3 +82,14 @@ def test_older_versions_never_replace_newer_ones():
     v.update(status(cost="60", version=5))
     v.update(status(cost="1", version=4))
     assert v.is_over_hard_budget("acme") is not None
+
+
+def test_the_view_keeps_only_enforced_budgets():
+    """meter publishes every metered tenant; guard only needs tenants with a hard budget."""
+    v = view(datetime(2026, 3, 5, 12, tzinfo=UTC))
+    for i in range(100_000):
+        v.update(status(f"made-up-{i}", hard=False, version=1))
+    v.update(status("acme", cost="60"))
+    assert v.tenants() == ["acme"]
+    v.update(status("acme", hard=False, cost="60", version=2))  # its budget is no longer hard
+    assert v.tenants() == [] and v.is_over_hard_budget("acme") is None

@@ -244,3 +244,37 @@ def test_an_input_without_a_dead_letter_topic_is_refused_at_start(settings: Sett
     )
     with pytest.raises(ConfigurationError, match="dead-letter topic"):
         Harness(spec, settings=settings)
+
+
+SECRET_VALUE = "zelda.quixote7731@example.org"
+
+
+def test_a_raising_processor_leaves_its_message_out_of_dead_letters_and_logs(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The exception's message quotes the record; only its class and place are kept."""
+
+    def quoting(records: Sequence[InputRecord], ctx: Context[Any, Any]) -> list[Outcome]:
+        for record in records:
+            if "@" in record.value["input_text"]:
+                raise ValueError(f"cannot handle {record.value['input_text']!r}")
+        return [[] for _ in records]
+
+    def wrong_output(record: InputRecord, ctx: Context[Any, Any]) -> list[Output]:
+        return [Output(OUT, {**record.value, "max_tokens": record.value["input_text"]})]
+
+    with caplog.at_level("DEBUG"):
+        with Harness(stateless_spec("quoting", quoting), settings=settings) as harness:
+            raised = harness.run(
+                [harness.record(IN, request("a", SECRET_VALUE)), harness.record(IN, request("b"))]
+            )
+        with Harness(stateless_spec("wrong", per_record(wrong_output)), settings=settings) as h:
+            rejected = h.run([h.record(IN, request("c", SECRET_VALUE))])
+    assert raised.kinds() == ["ProcessingFailed"] and rejected.kinds() == ["OutputRejected"]
+    letters = raised.dead_letters + rejected.dead_letters
+    assert letters[0].info.message == "quoting raised ValueError on this record"
+    assert letters[1].info.message.endswith("does not fit its schema: ValueError")
+    for letter in letters:
+        assert all(SECRET_VALUE not in (v or b"").decode() for _, v in letter.headers)
+    assert "test_pipeline.py" in caplog.text  # where it was raised is still logged
+    assert SECRET_VALUE not in caplog.text

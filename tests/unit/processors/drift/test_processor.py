@@ -7,6 +7,7 @@ Tickets go through validate's harness first, so drift reads exactly what validat
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime
 from typing import Any
 
 import orjson
@@ -18,6 +19,8 @@ from processors.drift.settings import DriftSettings
 from processors.drift.signals import dataset_plan
 from processors.validate.processor import PROCESSOR as VALIDATE
 from streams.contracts.catalog import catalog_for
+from streams.contracts.records import InferenceResult
+from streams.llm.model_catalog import load_models
 from streams.runtime.spec import InputRecord
 from streams.runtime.testing import BatchResult, Harness
 from streams.settings import Settings
@@ -52,6 +55,7 @@ def harness() -> Iterator[Harness[DriftSettings, DriftResources]]:
     resources = DriftResources(
         engine=DriftEngine(config.monitor_params()),
         plans={TOPIC: dataset_plan(catalog.dataset("support_tickets").contract)},
+        models=frozenset(load_models().models),
     )
     with Harness(PROCESSOR, settings=settings, config=config, resources=resources) as harness:
         yield harness
@@ -132,3 +136,32 @@ def test_a_record_without_fields_goes_to_the_dlq(
 ) -> None:
     out = harness.run([harness.record(TOPIC, b"\x00\x00\x00\x00\x01\x02")])
     assert len(out.dead_letters) == 1
+
+
+def result(model: str, i: int) -> dict[str, Any]:
+    return InferenceResult(
+        request_id=f"r{i}",
+        tenant_id="acme",
+        model=model,
+        status="ok",
+        request_created_at=datetime(2026, 3, 5, tzinfo=UTC),
+        completed_at=datetime(2026, 3, 5, 0, 0, 1, tzinfo=UTC),
+        input_tokens=10,
+        output_tokens=3,
+        inference_ms=12.0,
+    ).to_avro()
+
+
+def test_results_of_models_outside_the_catalog_are_dead_lettered(
+    harness: Harness[DriftSettings, DriftResources],
+) -> None:
+    """Each model name opens a dozen detectors: made-up names must not open any."""
+    known = sorted(load_models().models)[0]
+    records = [harness.record("inference.results", result(known, 0))] + [
+        harness.record("inference.results", result(f"made-up-{i}", i)) for i in range(1, 200)
+    ]
+    out = harness.run(records)
+    assert out.kinds() == ["UnknownModel"] * 199
+    assert all("made-up" not in d.info.message for d in out.dead_letters)
+    monitors = harness.ctx.resources.engine.monitors
+    assert monitors and {m.signal.subject for m in monitors.values()} == {known}

@@ -235,3 +235,34 @@ def test_an_event_dated_beyond_the_allowed_skew_opens_no_future_window():
     ends = [v["e"] for k, v in state.items() if k.startswith("w|")]
     assert max(ends) <= meter.window_start(NOW, "1h") + meter.WINDOWS["1h"]
     assert len(ends) == 2  # the current minute and the current hour
+
+
+def test_budgets_of_finished_periods_are_swept_and_a_new_entry_versions_above_the_old():
+    """State holds the tenants active this month, not every tenant id ever metered."""
+    state = {}
+    made_up = [usage(i, tenant=f"made-up-{i}") for i in range(1000)]
+    run(state, [*made_up, usage(5000)])
+    assert len([k for k in state if k.startswith("b|")]) == 1001
+    old_version = state[meter.budget_key("acme")]["v"]
+    # Two months later every period of March is final (two days of retention).
+    later = datetime(2026, 5, 10, tzinfo=UTC)
+    meter.sweep(
+        state, partition=0, offset=1001, now=later, dedup_records=10, retention_ms=2 * 86_400_000
+    )
+    assert [k for k in state if k.startswith("b|")] == []
+    (out,) = run(state, [usage(6000, at=later)], start_offset=1001, now=later)
+    assert out.budget.version > old_version, "BudgetView keeps the highest version"
+    # A late event of a final period opens nothing.
+    run(state, [usage(6001, at=T0)], start_offset=1002, now=later)
+    periods = state[meter.budget_key("acme")]["periods"]
+    assert {p["s"] for p in periods.values()} >= {int(later.replace(day=1).timestamp() * 1000)}
+    assert all(p["e"] > int(later.timestamp() * 1000) for p in periods.values())
+
+
+def test_budgets_with_an_open_period_are_kept():
+    state = {}
+    run(state, [usage(1)])
+    meter.sweep(
+        state, partition=0, offset=1, now=NOW, dedup_records=10, retention_ms=2 * 86_400_000
+    )
+    assert meter.budget_key("acme") in state

@@ -81,3 +81,34 @@ def test_hostile_schemas_are_dead_lettered_and_their_dead_letters_load(tmp_path:
         )
         assert again.dead_letters == []
         assert harness.ctx.resources.inserted == {"pii_findings": 1, "dead_letters": 2}
+
+
+def test_a_request_as_received_keeps_no_free_text(tmp_path: Path) -> None:
+    """Before guard, user_id and source are unchecked: only the guarded stages store them."""
+    request = {
+        "request_id": "r2",
+        "tenant_id": "acme",
+        "model": "textgen",
+        "input_text": "hello",
+        "user_id": "zelda.quixote7731@example.org",
+        "source": "sdk:crm zelda.quixote7731@example.org",
+        "created_at": 1_700_000_000_000,
+    }
+    safe = {**request, "user_id": "<WITHHELD:user_id_personal_data>", "source": "sdk:crm <E>"}
+    with Harness(PROCESSOR, settings=embedded_settings(tmp_path), config=NoSettings()) as harness:
+        out = harness.run(
+            [
+                harness.record("inference.requests", request, key="r2"),
+                harness.record("inference.requests.blocked", safe, key="r2"),
+            ]
+        )
+        assert out.dead_letters == []
+        warehouse = harness.ctx.resources.warehouse
+        assert warehouse is not None
+        rows = warehouse.query(
+            "SELECT stage, user_id, source, input_chars FROM requests FINAL ORDER BY stage"
+        ).rows
+    assert rows == [
+        ("blocked", "<WITHHELD:user_id_personal_data>", "sdk:crm <E>", 5),
+        ("received", None, "", 5),
+    ]
