@@ -9,8 +9,9 @@ rest decodable.
 
 Bounds, each chosen so the work stays linear in the text and small:
 
-* a token counts from ``MIN_CHARS`` (20) characters: base64 of 15 bytes, about the
-  shortest e-mail address; shorter runs are ordinary words and identifiers;
+* a token counts from ``MIN_CHARS`` (16) characters: base64 of 12 bytes, enough for an
+  SSN with its dashes (11) or a short e-mail address; shorter runs are ordinary words
+  and identifiers, and decode to too little to hold a value;
 * at most ``MAX_TOKEN_CHARS`` of a token are decoded (a longer one is judged on its
   start), and at most ``MAX_DECODED_CHARS`` of decoded text per prompt are analysed;
 * a token is analysed only if it decodes to UTF-8 of which at least
@@ -37,14 +38,15 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from processors.guard.text_recognizer import LANGUAGE
 from streams.contracts.linear_regex import compile_linear
 
-MIN_CHARS = 20
+MIN_CHARS = 16
 MAX_TOKEN_CHARS = 4_096
 MAX_DECODED_CHARS = 65_536
 MIN_PRINTABLE = 0.9
 _SEPARATOR = "\n\n"
 
-# Both base64 alphabets and hex in one pass; `=` padding only at the end.
-_TOKEN = compile_linear(rf"[A-Za-z0-9+/_\-]{{{MIN_CHARS},}}={{0,2}}")
+# Both base64 alphabets and hex in one pass; `=` padding only at the end, and counted in
+# MIN_CHARS (base64 of 11 bytes is 15 characters and one `=`).
+_TOKEN = compile_linear(rf"[A-Za-z0-9+/_\-]{{{MIN_CHARS - 2},}}={{0,2}}")
 _HEX = compile_linear(r"[0-9A-Fa-f]+")
 
 
@@ -125,6 +127,8 @@ class EncodedTokenRecognizer(LocalRecognizer):
         parts: list[str] = []
         length = 0
         for match in _TOKEN.finditer(text):
+            if match.end() - match.start() < MIN_CHARS:
+                continue
             decoded = decode(match.group(0))
             if decoded is None:
                 continue

@@ -230,10 +230,22 @@ _CJK_CUES = (
     "名字是",
     "联系",
     "聯繫",
+    "发给",
+    "發給",
+    "转给",
+    "轉給",
+    "交给",
+    "告诉",
+    "通知",
     "私は",
     "名前は",
     "私の名前は",
 )
+# Japanese and Chinese names are often written with a space (ASCII or ideographic)
+# between family and given name: "鈴木 大輔", "小林\u3000直子".
+_NAME_SPACES = " \u3000"
+#: Characters of a given name read after such a space.
+MAX_GIVEN = 3
 HAN_HONORIFICS = ("先生", "女士", "小姐", "老师", "老師", "同志", "様", "氏", "君")
 _KANA_HONORIFICS = ("さん", "さま", "くん", "ちゃん")
 _KOREAN_CUED = compile_linear(r"(?:제 이름은|이름은|저는|나는)\s*(?P<word>[가-힣]{2,8})")
@@ -299,6 +311,11 @@ def _han(text: str) -> Iterator[tuple[int, int, float]]:
         surname = _family_name_length(run)
         if surname == 0:
             continue
+        if len(run) == surname:
+            given = _spaced_given_name(text, start + len(run))
+            if given:
+                yield start, given, CUE_SCORE if cued else RULE_SCORE
+                continue
         if cued:
             # After a cue the run goes on into the sentence: family name + 1-2 characters.
             # A two-character family name alone before an honorific ("田中さん") counts.
@@ -309,9 +326,24 @@ def _han(text: str) -> Iterator[tuple[int, int, float]]:
             yield start, start + len(run), RULE_SCORE
 
 
+def _spaced_given_name(text: str, end: int) -> int:
+    """End of a 1-3 character Han given name after one space at ``end``, 0 if none."""
+    if end >= len(text) or text[end] not in _NAME_SPACES:
+        return 0
+    position = end + 1
+    while position < len(text) and position - end <= MAX_GIVEN and _is_han(text[position]):
+        position += 1
+    length = position - end - 1
+    if not 1 <= length <= MAX_GIVEN or _han_or_hangul(text[position : position + 1]):
+        return 0
+    return position
+
+
 def _family_name_length(run: str) -> int:
     """Length of the family name ``run`` starts with, 0 when it starts with none."""
     for size in (3, 2):
+        if len(run) < size:
+            continue
         if run[:size] in JAPANESE_FAMILY_NAMES or run[:size] in CHINESE_COMPOUND_FAMILY_NAMES:
             return size
     if run[:1] in CHINESE_FAMILY_NAMES or run[:1] in JAPANESE_FAMILY_NAMES:
@@ -338,6 +370,14 @@ _HAN_OR_HANGUL = (
     (0xF900, 0xFAFF),
     (0x20000, 0x3134F),
 )
+
+
+_HAN = ((0x3005, 0x3005), (0x3400, 0x4DBF), (0x4E00, 0x9FFF), (0xF900, 0xFAFF), (0x20000, 0x3134F))
+
+
+def _is_han(char: str) -> bool:
+    point = ord(char)
+    return any(low <= point <= high for low, high in _HAN)
 
 
 def _han_or_hangul(char: str) -> bool:

@@ -34,6 +34,7 @@ def found(analyzer: PresidioAnalyzer, text: str) -> list[tuple[str, str]]:
             "US_SSN",
         ),
         ("aws AKIAIOSFODNN7EXAMPLE", lambda t: b64(t).rstrip("="), "API_KEY"),
+        ("709-03-4198", b64, "US_SSN"),  # 16 characters, the shortest token read
         ("my name is Maria Gonzalez, thanks", b64, "PERSON"),
     ],
 )
