@@ -25,6 +25,7 @@ ADDED = frozenset(
         "FoldedNameRecognizer",
         "ScriptNameRecognizer",
         "DetectSecretsRecognizer",
+        "StatedSecretRecognizer",
         "PemBlockRecognizer",
         "EncodedTokenRecognizer",
     }

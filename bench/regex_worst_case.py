@@ -71,6 +71,7 @@ def targets() -> dict[str, Callable[[str], object]]:
         person_scripts.FoldedNameRecognizer(),
         person_scripts.ScriptNameRecognizer(),
         secrets.DetectSecretsRecognizer(),
+        secrets.StatedSecretRecognizer(),
         secrets.PemBlockRecognizer(),
     ):
         out[recognizer.name] = lambda text, r=recognizer: r.analyze(text, [], None)

@@ -47,7 +47,11 @@ from processors.guard.person_scripts import (
     ScriptNameRecognizer,
 )
 from processors.guard.policy import Entity
-from processors.guard.secrets import DetectSecretsRecognizer, PemBlockRecognizer
+from processors.guard.secrets import (
+    DetectSecretsRecognizer,
+    PemBlockRecognizer,
+    StatedSecretRecognizer,
+)
 from streams.contracts.linear_regex import compile_linear
 
 LANGUAGE = "en"
@@ -428,6 +432,7 @@ def build_registry(ner_strength: float = 0.85) -> RecognizerSet:
         VendorSecretRecognizer(),
         AssignedSecretRecognizer(),
         DetectSecretsRecognizer(),
+        StatedSecretRecognizer(),
         PemBlockRecognizer(),
     ]
     recognizers: list[EntityRecognizer] = [

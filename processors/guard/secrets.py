@@ -29,7 +29,9 @@ action is ``block``), on the secret value alone: ``https://user:<API_KEY>@host``
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -270,6 +272,60 @@ def _token_end(text: str, start: int) -> int:
     while end < len(text) and text[end] in _JWT_CHARS:
         end += 1
     return end
+
+
+# -- secrets stated in prose ----------------------------------------------------------
+# "my password is xo#Fyv5z%?RFF?lj": no assignment sign, no quotes, symbols in the value;
+# neither detect-secrets (quotes required in prose) nor AssignedSecretRecognizer (no
+# symbols) reads it. The value must look generated, so "the password is expired" and
+# "password is please-reset" stay readable.
+_STATED_SECRET = compile_linear(
+    r"(?i:\b(?:password|passwd|pwd|passphrase|passcode|secret|api\s+key|access\s+key"
+    r"|secret\s+key|token)\s+(?:is|was|would\s+be|=|:|->)\s+)"
+    r"[\"'`]?(?P<value>[^\s\"'`]{8,128})"
+)
+_STATED_VALUE = _STATED_SECRET.groupindex["value"]
+_TRAILING = ".,;:)]}>"
+#: Character classes (lower, upper, digit, other) a stated value must mix, and the
+#: Shannon entropy per character it must reach: generated passwords and keys do,
+#: words and phrases do not.
+MIN_CLASSES = 3
+MIN_ENTROPY = 3.0
+
+
+def looks_generated(value: str) -> bool:
+    """True for a value that mixes character classes and has high entropy."""
+    classes = (
+        any(c.islower() for c in value),
+        any(c.isupper() for c in value),
+        any(c.isdigit() for c in value),
+        any(not c.isalnum() for c in value),
+    )
+    if sum(classes) < MIN_CLASSES:
+        return False
+    counts = Counter(value)
+    entropy = -sum(n / len(value) * math.log2(n / len(value)) for n in counts.values())
+    return entropy >= MIN_ENTROPY
+
+
+class StatedSecretRecognizer(TextRecognizer):
+    """A generated-looking value after "password is", "token:", "api key =" in prose."""
+
+    SCORE = 0.8
+    ENTITY = Entity.API_KEY
+    NAME = "StatedSecretRecognizer"
+
+    def analyze(
+        self, text: str, entities: list[str], nlp_artifacts: NlpArtifacts | None = None
+    ) -> list[RecognizerResult]:
+        """Report each stated value that looks generated, without trailing punctuation."""
+        results = []
+        for match in _STATED_SECRET.finditer(text):
+            value = match.group(_STATED_VALUE).rstrip(_TRAILING)
+            if len(value) >= 8 and looks_generated(value):
+                start = match.start(_STATED_VALUE)
+                results.append(self.result(start, start + len(value)))
+        return results
 
 
 # -- private keys ---------------------------------------------------------------------

@@ -14,6 +14,7 @@ from processors.guard.secrets import (
     WINDOW,
     DetectSecretsRecognizer,
     PemBlockRecognizer,
+    StatedSecretRecognizer,
     detectors,
     windows,
 )
@@ -147,3 +148,22 @@ def test_a_blocked_private_key_leaves_nothing_of_its_body(
     assert result.blocked
     assert result.text == "deploy with\n<API_KEY>\nok"
     assert "MIIE" not in result.text and "aIbs" not in result.text
+
+
+@pytest.mark.parametrize(
+    ("text", "secret"),
+    [
+        ("my password is bt4Gdi4MvWtk3Z, can you reset it?", "bt4Gdi4MvWtk3Z"),
+        ("my password is xo#Fyv5z%?RFF?ljV1S, can you reset it?", "xo#Fyv5z%?RFF?ljV1S"),
+        ("the api key is 'Zx81-kLm0-Qr7t-Vb2w'.", "Zx81-kLm0-Qr7t-Vb2w"),
+        ("the password is expired, please reset it", None),
+        ("password is please-reset", None),
+        ("my password was changed yesterday", None),
+        ("the token is ABCDEFGHIJKL", None),
+    ],
+)
+def test_a_secret_stated_in_prose_is_found_when_it_looks_generated(
+    text: str, secret: str | None
+) -> None:
+    found = [text[r.start : r.end] for r in StatedSecretRecognizer().analyze(text, [], None)]
+    assert found == ([secret] if secret else [])
