@@ -275,13 +275,13 @@ def _token_end(text: str, start: int) -> int:
 
 
 # -- secrets stated in prose ----------------------------------------------------------
-# "my password is xo#Fyv5z%?RFF?lj": no assignment sign, no quotes, symbols in the value;
+# "my password is xo#Fyv5z%?RFF?lj", "pwd=0fGeyg*!IA3vd": no quotes, symbols in the value;
 # neither detect-secrets (quotes required in prose) nor AssignedSecretRecognizer (no
-# symbols) reads it. The value must look generated, so "the password is expired" and
+# symbols) reads all of it. The value must look generated, so "the password is expired" and
 # "password is please-reset" stay readable.
 _STATED_SECRET = compile_linear(
     r"(?i:\b(?:password|passwd|pwd|passphrase|passcode|secret|api\s+key|access\s+key"
-    r"|secret\s+key|token)\s+(?:is|was|would\s+be|=|:|->)\s+)"
+    r"|secret\s+key|token)(?:\s+(?:is|was|would\s+be)\s+|\s*(?:=|:|->)\s*))"
     r"[\"'`]?(?P<value>[^\s\"'`]{8,128})"
 )
 _STATED_VALUE = _STATED_SECRET.groupindex["value"]
