@@ -17,7 +17,15 @@ from pathlib import Path
 
 import yaml
 
-from processors.guard import evasion, injection, normalize, recognizers
+from processors.guard import (
+    encoded,
+    evasion,
+    injection,
+    normalize,
+    person_scripts,
+    recognizers,
+    secrets,
+)
 from streams.contracts.linear_regex import compile_linear
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,6 +57,20 @@ def cases(size: int) -> dict[str, str]:
         "letters and digits": "de89" * (size // 4),
         "zero-width digits": "1\u200b" * (size // 2),
         "full-width digits": "\uff11 " * (size // 2),
+        # detect-secrets' assignment patterns (`key = value`, `://user:pass@`).
+        "keyword+equals": "ibm_cloud_iam_key" + "=" * size,
+        "password+quote": 'password = "' + "a" * size,
+        "url userinfo": "://" + "a:" * (size // 2),
+        "eyJ dots": "eyJ" + "a." * (size // 2),
+        # Encoded tokens: one long token, and many short ones that decode to text.
+        "long base64": "YWJj" * (size // 4),
+        "many base64 tokens": "YWJjZGVmZ2hpamtsbW5vcHFy " * (size // 25),
+        # Names: cues and scripts.
+        "contact+names": "contact maria " * (size // 14),
+        "cyrillic capitals": "Мария " * (size // 6),
+        "han run": "王" * size,
+        "hangul words": "김민준 " * (size // 4),
+        "pem begins": "-----BEGIN RSA PRIVATE KEY-----" * (size // 31),
     }
 
 
@@ -60,6 +82,12 @@ def targets() -> dict[str, Callable[[str], object]]:
         recognizers.PersonCueRecognizer(),
         recognizers.GivenNameRecognizer(),
         recognizers.VendorSecretRecognizer(),
+        person_scripts.LowerCaseNameRecognizer(),
+        person_scripts.FoldedNameRecognizer(),
+        person_scripts.ScriptNameRecognizer(),
+        secrets.DetectSecretsRecognizer(),
+        secrets.StatedSecretRecognizer(),
+        secrets.PemBlockRecognizer(),
     ):
         out[recognizer.name] = lambda text, r=recognizer: r.analyze(text, [], None)
     for own in evasion.evasion_recognizers(lambda address: True):
@@ -78,6 +106,15 @@ def targets() -> dict[str, Callable[[str], object]]:
         out[f"presidio:{presidio.name}"] = lambda text, r=presidio, e=entities: r.analyze(
             text, e, None
         )
+    # Decodes tokens and runs the text recognizers (Presidio's among them) on the result.
+    inner = [
+        r for r in recognizers.build_registry().registry.recognizers if r.name != "SpacyRecognizer"
+    ]
+    inner = [r for r in inner if not isinstance(r, encoded.EncodedTokenRecognizer)]
+    encoded_tokens = encoded.EncodedTokenRecognizer(inner)
+    out[encoded_tokens.name] = lambda text: encoded_tokens.analyze(
+        text, list(encoded_tokens.supported_entities), None
+    )
     patterns = injection.PatternSet.load(ROOT / "schemas/guard/injection_patterns.yaml")
     for pattern in patterns.patterns:
         out[f"injection:{pattern.id}"] = lambda text, p=pattern: p.search(text)

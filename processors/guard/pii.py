@@ -55,10 +55,12 @@ def resolve_overlaps(detections: Iterable[Detection]) -> list[Detection]:
 
     * overlapping detections of the same type are merged into their union (the NER
       model finding "Kim" and the cue recognizer "Min-jun Kim" give one PERSON);
-    * across types, pattern-based findings win over NER ones, then the higher score,
-      then the longer span: the small NER model sometimes labels a phone number or
-      part of an IPv6 address as a PERSON, and a partial PERSON span must not
-      displace the structured value it overlaps.
+    * across types, a credential (API_KEY) wins first: the password in
+      ``https://user:pass@host`` also reads as the e-mail address ``pass@host``, and the
+      request must be blocked, not pseudonymised; then pattern-based findings win over
+      NER ones, then the higher score, then the longer span: the small NER model
+      sometimes labels a phone number or part of an IPv6 address as a PERSON, and a
+      partial PERSON span must not displace the structured value it overlaps.
 
     The order among equals is total (start, end, type, recognizer), so the outcome
     never depends on the order the recognizers ran in.
@@ -67,6 +69,7 @@ def resolve_overlaps(detections: Iterable[Detection]) -> list[Detection]:
     ranked = sorted(
         merged,
         key=lambda d: (
+            d.entity_type != Entity.API_KEY.value,
             d.entity_type in _NER_TYPES,
             -d.score,
             -(d.end - d.start),

@@ -39,9 +39,20 @@ from presidio_analyzer.predefined_recognizers import (
     UsSsnRecognizer,
 )
 
+from processors.guard.encoded import EncodedTokenRecognizer
 from processors.guard.evasion import evasion_recognizers
 from processors.guard.names import GIVEN_NAMES
+from processors.guard.person_scripts import (
+    FoldedNameRecognizer,
+    LowerCaseNameRecognizer,
+    ScriptNameRecognizer,
+)
 from processors.guard.policy import Entity
+from processors.guard.secrets import (
+    DetectSecretsRecognizer,
+    PemBlockRecognizer,
+    StatedSecretRecognizer,
+)
 from streams.contracts.linear_regex import compile_linear
 
 LANGUAGE = "en"
@@ -406,14 +417,13 @@ def build_registry(ner_strength: float = 0.85) -> RecognizerSet:
     every other recognizer works on the text alone.
     """
     registry = RecognizerRegistry(supported_languages=[LANGUAGE])
-    recognizers: list[EntityRecognizer] = [
-        SpacyRecognizer(
-            supported_language=LANGUAGE,
-            supported_entities=[Entity.PERSON.value],
-            ner_strength=ner_strength,
-        ),
+    # Every recognizer that reads the text alone also reads inside encoded tokens.
+    text_only: list[EntityRecognizer] = [
         PersonCueRecognizer(),
         GivenNameRecognizer(),
+        LowerCaseNameRecognizer(),
+        FoldedNameRecognizer(),
+        ScriptNameRecognizer(),
         OfflineEmailRecognizer(supported_language=LANGUAGE),
         PrefilteredPhoneRecognizer(supported_language=LANGUAGE),
         CreditCardRecognizer(supported_language=LANGUAGE),
@@ -422,6 +432,18 @@ def build_registry(ner_strength: float = 0.85) -> RecognizerSet:
         IpRecognizer(supported_language=LANGUAGE),
         VendorSecretRecognizer(),
         AssignedSecretRecognizer(),
+        DetectSecretsRecognizer(),
+        StatedSecretRecognizer(),
+        PemBlockRecognizer(),
+    ]
+    recognizers: list[EntityRecognizer] = [
+        SpacyRecognizer(
+            supported_language=LANGUAGE,
+            supported_entities=[Entity.PERSON.value],
+            ner_strength=ner_strength,
+        ),
+        *text_only,
+        EncodedTokenRecognizer(text_only),
     ]
     # Separators, spellings and case Presidio's patterns miss (see evasion.py).
     recognizers += evasion_recognizers(lambda address: _OFFLINE_TLD(address).fqdn != "")
