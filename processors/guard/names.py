@@ -25,6 +25,11 @@ Nicole Emma Samantha Katherine Christine Debra Rachel Catherine Carolyn Janet Ma
 Diane Julie Joyce Victoria Kelly Christina Lauren Joan Evelyn Olivia Judith Megan Cheryl
 Martha Andrea Frances Hannah Jacqueline Gloria Teresa Kathryn Sara Janice Jean Alice
 Madison Doris Abigail Julia Judy Sophia Isabella Charlotte Amelia Harper Ella Chloe Lucy
+# popular in the US in recent decades (none is also an everyday English word)
+Caleb Owen Wyatt Isaac Mason Logan Elijah Aiden Jayden Landon Levi Isaiah Gavin Evan Eli
+Colton Brody Jaxon Ezra Nolan Julian Xavier Dominic Adrian Connor Brayden Cameron Carter
+Scarlett Natalie Zoey Addison Aubrey Layla Nora Hailey Kaylee Leah Allison Gabriella
+Stella Lillian Claire Skylar Paisley Everly Naomi Aaliyah Mackenzie Peyton Brianna Kayla
 # Spanish, Portuguese, Latin American
 Jose Juan Luis Carlos Javier Miguel Alejandro Diego Pablo Sergio Fernando Jorge Alberto
 Manuel Francisco Antonio Rafael Andres Santiago Mateo Joao Pedro Thiago Gabriel Rodrigo

@@ -49,6 +49,7 @@ RULE_SCORE = 0.5
 # the results arrive in. Scores a step apart keep the outcome independent of that order.
 LOWER_CASE_SCORE = 0.55  # below PersonCueRecognizer's 0.6
 FOLDED_SCORE = 0.45  # below GivenNameRecognizer's 0.5
+UNCUED_SCORE = 0.42  # a lower-case pair with no cue: just above the default threshold
 
 # -- lower case -----------------------------------------------------------------------
 # Cues that introduce a person; matched case-insensitively, the cue is never reported.
@@ -62,6 +63,8 @@ _CUES = (
 # plain loop: RE2's Python binding copies the text on each call that starts at an
 # offset, so a call per cue would be quadratic.
 _CUE = compile_linear(rf"(?i:\b(?:{_CUES}))\s*,?\s+")
+#: A lower-case ASCII word: where a given name with no cue in front may start.
+_LOWER_WORD = compile_linear(r"\b[a-z][a-z'-]{1,39}\b")
 _WORD_CHARS = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ'-")
 #: Longest word read after a cue; a longer run of letters is no name.
 MAX_WORD = 40
@@ -106,18 +109,44 @@ class LowerCaseNameRecognizer(TextRecognizer):
     ) -> list[RecognizerResult]:
         """Report ``given [surname]`` after each cue whose next word is a listed given name."""
         results = []
+        cued: set[int] = set()
         for cue in _CUE.finditer(text):
             start = cue.end()
             end = _word_at(text, start)
             if end == start or text[start:end].capitalize() not in GIVEN_NAMES:
                 continue
-            after = end
-            while after < len(text) and after - end < MAX_WORD and text[after] == " ":
-                after += 1
-            surname_end = _word_at(text, after) if after > end else after
-            if surname_end > after and text[after:surname_end].lower() not in FUNCTION_WORDS:
-                end = surname_end
-            results.append(self.result(start, end))
+            cued.add(start)
+            results.append(self.result(start, self._surname_end(text, end)))
+        results += self._uncued(text, cued)
+        return results
+
+    @staticmethod
+    def _surname_end(text: str, end: int) -> int:
+        """End of the surname after a given name ending at ``end`` (``end`` when none)."""
+        after = end
+        while after < len(text) and after - end < MAX_WORD and text[after] == " ":
+            after += 1
+        surname_end = _word_at(text, after) if after > end else after
+        if surname_end > after and text[after:surname_end].lower() not in FUNCTION_WORDS:
+            return surname_end
+        return end
+
+    def _uncued(self, text: str, cued: set[int]) -> list[RecognizerResult]:
+        """Lower-case ``given surname`` pairs with no cue ("lucas patel will join").
+
+        Without a cue only a pair counts: a listed given name written in lower case and
+        followed by a word that is not a function word. The list leaves out names that
+        are everyday words, so a lower-case listed name is itself unusual; scored lower
+        than a cued name (``UNCUED_SCORE``).
+        """
+        results = []
+        for match in _LOWER_WORD.finditer(text):
+            start = match.start()
+            if start in cued or match.group(0).capitalize() not in GIVEN_NAMES:
+                continue
+            end = self._surname_end(text, match.end())
+            if end > match.end():
+                results.append(self.result(start, end, UNCUED_SCORE))
         return results
 
 

@@ -35,13 +35,13 @@ from presidio_analyzer.predefined_recognizers import (
     IbanRecognizer,
     IpRecognizer,
     PhoneRecognizer,
-    SpacyRecognizer,
     UsSsnRecognizer,
 )
 
 from processors.guard.encoded import EncodedTokenRecognizer
 from processors.guard.evasion import evasion_recognizers
 from processors.guard.names import GIVEN_NAMES
+from processors.guard.ner import NameShapedSpacyRecognizer
 from processors.guard.person_scripts import (
     FoldedNameRecognizer,
     LowerCaseNameRecognizer,
@@ -437,10 +437,11 @@ def build_registry(ner_strength: float = 0.85) -> RecognizerSet:
         PemBlockRecognizer(),
     ]
     recognizers: list[EntityRecognizer] = [
-        SpacyRecognizer(
+        NameShapedSpacyRecognizer(
             supported_language=LANGUAGE,
             supported_entities=[Entity.PERSON.value],
             ner_strength=ner_strength,
+            name="SpacyRecognizer",
         ),
         *text_only,
         EncodedTokenRecognizer(text_only),

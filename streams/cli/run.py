@@ -30,10 +30,12 @@ def run(processor: str, metrics_port: int | None) -> None:
     input partitions over them. Set SLUICE_RUNNER__INSTANCE_ID to give a
     replica a stable name.
     """
-    settings = get_settings()
-    # Defaults only the local stack knows (never overriding what is set explicitly).
-    for name, value in local_processor_environment(settings).items():
+    # Defaults only the local stack knows (never overriding what is set explicitly),
+    # then the settings read again (get_settings caches them) so that they include them.
+    for name, value in local_processor_environment(get_settings()).items():
         os.environ.setdefault(name, value)
+    get_settings.cache_clear()
+    settings = get_settings()
     spec = processors.resolve(processor)
     config = spec.build_settings()  # the processor's own settings, built once, handed in
     console.print(f"running {processor} ({spec.description}) — Ctrl-C or SIGTERM to stop")

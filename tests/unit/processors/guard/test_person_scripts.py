@@ -136,3 +136,27 @@ def test_a_name_in_another_script_is_hashed_by_the_engine(
     for name in ("Мария", "Иванова", "王小明", "maria garcia"):
         assert name not in result.text
     assert result.verdict.entity_counts == {"PERSON": 3}
+
+
+@pytest.mark.parametrize(
+    ("text", "name"),
+    [
+        ("lucas patel will join the call tomorrow.", "lucas patel"),
+        ("The ticket was opened by scarlett rodriguez last week.", "scarlett rodriguez"),
+        ("forwarded from olivia nakamura's inbox", "olivia nakamura's"),
+    ],
+)
+def test_lower_case_pairs_with_no_cue(text: str, name: str) -> None:
+    assert name in own(LowerCaseNameRecognizer(), text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "jack the car up before you change the tyre",
+        "lucas is a name we considered for the project",  # a lone name: no surname
+        "restart the service and check the logs",
+    ],
+)
+def test_no_cue_needs_a_listed_name_and_a_surname(text: str) -> None:
+    assert own(LowerCaseNameRecognizer(), text) == []
