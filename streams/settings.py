@@ -15,6 +15,7 @@ import socket
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -441,6 +442,20 @@ def _as_dict(value: Any) -> dict[str, Any]:
     if isinstance(value, BaseModel):
         return value.model_dump(exclude_unset=True)
     return dict(value)
+
+
+def without_password(url: str) -> str:
+    """``url`` with the password of its user info replaced by ``***``: for messages and logs.
+
+    Registry, Connect and ClickHouse URLs may carry ``user:password@``; anything a
+    person or a log sees goes through this first.
+    """
+    parsed = urlsplit(url)
+    if parsed.password is None:
+        return url
+    userinfo = f"{parsed.username or ''}:***"
+    host = parsed.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parsed._replace(netloc=f"{userinfo}@{host}"))
 
 
 @lru_cache(maxsize=1)

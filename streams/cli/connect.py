@@ -76,7 +76,9 @@ def apply(
     client = ConnectClient.from_settings(settings)
     created = client.apply(connector)
     verb = "created" if created else "updated"
-    console.print(f"connector [cyan]{safe(connector.name)}[/cyan] {verb} on {safe(client.url)}")
+    console.print(
+        f"connector [cyan]{safe(connector.name)}[/cyan] {verb} on {safe(client.shown_url)}"
+    )
     if not wait:
         return
     status = _await_running(client, connector.name, timeout)
@@ -114,7 +116,9 @@ def status(name: str | None, trace: bool) -> None:
     client = ConnectClient.from_settings(get_settings())
     statuses = [client.status(name)] if name else client.statuses()
     if not statuses:
-        console.print(f"no connectors on {safe(client.url)} (add one with `sluice connect apply`)")
+        console.print(
+            f"no connectors on {safe(client.shown_url)} (add one with `sluice connect apply`)"
+        )
         return
     _print_statuses(statuses, traces=trace)
     if any(s.failed for s in statuses):
@@ -127,7 +131,7 @@ def delete(name: str) -> None:
     """Delete a connector (its source offsets stay: a new one of that name resumes)."""
     client = ConnectClient.from_settings(get_settings())
     client.delete(name)
-    console.print(f"connector [cyan]{safe(name)}[/cyan] deleted from {safe(client.url)}")
+    console.print(f"connector [cyan]{safe(name)}[/cyan] deleted from {safe(client.shown_url)}")
 
 
 @connect.command()

@@ -13,7 +13,7 @@ from streams.cli.output import cell, safe
 from streams.contracts import registry
 from streams.contracts.catalog import catalog_for
 from streams.runtime import kafka
-from streams.settings import get_settings
+from streams.settings import get_settings, without_password
 
 
 @click.group()
@@ -51,7 +51,7 @@ def apply() -> None:
         err_console.print("[red]error:[/red] some topics could not be created (see above)")
         sys.exit(1)
     subject_changes = registry.apply(settings.registry, catalog, specs)
-    table = Table(title=cell(f"subjects on {settings.registry.url}"))
+    table = Table(title=cell(f"subjects on {without_password(settings.registry.url)}"))
     for column in ("subject", "schema", "version", "id", "action"):
         table.add_column(column)
     for sc in subject_changes:

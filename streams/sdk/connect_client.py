@@ -29,7 +29,7 @@ from urllib.parse import quote
 import httpx
 
 from streams.errors import SluiceError
-from streams.settings import Settings
+from streams.settings import Settings, without_password
 
 # A default may itself hold placeholders: the innermost (no "${" in its default) go first.
 PLACEHOLDER = re.compile(r"\$\{(SLUICE_[A-Z0-9_]+)(?::-((?:(?!\$\{)[^}])*))?\}")
@@ -198,6 +198,8 @@ class ConnectClient:
         self, url: str, timeout: float = 30.0, transport: httpx.BaseTransport | None = None
     ) -> None:
         self.url = url.rstrip("/")
+        #: The URL as messages show it: without a password.
+        self.shown_url = without_password(self.url)
         self.timeout = timeout
         self._http = httpx.Client(base_url=self.url, timeout=timeout, transport=transport)
 
@@ -211,19 +213,20 @@ class ConnectClient:
             return self._http.request(method, path, **kwargs)
         except httpx.ConnectError as exc:
             raise ConnectError(
-                f"no Kafka Connect worker answers at {self.url}: start the local stack with "
+                f"no Kafka Connect worker answers at {self.shown_url}: start the local stack with "
                 "`sluice up`, or point SLUICE_CONNECT__URL at your Connect cluster"
             ) from exc
         except httpx.TimeoutException as exc:
             raise ConnectError(
-                f"Kafka Connect at {self.url} did not answer within {self.timeout:.0f}s "
+                f"Kafka Connect at {self.shown_url} did not answer within {self.timeout:.0f}s "
                 "(it may be rebalancing; try again, or see its log)"
             ) from exc
 
     def _raise_if_missing(self, response: httpx.Response, name: str) -> None:
         if response.status_code == 404:
             raise ConnectError(
-                f"no connector named {name!r} on {self.url}; `sluice connect status` lists them"
+                f"no connector named {name!r} on {self.shown_url}; "
+                "`sluice connect status` lists them"
             )
 
     def apply(self, connector: Connector) -> bool:

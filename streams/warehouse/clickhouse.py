@@ -44,7 +44,7 @@ from urllib.parse import urlparse
 import httpx
 
 from streams.errors import SluiceError
-from streams.settings import Settings
+from streams.settings import Settings, without_password
 
 log = logging.getLogger(__name__)
 
@@ -163,11 +163,7 @@ def chdb_path(url: str) -> Path | None:
 
 def describe(url: str) -> str:
     """The DSN without its password, for messages and logs."""
-    parsed = urlparse(url)
-    if parsed.password:
-        netloc = parsed.netloc.replace(f":{parsed.password}@", ":***@")
-        return parsed._replace(netloc=netloc).geturl()
-    return url
+    return without_password(url)
 
 
 # Embedded databases this process has open: chdb shares one engine between the clients

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from streams.settings import Settings
+from streams.settings import Settings, without_password
 
 
 def test_defaults_point_at_local_stack(monkeypatch):
@@ -82,3 +82,17 @@ def test_the_integration_tier_does_not_change_what_unit_tests_see():
     if not any(name.startswith(("SLUICE_STACK__", "SLUICE_KAFKA__")) for name in environment):
         assert settings.stack.state_dir == Path(".sluice")
         assert settings.kafka.bootstrap_servers == "127.0.0.1:9092"
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("http://sink:s3cret@clickhouse:8123/sluice", "http://sink:***@clickhouse:8123/sluice"),
+        ("https://ops:p%40ss:w@registry:8081", "https://ops:***@registry:8081"),
+        ("http://user@connect:8083", "http://user@connect:8083"),
+        ("chdb:///var/lib/sluice/clickhouse", "chdb:///var/lib/sluice/clickhouse"),
+        ("http://127.0.0.1:8081", "http://127.0.0.1:8081"),
+    ],
+)
+def test_urls_are_shown_without_their_password(url: str, shown: str) -> None:
+    assert without_password(url) == shown

@@ -18,7 +18,7 @@ from streams.cli.demo.support import wait_caught_up
 from streams.cli.output import cell
 from streams.cli.sql import warehouse
 from streams.contracts.catalog import Catalog
-from streams.settings import Settings
+from streams.settings import Settings, without_password
 from streams.warehouse.tables import sink_topics
 
 #: (title, SQL with {since}: this run's start as a ClickHouse DateTime64 expression).
@@ -76,7 +76,7 @@ def run(settings: Settings, catalog: Catalog, since_ms: int) -> None:
     read, _ = sink_topics(catalog)
     wait_caught_up(settings, "sink", [catalog.physical(t) for t in read])
     console.print(
-        f"[bold]5. analytics[/bold] from ClickHouse ({settings.clickhouse_url}), "
+        f"[bold]5. analytics[/bold] from ClickHouse ({without_password(settings.clickhouse_url)}), "
         "as `sluice sql` answers them"
     )
     # An integer from this process, not user input: safe to format into SQL.

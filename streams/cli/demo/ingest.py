@@ -25,7 +25,9 @@ def connect_client(settings: Settings, via: str) -> ConnectClient | None:
     except ConnectError:
         if via == "connect":
             raise
-        console.print(f"   no Kafka Connect worker at {client.url}: producing with the SDK instead")
+        console.print(
+            f"   no Kafka Connect worker at {client.shown_url}: producing with the SDK instead"
+        )
         return None
     return client
 

@@ -275,3 +275,9 @@ def test_no_worker_says_to_start_the_stack():
     client = ConnectClient("http://127.0.0.1:9", 2)
     with pytest.raises(ConnectError, match="sluice up"):
         client.statuses()
+
+
+def test_the_url_in_messages_has_no_password() -> None:
+    assert ConnectClient("http://ops:hunter2@connect:8083/").shown_url == (
+        "http://ops:***@connect:8083"
+    )
