@@ -10,6 +10,8 @@ from rich.text import Text
 
 from streams.cli import console
 from streams.cli.output import cell, plain, safe
+from streams.contracts.catalog import catalog_for
+from streams.runtime.audit import Auditor, audited
 from streams.runtime.waiting import wait_until
 from streams.sdk.connect_client import ConnectClient, ConnectError, ConnectorStatus, load_connector
 from streams.settings import get_settings
@@ -66,28 +68,32 @@ def apply(
 ) -> None:
     """Create or update the connector in FILE (idempotent: PUT /connectors/<name>/config)."""
     settings = get_settings()
-    connector = load_connector(
-        file,
-        settings,
-        variables=_pairs(variables, "--var"),
-        overrides=_pairs(overrides, "--set"),
-        name=name,
-    )
-    client = ConnectClient.from_settings(settings)
-    created = client.apply(connector)
-    verb = "created" if created else "updated"
-    console.print(
-        f"connector [cyan]{safe(connector.name)}[/cyan] {verb} on {safe(client.shown_url)}"
-    )
-    if not wait:
-        return
-    status = _await_running(client, connector.name, timeout)
-    _print_statuses([status], traces=True)
-    if status.failed:
-        raise click.ClickException(
-            f"connector {connector.name!r} failed (trace above); fix the cause, then "
-            f"`sluice connect apply` again or `sluice connect restart {connector.name}`"
+    var_pairs, set_pairs = _pairs(variables, "--var"), _pairs(overrides, "--set")
+    connector = load_connector(file, settings, variables=var_pairs, overrides=set_pairs, name=name)
+    # Built first: a connector change that could not be audited is refused before it is made.
+    auditor = Auditor(settings, catalog_for(settings))
+    with audited(auditor, "connect.apply", connector.name) as details:
+        # The names of what was set, never the values: a --var is often a password.
+        details.update(file=file.name, vars=",".join(sorted(var_pairs)))
+        details["set"] = ",".join(sorted(set_pairs))
+        client = ConnectClient.from_settings(settings)
+        details["worker"] = client.shown_url
+        created = client.apply(connector)
+        verb = "created" if created else "updated"
+        details["change"] = verb
+        console.print(
+            f"connector [cyan]{safe(connector.name)}[/cyan] {verb} on {safe(client.shown_url)}"
         )
+        if not wait:
+            return
+        status = _await_running(client, connector.name, timeout)
+        details["state"] = status.state
+        _print_statuses([status], traces=True)
+        if status.failed:
+            raise click.ClickException(
+                f"connector {connector.name!r} failed (trace above); fix the cause, then "
+                f"`sluice connect apply` again or `sluice connect restart {connector.name}`"
+            )
 
 
 def _await_running(client: ConnectClient, name: str, timeout: float) -> ConnectorStatus:
@@ -129,9 +135,13 @@ def status(name: str | None, trace: bool) -> None:
 @click.argument("name")
 def delete(name: str) -> None:
     """Delete a connector (its source offsets stay: a new one of that name resumes)."""
-    client = ConnectClient.from_settings(get_settings())
-    client.delete(name)
-    console.print(f"connector [cyan]{safe(name)}[/cyan] deleted from {safe(client.shown_url)}")
+    settings = get_settings()
+    auditor = Auditor(settings, catalog_for(settings))
+    with audited(auditor, "connect.delete", name) as details:
+        client = ConnectClient.from_settings(settings)
+        details["worker"] = client.shown_url
+        client.delete(name)
+        console.print(f"connector [cyan]{safe(name)}[/cyan] deleted from {safe(client.shown_url)}")
 
 
 @connect.command()

@@ -11,9 +11,11 @@ from rich.text import Text
 from streams.cli import console
 from streams.cli.output import plain, safe
 from streams.contracts.catalog import catalog_for
+from streams.runtime.audit import Auditor, audited
 from streams.runtime.dlq_replay import (
     DeadLetter,
     ReplaySummary,
+    ReplayTarget,
     dlq_topic_name,
     read_recent,
     replay,
@@ -108,6 +110,21 @@ def replay_command(topic: str, dry_run: bool, to: str | None) -> None:
     logical = catalog.logical(name)
     if logical in catalog.topics and catalog.topic(logical).encrypted:
         keyring.require(f"{name} keeps its payloads encrypted")
+    if dry_run:  # sends nothing, so there is nothing to audit
+        _replay(settings, name, target, keyring, dry_run=True)
+        return
+    # Built before the replay: one that could not be audited is refused before it sends.
+    auditor = Auditor(settings, catalog)
+    with audited(auditor, "dlq.replay", name) as details:
+        if to is not None:
+            details["to"] = to
+        summary = _replay(settings, name, target, keyring, dry_run=False)
+        details.update(replay_details(summary))
+
+
+def _replay(
+    settings: Settings, name: str, target: ReplayTarget, keyring: Keyring, *, dry_run: bool
+) -> ReplaySummary:
     with console.status(f"replaying {safe(name)}") as status:
         summary = replay(
             settings,
@@ -119,6 +136,15 @@ def replay_command(topic: str, dry_run: bool, to: str | None) -> None:
         )
     for line in summary_lines(summary, dry_run=dry_run):
         console.print(line, soft_wrap=True)
+    return summary
+
+
+def replay_details(summary: ReplaySummary) -> dict[str, object]:
+    """What the audit trail keeps of a replay: counts per topic, never a record."""
+    details: dict[str, object] = {"replayed": summary.replayed, "skipped": summary.skipped}
+    details["foreign"] = sum(summary.foreign.values())
+    details["targets"] = ", ".join(f"{t}={n}" for t, n in sorted(summary.by_target.items()))
+    return details
 
 
 def summary_lines(summary: ReplaySummary, *, dry_run: bool) -> list[Text]:

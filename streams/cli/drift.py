@@ -11,8 +11,10 @@ from rich.table import Table
 from streams.cli import console
 from streams.cli.output import cell
 from streams.contracts.catalog import catalog_for
+from streams.errors import TransientError
 from streams.profiling.topics import read_history
 from streams.runtime import kafka
+from streams.runtime.audit import Auditor, audited
 from streams.settings import get_settings
 
 ALERTS_TOPIC = "drift.alerts"
@@ -97,12 +99,21 @@ def reset(prefix: str) -> None:
     settings = get_settings()
     catalog = catalog_for(settings)
     topic = catalog.physical(STATE_TOPIC)
-    keys = [k for k in read_latest(settings, topic, lambda v: {}, 60) if k.startswith(prefix)]
-    producer = kafka.producer(settings)
-    for key in keys:
-        producer.produce(topic, None, key=key)
-    producer.flush(30)
-    console.print(f"reset {len(keys)} signal(s)")
+    # Built first: a reset that could not be audited is refused before it deletes anything.
+    auditor = Auditor(settings, catalog)
+    with audited(auditor, "drift.reset", prefix or "*") as details:
+        keys = [k for k in read_latest(settings, topic, lambda v: {}, 60) if k.startswith(prefix)]
+        producer = kafka.producer(settings)
+        for key in keys:
+            producer.produce(topic, None, key=key)
+        remaining = producer.flush(30)
+        details.update(signals=len(keys), unacknowledged=remaining)
+        if remaining:
+            raise TransientError(
+                f"{remaining} of {len(keys)} tombstones on {topic} were not acknowledged within "
+                "30s; run `sluice drift reset` again"
+            )
+        console.print(f"reset {len(keys)} signal(s)")
 
 
 COMMANDS = [drift]

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import sys
+from collections import Counter
+from collections.abc import Iterable
 
 import click
 from rich.table import Table
@@ -11,9 +13,10 @@ from rich.text import Text
 from streams.cli import console, err_console
 from streams.cli.output import cell, safe
 from streams.contracts import registry
-from streams.contracts.catalog import catalog_for
+from streams.contracts.catalog import Catalog, catalog_for
 from streams.runtime import kafka
-from streams.settings import get_settings, without_password
+from streams.runtime.audit import Auditor, audited
+from streams.settings import Settings, get_settings, without_password
 
 
 @click.group()
@@ -30,8 +33,19 @@ def apply() -> None:
     """
     settings = get_settings()
     catalog = catalog_for(settings)
+    target = settings.kafka.bootstrap_servers
+    # The audit topic and its schema are among what this command creates: the auditor is
+    # built once they exist, and records the outcome either way.
+    with audited(lambda: Auditor(settings, catalog), "schemas.apply", target) as details:
+        details["registry"] = without_password(settings.registry.url)
+        details["topic_prefix"] = settings.topic_prefix
+        _apply(settings, catalog, details)
+
+
+def _apply(settings: Settings, catalog: Catalog, details: dict[str, object]) -> None:
     specs = list(catalog.topics.values())
     topic_changes = kafka.ensure_topics(kafka.admin(settings), specs)
+    details.update(_counts("topics", (c.action for c in topic_changes)))
     table = Table(title=cell(f"topics on {settings.kafka.bootstrap_servers}"))
     for column in ("topic", "partitions", "value", "action"):
         table.add_column(column)
@@ -51,6 +65,7 @@ def apply() -> None:
         err_console.print("[red]error:[/red] some topics could not be created (see above)")
         sys.exit(1)
     subject_changes = registry.apply(settings.registry, catalog, specs)
+    details.update(_counts("subjects", (sc.action for sc in subject_changes)))
     table = Table(title=cell(f"subjects on {without_password(settings.registry.url)}"))
     for column in ("subject", "schema", "version", "id", "action"):
         table.add_column(column)
@@ -59,6 +74,11 @@ def apply() -> None:
             cell(sc.subject), cell(sc.schema), str(sc.version), str(sc.schema_id), cell(sc.action)
         )
     console.print(table)
+
+
+def _counts(kind: str, actions: Iterable[str]) -> dict[str, int]:
+    """How many topics or subjects each action touched, e.g. ``topics.created: 3``."""
+    return dict(sorted(Counter(f"{kind}.{a.replace('-', '_')}" for a in actions).items()))
 
 
 @schemas.command()

@@ -97,6 +97,21 @@ class PiiFinding(_AvroRecord):
 
 
 @dataclass(frozen=True, slots=True)
+class AuditEvent(_AvroRecord):
+    """sluice.v1.AuditEvent: one operator action, who took it, where, and how it ended."""
+
+    event_id: str
+    occurred_at: datetime
+    actor: str
+    host: str
+    action: str
+    target: str
+    outcome: str
+    details: dict[str, str]
+    sluice_version: str
+
+
+@dataclass(frozen=True, slots=True)
 class InferenceRequest(_AvroRecord):
     """sluice.v1.InferenceRequest: one request for a model."""
 

@@ -30,6 +30,7 @@ TIME_COLUMNS: dict[str, str] = {
     "budget_status": "period_start",
     "budget_alerts": "period_start",
     "pii_findings": "ts",
+    "audit_events": "occurred_at",
     "dead_letters": "ts",
     "drift_alerts": "ts",
     "drift_profiles": "created_at",

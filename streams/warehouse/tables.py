@@ -217,6 +217,19 @@ def _pii(record: InputRecord, v: dict[str, Any]) -> Row:
     return _pii_row(record, {**optional, **v, "ts": v.get("detected_at") or v.get("ts")})
 
 
+_AUDIT_COLUMNS = (
+    "event_id",
+    "occurred_at",
+    "actor",
+    "host",
+    "action",
+    "target",
+    "outcome",
+    "details",
+    "sluice_version",
+)
+
+
 def _drift(_record: InputRecord, v: dict[str, Any]) -> Row:
     reference, current = v["reference"], v["current"]
     return (
@@ -515,6 +528,7 @@ BY_TOPIC: dict[str, TableSpec] = {
         ),
         _drift,
     ),
+    "audit.events": TableSpec("audit_events", _AUDIT_COLUMNS, _fields(_AUDIT_COLUMNS)),
     "drift.profiles": TableSpec("drift_profiles", _PROFILE_COLUMNS, _profile_rows),
     "telemetry.spans": TableSpec(
         "otel_traces",

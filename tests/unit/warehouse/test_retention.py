@@ -37,6 +37,7 @@ def test_every_table_the_sink_loads_has_a_class_with_a_ttl():
 def test_tables_take_the_class_of_their_topics_unless_they_declare_one():
     classes = table_classes(CATALOG)
     assert classes["pii_findings"] == CATALOG.topic("pii.findings").data_class == "audit"
+    assert classes["audit_events"] == CATALOG.topic("audit.events").data_class == "audit"
     assert classes["otel_traces"] == "telemetry"
     assert classes["usage"] == "metrics"
     # Loaded from raw and redacted prompts, but holding no text: a class of their own.
@@ -95,7 +96,7 @@ def test_a_table_class_without_a_ttl_is_refused(tmp_path):
     catalog = load_catalog(
         _edited(tmp_path, lambda t: t["data_classes"]["audit"].pop("clickhouse_ttl_days"))
     )
-    with pytest.raises(CatalogError, match=r"'pii_findings' is of the data class 'audit'"):
+    with pytest.raises(CatalogError, match=r"'audit_events' is of the data class 'audit'"):
         table_ttls(catalog)
 
 
