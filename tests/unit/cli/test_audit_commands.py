@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 from click.testing import CliRunner
 
-from streams.cli import connect, dlq, main, schemas
+from processors.drift import store
+from streams.cli import connect, dlq, drift, main, schemas
 from streams.contracts.registry import SubjectChange
 from streams.runtime import kafka
 from streams.runtime.audit import AuditUnavailableError
@@ -40,7 +41,7 @@ class Recorded:
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
     auditor = Recorded()
-    for module in (schemas, dlq, connect):
+    for module in (schemas, dlq, connect, drift):
         monkeypatch.setattr(module, "Auditor", auditor)
     return auditor
 
@@ -182,3 +183,26 @@ def test_connect_delete_is_recorded(monkeypatch, recorded):
     result = CliRunner().invoke(main, ["connect", "delete", "db"])
     assert result.exit_code == 0, result.output
     assert recorded.events == [("connect.delete", "db", "ok", {"worker": "http://127.0.0.1:8083"})]
+
+
+class _Tombstones:
+    def __init__(self) -> None:
+        self.keys: list[str] = []
+
+    def produce(self, _topic: str, _value: None, key: str) -> None:
+        self.keys.append(key)
+
+    def flush(self, _timeout: float) -> int:
+        return 0
+
+
+def test_drift_reset_is_recorded_with_the_signals_it_reset(monkeypatch, recorded):
+    producer = _Tombstones()
+    monkeypatch.setattr(store, "read_latest", lambda *_a: {"model:a:x": {}, "dataset:b:y": {}})
+    monkeypatch.setattr(drift.kafka, "producer", lambda _s: producer)
+    result = CliRunner().invoke(main, ["drift", "reset", "--signal", "model:", "--yes"])
+    assert result.exit_code == 0, result.output
+    assert producer.keys == ["model:a:x"]
+    assert recorded.events == [
+        ("drift.reset", "model:", "ok", {"signals": "1", "unacknowledged": "0"})
+    ]
