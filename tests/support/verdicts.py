@@ -7,8 +7,10 @@ helper when the stack predates it), or a throwaway pair for unit tests.
 
 from __future__ import annotations
 
+import dataclasses
 from functools import cache
 
+from streams.contracts.records import GuardVerdict, InferenceRequest, utcnow
 from streams.runtime.signing import Signer, new_keypair
 from streams.runtime.spec import Headers
 from streams.settings import Settings
@@ -42,3 +44,11 @@ def signed_with(private: str, topic: str, key: bytes | str | None, value: bytes)
     """The signature headers of this record under ``private`` (a unit test's own key)."""
     raw_key = key.encode() if isinstance(key, str) else key
     return Signer.from_secret(private, "a test key").headers(topic, raw_key, value)
+
+
+def passed(request: InferenceRequest, action: str = "pass") -> InferenceRequest:
+    """``request`` with the verdict guard gives a clean prompt (infer serves no other)."""
+    verdict = GuardVerdict(
+        policy_version="test", action=action, redacted=False, checked_at=utcnow()
+    )
+    return dataclasses.replace(request, guard=verdict)
