@@ -33,7 +33,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from streams.errors import ConfigurationError
+from streams.errors import ConfigurationError, SluiceError
 from streams.runtime.spec import Headers
 
 SIGNATURE_HEADER = "sluice.guard.signature"
@@ -52,7 +52,7 @@ class SigningKeyError(ConfigurationError):
     """A signing or verifying key that is missing or malformed."""
 
 
-class UnverifiedError(ValueError):
+class UnverifiedError(SluiceError, ValueError):
     """A record whose signature is missing, malformed, by an unknown key, or wrong."""
 
 
