@@ -14,9 +14,9 @@ full batches while every request gets exactly one result:
   Triton returns; a request that can never succeed gets an error result and
   its original goes to the DLQ;
 * a request guard did not sign, or signed with a verdict that does not let it
-  through, is dead-lettered (``UnverifiedVerdict``) before anything else looks at
-  it, and gets no result: whoever wrote it bypassed guard, so it is owed nothing
-  and nothing is metered for it.
+  through, is dead-lettered (``UnverifiedVerdict``) before it is planned or
+  served, and gets no result: whoever wrote it bypassed guard, so it is owed
+  nothing and nothing is metered for it.
 """
 
 from __future__ import annotations
