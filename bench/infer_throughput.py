@@ -30,12 +30,14 @@ from pathlib import Path
 from typing import Any
 
 from processors.infer import processor as infer
-from streams.contracts.records import InferenceRequest
+from streams.contracts.records import GuardVerdict, InferenceRequest, utcnow
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
 from streams.runtime.runner import Runner
+from streams.runtime.signing import Signer
 from streams.settings import MetricsSettings, Settings
 from streams.stack import sandbox
+from streams.stack.secrets import ensure_verdict_keys, local_verdict_keys, verdict_key_paths
 
 SAFE = "inference.requests.safe"
 CONFIGS: dict[str, dict[str, str]] = {
@@ -58,9 +60,20 @@ def produce_requests(box: sandbox.Sandbox, count: int) -> None:
     ]
     encode = AvroSerde(kafka.registry(box.settings), box.catalog).encoder(SAFE)
     producer = kafka.producer(box.settings, **{"linger.ms": 20})
+    # Standing in for guard: its verdict, signed with the local stack's key (infer serves
+    # nothing else).
+    ensure_verdict_keys(box.settings)
+    private = verdict_key_paths(box.settings)[0].read_text(encoding="ascii").strip()
+    signer = Signer.from_secret(private, "the local stack's verdict signing key")
+    verdict = GuardVerdict(
+        policy_version="bench", action="pass", redacted=False, checked_at=utcnow()
+    )
     for i in range(count):
         request = InferenceRequest.new("bench", "minilm", f"{subjects[i % len(subjects)]} ({i})")
-        producer.produce(box.topic(SAFE), value=encode(request.to_avro()), key=request.request_id)
+        value = encode(dataclasses.replace(request, guard=verdict).to_avro())
+        key = request.request_id.encode()
+        headers = signer.headers(SAFE, key, value)
+        producer.produce(box.topic(SAFE), value=value, key=key, headers=headers)
         producer.poll(0)
     producer.flush(60)
 
@@ -121,8 +134,9 @@ def main() -> None:
         print(f"producing {args.requests:,} minilm requests to {box.topic(SAFE)}")
         produce_requests(box, args.requests)
         rates = {}
+        keys = local_verdict_keys(box.settings, "infer")  # guard's public key, for infer
         for name, overrides in CONFIGS.items():
-            with environment(overrides):
+            with environment({**keys, **overrides}):
                 rates[name] = run(box, args.requests)
     for name, rate in rates.items():
         print(f"{name:>15}: {rate:8,.1f} requests/s")

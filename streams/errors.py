@@ -202,6 +202,18 @@ class RowRejected(RecordError):
     default_stage = "transform"
 
 
+class UnverifiedVerdict(RecordError):
+    """A request on ``inference.requests.safe`` that guard did not pass.
+
+    Its signature header is missing or malformed, names a key infer does not hold,
+    or does not verify (the value, key or topic changed after guard signed it); or it
+    is signed but carries no verdict, or a verdict that is not ``pass`` or ``flag``.
+    infer answers it with nothing (no result, no usage): whoever wrote it bypassed guard.
+    """
+
+    default_stage = "infer"
+
+
 # -- inference: the request is owed an error result as well -------------------------------
 class _InferenceRefused(RecordError):
     default_stage = "infer"

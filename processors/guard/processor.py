@@ -42,7 +42,8 @@ from processors.guard.fields import (
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.errors import TransientError
-from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
+from streams.runtime.signing import Signer
+from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, RecordSigner
 
 REQUESTS = "inference.requests"
 SAFE = "inference.requests.safe"
@@ -292,6 +293,16 @@ def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Ou
     return [o if o is not None else [] for o in outcomes]
 
 
+SIGNING_KEY_SETTING = "SLUICE_GUARD__VERDICT_SIGNING_KEY"
+
+
+def _signers(settings: GuardSettings) -> dict[str, RecordSigner]:
+    """Sign what guard lets through, so infer can refuse what anyone else wrote to .safe."""
+    key = settings.verdict_signing_key
+    secret = key.get_secret_value() if key is not None else None
+    return {SAFE: Signer.from_secret(secret, SIGNING_KEY_SETTING)}
+
+
 PROCESSOR: ProcessorSpec[GuardSettings, GuardResources] = ProcessorSpec(
     name="guard",
     description="Redact PII and stop hostile prompts; redact model outputs before storage.",
@@ -302,4 +313,5 @@ PROCESSOR: ProcessorSpec[GuardSettings, GuardResources] = ProcessorSpec(
     setup=_setup,
     teardown=_teardown,
     batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),
+    signers=_signers,
 )

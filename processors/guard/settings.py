@@ -14,16 +14,24 @@ GUARD_DIR = PROJECT_ROOT / "schemas" / "guard"
 
 
 class GuardSettings(BaseSettings):
-    """How guard finds its policy, its models and its secret.
+    """How guard finds its policy, its models and its secrets.
 
     ``hash_secret`` keys the pseudonyms of the ``hash`` action; it is read
     from ``SLUICE_GUARD__HASH_SECRET`` and never written to a file or a log.
+    ``verdict_signing_key`` signs what guard lets through to the models.
     """
 
     model_config = SettingsConfigDict(env_prefix="SLUICE_GUARD__", frozen=True, extra="ignore")
 
     hash_secret: SecretStr | None = Field(
         None, description="Platform secret from which each tenant's HMAC key is derived."
+    )
+    verdict_signing_key: SecretStr | None = Field(
+        None,
+        description="Base64 of a raw 32-byte Ed25519 private key: guard signs every record "
+        "it writes to inference.requests.safe with it, and infer refuses what it did not "
+        "sign. Required. `sluice up` keeps one in <state_dir>/secrets/verdict-signing-key; "
+        "infer gets the public key (SLUICE_INFER__VERDICT_PUBLIC_KEYS).",
     )
     policy_path: Path = Field(GUARD_DIR / "policy.yaml", description="The guard policy file.")
     injection_patterns_path: Path = Field(

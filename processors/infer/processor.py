@@ -12,7 +12,11 @@ full batches while every request gets exactly one result:
 * Triton unreachable or overloaded: the runner aborts the transaction, rewinds,
   pauses the partitions and retries with backoff, so the backlog drains when
   Triton returns; a request that can never succeed gets an error result and
-  its original goes to the DLQ.
+  its original goes to the DLQ;
+* a request guard did not sign, or signed with a verdict that does not let it
+  through, is dead-lettered (``UnverifiedVerdict``) before it is planned or
+  served, and gets no result: whoever wrote it bypassed guard, so it is owed
+  nothing and nothing is metered for it.
 """
 
 from __future__ import annotations
@@ -43,15 +47,19 @@ from processors.infer.triton_calls import (
     TritonBackend,
 )
 from streams.contracts.records import InferenceRequest, InferenceResult, utcnow
-from streams.errors import RecordError, TransientError, inference_refusal
+from streams.errors import RecordError, TransientError, UnverifiedVerdict, inference_refusal
 from streams.llm.model_catalog import ModelCatalog, load_models
 from streams.llm.tokenizing import TokenCounter, search_paths
 from streams.runtime.metrics import bounded_label
+from streams.runtime.signing import UnverifiedError, Verifier
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
 
 _TRACER = trace.get_tracer("sluice.infer")
 REQUESTS = "inference.requests.safe"
 RESPONSES = "inference.responses"
+PUBLIC_KEYS_SETTING = "SLUICE_INFER__VERDICT_PUBLIC_KEYS"
+#: Verdicts that let a request through (guard writes ``block`` to .blocked, never to .safe).
+PASSING_ACTIONS = frozenset({"pass", "flag"})
 
 RESULTS = Counter(
     "sluice_infer_results_total", "Results produced, by model and status.", ["model", "status"]
@@ -127,6 +135,30 @@ def infer_batch(
         _trace(spans[item.index], item, answer, result, backend.url)
         outcomes.append([Output(RESPONSES, result.to_avro(), key=result.request_id)])
     return outcomes
+
+
+def check_verdict(record: InputRecord, verifier: Verifier) -> UnverifiedVerdict | None:
+    """Why ``record`` may not reach a model (guard did not pass it), or None.
+
+    The signature is checked over the bytes as consumed, before the decoded value is
+    trusted; the reasons name what is wrong, never a value of the record.
+    """
+    try:
+        ident = verifier.verify(record.topic, record.key, record.raw, record.headers)
+    except UnverifiedError as exc:
+        return UnverifiedVerdict(str(exc))
+    verdict = record.value.get("guard") if isinstance(record.value, dict) else None
+    if verdict is None:
+        return UnverifiedVerdict(
+            f"signed by key {ident} but carries no guard verdict", details={"key_id": ident}
+        )
+    action = verdict.get("action")
+    if action not in PASSING_ACTIONS:
+        shown = "block" if action == "block" else "not pass or flag"
+        return UnverifiedVerdict(
+            f"signed by key {ident} but guard's verdict is {shown}", details={"key_id": ident}
+        )
+    return None
 
 
 def _with_output_tokens(job: Job, done: Completion, counter: TokenCounter) -> Completion:
@@ -218,18 +250,21 @@ def _trace(span: Any, job: Job, done: Completion, result: InferenceResult, url: 
 # -- the processor declaration --------------------------------------------------------
 @dataclass
 class InferResources:
-    """The model catalog, the token counter, the Triton client and the device label."""
+    """The model catalog, token counter, Triton client, device label and guard's public keys."""
 
     catalog: ModelCatalog
     counter: TokenCounter
     backend: TritonBackend
     device: str
+    verifier: Verifier
 
 
 InferContext = Context[InferSettings, InferResources]
 
 
 def _setup(ctx: Context[InferSettings, None]) -> InferResources:
+    # First: without guard's public keys infer could not tell a verdict from a forgery.
+    verifier = Verifier.from_settings(ctx.config.verdict_public_keys, PUBLIC_KEYS_SETTING)
     triton = ctx.settings.triton
     catalog = load_models(triton.models_file)
     return InferResources(
@@ -239,6 +274,7 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
             triton.url, timeout_s=triton.timeout_s, max_in_flight=ctx.config.max_in_flight
         ),
         device=ctx.config.device or "triton",
+        verifier=verifier,
     )
 
 
@@ -248,14 +284,20 @@ def _teardown(ctx: InferContext) -> None:
 
 def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Outcome]:
     r = ctx.resources
-    return infer_batch(
-        records,
-        catalog=r.catalog,
-        counter=r.counter,
-        backend=r.backend,
-        settings=ctx.config,
-        device=r.device,
-    )
+    outcomes: list[Outcome | None] = [check_verdict(record, r.verifier) for record in records]
+    passed = [i for i, refusal in enumerate(outcomes) if refusal is None]
+    if passed:
+        served = infer_batch(
+            [records[i] for i in passed],
+            catalog=r.catalog,
+            counter=r.counter,
+            backend=r.backend,
+            settings=ctx.config,
+            device=r.device,
+        )
+        for index, outcome in zip(passed, served, strict=True):
+            outcomes[index] = outcome
+    return [o for o in outcomes if o is not None]
 
 
 PROCESSOR: ProcessorSpec[InferSettings, InferResources] = ProcessorSpec(

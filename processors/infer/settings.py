@@ -26,6 +26,14 @@ class InferSettings(BaseSettings):
     max_in_flight: int = Field(
         8, ge=1, description="Triton calls (micro-batches or generations) running at once."
     )
+    verdict_public_keys: list[str] = Field(
+        default_factory=list,
+        description="Guard's Ed25519 public keys (base64 of the raw 32 bytes, JSON list): "
+        "infer processes only records of inference.requests.safe that one of them signed, "
+        "and dead-letters the rest (UnverifiedVerdict). Required. To rotate, add guard's new "
+        "public key, then switch guard's key, then drop the old one once its records are "
+        "consumed. `sluice up` keeps the local one in <state_dir>/secrets/verdict-public-key.",
+    )
     device: str = Field(
         "",
         description="Device label put on results (e.g. 'cuda:0 H100'); empty: 'triton'. "

@@ -32,7 +32,7 @@ def run(processor: str, metrics_port: int | None) -> None:
     """
     # Defaults only the local stack knows (never overriding what is set explicitly),
     # then the settings read again (get_settings caches them) so that they include them.
-    for name, value in local_processor_environment(get_settings()).items():
+    for name, value in local_processor_environment(get_settings(), processor).items():
         os.environ.setdefault(name, value)
     get_settings.cache_clear()
     settings = get_settings()

@@ -87,6 +87,7 @@ class BatchPipeline:
         self.outputs = spec.outputs(self.catalog, ctx.config)
         self.dlq_topics = {t: self._dlq_topic_of(t) for t in self.inputs}
         self.keyring = Keyring.from_settings(ctx.settings.dead_letters)
+        self.signers = spec.signers(ctx.config) if spec.signers is not None else {}
         encrypted = sorted(
             dlq for dlq in self.dlq_topics.values() if dlq and self.catalog.topic(dlq).encrypted
         )
@@ -254,7 +255,10 @@ class BatchPipeline:
             headers = tracing.span_context_headers(span)
         else:
             headers = tracing.trace_headers(source.headers)
-        return key, value, [*headers, *output.headers]
+        signer = self.signers.get(output.topic)
+        # Signed last, over the bytes just encoded: what the reader gets is what was signed.
+        signature = signer.headers(output.topic, key, value) if signer is not None else []
+        return key, value, [*headers, *output.headers, *signature]
 
     # -- emit --------------------------------------------------------------------------
     def _emit(

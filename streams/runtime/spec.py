@@ -16,9 +16,9 @@ through ``Context.config`` and ``Context.resources``.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -79,6 +79,13 @@ class Output:
     headers: Headers = field(default_factory=list)
 
 
+class RecordSigner(Protocol):
+    """Computes the headers that authenticate one serialised output record."""
+
+    def headers(self, topic: str, key: bytes | None, value: bytes) -> Headers:
+        """Headers for the record of ``topic`` (logical name) with these exact bytes."""
+
+
 #: What processing one input record yields: records to produce, or a reason to dead-letter it.
 Outcome = Sequence[Output] | RecordError
 
@@ -133,6 +140,12 @@ class ProcessorSpec(Generic[C, R]):
     # (records per poll, longest wait in ms) when the processor knows better than the
     # runner's defaults; SLUICE_RUNNER__BATCH_SIZE/_TIMEOUT_MS set explicitly still win.
     batching: Callable[[C], tuple[int, int]] | None = None
+    # Outputs the runner signs: topic -> signer, built from the processor's settings when
+    # the pipeline is made, so a missing key fails start-up. The runner signs rather than
+    # the processor because a signature must cover the exact bytes produced, and only the
+    # pipeline sees them (after serialisation, with the registry's schema id); a header
+    # added after encoding changes nothing the processor or the schema sees.
+    signers: Callable[[C], Mapping[str, RecordSigner]] | None = None
 
     def build_settings(self) -> C:
         """The processor's settings, read from the environment (once per process)."""

@@ -18,7 +18,10 @@ from streams.stack.connect_worker import Connect
 from streams.stack.secrets import (
     dead_letter_key_path,
     ensure_dead_letter_key,
+    ensure_verdict_keys,
     local_dead_letter_key,
+    local_verdict_keys,
+    verdict_key_paths,
 )
 from streams.stack.triton import Triton
 
@@ -33,17 +36,19 @@ def component_names() -> list[str]:
     return [cls.name for cls in COMPONENTS]
 
 
-def local_processor_environment(settings: Settings) -> dict[str, str]:
-    """Processor settings that only the local stack knows, as environment variables.
+def local_processor_environment(settings: Settings, processor: str = "") -> dict[str, str]:
+    """Settings of ``processor`` that only the local stack knows, as environment variables.
 
     Processors never import the stack; ``sluice run`` adds these (without
     overriding anything set explicitly) so that, say, infer labels its results
-    with the device the local Triton runs on, and processors of prompt topics
-    encrypt dead letters with the key ``sluice up`` made.
+    with the device the local Triton runs on, processors of prompt topics
+    encrypt dead letters with the key ``sluice up`` made, guard signs its
+    verdicts with the stack's private key and infer checks them with its public key.
     """
     device = Triton(settings).device()
     return {
         **local_dead_letter_key(settings),
+        **local_verdict_keys(settings, processor),
         **({"SLUICE_INFER__DEVICE": device} if device else {}),
     }
 
@@ -84,10 +89,15 @@ class Stack:
     def up(self, report: Report) -> None:
         """Fetch (once), configure and start each component that is not running; wait for health.
 
-        Also makes the dead-letter encryption key of the local processors, once.
+        Also makes the dead-letter encryption key of the local processors, and guard's
+        verdict keypair, once.
         """
         if ensure_dead_letter_key(self.settings):
             report(f"dead-letter encryption key: made {dead_letter_key_path(self.settings)} (0600)")
+        if ensure_verdict_keys(self.settings):
+            report(
+                f"guard's verdict signing key: made {verdict_key_paths(self.settings)[0]} (0600)"
+            )
         for component in self.components:
             if component.process.is_running():
                 try:

@@ -6,13 +6,20 @@ they survive ``sluice down`` and every processor of the stack shares them.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
 from streams.runtime.sealing import KEY_SETTING, new_key
+from streams.runtime.signing import new_keypair, public_key_of
 from streams.settings import Settings
 
 DEAD_LETTER_KEY_FILE = "dead-letter-key"
+VERDICT_SIGNING_KEY_FILE = "verdict-signing-key"
+VERDICT_PUBLIC_KEY_FILE = "verdict-public-key"
+#: The settings guard and infer read them from (each processor's own settings class).
+VERDICT_SIGNING_KEY_SETTING = "SLUICE_GUARD__VERDICT_SIGNING_KEY"
+VERDICT_PUBLIC_KEYS_SETTING = "SLUICE_INFER__VERDICT_PUBLIC_KEYS"
 
 
 def dead_letter_key_path(settings: Settings) -> Path:
@@ -22,7 +29,11 @@ def dead_letter_key_path(settings: Settings) -> Path:
 
 def ensure_dead_letter_key(settings: Settings) -> bool:
     """Make the local dead-letter key unless there is one; True when it was made now."""
-    path = dead_letter_key_path(settings)
+    return _write_once(dead_letter_key_path(settings), new_key())
+
+
+def _write_once(path: Path, text: str) -> bool:
+    """Write ``text`` to a new file ``path`` (0600); False, untouched, when it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         # O_EXCL: two `sluice up` at once cannot each write a key; 0600 from the first byte.
@@ -30,8 +41,41 @@ def ensure_dead_letter_key(settings: Settings) -> bool:
     except FileExistsError:
         return False
     with os.fdopen(fd, "w", encoding="ascii") as file:
-        file.write(new_key() + "\n")
+        file.write(text + "\n")
     return True
+
+
+def verdict_key_paths(settings: Settings) -> tuple[Path, Path]:
+    """Where the local stack keeps guard's signing key and its public key."""
+    secrets = settings.stack.root / "secrets"
+    return secrets / VERDICT_SIGNING_KEY_FILE, secrets / VERDICT_PUBLIC_KEY_FILE
+
+
+def ensure_verdict_keys(settings: Settings) -> bool:
+    """Make guard's verdict keypair unless there is one; True when it was made now.
+
+    The public key is derived from the private one, so a stack stopped between the two
+    writes gets the same public key next time rather than a mismatched pair.
+    """
+    private_path, public_path = verdict_key_paths(settings)
+    made = _write_once(private_path, new_keypair()[0])
+    private = private_path.read_text(encoding="ascii").strip()
+    _write_once(public_path, public_key_of(private))
+    return made
+
+
+def local_verdict_keys(settings: Settings, processor: str) -> dict[str, str]:
+    """The verdict key each processor may hold: guard the private one, infer the public one.
+
+    Only guard gets the private key: a processor that held it could sign verdicts.
+    """
+    private_path, public_path = verdict_key_paths(settings)
+    if processor == "guard" and private_path.is_file():
+        return {VERDICT_SIGNING_KEY_SETTING: private_path.read_text(encoding="ascii").strip()}
+    if processor == "infer" and public_path.is_file():
+        public = public_path.read_text(encoding="ascii").strip()
+        return {VERDICT_PUBLIC_KEYS_SETTING: json.dumps([public])}
+    return {}
 
 
 def local_dead_letter_key(settings: Settings) -> dict[str, str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import signal
 from collections import Counter
 
@@ -17,12 +18,14 @@ from streams.runtime.sealing import Keyring, sealed_key_id
 from streams.settings import DeadLetterSettings, Settings
 from streams.stack import Stack
 from streams.stack.secrets import local_dead_letter_key
+from tests.support.verdicts import SAFE, passed, signed_headers
 from tests.support.world import (
     World,
     make_world,
     produce,
     read_all,
     reference,
+    running,
     start_processor,
     stop_all,
     wait_for,
@@ -41,17 +44,18 @@ def world(triton: Settings, tmp_path) -> World:
     return make_world(triton, tmp_path)
 
 
-def send(world: World, requests: list[InferenceRequest]) -> None:
-    """Straight to the safe topic (what guard writes): these requests are clean by construction."""
-    encode = AvroSerde(kafka.registry(world.settings), world.catalog).encoder(
-        "inference.requests.safe"
-    )
-    produce(
-        world.settings,
-        world.topic("inference.requests.safe"),
-        [encode(r.to_avro()) for r in requests],
-        [r.request_id.encode() for r in requests],
-    )
+def send(world: World, requests: list[InferenceRequest], *, sign: bool = True) -> None:
+    """Straight to the safe topic, as guard writes it: with a passing verdict, signed with
+    the stack's key (these requests are clean by construction); ``sign=False``: as a
+    producer that bypasses guard would."""
+    encode = AvroSerde(kafka.registry(world.settings), world.catalog).encoder(SAFE)
+    values = [encode((passed(r) if r.guard is None else r).to_avro()) for r in requests]
+    keys = [r.request_id.encode() for r in requests]
+    headers = [
+        signed_headers(world.settings, SAFE, key, value) if sign else []
+        for key, value in zip(keys, values, strict=True)
+    ]
+    produce(world.settings, world.topic(SAFE), values, keys, headers)
 
 
 def results(world: World, expect: int, timeout: float = 300) -> dict[str, InferenceResult]:
@@ -166,3 +170,43 @@ def test_triton_killed_and_restarted_mid_run(world: World):
         stack.up(print)
     assert set(got) == {r.request_id for r in requests}
     assert {r.status for r in got.values()} == {"ok"}, "an outage is retried, never an error"
+
+
+def test_only_what_guard_signed_is_served(world: World):
+    """A request written straight to .safe without guard's signature gets no result."""
+    signed = InferenceRequest.new("acme", "minilm", SENTENCES[0])
+    unsigned = InferenceRequest.new("acme", "minilm", SENTENCES[1])
+    blocked = passed(InferenceRequest.new("acme", "minilm", SENTENCES[3]), action="block")
+    send(world, [unsigned], sign=False)
+    send(world, [blocked])
+    # guard's signature over one request, on another request's bytes (the key kept).
+    encode = AvroSerde(kafka.registry(world.settings), world.catalog).encoder(SAFE)
+    forged = InferenceRequest.new("acme", "minilm", SENTENCES[2])
+    original = encode(passed(forged).to_avro())
+    changed = encode(passed(dataclasses.replace(forged, tenant_id="globex")).to_avro())
+    key = forged.request_id.encode()
+    produce(
+        world.settings,
+        world.topic(SAFE),
+        [changed],
+        [key],
+        [signed_headers(world.settings, SAFE, key, original)],
+    )
+    send(world, [signed])
+    with running(world, "infer"):
+        # In order: by the signed request's result, the three before it are dead letters.
+        got = results(world, 1)
+        dead = read_all(world.settings, world.topic(f"{SAFE}.dlq"), 3, settle=3)
+    assert set(got) == {signed.request_id} and got[signed.request_id].status == "ok"
+    reasons = {
+        m.key().decode(): (
+            dict(m.headers() or [])["sluice.error.class"],
+            dict(m.headers() or [])["sluice.error.message"].decode(),
+        )
+        for m in dead
+    }
+    assert reasons[unsigned.request_id][0] == b"UnverifiedVerdict"
+    assert "no sluice.guard.signature header" in reasons[unsigned.request_id][1]
+    assert "does not verify" in reasons[forged.request_id][1]
+    assert "verdict is block" in reasons[blocked.request_id][1]
+    assert len(dead) == 3

@@ -127,15 +127,17 @@ def produce(
     topic: str,
     values: list[bytes | None],
     keys: list[bytes | None] | None = None,
+    headers: list[list[tuple[str, bytes]]] | None = None,
 ) -> None:
     producer = Producer(
         settings.kafka.client_config(**{"enable.idempotence": True, "linger.ms": 5})
     )
     for index, value in enumerate(values):
         key = keys[index] if keys else None
+        extra = headers[index] if headers else None
         while True:
             try:
-                producer.produce(topic, value=value, key=key)
+                producer.produce(topic, value=value, key=key, headers=extra)
                 break
             except BufferError:
                 producer.poll(0.1)

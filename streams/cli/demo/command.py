@@ -30,7 +30,7 @@ from streams.runtime.spec import InputRecord
 from streams.sdk.client import SluiceClient
 from streams.sdk.connect_client import ConnectClient
 from streams.settings import Settings, get_settings
-from streams.stack.secrets import ensure_dead_letter_key
+from streams.stack.secrets import ensure_dead_letter_key, ensure_verdict_keys
 
 DATASET = "support_tickets"
 
@@ -73,6 +73,7 @@ def demo(rows: int | None, prompts: int, via: str) -> None:
     # The demo's processors dead-letter prompts, encrypted: a stack started before
     # `sluice up` made the key gets one now (`sluice run` hands it to them).
     ensure_dead_letter_key(settings)
+    ensure_verdict_keys(settings)  # guard signs what infer serves, with the stack's keypair
     since_ms = int(time.time() * 1000)
     # meter and the sink run for the whole demo: they meter and load every step's output.
     with processors(settings, ["meter", "sink"], env):

@@ -36,7 +36,7 @@ def test_local_stack_defaults_are_in_the_settings_the_runner_gets(
     key = base64.b64encode(bytes(range(32))).decode()
     monkeypatch.setenv(KEY_SETTING, "placeholder")  # restored after the test...
     monkeypatch.delenv(KEY_SETTING)  # ...and unset while it runs
-    monkeypatch.setattr(run_command, "local_processor_environment", lambda _: {KEY_SETTING: key})
+    monkeypatch.setattr(run_command, "local_processor_environment", lambda *_: {KEY_SETTING: key})
     monkeypatch.setattr(run_command, "Runner", RecordingRunner)
     monkeypatch.setattr(run_command, "setup_tracing", lambda *_: None)
     result = CliRunner().invoke(run_command.run, ["validate"])
@@ -51,7 +51,7 @@ def test_an_explicit_setting_wins_over_the_local_stack(monkeypatch: pytest.Monke
     mine = base64.b64encode(bytes(32)).decode()
     monkeypatch.setenv(KEY_SETTING, mine)
     monkeypatch.setattr(
-        run_command, "local_processor_environment", lambda _: {KEY_SETTING: "from-the-stack"}
+        run_command, "local_processor_environment", lambda *_: {KEY_SETTING: "from-the-stack"}
     )
     monkeypatch.setattr(run_command, "Runner", RecordingRunner)
     monkeypatch.setattr(run_command, "setup_tracing", lambda *_: None)

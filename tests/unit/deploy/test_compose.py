@@ -125,3 +125,13 @@ def test_processor_environment_matches_its_settings(name: str, monkeypatch) -> N
     assert settings.triton.url == "triton:8001"
     for component in COMPONENT_SETTINGS.values():
         component()
+
+
+def test_only_guard_holds_the_verdict_signing_key_and_infer_its_public_key() -> None:
+    for name, service in processor_services().items():
+        env = service.get("environment", {})
+        assert ("SLUICE_GUARD__VERDICT_SIGNING_KEY" in env) == (name == "guard"), name
+        assert ("SLUICE_INFER__VERDICT_PUBLIC_KEYS" in env) == (name == "infer"), name
+    guard = SERVICES["guard"]["environment"]["SLUICE_GUARD__VERDICT_SIGNING_KEY"]
+    infer = SERVICES["infer"]["environment"]["SLUICE_INFER__VERDICT_PUBLIC_KEYS"]
+    assert ":?" in guard and ":?" in infer, "required: compose refuses to start without them"

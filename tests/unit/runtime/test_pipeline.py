@@ -312,3 +312,69 @@ def test_a_raising_processor_leaves_its_message_out_of_dead_letters_and_logs(
         assert all(SECRET_VALUE not in (v or b"").decode() for _, v in letter.headers)
     assert "test_pipeline.py" in caplog.text  # where it was raised is still logged
     assert SECRET_VALUE not in caplog.text
+
+
+class RecordingSigner:
+    """Signs with a checksum of what it is given, and remembers it."""
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[str, bytes | None, bytes]] = []
+
+    def headers(self, topic: str, key: bytes | None, value: bytes) -> list[tuple[str, bytes]]:
+        self.seen.append((topic, key, value))
+        return [("toy.signature", str(hash((topic, key, value))).encode())]
+
+
+def test_declared_outputs_are_signed_over_the_bytes_produced_and_nothing_else() -> None:
+    signer = RecordingSigner()
+
+    def echo(records: Sequence[InputRecord], ctx: Context[Any, Any]) -> list[Outcome]:
+        outcomes: list[Outcome] = []
+        for record in records:
+            if record.value["input_text"] == "refuse":
+                outcomes.append(NotARecord("refused"))
+                continue
+            value, key = record.value, record.value["request_id"]
+            outcomes.append([Output(OUT, value, key=key), Output(IN, value, key=key)])
+        return outcomes
+
+    spec: ProcessorSpec[Any, Any] = ProcessorSpec(
+        name="signing",
+        description="signs its outputs to OUT",
+        inputs=lambda catalog, settings: [IN],
+        outputs=lambda catalog, settings: [OUT, IN],
+        process_batch=echo,
+        signers=lambda settings: {OUT: signer},
+    )
+    with Harness(spec, settings=Settings()) as harness:
+        traced = [("traceparent", b"00-" + b"1" * 32 + b"-" + b"2" * 16 + b"-01")]
+        out = harness.run(
+            [
+                harness.record(IN, request("r1"), headers=traced),
+                harness.record(IN, request("r2", "refuse")),
+            ]
+        )
+    [signed] = out.on(OUT)
+    assert signer.seen == [(OUT, b"r1", signed.raw)]  # the logical name, the exact bytes
+    assert signed.headers[-1][0] == "toy.signature", "signed last, after the trace headers"
+    assert [name for name, _ in signed.headers].count("toy.signature") == 1
+    [unsigned] = out.on(IN)
+    assert all(name != "toy.signature" for name, _ in unsigned.headers)
+    [letter] = out.dead_letters
+    assert all(name != "toy.signature" for name, _ in letter.headers)
+
+
+def test_a_signer_that_cannot_be_built_fails_at_start() -> None:
+    def no_key(settings: Any) -> dict[str, RecordingSigner]:
+        raise ConfigurationError("SLUICE_TOY__KEY is not set")
+
+    spec: ProcessorSpec[Any, Any] = ProcessorSpec(
+        name="signing",
+        description="cannot sign",
+        inputs=lambda catalog, settings: [IN],
+        outputs=lambda catalog, settings: [OUT],
+        process_batch=lambda records, ctx: [],
+        signers=no_key,
+    )
+    with pytest.raises(ConfigurationError, match="SLUICE_TOY__KEY"):
+        Harness(spec, settings=Settings())

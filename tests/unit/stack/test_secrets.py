@@ -1,17 +1,24 @@
-"""The local stack's dead-letter key: made once by `sluice up`, 0600, handed to processors."""
+"""The local stack's keys: made once by `sluice up`, 0600, each handed to its processors."""
 
 from __future__ import annotations
 
 import base64
+import json
 import stat
 from pathlib import Path
 
+from processors.guard.processor import PROCESSOR as GUARD
+from processors.guard.settings import GuardSettings
+from processors.infer.settings import InferSettings
+from streams.runtime.signing import Signer, Verifier, public_key_of
 from streams.settings import Settings
 from streams.stack import Stack, local_processor_environment
 from streams.stack.secrets import (
     dead_letter_key_path,
     ensure_dead_letter_key,
+    ensure_verdict_keys,
     local_dead_letter_key,
+    verdict_key_paths,
 )
 
 
@@ -47,7 +54,48 @@ def test_sluice_up_makes_the_key(tmp_path: Path) -> None:
     Stack(settings_in(tmp_path), only=[]).up(said.append)
     assert dead_letter_key_path(settings_in(tmp_path)).is_file()
     assert said == [
-        f"dead-letter encryption key: made {tmp_path / 'secrets' / 'dead-letter-key'} (0600)"
+        f"dead-letter encryption key: made {tmp_path / 'secrets' / 'dead-letter-key'} (0600)",
+        f"guard's verdict signing key: made {tmp_path / 'secrets' / 'verdict-signing-key'} (0600)",
     ]
     Stack(settings_in(tmp_path), only=[]).up(said.append)
-    assert len(said) == 1
+    assert len(said) == 2
+
+
+def test_the_verdict_keypair_is_made_once_with_mode_0600(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    assert ensure_verdict_keys(settings) is True
+    private_path, public_path = verdict_key_paths(settings)
+    private, public = private_path.read_text().strip(), public_path.read_text().strip()
+    assert public_key_of(private) == public
+    for path in (private_path, public_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_verdict_keys(settings) is False
+    assert private_path.read_text().strip() == private, "a second `sluice up` keeps the key"
+    public_path.unlink()  # stopped between the two writes: the same public key again
+    ensure_verdict_keys(settings)
+    assert public_path.read_text().strip() == public
+
+
+def test_only_guard_gets_the_private_key_and_infer_the_public_one(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    ensure_verdict_keys(settings)
+    guard = local_processor_environment(settings, "guard")
+    infer = local_processor_environment(settings, "infer")
+    assert "SLUICE_INFER__VERDICT_PUBLIC_KEYS" not in guard
+    assert "SLUICE_GUARD__VERDICT_SIGNING_KEY" not in infer
+    for other in ("validate", "meter", "sink", ""):
+        env = local_processor_environment(settings, other)
+        assert not any("VERDICT" in name for name in env), other
+    # What each reads from its environment fits the other: a record guard signs verifies.
+    signing = GuardSettings.model_validate(
+        {"verdict_signing_key": guard["SLUICE_GUARD__VERDICT_SIGNING_KEY"]}
+    )
+    assert GUARD.signers is not None
+    signer = GUARD.signers(signing)["inference.requests.safe"]
+    keys = json.loads(infer["SLUICE_INFER__VERDICT_PUBLIC_KEYS"])
+    verifier = Verifier.from_settings(
+        InferSettings(verdict_public_keys=keys).verdict_public_keys, "k"
+    )
+    headers = signer.headers("inference.requests.safe", b"k", b"v")
+    assert verifier.verify("inference.requests.safe", b"k", b"v", headers)
+    assert isinstance(signer, Signer)

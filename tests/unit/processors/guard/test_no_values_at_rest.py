@@ -20,6 +20,7 @@ from processors.guard.processor import BLOCKED, FINDINGS, PROCESSOR, REQUESTS, R
 from processors.guard.settings import GuardSettings
 from streams.runtime.testing import BatchResult, Harness
 from streams.settings import Settings
+from tests.support.verdicts import unit_keypair
 
 EMAIL = "zelda.quixote7731@example.org"
 NAME = "Zelda Quixote"
@@ -32,7 +33,12 @@ PLANTED = (EMAIL, "zelda.quixote7731", "Quixote", "415 555", "555 0137")
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness[GuardSettings, Any]]:
-    config = GuardSettings(embedder="none", budgets="off", hash_secret=SecretStr("s" * 32))
+    config = GuardSettings(
+        embedder="none",
+        budgets="off",
+        hash_secret=SecretStr("s" * 32),
+        verdict_signing_key=SecretStr(unit_keypair()[0]),
+    )
     with Harness(PROCESSOR, settings=Settings(), config=config) as harness:
         yield harness
 
