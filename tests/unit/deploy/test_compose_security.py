@@ -256,3 +256,14 @@ def test_the_tenant_reader_pattern_filters_every_granted_table_on_tenant_id() ->
     granted = set(re.findall(r"GRANT SELECT ON SLUICE\.(\w+)", text))
     policy = text.split("CREATE ROW POLICY", 1)[1].split("USING", 1)[0]
     assert granted and granted == set(re.findall(r"SLUICE\.(\w+)", policy))
+
+
+def test_env_example_lists_every_required_variable_without_a_value() -> None:
+    text = (PROJECT_ROOT / "docker-compose.yml").read_text()
+    required = set(re.findall(r"\$\{(\w+):\?", text))
+    lines = (PROJECT_ROOT / ".env.example").read_text().splitlines()
+    assignments = dict(
+        line.split("=", 1) for line in lines if line.strip() and not line.startswith("#")
+    )
+    assert set(assignments) == required
+    assert not any(assignments.values()), "the example must hold no value"
