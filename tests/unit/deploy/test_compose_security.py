@@ -267,3 +267,10 @@ def test_env_example_lists_every_required_variable_without_a_value() -> None:
     )
     assert set(assignments) == required
     assert not any(assignments.values()), "the example must hold no value"
+
+
+def test_prometheus_meets_each_processor_on_one_network() -> None:
+    # DNS discovery on two shared networks could return two addresses per replica, and
+    # every replica's metrics would be scraped twice.
+    for name in sorted(_file_targets()["prometheus"]):
+        assert len(_networks(name) & _networks("prometheus")) == 1, name
