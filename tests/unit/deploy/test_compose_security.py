@@ -196,6 +196,7 @@ def test_clickhouse_has_a_user_per_role() -> None:
     users = _users()
     assert {"sluice_admin", "sluice_sink", "sluice_otel", "sluice_reader"} <= set(users)
     assert "ALL" in _grants(users["sluice_admin"])
+    assert "ROLE" in _grants(users["sluice_admin"])  # creates tenant readers
     for writer in ("sluice_sink", "sluice_otel"):
         grants = _grants(users[writer])
         assert "INSERT" in grants
@@ -213,6 +214,15 @@ def test_the_reader_may_only_select() -> None:
     profile = reader.findtext("profile")
     readonly = USERS.findtext(f"profiles/{profile}/readonly")
     assert readonly in ("1", "2"), "the reader's profile must be read-only"
+
+
+def test_users_with_grants_set_no_other_access_control() -> None:
+    # ClickHouse refuses to start when one user has both (a restart loop in compose).
+    others = ("access_management", "allow_databases", "allow_dictionaries")
+    others += ("named_collection_control", "show_named_collections_secrets")
+    for name, user in _users().items():
+        if user.find("grants") is not None:
+            assert not [o for o in others if user.find(o) is not None], name
 
 
 def test_the_default_user_answers_on_localhost_only() -> None:
