@@ -284,3 +284,18 @@ def test_prometheus_meets_each_processor_on_one_network() -> None:
     # every replica's metrics would be scraped twice.
     for name in sorted(_file_targets()["prometheus"]):
         assert len(_networks(name) & _networks("prometheus")) == 1, name
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """A loader that refuses a key twice in one mapping, as compose's parser does."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [key.value for key, _ in node.value if isinstance(key, yaml.ScalarNode)]
+        repeated = {key for key in keys if keys.count(key) > 1}
+        assert not repeated, f"line {node.start_mark.line + 1}: {repeated} twice"
+        return super().construct_mapping(node, deep=deep)
+
+
+def test_no_mapping_repeats_a_key() -> None:
+    # PyYAML takes a repeated key (a second `<<:` merge, say); compose refuses the file.
+    yaml.load((PROJECT_ROOT / "docker-compose.yml").read_text(), Loader=_StrictLoader)  # noqa: S506
