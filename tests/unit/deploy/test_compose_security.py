@@ -4,6 +4,7 @@ service reach what its configuration names and let Triton reach almost nothing e
 
 from __future__ import annotations
 
+import functools
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -23,7 +24,6 @@ TENANT_READER = CLICKHOUSE / "access" / "tenant_reader.sql"
 DATASOURCES = PROJECT_ROOT / "infra" / "grafana" / "provisioning" / "datasources" / "sluice.yaml"
 COLLECTOR = PROJECT_ROOT / "infra" / "otel" / "collector.yaml"
 PROMETHEUS = PROJECT_ROOT / "infra" / "prometheus" / "prometheus.yml"
-USERS = ET.parse(USERS_XML).getroot()  # noqa: S314 (the repository's own file)
 #: Config files of the stack that may hold credentials.
 CONFIG_FILES = [DATASOURCES, COLLECTOR, PROMETHEUS]
 #: Services only other services use: never published on the host.
@@ -36,6 +36,12 @@ _REFERENCE = re.compile(r"^\$(\w+|\{(env:)?\w+\})$")  # a config file's ${env:X}
 _DEFAULTED = re.compile(r"\$\{\w+:?-")
 #: scheme://user:password@host: read with a pattern, since a ${VAR:?message} has a "?".
 _CREDENTIALS = re.compile(r"^\w+://(?P<user>[^:@/]+):(?P<password>.+)@[\w.-]+(:\d+)?(/.*)?$")
+
+
+@functools.cache
+def _users_root() -> ET.Element:
+    """The ClickHouse users file (read when a test asks: a missing file fails that test)."""
+    return ET.parse(USERS_XML).getroot()  # noqa: S314 (the repository's own file)
 
 
 def _walk(node: Any, path: str = "") -> list[tuple[str, Any]]:
@@ -95,7 +101,7 @@ def test_config_files_take_secrets_from_the_environment(path: Path) -> None:
 
 
 def test_clickhouse_passwords_come_from_required_variables() -> None:
-    passwords = list(USERS.iter("password"))
+    passwords = list(_users_root().iter("password"))
     assert passwords
     for password in passwords:
         env = password.get("from_env")
@@ -181,7 +187,7 @@ def test_the_processors_reach_the_collector_when_set_to_otlp() -> None:
 
 
 def _users() -> dict[str, ET.Element]:
-    users = USERS.find("users")
+    users = _users_root().find("users")
     assert users is not None
     return {user.tag: user for user in users}
 
@@ -212,7 +218,7 @@ def test_the_reader_may_only_select() -> None:
         assert forbidden not in grants, f"the reader may {forbidden}"
     assert reader.findtext("access_management") in (None, "0")
     profile = reader.findtext("profile")
-    readonly = USERS.findtext(f"profiles/{profile}/readonly")
+    readonly = _users_root().findtext(f"profiles/{profile}/readonly")
     assert readonly in ("1", "2"), "the reader's profile must be read-only"
 
 
