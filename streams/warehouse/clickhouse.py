@@ -428,8 +428,15 @@ def _locked_by_another_process(path: Path) -> bool:
 
 
 def ensure_database(warehouse: Warehouse, database: str) -> None:
-    """Create Sluice's database if needed."""
-    warehouse.command(f"CREATE DATABASE IF NOT EXISTS {quote_identifier(database)}")
+    """Create Sluice's database if needed.
+
+    Asked first, because ClickHouse checks the CREATE grant before it looks whether the
+    database exists: a user that may only read or insert (a server's reader or writer)
+    would be refused ``CREATE DATABASE IF NOT EXISTS`` on a database that is there.
+    """
+    name = quote_identifier(database)
+    if not warehouse.query(f"EXISTS DATABASE {name}").scalar():
+        warehouse.command(f"CREATE DATABASE IF NOT EXISTS {name}")
 
 
 def quote_identifier(name: str) -> str:

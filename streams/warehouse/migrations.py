@@ -91,7 +91,10 @@ def discover(directory: Path) -> list[Migration]:
 
 def applied(warehouse: Warehouse) -> dict[int, str]:
     """Version → checksum of every applied migration."""
-    warehouse.command(TRACKING_TABLE)
+    # Asked first, like the database: a writer without the CREATE grant (the sink on a
+    # server, where an admin user migrates) may read the table but not re-declare it.
+    if not warehouse.query("EXISTS TABLE schema_migrations").scalar():
+        warehouse.command(TRACKING_TABLE)
     result = warehouse.query("SELECT version, checksum FROM schema_migrations FINAL")
     return {int(version): str(checksum) for version, checksum in result.rows}
 
