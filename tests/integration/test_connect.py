@@ -361,7 +361,9 @@ def test_worker_killed_mid_ingestion_loses_and_duplicates_nothing(
         ingested = raw_count(world.settings, world.raw)
         assert ingested < total, "the kill must land mid-ingestion"
 
-        result = sluice(world, "up")  # the same command a person would run
+        # The command a person would run, for the component this test's stack runs (a plain
+        # `sluice up` would also start Triton, which this test does not use).
+        result = sluice(world, "up", "--only", "connect")
         assert "Kafka Connect: starting" in result.stdout, result.stdout
 
         validated = read_all(world.settings, world.validated, total, timeout=420, settle=5)
@@ -373,5 +375,5 @@ def test_worker_killed_mid_ingestion_loses_and_duplicates_nothing(
         print(f"killed the worker after {ingested:,} of {total:,} lines; all {total:,} once")
     finally:
         if worker.pid() is None:  # failed before the restart: leave a running worker behind
-            sluice(world, "up", check=False)
+            sluice(world, "up", "--only", "connect", check=False)
         sluice(world, "connect", "delete", name, check=False)
