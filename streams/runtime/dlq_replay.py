@@ -18,7 +18,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
 
 from streams.contracts.catalog import DLQ_SUFFIX, Catalog
 from streams.errors import ConfigurationError
@@ -141,6 +141,39 @@ def read_recent(
     return letters[-limit:]
 
 
+_COORDINATOR_NOT_READY = frozenset(
+    {
+        KafkaError.NOT_COORDINATOR,
+        KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+)
+
+
+def _committed(
+    consumer: Consumer, partitions: list[TopicPartition], timeout_s: float
+) -> list[TopicPartition]:
+    """The group's committed offsets, waiting out a group coordinator that is not ready.
+
+    On a broker that has just started, ``__consumer_offsets`` is still being created or
+    loaded and the first lookup fails with a retriable error (NOT_COORDINATOR,
+    COORDINATOR_LOAD_IN_PROGRESS): that is a wait, not a reason to give up a replay.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            committed: list[TopicPartition] = consumer.committed(partitions, timeout=10)
+            return committed
+        except KafkaException as exc:
+            error = exc.args[0] if exc.args else None
+            retriable = isinstance(error, KafkaError) and (
+                error.retriable() or error.code() in _COORDINATOR_NOT_READY
+            )
+            if not retriable or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.5)
+
+
 def replay(
     settings: Settings,
     topic: str,
@@ -172,7 +205,7 @@ def replay(
     try:
         bounds = _watermarks(consumer, topic, 10)
         partitions = [TopicPartition(topic, p) for p in bounds]
-        committed = {tp.partition: tp.offset for tp in consumer.committed(partitions, timeout=10)}
+        committed = {tp.partition: tp.offset for tp in _committed(consumer, partitions, 60)}
         starts = {p: committed[p] if committed[p] >= 0 else low for p, (low, _) in bounds.items()}
         ends = {p: high for p, (_, high) in bounds.items() if high > starts[p]}
         if not ends:

@@ -8,7 +8,10 @@ topic with ``--to``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from streams.contracts.catalog import load_catalog
 from streams.runtime.dead_letters import REPLAY_COUNT, DlqInfo
@@ -16,6 +19,7 @@ from streams.runtime.dlq_replay import (
     ReplaySummary,
     ReplayTarget,
     ReplayTargetError,
+    _committed,
     _replay_chunk,
     replay_target,
 )
@@ -229,3 +233,30 @@ def test_a_replay_with_another_key_or_altered_bytes_sends_nothing():
             keyring=keys,
         )
     assert producer.sent == []
+
+
+class _CoordinatorStartingConsumer:
+    """Fails the first lookups as a broker that is still loading __consumer_offsets."""
+
+    def __init__(self, failures: int, code: int) -> None:
+        self.failures, self.code, self.calls = failures, code, 0
+
+    def committed(self, partitions: list[Any], timeout: float) -> list[Any]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            raise KafkaException(KafkaError(self.code))
+        return partitions
+
+
+def test_committed_offsets_wait_for_a_coordinator_that_is_not_ready() -> None:
+    consumer = _CoordinatorStartingConsumer(2, KafkaError.NOT_COORDINATOR)
+    wanted = [TopicPartition("t", 0)]
+    assert _committed(consumer, wanted, 30) == wanted  # type: ignore[arg-type]
+    assert consumer.calls == 3
+
+
+def test_committed_offsets_raise_other_errors_at_once() -> None:
+    consumer = _CoordinatorStartingConsumer(1, KafkaError.GROUP_AUTHORIZATION_FAILED)
+    with pytest.raises(KafkaException):
+        _committed(consumer, [TopicPartition("t", 0)], 30)  # type: ignore[arg-type]
+    assert consumer.calls == 1
