@@ -68,7 +68,7 @@ from processors.guard.hashing import TenantHasher  # noqa: E402
 from processors.guard.nlp import nlp_configuration  # noqa: E402
 from processors.guard.pii import PresidioAnalyzer  # noqa: E402
 from processors.guard.policy import Policy  # noqa: E402
-from processors.guard.recognizers import LANGUAGE  # noqa: E402
+from processors.guard.text_recognizer import LANGUAGE  # noqa: E402
 
 POLICY = ROOT / "schemas" / "guard" / "policy.yaml"
 TENANT = "default"

@@ -53,8 +53,9 @@ from processors.guard.hashing import TenantHasher  # noqa: E402
 from processors.guard.nlp import nlp_configuration  # noqa: E402
 from processors.guard.pii import PresidioAnalyzer, resolve_overlaps, to_detections  # noqa: E402
 from processors.guard.policy import Policy  # noqa: E402
-from processors.guard.recognizers import LANGUAGE, build_registry  # noqa: E402
+from processors.guard.recognizers import build_registry  # noqa: E402
 from processors.guard.redaction import Redactor  # noqa: E402
+from processors.guard.text_recognizer import LANGUAGE  # noqa: E402
 
 CORPORA = {
     "pii": (ROOT / "tests" / "data" / "pii_corpus.jsonl", "text", 2),

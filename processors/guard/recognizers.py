@@ -22,7 +22,6 @@ import phonenumbers.phonenumbermatcher
 import tldextract
 from presidio_analyzer import (
     EntityRecognizer,
-    LocalRecognizer,
     Pattern,
     PatternRecognizer,
     RecognizerRegistry,
@@ -53,9 +52,8 @@ from processors.guard.secrets import (
     PemBlockRecognizer,
     StatedSecretRecognizer,
 )
+from processors.guard.text_recognizer import LANGUAGE, TextRecognizer
 from streams.contracts.linear_regex import compile_linear
-
-LANGUAGE = "en"
 
 # Offline public-suffix lookups: no cache directory, no suffix-list download, the
 # snapshot shipped inside the tldextract wheel.
@@ -146,38 +144,7 @@ _HAS_DIGIT = compile_linear(r"\d")
 _HAS_ALPHA = compile_linear(r"[A-Za-z]")
 
 
-class _TextRecognizer(LocalRecognizer):
-    """A recognizer of one entity that reads the text alone (nothing to load)."""
-
-    NAME: str
-    ENTITY: Entity
-    SCORE: float
-
-    def __init__(self) -> None:
-        super().__init__(
-            supported_entities=[self.ENTITY.value],
-            name=self.NAME,
-            supported_language=LANGUAGE,
-        )
-
-    def load(self) -> None:
-        """Nothing to load: patterns and name lists are module constants."""
-
-    def result(self, start: int, end: int) -> RecognizerResult:
-        """A finding of this recognizer's entity at ``text[start:end]``."""
-        return RecognizerResult(
-            entity_type=self.ENTITY.value,
-            start=start,
-            end=end,
-            score=self.SCORE,
-            recognition_metadata={
-                RecognizerResult.RECOGNIZER_NAME_KEY: self.NAME,
-                RecognizerResult.RECOGNIZER_IDENTIFIER_KEY: self.id,
-            },
-        )
-
-
-class AssignedSecretRecognizer(_TextRecognizer):
+class AssignedSecretRecognizer(TextRecognizer):
     """A value assigned to a name such as ``api_key`` or ``password``.
 
     The value must mix letters and digits and be at least 12 characters, so
@@ -306,7 +273,7 @@ NOT_NAMES = frozenset(
 )
 
 
-class PersonCueRecognizer(_TextRecognizer):
+class PersonCueRecognizer(TextRecognizer):
     """A capitalised name after a cue that introduces a person ("Dear", "my name is", ...).
 
     Scored below the NER model (0.6 against 0.85) so that where both find the same
@@ -354,7 +321,7 @@ _NAME_RUN = compile_linear(rf"{NAME_TOKEN}(?:[ ]+(?:{NAME_PARTICLES}[ ]+)?{NAME_
 _RUN_WORD = compile_linear(rf"{NAME_TOKEN}|{NAME_PARTICLES}")
 
 
-class GivenNameRecognizer(_TextRecognizer):
+class GivenNameRecognizer(TextRecognizer):
     """A common given name followed by a capitalised surname, e.g. "Ananya Iyer".
 
     Complements the NER model where it is weakest: names from outside its

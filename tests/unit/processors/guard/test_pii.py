@@ -21,7 +21,8 @@ from processors.guard.pii import (
     to_original,
 )
 from processors.guard.policy import Entity
-from processors.guard.recognizers import LANGUAGE, build_registry
+from processors.guard.recognizers import build_registry
+from processors.guard.text_recognizer import LANGUAGE
 from tests.support.guard import read_jsonl
 
 ALL = frozenset(Entity)
