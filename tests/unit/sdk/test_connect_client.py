@@ -9,9 +9,11 @@ import httpx
 import pytest
 from click.testing import CliRunner
 
+from streams.cli import connect as connect_cli
 from streams.cli import main
 from streams.sdk.connect_client import ConnectClient, ConnectError, load_connector, substitute
 from streams.settings import PROJECT_ROOT, Settings
+from tests.support.audit import Recorded
 
 CONNECTORS = PROJECT_ROOT / "connectors"
 
@@ -139,8 +141,11 @@ def test_postgres_connector_keeps_deletes(settings):
 
 
 # -- the CLI against a fake worker ----------------------------------------------------
-def fake_worker(routes: dict[tuple[str, str], httpx.Response]) -> httpx.MockTransport:
+def fake_worker(
+    routes: dict[tuple[str, str], httpx.Response], requests: list[tuple[str, str]]
+) -> httpx.MockTransport:
     def handle(request: httpx.Request) -> httpx.Response:
+        requests.append((request.method, request.url.path))
         response = routes.get((request.method, request.url.path))
         return response or httpx.Response(404, json={"error_code": 404, "message": "nope"})
 
@@ -148,14 +153,25 @@ def fake_worker(routes: dict[tuple[str, str], httpx.Response]) -> httpx.MockTran
 
 
 @pytest.fixture
-def use_worker(monkeypatch):
+def audit_trail(monkeypatch) -> Recorded:
+    """The commands' audit events, kept in memory (the real trail needs a cluster)."""
+    trail = Recorded()
+    monkeypatch.setattr(connect_cli, "Auditor", trail)
+    return trail
+
+
+@pytest.fixture
+def use_worker(monkeypatch, audit_trail):
+    requests: list[tuple[str, str]] = []
+
     def install(routes):
-        transport = fake_worker(routes)
+        transport = fake_worker(routes, requests)
         monkeypatch.setattr(
             ConnectClient,
             "from_settings",
             classmethod(lambda cls, s: cls("http://worker:8083", 5, transport)),
         )
+        return requests
 
     return install
 
@@ -185,7 +201,7 @@ def test_apply_shows_the_workers_refusal(use_worker):
     assert 'Missing required configuration "topic"' in result.output
 
 
-def test_apply_reports_created_and_running(use_worker):
+def test_apply_reports_created_and_running(use_worker, audit_trail):
     use_worker(
         {
             ("PUT", "/connectors/support-tickets-file/config"): httpx.Response(201, json={}),
@@ -198,6 +214,20 @@ def test_apply_reports_created_and_running(use_worker):
     assert result.exit_code == 0, result.output
     assert "support-tickets-file created" in result.output
     assert "RUNNING" in result.output
+    [(action, target, outcome, details)] = audit_trail.events
+    assert (action, target, outcome) == ("connect.apply", "support-tickets-file", "ok")
+    assert details["change"] == "created" and details["state"] == "RUNNING"
+
+
+def test_apply_that_cannot_be_audited_never_reaches_the_worker(use_worker, audit_trail):
+    requests = use_worker({})
+    audit_trail.unavailable = True
+    result = CliRunner().invoke(
+        main, ["connect", "apply", str(CONNECTORS / "support-tickets-file.json")]
+    )
+    assert result.exit_code == 1
+    assert "cannot write to the audit topic" in result.output
+    assert requests == [] and audit_trail.events == []
 
 
 def test_apply_shows_the_trace_of_a_failed_task(use_worker):
@@ -248,12 +278,15 @@ def test_bad_set_option_is_refused(use_worker):
     assert "is not KEY=VALUE" in result.output
 
 
-def test_delete_of_an_unknown_connector_says_how_to_list(use_worker):
+def test_delete_of_an_unknown_connector_says_how_to_list(use_worker, audit_trail):
     use_worker({})
     result = CliRunner().invoke(main, ["connect", "delete", "ghost"])
     assert result.exit_code == 1
     assert "no connector named 'ghost'" in result.output
     assert "sluice connect status" in result.output
+    [(action, target, outcome, details)] = audit_trail.events
+    assert (action, target, outcome) == ("connect.delete", "ghost", "failed")
+    assert details["error_class"] == "ConnectError"
 
 
 def test_status_lists_connectors_and_fails_on_a_failed_one(use_worker):
