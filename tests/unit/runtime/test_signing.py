@@ -10,7 +10,9 @@ import pytest
 from streams.errors import ConfigurationError
 from streams.runtime.signing import (
     KEY_ID_HEADER,
+    METER_BUDGET,
     SIGNATURE_HEADER,
+    TENANT_REQUEST,
     Signer,
     UnverifiedError,
     Verifier,
@@ -148,3 +150,16 @@ def test_sign_and_verify_cost_per_record() -> None:
         check.verify(TOPIC, KEY, value, sign.headers(TOPIC, KEY, value))
     per_record_us = (time.perf_counter() - started) / rounds * 1e6
     assert per_record_us < 5_000, per_record_us
+
+
+def test_a_signature_of_one_scheme_never_verifies_under_another() -> None:
+    meter = Signer.from_secret(PRIVATE, "SLUICE_METER__BUDGET_SIGNING_KEY", METER_BUDGET)
+    headers = meter.headers(TOPIC, KEY, VALUE)
+    assert [name for name, _ in headers] == ["sluice.meter.signature", "sluice.meter.key-id"]
+    assert Verifier(verifier().keys, METER_BUDGET).verify(TOPIC, KEY, VALUE, headers)
+    # Same key, same bytes, the other scheme's header names: the domain still differs.
+    renamed = [(SIGNATURE_HEADER, headers[0][1]), (KEY_ID_HEADER, headers[1][1])]
+    with pytest.raises(UnverifiedError, match="does not verify"):
+        verifier().verify(TOPIC, KEY, VALUE, renamed)
+    with pytest.raises(UnverifiedError, match="not signed by tenant"):
+        Verifier(verifier().keys, TENANT_REQUEST).verify(TOPIC, KEY, VALUE, headers)
