@@ -214,6 +214,20 @@ class UnverifiedVerdict(RecordError):
     default_stage = "infer"
 
 
+class UnauthenticatedRequest(RecordError):
+    """A record on guard's input that no registered tenant's key proves.
+
+    A request whose ``sluice.tenant.signature`` header is missing or malformed, names
+    a key the tenant registry does not hold, or does not verify (the value, key or topic
+    changed after the tenant signed it); or a model response for a tenant the registry
+    no longer holds (guard cannot make its pseudonyms). Its tenant is unknown, so it is
+    never metered, billed or attributed to anyone: it waits in the DLQ, original bytes
+    kept, for a producer that signs.
+    """
+
+    default_stage = "authenticate"
+
+
 # -- inference: the request is owed an error result as well -------------------------------
 class _InferenceRefused(RecordError):
     default_stage = "infer"

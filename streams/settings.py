@@ -360,6 +360,23 @@ class DeadLetterSettings(_Frozen):
     )
 
 
+class TenantSettings(_Frozen):
+    """Which tenant a producer writes for, and the key that proves it (the SDK's)."""
+
+    id: str | None = Field(
+        None,
+        description="The tenant this producer sends inference requests for (exact id, as "
+        "registered). The SDK refuses a request for any other tenant.",
+    )
+    signing_key: SecretStr | None = Field(
+        None,
+        description="Base64 of the tenant's raw 32-byte Ed25519 private key: the SDK signs "
+        "every inference request with it, and guard dead-letters requests no registered "
+        "tenant signed. `sluice tenants add <id>` makes one for the local stack "
+        "(<state_dir>/secrets/tenants/<id>.key).",
+    )
+
+
 class Settings(BaseSettings):
     """All of Sluice's settings, read from ``SLUICE_*`` environment variables."""
 
@@ -393,6 +410,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = MetricsSettings()
     clickhouse: ClickHouseSettings = ClickHouseSettings()
     dead_letters: DeadLetterSettings = DeadLetterSettings()
+    tenant: TenantSettings = TenantSettings()
     log_level: str = Field("INFO", description="Python log level of every command and processor.")
 
     @model_validator(mode="before")

@@ -40,7 +40,7 @@ from presidio_analyzer import pattern_recognizer
 
 from processors.guard.analysis_worker import ANALYZER_ERROR, ANALYZER_TIMEOUT, AnalysisWorker
 from processors.guard.embedder import Embedder, TritonEmbedder
-from processors.guard.hashing import TenantHasher
+from processors.guard.hashing import PseudonymKeyIds, TenantHasher
 from processors.guard.injection import ExemplarSet, InjectionScore, InjectionScorer, PatternSet
 from processors.guard.pii import Analyzer, Detection, PresidioAnalyzer
 from processors.guard.policy import Action, Entity, Policy, TenantPolicy
@@ -132,16 +132,20 @@ class GuardEngine:
         *,
         platform_triton_url: str | None = None,
         embedder: Embedder | None = None,
+        pseudonym_key_ids: PseudonymKeyIds,
     ) -> GuardEngine:
         """Build the engine guard runs with from ``SLUICE_GUARD__*`` settings.
 
         ``platform_triton_url`` is the platform's Triton (``SLUICE_TRITON__URL``), used
         unless guard names its own; ``embedder`` overrides the one the settings name
-        (tests and tools pass one).
+        (tests and tools pass one); ``pseudonym_key_ids`` gives each tenant's pseudonym
+        key id (the tenant registry's).
         """
         settings = settings or GuardSettings()
         _check_regex_timeout(settings.analyzer_timeout_s)
-        hasher = TenantHasher(settings.hash_secret, max_tenants=settings.tenant_cache_size)
+        hasher = TenantHasher(
+            settings.hash_secret, pseudonym_key_ids, max_tenants=settings.tenant_cache_size
+        )
         policy = Policy.load(settings.policy_path)
         if embedder is None and settings.embedder == "triton":
             embedder = TritonEmbedder(

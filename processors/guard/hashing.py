@@ -3,8 +3,13 @@
 A plain hash of a name or an e-mail address can be reversed by hashing
 candidate values; a keyed HMAC cannot without the key. Each tenant gets its
 own key, derived from one platform secret (``SLUICE_GUARD__HASH_SECRET``) and
-the tenant id, so tokens cannot be joined across tenants and no key is ever
-stored in a file.
+the tenant's ``pseudonym_key_id`` from the tenant registry
+(``streams.runtime.tenants``): a random id made when the tenant was registered,
+not the tenant id. So tokens cannot be joined across tenants, no key is ever
+stored in a file, and knowing (or claiming) a tenant's id is not enough to get
+its pseudonyms: guard only hashes under the key of the tenant whose signature
+it verified. A tenant the registry does not hold has no key at all
+(``UnregisteredTenantError``).
 
 A token is ``<ENTITY_`` + 26 characters of lowercase base32 (``a-z``, ``2-7``) +
 ``>``: the first 130 bits of the HMAC-SHA256. Two different values of one tenant
@@ -20,24 +25,34 @@ import hashlib
 import hmac
 import re
 import unicodedata
+from collections.abc import Callable
 
 from pydantic import SecretStr
 
 from processors.guard.policy import Entity
-from streams.errors import ConfigurationError
+from streams.errors import ConfigurationError, SluiceError
 from streams.runtime.bounded import DEFAULT_MAX_ENTRIES, BoundedCache
 
 MIN_SECRET_CHARS = 16
 #: Characters of base32 in a token: 26 x 5 = 130 bits of the HMAC.
 TOKEN_CHARS = 26
-_KEY_LABEL = b"sluice.guard.hash.v1\x00"
+# v2: keys derive from the registry's pseudonym key id (v1 derived them from the tenant id).
+_KEY_LABEL = b"sluice.guard.hash.v2\x00"
 _NON_DIGIT = re.compile(r"\D")
 _NON_ALNUM = re.compile(r"[^0-9A-Za-z]")
 _SPACES = re.compile(r"\s+")
 
 
+#: The pseudonym key id of a tenant (None: the tenant is not registered).
+PseudonymKeyIds = Callable[[str], "str | None"]
+
+
 class HashSecretError(ConfigurationError, ValueError):
     """The hash secret is missing or too short."""
+
+
+class UnregisteredTenantError(SluiceError, KeyError):
+    """A pseudonym was asked for a tenant the registry does not hold: there is no key for it."""
 
 
 def canonical(entity: str, value: str) -> str:
@@ -59,12 +74,17 @@ def canonical(entity: str, value: str) -> str:
 class TenantHasher:
     """Makes ``<ENTITY_…>`` tokens (26 base32 characters) with a per-tenant HMAC-SHA256 key.
 
-    The keys of the ``max_tenants`` most recently seen tenants are kept; another
-    tenant's key is derived again (one HMAC) when it comes back.
+    ``key_ids`` gives each tenant's pseudonym key id (the tenant registry's
+    ``pseudonym_key_id``). The keys of the ``max_tenants`` most recently seen tenants
+    are kept; another tenant's key is derived again (one HMAC) when it comes back.
     """
 
     def __init__(
-        self, secret: SecretStr | str | None, *, max_tenants: int = DEFAULT_MAX_ENTRIES
+        self,
+        secret: SecretStr | str | None,
+        key_ids: PseudonymKeyIds,
+        *,
+        max_tenants: int = DEFAULT_MAX_ENTRIES,
     ) -> None:
         raw = secret.get_secret_value() if isinstance(secret, SecretStr) else secret
         if not raw or len(raw) < MIN_SECRET_CHARS:
@@ -76,13 +96,21 @@ class TenantHasher:
                 "same across restarts (changing it changes every token)."
             )
         self._secret = raw.encode("utf-8")
+        self._key_ids = key_ids
         self._keys: BoundedCache[str, bytes] = BoundedCache(max_tenants)
 
     def tenant_key(self, tenant: str) -> bytes:
-        """Return the HMAC key of ``tenant`` (HMAC of the tenant id under the platform secret)."""
+        """The HMAC key of ``tenant``: HMAC of its pseudonym key id under the platform secret.
+
+        ``UnregisteredTenantError`` when the registry does not hold ``tenant``.
+        """
         key = self._keys.get(tenant)
         if key is None:
-            mac = hmac.new(self._secret, _KEY_LABEL + tenant.encode("utf-8"), hashlib.sha256)
+            key_id = self._key_ids(tenant)
+            if key_id is None:
+                # The id is not in the message: it may be text a producer chose.
+                raise UnregisteredTenantError("no pseudonym key: the tenant is not registered")
+            mac = hmac.new(self._secret, _KEY_LABEL + key_id.encode("utf-8"), hashlib.sha256)
             key = mac.digest()
             self._keys[tenant] = key
         return key

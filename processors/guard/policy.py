@@ -8,6 +8,12 @@ fix, instead of silently letting personal data through.
 Overrides merge over the default: a tenant lists only what differs. Entity
 actions merge per entity type (``off`` removes an entity the default asks
 for); ``injection`` merges per key.
+
+Whether a registered tenant without an override may use the default is the file's
+decision (``default_applies_to_unlisted``, false unless it says so): when it may
+not, guard blocks its requests as ``unknown_tenant``, so a new tenant gets no
+policy by accident. Tenant ids are exact: an override for ``northbank`` is not
+``NorthBank``'s.
 """
 
 from __future__ import annotations
@@ -129,6 +135,7 @@ class TenantPolicy(_Strict):
 class _PolicyFile(_Strict):
     version: str = Field(min_length=1)
     default: _Override
+    default_applies_to_unlisted: bool = False
     tenants: dict[str, _Override] = Field(default_factory=dict)
 
     @field_validator("version", mode="before")
@@ -141,8 +148,16 @@ class _PolicyFile(_Strict):
 class Policy:
     """The validated policy file, resolving each tenant's effective policy once."""
 
-    def __init__(self, version: str, default: _Override, tenants: Mapping[str, _Override]):
+    def __init__(
+        self,
+        version: str,
+        default: _Override,
+        tenants: Mapping[str, _Override],
+        *,
+        default_applies_to_unlisted: bool = False,
+    ):
         self.version = version
+        self.default_applies_to_unlisted = default_applies_to_unlisted
         self._default = default
         self._overrides = dict(tenants)
         self._resolved: BoundedCache[str, TenantPolicy] = BoundedCache()
@@ -168,6 +183,10 @@ class Policy:
     def tenants(self) -> list[str]:
         """Tenants that have an override."""
         return sorted(self._overrides)
+
+    def admits(self, tenant: str) -> bool:
+        """Whether ``tenant`` (exact id) has a policy: its override, or the default if allowed."""
+        return tenant in self._overrides or self.default_applies_to_unlisted
 
     def for_tenant(self, tenant: str) -> TenantPolicy:
         """Return the effective policy of ``tenant`` (the default when it has no override)."""
@@ -218,7 +237,12 @@ class Policy:
         except ValidationError as exc:
             raise PolicyError(f"{source} is not a valid guard policy:\n{_explain(exc)}") from None
         try:
-            return cls(spec.version, spec.default, spec.tenants)
+            return cls(
+                spec.version,
+                spec.default,
+                spec.tenants,
+                default_applies_to_unlisted=spec.default_applies_to_unlisted,
+            )
         except PolicyError as exc:
             raise PolicyError(f"{source}: {exc}") from None
 

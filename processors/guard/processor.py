@@ -8,6 +8,10 @@ Two routes in one processor (one consumer group, one transaction per batch):
   PII entity whose policy is ``block``, a prompt injection, a ``user_id`` that is
   personal data, an exhausted budget, or an analyzer that failed — guard fails
   closed);
+  before any of that, each request must be signed by a registered tenant's key
+  (``identity``): an unsigned or forged one is dead-lettered
+  (``UnauthenticatedRequest``), one whose ``tenant_id`` is not its signer's is
+  blocked (``tenant_mismatch``), attributed to the signer;
 * ``inference.responses`` → ``inference.results``: the model's output, error
   message and metadata redacted the same way before anyone stores them.
 
@@ -39,11 +43,13 @@ from processors.guard.fields import (
     reassemble,
     side_verdict,
 )
+from processors.guard.identity import TenantIdentity
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
-from streams.errors import TransientError
+from streams.errors import TransientError, UnauthenticatedRequest
 from streams.runtime.signing import Signer
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, RecordSigner
+from streams.runtime.tenants import TenantRegistry
 
 REQUESTS = "inference.requests"
 SAFE = "inference.requests.safe"
@@ -235,10 +241,11 @@ def _findings(findings: Sequence[PiiFinding]) -> list[Output]:
 # -- the processor declaration --------------------------------------------------------
 @dataclasses.dataclass
 class GuardResources:
-    """The engine (Presidio, policy, injection scorer) and, when enforced, the budget gate."""
+    """The engine (Presidio, policy, injection scorer), the tenants' keys, the budget gate."""
 
     engine: GuardEngine
     over_budget: BudgetGate | None
+    identity: TenantIdentity
 
 
 GuardContext = Context[GuardSettings, GuardResources]
@@ -248,13 +255,20 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
     for name in TEXT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     settings = ctx.config
+    tenants = TenantRegistry.load(settings.tenants_path)  # before the engine starts a process
+    engine = GuardEngine.from_settings(
+        settings,
+        platform_triton_url=ctx.settings.triton.url,
+        pseudonym_key_ids=tenants.pseudonym_key_id,
+    )
     return GuardResources(
-        engine=GuardEngine.from_settings(settings, platform_triton_url=ctx.settings.triton.url),
+        engine=engine,
         over_budget=(
             BudgetGate(ctx.settings, ctx.catalog, ready_timeout_s=settings.budgets_ready_timeout_s)
             if settings.budgets == "enforce"
             else None
         ),
+        identity=TenantIdentity.of(tenants, engine.policy),
     )
 
 
@@ -269,28 +283,73 @@ def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Ou
     requests = [(i, r) for i, r in enumerate(records) if r.topic == REQUESTS]
     responses = [(i, r) for i, r in enumerate(records) if r.topic == RESPONSES]
     outcomes: list[Outcome | None] = [None] * len(records)
+    admitted = _authenticated(requests, ctx.resources.identity, outcomes)
+    results = _registered(responses, ctx.resources.identity.registry, outcomes)
     try:
-        if requests:
+        if admitted:
             guarded = guard_requests(
-                [InferenceRequest.from_avro(r.value) for _, r in requests],
+                [request for _, request, _ in admitted],
                 engine,
                 ctx.resources.over_budget,
-                [r.span for _, r in requests],
+                [span for _, _, span in admitted],
             )
-            for (index, _), outputs in zip(requests, guarded, strict=True):
+            for (index, _, _), outputs in zip(admitted, guarded, strict=True):
                 outcomes[index] = outputs
-        if responses:
+        if results:
             stored = guard_results(
-                [InferenceResult.from_avro(r.value) for _, r in responses],
-                engine,
-                [r.span for _, r in responses],
+                [result for _, result, _ in results], engine, [span for _, _, span in results]
             )
-            for (index, _), outputs in zip(responses, stored, strict=True):
+            for (index, _, _), outputs in zip(results, stored, strict=True):
                 outcomes[index] = outputs
     except EmbedderError as exc:
         # Triton is a dependency: retry the batch later rather than pass prompts unscored.
         raise TransientError(f"prompt embeddings unavailable: {exc}") from exc
     return [o if o is not None else [] for o in outcomes]
+
+
+def _authenticated(
+    requests: Sequence[tuple[int, InputRecord]],
+    identity: TenantIdentity,
+    outcomes: list[Outcome | None],
+) -> list[tuple[int, InferenceRequest, Any]]:
+    """The requests their tenant signed and may make; every other one's outcome is set here.
+
+    First, before any analysis: identity comes from the signature, not the payload.
+    """
+    admitted = []
+    for index, record in requests:
+        try:
+            request, refused = identity.check(record)
+        except UnauthenticatedRequest as exc:
+            outcomes[index] = exc
+            continue
+        if refused is None:
+            admitted.append((index, request, record.span))
+            continue
+        assert refused.guard is not None  # noqa: S101 (a refusal always carries its verdict)
+        trace_verdict(record.span, INPUT_FIELD, refused, refused.guard)
+        outcomes[index] = [Output(BLOCKED, refused.to_avro(), key=request.request_id)]
+    return admitted
+
+
+def _registered(
+    responses: Sequence[tuple[int, InputRecord]],
+    registry: TenantRegistry,
+    outcomes: list[Outcome | None],
+) -> list[tuple[int, InferenceResult, Any]]:
+    """Model responses of registered tenants (only they have pseudonym keys); others dead-letter."""
+    known = []
+    for index, record in responses:
+        result = InferenceResult.from_avro(record.value)
+        if registry.entry(result.tenant_id) is None:
+            outcomes[index] = UnauthenticatedRequest(
+                "a model response for a tenant the tenant registry does not hold (retired "
+                "since the request passed, or not written by infer): register the tenant "
+                "again and replay"
+            )
+        else:
+            known.append((index, result, record.span))
+    return known
 
 
 SIGNING_KEY_SETTING = "SLUICE_GUARD__VERDICT_SIGNING_KEY"

@@ -33,6 +33,13 @@ class GuardSettings(BaseSettings):
         "sign. Required. `sluice up` keeps one in <state_dir>/secrets/verdict-signing-key; "
         "infer gets the public key (SLUICE_INFER__VERDICT_PUBLIC_KEYS).",
     )
+    tenants_path: Path | None = Field(
+        None,
+        description="The tenant registry (YAML): each tenant's Ed25519 public keys, which "
+        "authenticate its signed requests, and its pseudonym key id. Required; guard reads "
+        "it once at start. `sluice up` keeps one in <state_dir>/secrets/tenants.yaml "
+        "(`sluice tenants add/list/rotate`). Keep it readable by guard only.",
+    )
     policy_path: Path = Field(GUARD_DIR / "policy.yaml", description="The guard policy file.")
     injection_patterns_path: Path = Field(
         GUARD_DIR / "injection_patterns.yaml",

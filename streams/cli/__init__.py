@@ -61,10 +61,25 @@ def _register() -> None:
         schemas,
         sql,
         stack,
+        tenants,
     )
     from streams.cli.demo import command as demo  # noqa: PLC0415
 
-    modules = (stack, schemas, datasets, run, dlq, sql, report, connect, demo, batch, drift, docs)
+    modules = (
+        stack,
+        schemas,
+        datasets,
+        run,
+        dlq,
+        sql,
+        report,
+        connect,
+        demo,
+        batch,
+        drift,
+        docs,
+        tenants,
+    )
     for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)

@@ -3,7 +3,7 @@
     from streams.sdk.client import SluiceClient
     from streams.contracts.records import InferenceRequest
 
-    with SluiceClient() as client:
+    with SluiceClient(tenant="acme", signing_key=key) as client:
         client.send_record("support_tickets", {"ticket_id": "TCK-00000001", ...})
         client.send_request(InferenceRequest.new("acme", "minilm", "hello"))
 
@@ -11,6 +11,13 @@ Records go out as Avro in the Confluent wire format with the schema registered
 for the topic, from an idempotent producer (acks=all), with a W3C
 ``traceparent`` header when tracing is configured, so the request's trace
 starts here.
+
+Inference requests are signed with the tenant's Ed25519 private key (scheme
+``TENANT_REQUEST``: the logical topic, the record key and the exact value bytes):
+guard takes the tenant from the key that signed a request, never from its
+``tenant_id``, and dead-letters what no registered tenant signed. The tenant and key
+come from the constructor or from ``SLUICE_TENANT__ID`` and
+``SLUICE_TENANT__SIGNING_KEY``; a client sends requests for its own tenant only.
 """
 
 from __future__ import annotations
@@ -25,12 +32,14 @@ from confluent_kafka import KafkaError, Message
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import SpanKind
+from pydantic import SecretStr
 
 from streams.contracts.catalog import Catalog, catalog_for
 from streams.contracts.records import InferenceRequest, RawEvent, new_id, utcnow
 from streams.contracts.serde import AvroSerde
-from streams.errors import SluiceError
+from streams.errors import ConfigurationError, SluiceError
 from streams.runtime import kafka, tracing
+from streams.runtime.signing import TENANT_REQUEST, Signer
 from streams.runtime.tracing import setup_tracing
 from streams.settings import Settings, get_settings
 
@@ -41,8 +50,19 @@ class DeliveryError(SluiceError):
     """Kafka did not accept some records; the message says how many and why."""
 
 
+SIGNING_KEY_SETTING = "SLUICE_TENANT__SIGNING_KEY"
+
+
+class TenantMismatchError(ConfigurationError):
+    """A request names another tenant than the one this client signs for."""
+
+
 class SluiceClient:
-    """Produces to Sluice topics; thread-safe, flushes on ``close``."""
+    """Produces to Sluice topics; thread-safe, flushes on ``close``.
+
+    ``tenant`` and ``signing_key`` (default: ``SLUICE_TENANT__ID`` and
+    ``SLUICE_TENANT__SIGNING_KEY``) are needed only to send inference requests.
+    """
 
     def __init__(
         self,
@@ -50,9 +70,18 @@ class SluiceClient:
         catalog: Catalog | None = None,
         *,
         source: str = "sdk",
+        tenant: str | None = None,
+        signing_key: SecretStr | str | None = None,
         **producer_overrides: Any,
     ) -> None:
         self.settings = settings or get_settings()
+        self.tenant = tenant if tenant is not None else self.settings.tenant.id
+        key = signing_key if signing_key is not None else self.settings.tenant.signing_key
+        secret = key.get_secret_value() if isinstance(key, SecretStr) else key
+        # Built now, so a malformed key fails here rather than at the first request.
+        self._signer = (
+            Signer.from_secret(secret, SIGNING_KEY_SETTING, TENANT_REQUEST) if secret else None
+        )
         # With SLUICE_TELEMETRY__EXPORTER set, requests start their traces here (an
         # application that configured OpenTelemetry itself keeps its own provider).
         setup_tracing("sluice-sdk", self.settings)
@@ -153,18 +182,33 @@ class SluiceClient:
         self._send(topic, value, key, self._traced_headers(topic, {}))
 
     def send_request(self, request: InferenceRequest) -> str:
-        """Produce one inference request to ``inference.requests``; returns its id."""
+        """Produce one inference request to ``inference.requests``, signed; returns its id."""
+        signer = self._request_signer(request)
+        value = self._encode(REQUESTS_TOPIC, request.to_avro())
         headers = self._traced_headers(
             REQUESTS_TOPIC,
             {"gen_ai.request.model": request.model, "sluice.request_id": request.request_id},
         )
-        self._send(
-            REQUESTS_TOPIC,
-            self._encode(REQUESTS_TOPIC, request.to_avro()),
-            request.request_id,
-            headers,
-        )
+        # Over the logical topic, the key and the exact bytes sent: guard checks the same.
+        headers += signer.headers(REQUESTS_TOPIC, request.request_id.encode("utf-8"), value)
+        self._send(REQUESTS_TOPIC, value, request.request_id, headers)
         return request.request_id
+
+    def _request_signer(self, request: InferenceRequest) -> Signer:
+        """The signer of this client's tenant, which must be the request's."""
+        if self.tenant is None or self._signer is None:
+            raise ConfigurationError(
+                "inference requests are signed with their tenant's key: set SLUICE_TENANT__ID "
+                f"and {SIGNING_KEY_SETTING} (or pass tenant= and signing_key= to SluiceClient); "
+                "`sluice tenants add <id>` makes a key for the local stack"
+            )
+        if request.tenant_id != self.tenant:
+            raise TenantMismatchError(
+                f"this client signs for tenant {self.tenant!r}, not for the request's tenant: "
+                "use a client with that tenant's own key (guard would block the request as "
+                "tenant_mismatch)"
+            )
+        return self._signer
 
     def flush(self, timeout: float = 60.0) -> None:
         """Wait until everything sent so far is acknowledged; raise if any record failed."""

@@ -23,6 +23,12 @@ from streams.stack.secrets import (
     local_verdict_keys,
     verdict_key_paths,
 )
+from streams.stack.tenant_keys import (
+    configured_tenants,
+    ensure_tenants,
+    local_tenant_registry,
+    tenant_registry_path,
+)
 from streams.stack.triton import Triton
 
 Report = Callable[[str], None]
@@ -43,12 +49,14 @@ def local_processor_environment(settings: Settings, processor: str = "") -> dict
     overriding anything set explicitly) so that, say, infer labels its results
     with the device the local Triton runs on, processors of prompt topics
     encrypt dead letters with the key ``sluice up`` made, guard signs its
-    verdicts with the stack's private key and infer checks them with its public key.
+    verdicts with the stack's private key and infer checks them with its public key,
+    and guard authenticates requests with the stack's tenant registry.
     """
     device = Triton(settings).device()
     return {
         **local_dead_letter_key(settings),
         **local_verdict_keys(settings, processor),
+        **local_tenant_registry(settings, processor),
         **({"SLUICE_INFER__DEVICE": device} if device else {}),
     }
 
@@ -89,14 +97,21 @@ class Stack:
     def up(self, report: Report) -> None:
         """Fetch (once), configure and start each component that is not running; wait for health.
 
-        Also makes the dead-letter encryption key of the local processors, and guard's
-        verdict keypair, once.
+        Also makes the dead-letter encryption key of the local processors, guard's
+        verdict keypair, and a signing keypair for each tenant the shipped configuration
+        names, once.
         """
         if ensure_dead_letter_key(self.settings):
             report(f"dead-letter encryption key: made {dead_letter_key_path(self.settings)} (0600)")
         if ensure_verdict_keys(self.settings):
             report(
                 f"guard's verdict signing key: made {verdict_key_paths(self.settings)[0]} (0600)"
+            )
+        made = ensure_tenants(self.settings, configured_tenants(self.settings))
+        if made:
+            report(
+                f"tenants {', '.join(made)}: registered in "
+                f"{tenant_registry_path(self.settings)} (0600), private keys beside it"
             )
         for component in self.components:
             if component.process.is_running():

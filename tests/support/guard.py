@@ -102,3 +102,12 @@ class EngineFactory(Protocol):
         embedder: object = None,
         timeout: float = 30.0,
     ) -> GuardEngine: ...
+
+
+def unit_key_ids(tenant: str) -> str:
+    """A fixed pseudonym key id per tenant, for engines built without a tenant registry.
+
+    Guard takes these from the registry (random, made at registration); unit tests of
+    redaction only need each tenant to have its own.
+    """
+    return hashlib.sha256(b"unit-test-pseudonym-key-id\x00" + tenant.encode()).hexdigest()[:32]

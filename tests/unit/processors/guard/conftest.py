@@ -9,7 +9,7 @@ from processors.guard.hashing import TenantHasher
 from processors.guard.injection import ExemplarSet, InjectionScorer, PatternSet
 from processors.guard.pii import PresidioAnalyzer
 from processors.guard.policy import Policy
-from tests.support.guard import GUARD_DIR, NOW, SECRET, EngineFactory, make_policy
+from tests.support.guard import GUARD_DIR, NOW, SECRET, EngineFactory, make_policy, unit_key_ids
 
 
 @pytest.fixture(scope="session")
@@ -41,7 +41,7 @@ def make_engine() -> EngineFactory:
         return GuardEngine(
             policy or make_policy(),
             analyzer,  # type: ignore[arg-type]
-            TenantHasher(SECRET),
+            TenantHasher(SECRET, unit_key_ids),
             scorer,
             analyzer_timeout_s=timeout,
             clock=lambda: NOW,

@@ -26,7 +26,7 @@ from processors.guard.analysis_worker import (
 from processors.guard.engine import GuardEngine, GuardItem, withheld
 from processors.guard.pii import PresidioAnalyzer
 from processors.guard.policy import Entity
-from tests.support.guard import SECRET, EngineFactory, read_jsonl
+from tests.support.guard import SECRET, EngineFactory, read_jsonl, unit_key_ids
 from tests.support.guard_analyzers import (
     CRASH,
     STALL,
@@ -219,7 +219,7 @@ def test_a_model_that_cannot_load_fails_at_start() -> None:
 def test_engine_runs_analysis_in_a_process_by_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLUICE_GUARD__HASH_SECRET", SECRET)
     monkeypatch.setenv("SLUICE_GUARD__EMBEDDER", "none")
-    engine = GuardEngine.from_settings()
+    engine = GuardEngine.from_settings(pseudonym_key_ids=unit_key_ids)
     try:
         assert isinstance(engine.analyzer, AnalysisWorker)
         [result] = engine.inspect_batch([GuardItem("1", "acme", "mail a@example.com")])
@@ -227,7 +227,7 @@ def test_engine_runs_analysis_in_a_process_by_default(monkeypatch: pytest.Monkey
     finally:
         engine.close()
     monkeypatch.setenv("SLUICE_GUARD__ANALYZER_ISOLATION", "thread")
-    engine = GuardEngine.from_settings()
+    engine = GuardEngine.from_settings(pseudonym_key_ids=unit_key_ids)
     assert isinstance(engine.analyzer, PresidioAnalyzer)
     engine.close()
 

@@ -15,7 +15,7 @@ from processors.guard.hashing import TenantHasher
 from processors.guard.names import GIVEN_NAMES
 from processors.guard.pii import PresidioAnalyzer
 from processors.guard.policy import Entity, Policy
-from tests.support.guard import DATA, GUARD_DIR, SECRET, read_jsonl
+from tests.support.guard import DATA, GUARD_DIR, SECRET, read_jsonl, unit_key_ids
 
 STRUCTURED = (
     "EMAIL_ADDRESS",
@@ -38,7 +38,7 @@ def inspections(analyzer: PresidioAnalyzer, corpus: list[dict[str, Any]]) -> lis
     engine = GuardEngine(
         Policy.load(GUARD_DIR / "policy.yaml"),
         analyzer,
-        TenantHasher(SECRET),
+        TenantHasher(SECRET, unit_key_ids),
         None,
         analyzer_timeout_s=300,
     )

@@ -33,6 +33,7 @@ from tests.support.guard import (
     FailingEmbedder,
     FakeEmbedder,
     make_policy,
+    unit_key_ids,
 )
 
 TEXT = (
@@ -58,7 +59,7 @@ def engine(analyzer: PresidioAnalyzer, make_engine: EngineFactory) -> GuardEngin
 
 def test_actions_tag_hash_mask(engine: GuardEngine) -> None:
     [result] = engine.inspect_batch([GuardItem("r1", "acme", TEXT)])
-    hasher = TenantHasher(SECRET)
+    hasher = TenantHasher(SECRET, unit_key_ids)
     assert hasher.token("acme", "PERSON", "Maria Gonzalez") in result.text
     assert hasher.token("acme", "EMAIL_ADDRESS", "maria.g@example.com") in result.text
     assert "+* ***-***-0132" in result.text
@@ -338,7 +339,7 @@ def test_slow_analyzer_times_out_and_blocks(
 def test_engine_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("SLUICE_GUARD__HASH_SECRET", SECRET)
     monkeypatch.setenv("SLUICE_GUARD__EMBEDDER", "none")
-    engine = GuardEngine.from_settings()
+    engine = GuardEngine.from_settings(pseudonym_key_ids=unit_key_ids)
     try:
         [result] = engine.inspect_batch([GuardItem("1", "acme", "mail a@example.com")])
         assert result.verdict.entity_counts == {"EMAIL_ADDRESS": 1}
@@ -346,8 +347,8 @@ def test_engine_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
         engine.close()
     monkeypatch.setenv("SLUICE_GUARD__ANALYZER_TIMEOUT_S", "90")
     with pytest.raises(ValueError, match="REGEX_TIMEOUT_SECONDS"):
-        GuardEngine.from_settings(GuardSettings())
+        GuardEngine.from_settings(GuardSettings(), pseudonym_key_ids=unit_key_ids)
     monkeypatch.delenv("SLUICE_GUARD__ANALYZER_TIMEOUT_S")
     monkeypatch.delenv("SLUICE_GUARD__HASH_SECRET")
     with pytest.raises(ValueError, match="SLUICE_GUARD__HASH_SECRET"):
-        GuardEngine.from_settings(GuardSettings())
+        GuardEngine.from_settings(GuardSettings(), pseudonym_key_ids=unit_key_ids)

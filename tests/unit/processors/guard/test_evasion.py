@@ -12,7 +12,7 @@ from processors.guard.hashing import TenantHasher
 from processors.guard.normalize import is_invisible, normalize
 from processors.guard.pii import PresidioAnalyzer
 from processors.guard.policy import Entity
-from tests.support.guard import SECRET, EngineFactory, make_policy
+from tests.support.guard import SECRET, EngineFactory, make_policy, unit_key_ids
 
 ZW = "\u200b"  # zero-width space
 ZWNJ, ZWJ, WJ, SHY, BOM = "\u200c", "\u200d", "\u2060", "\u00ad", "\ufeff"
@@ -147,7 +147,7 @@ def test_mask_drops_invisible_characters_and_hash_ignores_them(
     engine = make_engine(analyzer, make_policy(CREDIT_CARD="mask", EMAIL_ADDRESS="hash"))
     text = f"card 4111{ZW}1111{ZW}1111{ZW}1111, mail maria\uff20exa{ZW}mple.com"
     [result] = engine.redact_batch([GuardItem("r1", "acme", text)])
-    token = TenantHasher(SECRET).token("acme", "EMAIL_ADDRESS", "maria@example.com")
+    token = TenantHasher(SECRET, unit_key_ids).token("acme", "EMAIL_ADDRESS", "maria@example.com")
     assert result.text == f"card ************1111, mail {token}"
 
 

@@ -20,6 +20,7 @@ from processors.guard.processor import BLOCKED, FINDINGS, PROCESSOR, REQUESTS, R
 from processors.guard.settings import GuardSettings
 from streams.runtime.testing import BatchResult, Harness
 from streams.settings import Settings
+from tests.support.tenants import UnitTenants
 from tests.support.verdicts import unit_keypair
 
 EMAIL = "zelda.quixote7731@example.org"
@@ -32,12 +33,18 @@ PLANTED = (EMAIL, "zelda.quixote7731", "Quixote", "415 555", "555 0137")
 
 
 @pytest.fixture(scope="module")
-def harness() -> Iterator[Harness[GuardSettings, Any]]:
+def tenants(tmp_path_factory: pytest.TempPathFactory) -> UnitTenants:
+    return UnitTenants(tmp_path_factory.mktemp("tenants")).add("acme", "globex")
+
+
+@pytest.fixture(scope="module")
+def harness(tenants: UnitTenants) -> Iterator[Harness[GuardSettings, Any]]:
     config = GuardSettings(
         embedder="none",
         budgets="off",
         hash_secret=SecretStr("s" * 32),
         verdict_signing_key=SecretStr(unit_keypair()[0]),
+        tenants_path=tenants.path,
     )
     with Harness(PROCESSOR, settings=Settings(), config=config) as harness:
         yield harness
@@ -76,10 +83,10 @@ def leaks(out: BatchResult, caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 def test_a_request_with_personal_data_everywhere_is_blocked_and_redacted(
-    harness: Harness[GuardSettings, Any], caplog: pytest.LogCaptureFixture
+    harness: Harness[GuardSettings, Any], tenants: UnitTenants, caplog: pytest.LogCaptureFixture
 ) -> None:
     with caplog.at_level(logging.DEBUG):
-        out = harness.run([harness.record(REQUESTS, request())])
+        out = harness.run([tenants.record(harness, request())])
     [blocked] = out.values(BLOCKED)
     assert blocked["guard"]["reason"] == USER_ID_PERSONAL_DATA
     assert blocked["user_id"] == WITHHELD_USER_ID
@@ -109,6 +116,26 @@ def test_a_result_with_personal_data_everywhere_is_redacted(
         out = harness.run([harness.record(RESPONSES, result)])
     [stored] = out.values(RESULTS)
     assert stored["output_guard"]["redacted"] is True
+    assert leaks(out, caplog) == []
+
+
+def test_refused_requests_carry_no_personal_data_anywhere(
+    harness: Harness[GuardSettings, Any], tenants: UnitTenants, caplog: pytest.LogCaptureFixture
+) -> None:
+    # Refused before analysis: the blocked copy withholds every free-text field.
+    spoofed = request(tenant_id="globex")
+    with caplog.at_level(logging.DEBUG):
+        out = harness.run(
+            [
+                tenants.record(harness, spoofed, signer="acme"),  # acme claims globex
+                harness.record(REQUESTS, request(request_id="r-unsigned")),  # no signature
+            ]
+        )
+    [blocked] = out.values(BLOCKED)
+    assert (blocked["tenant_id"], blocked["guard"]["reason"]) == ("acme", "tenant_mismatch")
+    assert blocked["metadata"] == {} and blocked["user_id"] is None
+    assert out.kinds() == ["UnauthenticatedRequest"]
+    assert out.values(FINDINGS) == []
     assert leaks(out, caplog) == []
 
 
