@@ -113,16 +113,17 @@ class TenantRegistry:
                     f"tenants.{tenant}.pseudonym_key_id is also {other}'s: each tenant needs "
                     "its own, or their pseudonyms would be the same"
                 )
-            for index, text in enumerate(entry.public_keys):
-                where = f"tenants.{tenant}.public_keys[{index}]"
-                try:
-                    [key_id] = Verifier.from_settings([text], where, TENANT_REQUEST).keys
-                except SigningKeyError as exc:
-                    raise TenantRegistryError(str(exc)) from None
+            where = f"tenants.{tenant}.public_keys"
+            try:
+                key_ids = Verifier.from_settings(entry.public_keys, where, TENANT_REQUEST).keys
+            except SigningKeyError as exc:
+                raise TenantRegistryError(str(exc)) from None
+            for key_id in key_ids:
                 owner = owners.setdefault(key_id, tenant)
                 if owner != tenant:
                     raise TenantRegistryError(
-                        f"{where} is also a key of tenant {owner}: a key proves one tenant only"
+                        f"{where}: key {key_id} is also a key of tenant {owner}; a key proves "
+                        "one tenant only"
                     )
         # Frozen: set once here, so that every lookup afterwards is a dict read.
         object.__setattr__(self, "_owners", owners)
