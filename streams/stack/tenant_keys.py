@@ -36,8 +36,9 @@ from streams.settings import Settings
 
 TENANT_REGISTRY_FILE = "tenants.yaml"
 TENANT_KEYS_DIR = "tenants"
-#: The tenants the demo sends requests for (``sluice demo``), registered by ``sluice up``.
-DEMO_TENANTS = ("globex", "acme", "initech", "umbrella", "hooli")
+#: The tenants the demo sends requests for (``sluice demo``: the sample tickets' tenants),
+#: registered by ``sluice up``.
+DEMO_TENANTS = ("globex", "acme", "initech", "umbrella", "hooli", "stark-industries")
 #: Bits of randomness in a pseudonym key id.
 PSEUDONYM_KEY_ID_BYTES = 16
 

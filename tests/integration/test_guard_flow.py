@@ -17,7 +17,7 @@ import pytest
 from streams.contracts.records import InferenceRequest, InferenceResult
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
-from streams.sdk.client import SluiceClient
+from tests.support import tenants
 from tests.support.world import (
     World,
     committed_count,
@@ -50,7 +50,7 @@ def world(stack, tmp_path) -> World:
 
 def send_requests(world: World, copies: int = 1) -> dict[str, dict]:
     planted: dict[str, dict] = {}
-    with SluiceClient(world.settings, world.catalog) as client:
+    with tenants.client(world.settings, world.catalog, TENANT) as client:
         for _ in range(copies):
             for row in CORPUS:
                 request = InferenceRequest.new(TENANT, "textgen", row["text"])

@@ -18,7 +18,7 @@ import pytest
 from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
-from streams.sdk.client import SluiceClient
+from tests.support import tenants
 from tests.support.world import World, make_world, process_log, read_all, running
 
 GUARD_ENV = {
@@ -38,8 +38,8 @@ def world(stack, tmp_path) -> World:
 
 def send(world: World, prompts: list[tuple[str, str]]) -> list[str]:
     ids = []
-    with SluiceClient(world.settings, world.catalog) as client:
-        for tenant, text in prompts:
+    for tenant, text in prompts:
+        with tenants.client(world.settings, world.catalog, tenant) as client:
             request = InferenceRequest.new(tenant, "textgen", text)
             client.send_request(request)
             ids.append(request.request_id)

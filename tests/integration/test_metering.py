@@ -19,10 +19,11 @@ from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
 from streams.llm.budgets import BudgetView
 from streams.runtime import kafka
-from streams.sdk.client import SluiceClient
 from streams.warehouse import clickhouse
 from streams.warehouse.tables import sink_topics
 from tests.support import metering as m
+from tests.support.tenants import client as signing_client
+from tests.support.tenants import register
 from tests.support.world import (
     process_log,
     read_all,
@@ -253,6 +254,7 @@ def budget_world(stack, tmp_path):
         },
     )
     w.tenants = tenants  # type: ignore[attr-defined]
+    register(stack, tenants)  # before guard starts: it reads the tenant registry once
     yield w
     stop_all(w)
 
@@ -341,7 +343,7 @@ def test_guard_blocks_the_requests_of_a_tenant_over_its_hard_budget(budget_world
 
     def send(tenant: str) -> str:
         request = InferenceRequest.new(tenant, "gpt-4o", "Summarise the ticket about billing.")
-        with SluiceClient(world.settings, world.catalog) as client:
+        with signing_client(world.settings, world.catalog, tenant) as client:
             client.send_request(request)
         return request.request_id
 

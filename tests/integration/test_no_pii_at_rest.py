@@ -25,9 +25,9 @@ import pytest
 
 from streams.contracts.catalog import DLQ_SUFFIX
 from streams.contracts.records import InferenceRequest
-from streams.sdk.client import SluiceClient
 from streams.settings import Settings
 from streams.warehouse import clickhouse
+from tests.support import tenants
 from tests.support.world import (
     World,
     make_world,
@@ -177,7 +177,9 @@ def test_planted_personal_data_is_nowhere_at_rest(world: World, good_ticket) -> 
     with running_all(world, ["validate", "guard", "infer", "meter", "sink"], **ENV):
         produce(world.settings, world.raw, [*valid, *broken])
         produce(world.settings, world.topic("inference.requests"), [EMAIL.encode()])
-        with SluiceClient(world.settings, world.catalog, source="no-pii-test") as client:
+        with tenants.client(
+            world.settings, world.catalog, "globex", source="no-pii-test"
+        ) as client:
             for request in sent:
                 client.send_request(request)
         read_all(world.settings, world.validated, len(valid), settle=0.5)

@@ -12,9 +12,9 @@ import pytest
 from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
-from streams.sdk.client import SluiceClient
 from streams.settings import Settings, TelemetrySettings
 from streams.warehouse import clickhouse
+from tests.support import tenants
 from tests.support.world import (
     World,
     make_world,
@@ -78,7 +78,7 @@ def test_one_request_one_connected_trace(world: World):
         "globex", "textgen", f"Please reply to {EMAIL} today", max_tokens=4, temperature=0.0
     )
     with running_all(world, ["guard", "infer", "meter", "sink"], **TRACED, **GUARD):
-        with SluiceClient(traced, world.catalog, source="trace-test") as client:
+        with tenants.client(traced, world.catalog, "globex", source="trace-test") as client:
             client.send_request(request)
         read_all(world.settings, world.topic("inference.results"), 1, timeout=300, settle=0.5)
         trace_id = request_trace_id(world, request.request_id)

@@ -31,6 +31,7 @@ from streams.sdk.client import SluiceClient
 from streams.sdk.connect_client import ConnectClient
 from streams.settings import Settings, get_settings
 from streams.stack.secrets import ensure_dead_letter_key, ensure_verdict_keys
+from streams.stack.tenant_keys import DEMO_TENANTS, ensure_tenants
 
 DATASET = "support_tickets"
 
@@ -74,6 +75,8 @@ def demo(rows: int | None, prompts: int, via: str) -> None:
     # `sluice up` made the key gets one now (`sluice run` hands it to them).
     ensure_dead_letter_key(settings)
     ensure_verdict_keys(settings)  # guard signs what infer serves, with the stack's keypair
+    # Each tenant signs its requests; guard reads the registry once, when it starts.
+    ensure_tenants(settings, DEMO_TENANTS)
     since_ms = int(time.time() * 1000)
     # meter and the sink run for the whole demo: they meter and load every step's output.
     with processors(settings, ["meter", "sink"], env):
