@@ -305,3 +305,29 @@ class _StrictLoader(yaml.SafeLoader):
 def test_no_mapping_repeats_a_key() -> None:
     # PyYAML takes a repeated key (a second `<<:` merge, say); compose refuses the file.
     yaml.load((PROJECT_ROOT / "docker-compose.yml").read_text(), Loader=_StrictLoader)  # noqa: S506
+
+
+# -- tenant identity ----------------------------------------------------------------------
+
+
+def test_guard_alone_gets_the_tenant_registry_as_a_required_file() -> None:
+    [secret] = COMPOSE["secrets"].values()
+    assert _REQUIRED.match(str(secret["file"])), "the registry file has a default"
+    guard = SERVICES["guard"]
+    [mounted] = guard["secrets"]
+    assert mounted["source"] == next(iter(COMPOSE["secrets"]))
+    path = guard["environment"]["SLUICE_GUARD__TENANTS_PATH"]
+    assert path == f"/run/secrets/{mounted['target']}"
+    for name, service in SERVICES.items():
+        if name != "guard":
+            assert not service.get("secrets"), f"{name} is given the tenant registry"
+            assert "SLUICE_GUARD__TENANTS_PATH" not in (service.get("environment") or {})
+    # Producers hold tenants' private keys; no service of the platform does.
+    for name, service in SERVICES.items():
+        assert "SLUICE_TENANT__SIGNING_KEY" not in (service.get("environment") or {}), name
+
+
+def test_env_example_documents_the_tenant_registry() -> None:
+    example = (PROJECT_ROOT / ".env.example").read_text()
+    assert re.search(r"^SLUICE_TENANTS_FILE=$", example, re.MULTILINE)
+    assert "pseudonym_key_id" in example
