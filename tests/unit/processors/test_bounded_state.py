@@ -29,7 +29,7 @@ from streams.llm.model_catalog import load_models
 from streams.llm.pricing import load_prices
 from streams.runtime.metrics import OTHER
 from streams.settings import PROJECT_ROOT
-from tests.support.guard import SECRET, make_policy
+from tests.support.guard import SECRET, make_policy, unit_key_ids
 
 IDS = 100_000
 WARMUP = 10_000
@@ -64,7 +64,7 @@ def label_values(metrics: Sequence[Metric], label: str) -> set[str]:
 
 
 def test_guard_caches_stay_at_their_bound_for_100k_tenants():
-    hasher = TenantHasher(SECRET, max_tenants=BOUND)
+    hasher = TenantHasher(SECRET, unit_key_ids, max_tenants=BOUND)
     policy = make_policy(EMAIL_ADDRESS="hash")
     redactor = Redactor(hasher, max_tenants=BOUND)
 
@@ -91,7 +91,7 @@ class _EmailAt0:
 
 
 def test_the_engine_bounds_its_per_tenant_caches_from_its_setting():
-    hasher = TenantHasher(SECRET, max_tenants=100)
+    hasher = TenantHasher(SECRET, unit_key_ids, max_tenants=100)
     engine = GuardEngine(
         make_policy(EMAIL_ADDRESS="hash"),
         _EmailAt0(),  # type: ignore[arg-type]
