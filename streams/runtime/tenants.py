@@ -26,8 +26,10 @@ tenant and the field, so a guard with a broken registry never starts.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -50,6 +52,8 @@ MIN_PSEUDONYM_KEY_ID_HEX = 32
 _HEX = re.compile(r"[0-9a-f]+")
 REGISTRY_VERSION = 1
 TENANTS_PATH_SETTING = "SLUICE_GUARD__TENANTS_PATH"
+
+log = logging.getLogger("sluice.tenants")
 
 
 class TenantRegistryError(ConfigurationError, ValueError):
@@ -220,12 +224,26 @@ class TenantRegistry:
             data = yaml.safe_load(text)
         except yaml.YAMLError as exc:
             raise TenantRegistryError(f"{path} is not valid YAML: {exc}") from None
-        return cls.from_mapping(data, str(path))
+        registry = cls.from_mapping(data, str(path))
+        _warn_if_shared(path)
+        return registry
 
     @classmethod
     def empty(cls) -> TenantRegistry:
         """A registry with no tenant."""
         return cls({})
+
+
+def _warn_if_shared(path: Path) -> None:
+    """Say so when others may read the registry: its pseudonym key ids must not leak."""
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        log.warning(
+            "the tenant registry %s is readable by others (mode %o): its pseudonym key ids, "
+            "with the hash secret, make tenants' pseudonyms; chmod 600 it",
+            path,
+            mode,
+        )
 
 
 def _explain(exc: ValidationError) -> str:

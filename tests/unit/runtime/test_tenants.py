@@ -111,3 +111,15 @@ def test_save_writes_0600_and_loads_back_the_same(tmp_path: Path) -> None:
     assert key_id == public_key_id(base64.b64decode(public))
     with pytest.raises(TenantRegistryError, match="tenant id"):
         registry.with_tenant("a/b", TenantEntry(pseudonym_key_id="7d" * 16, public_keys=[public]))
+
+
+def test_a_registry_others_may_read_is_reported(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tenants.yaml"
+    TenantRegistry.empty().save(path)
+    TenantRegistry.load(path)
+    assert "readable by others" not in caplog.text
+    path.chmod(0o644)
+    TenantRegistry.load(path)
+    assert "readable by others (mode 644)" in caplog.text
