@@ -21,10 +21,12 @@ EMAIL = "maria.garcia@example.com"
 
 @pytest.fixture(scope="module")
 def harness() -> Iterator[Harness[GuardSettings, Any]]:
-    # Patterns only (no Triton) and no budgets (no Kafka): the rest is guard as it runs.
+    # Patterns only (no Triton), no budgets and no request-id view (no Kafka): the rest is
+    # guard as it runs (test_replay_harness.py runs it with an in-memory view).
     config = GuardSettings(
         embedder="none",
         budgets="off",
+        request_ids="off",
         hash_secret=SecretStr("s" * 32),
         verdict_signing_key=SecretStr(unit_keypair()[0]),
     )
@@ -125,6 +127,8 @@ def test_safe_requests_carry_guards_signature_and_nothing_else_does(
 
 
 def test_guard_refuses_to_start_without_its_signing_key() -> None:
-    config = GuardSettings(embedder="none", budgets="off", hash_secret=SecretStr("s" * 32))
+    config = GuardSettings(
+        embedder="none", budgets="off", request_ids="off", hash_secret=SecretStr("s" * 32)
+    )
     with pytest.raises(ConfigurationError, match="SLUICE_GUARD__VERDICT_SIGNING_KEY"):
         Harness(PROCESSOR, settings=Settings(), config=config)

@@ -36,6 +36,7 @@ def harness() -> Iterator[Harness[GuardSettings, Any]]:
     config = GuardSettings(
         embedder="none",
         budgets="off",
+        request_ids="off",
         hash_secret=SecretStr("s" * 32),
         verdict_signing_key=SecretStr(unit_keypair()[0]),
     )
