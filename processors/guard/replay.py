@@ -367,7 +367,9 @@ class SeenRequests:
             try:
                 key = decided_key(serde.decode(raw, self.catalog.value_schema(topic), topic=topic))
             except RecordError as error:
-                log.warning("request-id view: skipping an unreadable record (%s)", type(error))
+                log.warning(
+                    "request-id view: skipping an unreadable record (%s)", type(error).__name__
+                )
         if key is None:
             self.records_skipped += 1
             SKIPPED_RECORDS.inc()
