@@ -6,8 +6,9 @@ Two routes in one processor (one consumer group, one transaction per batch):
   tenant's policy in every free-text field, the prompt injection-scored, with the
   verdict) or ``inference.requests.blocked`` (the redacted copy and the reason: a
   PII entity whose policy is ``block``, a prompt injection, a ``user_id`` that is
-  personal data, an exhausted budget, or an analyzer that failed — guard fails
-  closed);
+  personal data, an exhausted budget, a request id the tenant already used or a
+  request too old to tell (``processors.guard.replay``), or an analyzer that failed —
+  guard fails closed);
   before any of that, each request must be signed by a registered tenant's key
   (``identity``): an unsigned or forged one is dead-lettered
   (``UnauthenticatedRequest``), one whose ``tenant_id`` is not its signer's is
@@ -25,6 +26,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any
 
 from processors.guard import GuardEngine, GuardItem, Inspection
@@ -44,6 +46,7 @@ from processors.guard.fields import (
     side_verdict,
 )
 from processors.guard.identity import TenantIdentity
+from processors.guard.replay import RequestIdGate
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.errors import TransientError, UnauthenticatedRequest
@@ -65,6 +68,13 @@ TEXT_LOGGERS = ("presidio-analyzer", "presidio-anonymizer")
 
 #: Answers "why must this tenant's requests stop now?" (None: they may go on).
 BudgetCheck = Callable[[str], "str | None"]
+#: Answers "may this tenant use this request id now?" (None: yes); remembers the id.
+ReplayCheck = Callable[[str, str, datetime], "str | None"]
+
+
+def tenant_of(request: InferenceRequest) -> str:
+    """The tenant a request is accounted to: budgets and request ids are per tenant."""
+    return request.tenant_id
 
 
 # -- pure functions -----------------------------------------------------------------
@@ -73,12 +83,15 @@ def guard_requests(
     engine: GuardEngine,
     over_budget: BudgetCheck | None = None,
     spans: Sequence[Any] | None = None,
+    replayed: ReplayCheck | None = None,
 ) -> list[list[Output]]:
     """Inspect every free-text field; per request, its safe or blocked copy plus its findings.
 
     The prompt, ``user_id``, ``source`` and the metadata's keys and values of the whole
     batch go to the engine in one batch (see ``fields``); only prompts are scored for
     injection. A user_id that is personal data blocks the request and is withheld.
+    ``replayed`` is asked about every request, in order, so the second copy of an id
+    in one batch is blocked too; its reason wins over the others.
     """
     free = [
         FreeText.of(
@@ -107,8 +120,15 @@ def guard_requests(
         verdict = combine(
             guarded.main.verdict, guarded.others, USER_ID_PERSONAL_DATA if refused else None
         )
-        if verdict.action != BLOCK and over_budget is not None:
-            reason = over_budget(request.tenant_id)
+        replay = (
+            replayed(tenant_of(request), request.request_id, request.created_at)
+            if replayed is not None
+            else None
+        )
+        if replay is not None:
+            verdict = dataclasses.replace(verdict, action=BLOCK, reason=replay)
+        elif verdict.action != BLOCK and over_budget is not None:
+            reason = over_budget(tenant_of(request))
             if reason is not None:
                 verdict = dataclasses.replace(verdict, action=BLOCK, reason=BUDGET_EXCEEDED)
         safe = dataclasses.replace(
@@ -241,11 +261,12 @@ def _findings(findings: Sequence[PiiFinding]) -> list[Output]:
 # -- the processor declaration --------------------------------------------------------
 @dataclasses.dataclass
 class GuardResources:
-    """The engine (Presidio, policy, injection scorer), the tenants' keys, the budget gate."""
+    """The engine (Presidio, policy, injection scorer), the tenants' keys and the gates."""
 
     engine: GuardEngine
     over_budget: BudgetGate | None
     identity: TenantIdentity
+    request_ids: RequestIdGate | None = None
 
 
 GuardContext = Context[GuardSettings, GuardResources]
@@ -269,6 +290,19 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
             else None
         ),
         identity=TenantIdentity.of(tenants, engine.policy),
+        request_ids=(
+            RequestIdGate.from_kafka(
+                ctx.settings,
+                ctx.catalog,
+                window_s=settings.request_id_window_s,
+                max_skew_s=settings.max_clock_skew_s,
+                max_per_tenant=settings.max_request_ids_per_tenant,
+                max_total=settings.max_request_ids,
+                ready_timeout_s=settings.request_ids_ready_timeout_s,
+            )
+            if settings.request_ids == "enforce"
+            else None
+        ),
     )
 
 
@@ -276,6 +310,19 @@ def _teardown(ctx: GuardContext) -> None:
     ctx.resources.engine.close()
     if ctx.resources.over_budget is not None:
         ctx.resources.over_budget.close()
+    if ctx.resources.request_ids is not None:
+        ctx.resources.request_ids.close()
+
+
+def _after_commit(ctx: GuardContext) -> None:
+    if ctx.resources.request_ids is not None:
+        ctx.resources.request_ids.committed()
+
+
+def _rollback(ctx: GuardContext) -> None:
+    # The batch's outputs were not written: its request ids are not used.
+    if ctx.resources.request_ids is not None:
+        ctx.resources.request_ids.rollback()
 
 
 def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Outcome]:
@@ -285,6 +332,9 @@ def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Ou
     outcomes: list[Outcome | None] = [None] * len(records)
     admitted = _authenticated(requests, ctx.resources.identity, outcomes)
     results = _registered(responses, ctx.resources.identity.registry, outcomes)
+    request_ids = ctx.resources.request_ids
+    if requests and request_ids is not None:
+        request_ids.ensure_ready()  # before the analysis, which a retry would repeat
     try:
         if admitted:
             guarded = guard_requests(
@@ -292,6 +342,7 @@ def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Ou
                 engine,
                 ctx.resources.over_budget,
                 [span for _, _, span in admitted],
+                request_ids,
             )
             for (index, _, _), outputs in zip(admitted, guarded, strict=True):
                 outcomes[index] = outputs
@@ -371,6 +422,8 @@ PROCESSOR: ProcessorSpec[GuardSettings, GuardResources] = ProcessorSpec(
     process_batch=_process_batch,
     setup=_setup,
     teardown=_teardown,
+    after_commit=_after_commit,
+    rollback=_rollback,
     batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),
     signers=_signers,
 )

@@ -95,6 +95,44 @@ class GuardSettings(BaseSettings):
     budgets_ready_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait at start to read metering.budgets to its end."
     )
+    request_ids: Literal["enforce", "off"] = Field(
+        "enforce",
+        description="enforce: block a request whose request_id the tenant already used within "
+        "request_id_window_s (duplicate_request) or whose created_at is outside that window "
+        "(stale_request); guard reads what it decided back from inference.requests.safe and "
+        ".blocked. off: never check (meter would then count reused ids once).",
+    )
+    request_id_window_s: float = Field(
+        21_600.0,
+        gt=0,
+        description="How long a request id stays used, in seconds. Default: the raw_prompt "
+        "retention of schemas/topics.yaml (6 h), how long a request can be replayed from "
+        "inference.requests. Keep it below the retention of inference.requests.safe/.blocked.",
+    )
+    max_clock_skew_s: float = Field(
+        300.0,
+        ge=0,
+        description="How far a request's created_at may be ahead of guard's clock before it "
+        "is blocked as stale_request.",
+    )
+    max_request_ids_per_tenant: int = Field(
+        100_000,
+        ge=1,
+        description="Request ids of one tenant guard remembers; past it the tenant's own "
+        "oldest are forgotten first, so one tenant's flood cannot push out another's.",
+    )
+    max_request_ids: int = Field(
+        1_000_000,
+        ge=1,
+        description="Request ids guard remembers in all (about 0.4 KB each); past it the "
+        "oldest are forgotten. sluice_guard_request_ids_evicted_total counts both bounds.",
+    )
+    request_ids_ready_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest wait at start to read the window of inference.requests.safe "
+        "and .blocked; requests wait (batches are retried) until it is read.",
+    )
     embedder: Literal["triton", "none"] = Field(
         "triton", description="Where prompt embeddings come from; none: patterns only."
     )

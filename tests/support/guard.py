@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
@@ -15,6 +15,7 @@ from processors.guard.embedder import EmbedderError
 from processors.guard.engine import GuardEngine
 from processors.guard.pii import Detection
 from processors.guard.policy import Entity, Policy
+from processors.guard.replay import SeenIds
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data"
@@ -111,3 +112,32 @@ def unit_key_ids(tenant: str) -> str:
     redaction only need each tenant to have its own.
     """
     return hashlib.sha256(b"unit-test-pseudonym-key-id\x00" + tenant.encode()).hexdigest()[:32]
+
+
+class MemoryView:
+    """A request-id view without Kafka: what guard decided, held in a ``SeenIds``.
+
+    ``ready`` and ``error`` play the consumer's states (catching up, dead) for the
+    gate's fail-closed paths; ``remembered`` lists what the gate handed over.
+    """
+
+    def __init__(self, *, window_s: float = 3600.0, ready: bool = True) -> None:
+        self.ids = SeenIds(window_s=window_s, max_per_tenant=1000, max_total=10_000)
+        self.ready = ready
+        self.error: BaseException | None = None
+        self.closed = False
+        self.remembered: list[tuple[tuple[str, str], int]] = []
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self.ready
+
+    def first_seen(self, key: tuple[str, str], now: datetime) -> int | None:
+        return self.ids.first_seen(key, int(now.timestamp() * 1000))
+
+    def remember(self, keys: Iterable[tuple[tuple[str, str], int]]) -> None:
+        for key, at in keys:
+            self.remembered.append((key, at))
+            self.ids.add(key, at)
+
+    def close(self) -> None:
+        self.closed = True

@@ -27,10 +27,12 @@ def tenants(tmp_path_factory: pytest.TempPathFactory) -> UnitTenants:
 
 @pytest.fixture(scope="module")
 def harness(tenants: UnitTenants) -> Iterator[Harness[GuardSettings, Any]]:
-    # Patterns only (no Triton) and no budgets (no Kafka): the rest is guard as it runs.
+    # Patterns only (no Triton), no budgets and no request-id view (no Kafka): the rest is
+    # guard as it runs (test_replay_harness.py runs it with an in-memory view).
     config = GuardSettings(
         embedder="none",
         budgets="off",
+        request_ids="off",
         hash_secret=SecretStr("s" * 32),
         verdict_signing_key=SecretStr(unit_keypair()[0]),
         tenants_path=tenants.path,
@@ -135,7 +137,11 @@ def test_safe_requests_carry_guards_signature_and_nothing_else_does(
 
 def test_guard_refuses_to_start_without_its_signing_key(tenants: UnitTenants) -> None:
     config = GuardSettings(
-        embedder="none", budgets="off", hash_secret=SecretStr("s" * 32), tenants_path=tenants.path
+        embedder="none",
+        budgets="off",
+        request_ids="off",
+        hash_secret=SecretStr("s" * 32),
+        tenants_path=tenants.path,
     )
     with pytest.raises(ConfigurationError, match="SLUICE_GUARD__VERDICT_SIGNING_KEY"):
         Harness(PROCESSOR, settings=Settings(), config=config)

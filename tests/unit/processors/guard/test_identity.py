@@ -58,6 +58,7 @@ def harness(
     config = GuardSettings(
         embedder="none",
         budgets="off",
+        request_ids="off",
         analyzer_isolation="thread",
         hash_secret=SecretStr("s" * 32),
         verdict_signing_key=SecretStr(unit_keypair()[0]),
@@ -236,6 +237,7 @@ def test_the_default_may_apply_to_registered_tenants_when_the_policy_says_so(
     config = GuardSettings(
         embedder="none",
         budgets="off",
+        request_ids="off",
         analyzer_isolation="thread",
         hash_secret=SecretStr("s" * 32),
         verdict_signing_key=SecretStr(unit_keypair()[0]),

@@ -42,6 +42,7 @@ def harness(tenants: UnitTenants) -> Iterator[Harness[GuardSettings, Any]]:
     config = GuardSettings(
         embedder="none",
         budgets="off",
+        request_ids="off",
         hash_secret=SecretStr("s" * 32),
         verdict_signing_key=SecretStr(unit_keypair()[0]),
         tenants_path=tenants.path,
