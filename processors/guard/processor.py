@@ -42,6 +42,7 @@ from processors.guard.fields import (
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.errors import TransientError
+from streams.llm.budgets import load_budgets
 from streams.runtime.signing import Signer
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, RecordSigner
 
@@ -248,14 +249,21 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
     for name in TEXT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     settings = ctx.config
-    return GuardResources(
-        engine=GuardEngine.from_settings(settings, platform_triton_url=ctx.settings.triton.url),
-        over_budget=(
-            BudgetGate(ctx.settings, ctx.catalog, ready_timeout_s=settings.budgets_ready_timeout_s)
-            if settings.budgets == "enforce"
-            else None
-        ),
-    )
+    enforce = settings.budgets == "enforce"
+    # Keys and config first: without them guard must not start, rather than enforce nothing.
+    verifier = settings.budget_verifier() if enforce else None
+    budgets = load_budgets(settings.budgets_path(ctx.settings.schemas_dir)) if enforce else None
+    engine = GuardEngine.from_settings(settings, platform_triton_url=ctx.settings.triton.url)
+    over_budget = None
+    if verifier is not None and budgets is not None:
+        over_budget = BudgetGate(
+            ctx.settings,
+            ctx.catalog,
+            verifier=verifier,
+            budgets=budgets,
+            ready_timeout_s=settings.budgets_ready_timeout_s,
+        )
+    return GuardResources(engine=engine, over_budget=over_budget)
 
 
 def _teardown(ctx: GuardContext) -> None:

@@ -16,9 +16,12 @@ from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
 from streams.stack.connect_worker import Connect
 from streams.stack.secrets import (
+    budget_key_paths,
     dead_letter_key_path,
+    ensure_budget_keys,
     ensure_dead_letter_key,
     ensure_verdict_keys,
+    local_budget_keys,
     local_dead_letter_key,
     local_verdict_keys,
     verdict_key_paths,
@@ -43,12 +46,14 @@ def local_processor_environment(settings: Settings, processor: str = "") -> dict
     overriding anything set explicitly) so that, say, infer labels its results
     with the device the local Triton runs on, processors of prompt topics
     encrypt dead letters with the key ``sluice up`` made, guard signs its
-    verdicts with the stack's private key and infer checks them with its public key.
+    verdicts with the stack's private key and infer checks them with its public key,
+    meter signs budgets with its own private key and guard checks them with its public key.
     """
     device = Triton(settings).device()
     return {
         **local_dead_letter_key(settings),
         **local_verdict_keys(settings, processor),
+        **local_budget_keys(settings, processor),
         **({"SLUICE_INFER__DEVICE": device} if device else {}),
     }
 
@@ -89,8 +94,8 @@ class Stack:
     def up(self, report: Report) -> None:
         """Fetch (once), configure and start each component that is not running; wait for health.
 
-        Also makes the dead-letter encryption key of the local processors, and guard's
-        verdict keypair, once.
+        Also makes the dead-letter encryption key of the local processors, guard's
+        verdict keypair and meter's budget keypair, once.
         """
         if ensure_dead_letter_key(self.settings):
             report(f"dead-letter encryption key: made {dead_letter_key_path(self.settings)} (0600)")
@@ -98,6 +103,8 @@ class Stack:
             report(
                 f"guard's verdict signing key: made {verdict_key_paths(self.settings)[0]} (0600)"
             )
+        if ensure_budget_keys(self.settings):
+            report(f"meter's budget signing key: made {budget_key_paths(self.settings)[0]} (0600)")
         for component in self.components:
             if component.process.is_running():
                 try:
