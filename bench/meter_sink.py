@@ -40,6 +40,7 @@ from streams.runtime import kafka
 from streams.runtime.runner import Runner
 from streams.settings import MetricsSettings, Settings
 from streams.stack import sandbox
+from streams.stack.secrets import ensure_budget_keys
 from streams.warehouse import clickhouse, migrations
 from streams.warehouse import tables as sink_tables
 
@@ -148,6 +149,7 @@ def meter_rate(box: sandbox.Sandbox, settings: Settings, serde: AvroSerde, n: in
         return sum(kafka.end_offsets(probe, [box.topic("metering.budgets")]).values())
 
     baseline = budgets_end()
+    ensure_budget_keys(settings)  # meter signs its budgets; `sluice run` hands it the key
     env = {**os.environ, **box.env, "SLUICE_METRICS__PORT": "0", "SLUICE_LOG_LEVEL": "WARNING"}
     log = open(Path(box.schemas.parent) / "meter.log", "wb")  # noqa: SIM115
     process = subprocess.Popen(

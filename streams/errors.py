@@ -202,6 +202,18 @@ class RowRejected(RecordError):
     default_stage = "transform"
 
 
+class ImplausibleTimestamp(RecordError):
+    """A record dated absurdly: before 2000, or further ahead of the reader's clock than allowed.
+
+    meter dead-letters such a result instead of metering it: no producer's clock can
+    open a billing period or a window in the far future (or the distant past). A
+    result only slightly ahead is metered at its arrival instead (see
+    ``processors.meter.state``).
+    """
+
+    default_stage = "process"
+
+
 class UnverifiedVerdict(RecordError):
     """A request on ``inference.requests.safe`` that guard did not pass.
 

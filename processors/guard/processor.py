@@ -50,6 +50,7 @@ from processors.guard.replay import RequestIdGate
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.errors import TransientError, UnauthenticatedRequest
+from streams.llm.budgets import load_budgets
 from streams.runtime.signing import Signer
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, RecordSigner
 from streams.runtime.tenants import TenantRegistry
@@ -276,19 +277,28 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
     for name in TEXT_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     settings = ctx.config
+    enforce = settings.budgets == "enforce"
+    # Keys and config first: without them guard must not start, rather than enforce nothing.
+    verifier = settings.budget_verifier() if enforce else None
+    budgets = load_budgets(settings.budgets_path(ctx.settings.schemas_dir)) if enforce else None
     tenants = TenantRegistry.load(settings.tenants_path)  # before the engine starts a process
     engine = GuardEngine.from_settings(
         settings,
         platform_triton_url=ctx.settings.triton.url,
         pseudonym_key_ids=tenants.pseudonym_key_id,
     )
+    over_budget = None
+    if verifier is not None and budgets is not None:
+        over_budget = BudgetGate(
+            ctx.settings,
+            ctx.catalog,
+            verifier=verifier,
+            budgets=budgets,
+            ready_timeout_s=settings.budgets_ready_timeout_s,
+        )
     return GuardResources(
         engine=engine,
-        over_budget=(
-            BudgetGate(ctx.settings, ctx.catalog, ready_timeout_s=settings.budgets_ready_timeout_s)
-            if settings.budgets == "enforce"
-            else None
-        ),
+        over_budget=over_budget,
         identity=TenantIdentity.of(tenants, engine.policy),
         request_ids=(
             RequestIdGate.from_kafka(

@@ -8,7 +8,10 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.runtime.signing import METER_BUDGET, Verifier
 from streams.settings import PROJECT_ROOT
+
+BUDGET_PUBLIC_KEYS_SETTING = "SLUICE_GUARD__BUDGET_PUBLIC_KEYS"
 
 GUARD_DIR = PROJECT_ROOT / "schemas" / "guard"
 
@@ -92,6 +95,20 @@ class GuardSettings(BaseSettings):
         description="enforce: block requests of tenants over a hard budget (metering.budgets, "
         "written by meter) with reason budget_exceeded; off: never consult budgets.",
     )
+    budget_public_keys: list[str] = Field(
+        default_factory=list,
+        description="meter's Ed25519 public keys (base64 of the raw 32 bytes, JSON list): "
+        "guard believes only records of metering.budgets that one of them signed and "
+        "ignores the rest. Required while budgets are enforced. To rotate, add meter's new "
+        "public key, then switch meter's key, then drop the old one. `sluice up` keeps the "
+        "local one in <state_dir>/secrets/budget-public-key.",
+    )
+    budgets_file: Path | None = Field(
+        None,
+        description="Default <schemas>/budgets.yaml. Which tenants' budgets are hard (enforced) "
+        "is read from it, never from a record of metering.budgets: give guard the file meter "
+        "meters with.",
+    )
     budgets_ready_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait at start to read metering.budgets to its end."
     )
@@ -147,3 +164,13 @@ class GuardSettings(BaseSettings):
     triton_max_batch: int | None = Field(
         None, ge=1, description="Most texts per Triton request; default: the model's own limit."
     )
+
+    def budget_verifier(self) -> Verifier:
+        """What checks that meter signed a budget record; a clear error without keys."""
+        return Verifier.from_settings(
+            self.budget_public_keys, BUDGET_PUBLIC_KEYS_SETTING, METER_BUDGET
+        )
+
+    def budgets_path(self, schemas_dir: Path) -> Path:
+        """The tenants' budgets: ``budgets_file``, or ``budgets.yaml`` in ``schemas_dir``."""
+        return self.budgets_file or schemas_dir / "budgets.yaml"

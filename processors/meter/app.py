@@ -16,7 +16,14 @@ processing (see ``processors.meter.state``); results from aborted
 transactions are never read (``kafka_io.ReadCommittedTransport``).
 
 A record that cannot be decoded goes to ``<topic>.dlq`` with its original
-bytes and the ``sluice.error.*`` headers, like in every other processor.
+bytes and the ``sluice.error.*`` headers, like in every other processor; so
+does a result dated absurdly (``ImplausibleTimestamp``: before 2000, or more
+than ``SLUICE_METER__MAX_FUTURE_S`` ahead of meter's clock).
+
+Every record written to ``metering.budgets`` is signed with meter's budget key
+(``SLUICE_METER__BUDGET_SIGNING_KEY``, scheme ``METER_BUDGET``) over the topic's
+logical name, the key and the exact value bytes: guard believes only statuses
+meter signed, so no other writer of the topic can lift a tenant's block.
 """
 
 from __future__ import annotations
@@ -43,6 +50,8 @@ from streams.llm.budgets import BudgetConfig
 from streams.llm.pricing import PriceTable
 from streams.runtime import kafka, metrics
 from streams.runtime.dead_letters import dlq_record_headers, error_headers
+from streams.runtime.signing import Signer
+from streams.runtime.spec import Headers
 from streams.settings import Settings
 
 log = logging.getLogger("sluice.meter")
@@ -78,6 +87,8 @@ class Meter:
         self.catalog = catalog
         self.prices = prices
         self.budgets = budgets
+        # Built first: without its key meter must not start (nor write unsigned budgets).
+        self.signer = config.budget_signer()
         self.app_id = f"{settings.runner.group_prefix}.{config.app_id}"
         self.serde = AvroSerde(kafka.registry(settings), catalog, settings.registry)
         self.codecs = {topic: AvroCodec(self.serde, topic) for topic in [RESULTS, *OUTPUTS]}
@@ -144,6 +155,10 @@ class Meter:
             try:
                 result = InferenceResult.from_avro(self.codecs[RESULTS].loads(message.value))
                 usage = usage_of(result, self.prices)
+                # An absurd date is dead-lettered here, before it reaches metering.usage.
+                meter_state.check_plausible(
+                    usage.completed_at, datetime.now(UTC), max_future_ms=self.config.max_future_ms
+                )
             except Exception as exc:  # an agent that raises stops for good: dead-letter instead
                 span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
                 span.end()
@@ -180,6 +195,7 @@ class Meter:
                     window_retention_ms=self.config.window_retention_ms,
                     arrived=_arrival(message),
                     max_clock_skew_ms=self.config.max_clock_skew_ms,
+                    max_future_ms=self.config.max_future_ms,
                 )
             except Exception as exc:  # an agent that raises stops for good: dead-letter instead
                 await self._dead_letter(USAGE, message, _as_record_error(exc))
@@ -189,7 +205,7 @@ class Meter:
                 if self.clamped % 1000 == 1:
                     log.warning(
                         "%d usage events so far dated in the future (beyond "
-                        "SLUICE_METER__MAX_CLOCK_SKEW_S) or before 2000: metered at arrival",
+                        "SLUICE_METER__MAX_CLOCK_SKEW_S): metered at arrival",
                         self.clamped,
                     )
             if outputs.duplicate:
@@ -202,8 +218,9 @@ class Meter:
             for window in outputs.windows:
                 await self.topics[WINDOWS].send(key=key, value=self.codecs[WINDOWS].dumps(window))
             if outputs.budget is not None:
+                value = self.codecs[BUDGETS].dumps(outputs.budget.to_avro())
                 await self.topics[BUDGETS].send(
-                    key=key, value=self.codecs[BUDGETS].dumps(outputs.budget.to_avro())
+                    key=key, value=value, headers=signed_budget_headers(self.signer, key, value)
                 )
             for alert in outputs.alerts:
                 log.warning(
@@ -262,6 +279,15 @@ class Meter:
         )
         await self.dead_letters[topic].send(key=message.key, value=message.value, headers=headers)
         metrics.RECORDS_DLQ.labels("meter", message.topic, error.stage).inc()
+
+
+def signed_budget_headers(signer: Signer, key: bytes, value: bytes) -> Headers:
+    """Meter's signature of one ``metering.budgets`` record (its exact key and value bytes).
+
+    Signed under the topic's logical name, so a prefixed deployment signs what guard,
+    reading the same logical topic, verifies.
+    """
+    return signer.headers(BUDGETS, key, value)
 
 
 def _arrival(message: Any) -> datetime | None:

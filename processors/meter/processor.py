@@ -42,6 +42,8 @@ def run(settings: Settings, config: MeterSettings, metrics_port: int | None) -> 
     from streams.llm.budgets import load_budgets  # noqa: PLC0415
     from streams.llm.pricing import load_prices  # noqa: PLC0415
 
+    # Before anything else: a meter that cannot sign its budgets must not start at all.
+    config.budget_signer()
     catalog = catalog_for(settings)
     needed = [RESULTS, *OUTPUTS]
     needed += [

@@ -21,14 +21,15 @@ are swept from the state, and an event that would fall into one is metered
 (usage, budgets) but not added to windows (``Outputs.late``), instead of
 starting the window again from zero.
 
-Event time is bounded by meter's own clock: an event dated more than the
-allowed clock skew ahead of meter's clock, or before 2000 (an absurd
-timestamp, year 9999 included), is metered at its arrival instead
-(``Outputs.clamped``): the timestamp of its ``metering.usage`` record, which
-meter's price agent wrote and which a replay reads again unchanged, so a
-replayed event lands in the same windows. No producer can open a window in
-the future, which no sweep would ever reach, nor make meter raise on a date
-it cannot represent.
+Event time is bounded by meter's own clock. An event dated before 2000, or
+more than ``max_future_ms`` (a day by default) ahead of meter's clock, is
+absurd: ``apply`` raises ``ImplausibleTimestamp`` and the app dead-letters it
+(year 9999 included), so no producer can open a billing period or a window
+in the far future, which no sweep would ever reach. An event only somewhat
+ahead (beyond the allowed clock skew, within ``max_future_ms``) is metered at
+its arrival instead (``Outputs.clamped``): the timestamp of its
+``metering.usage`` record, which meter's price agent wrote and which a replay
+reads again unchanged, so a replayed event lands in the same windows.
 
 Snapshots of every touched window and budget are emitted even when nothing
 changed, so a snapshot lost in a crash is re-sent when the event is replayed;
@@ -47,13 +48,16 @@ from typing import Any
 
 from processors.meter.usage import Usage
 from streams.contracts import money
+from streams.errors import ImplausibleTimestamp
 from streams.llm.budgets import PERIODS, BudgetConfig, BudgetStatus, Period, PeriodSpend
 
 State = MutableMapping[str, dict[str, Any]]
 WINDOWS: dict[str, int] = {"1m": 60_000, "1h": 3_600_000}
-#: Events dated before this are absurd: metered at their arrival.
+#: Events dated before this are absurd: dead-lettered.
 EARLIEST = datetime(2000, 1, 1, tzinfo=UTC)
 DEFAULT_MAX_CLOCK_SKEW_MS = 5 * 60_000
+#: Events dated further ahead of meter's clock than this are absurd: dead-lettered.
+DEFAULT_MAX_FUTURE_MS = 86_400_000
 
 
 @dataclass
@@ -65,7 +69,7 @@ class Outputs:
     alerts: list[dict[str, Any]] = field(default_factory=list)
     duplicate: bool = False
     late: int = 0  # windows the event was too late for
-    clamped: bool = False  # dated in the future or absurdly: metered at its arrival
+    clamped: bool = False  # dated beyond the clock skew: metered at its arrival
 
 
 def window_key(tenant: str, model: str, size: str, start_ms: int) -> str:
@@ -94,21 +98,30 @@ def apply(
     window_retention_ms: int = 2 * 86_400_000,
     arrived: datetime | None = None,
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
 ) -> Outputs:
     """Count ``usage`` (read at ``partition``/``offset``) once; return the snapshots to emit.
 
     ``arrived`` is when the event reached meter (its record's timestamp); an
-    event dated beyond ``max_clock_skew_ms`` ahead of ``now``, or before 2000,
-    is counted at that time instead (at ``now`` when ``arrived`` is itself not
-    plausible).
+    event dated beyond ``max_clock_skew_ms`` ahead of ``now`` is counted at that
+    time instead (at ``now`` when ``arrived`` is itself not plausible). An
+    absurd date (see ``check_plausible``) raises ``ImplausibleTimestamp`` before
+    the state is touched.
     """
+    # Before any state is written: a dead-lettered event must leave no trace to replay.
+    at = event_time(
+        usage.completed_at,
+        now,
+        arrived=arrived,
+        max_clock_skew_ms=max_clock_skew_ms,
+        max_future_ms=max_future_ms,
+    )
     seen = state.get(seen_key(usage.request_id))
     if seen is not None and seen["o"] != offset:
         return Outputs(duplicate=True)
     if seen is None:
         state[seen_key(usage.request_id)] = {"p": partition, "o": offset}
     outputs = Outputs()
-    at = event_time(usage.completed_at, now, arrived=arrived, max_clock_skew_ms=max_clock_skew_ms)
     if at != usage.completed_at:
         outputs.clamped = True
         usage = dataclasses.replace(usage, completed_at=at)
@@ -138,21 +151,56 @@ def event_time(
     *,
     arrived: datetime | None = None,
     max_clock_skew_ms: int = DEFAULT_MAX_CLOCK_SKEW_MS,
+    max_future_ms: int = DEFAULT_MAX_FUTURE_MS,
 ) -> datetime:
-    """The time an event is metered at: its own, unless implausible by meter's clock.
+    """The time an event is metered at: its own, unless ahead of meter's clock.
 
-    Plausible means from 2000 on and at most ``max_clock_skew_ms`` ahead of
-    ``now``; otherwise the event's arrival, or ``now`` when that is not
-    plausible either.
+    An absurd date raises ``ImplausibleTimestamp`` (``check_plausible``). A date
+    more than ``max_clock_skew_ms`` ahead of ``now`` gives the event's arrival
+    instead, or ``now`` when the arrival is not plausible either: a result from
+    the near future is metered, but never opens a future period.
     """
+    at = check_plausible(completed_at, now, max_future_ms=max_future_ms)
     latest = now + timedelta(milliseconds=max_clock_skew_ms)
-    for candidate in (completed_at, arrived):
-        if candidate is None:
-            continue
-        aware = candidate if candidate.tzinfo is not None else candidate.replace(tzinfo=UTC)
-        if EARLIEST <= aware <= latest:
-            return aware
+    if at <= latest:
+        return at
+    if arrived is not None:
+        arrival = _aware(arrived)
+        if EARLIEST <= arrival <= latest:
+            return arrival
     return now
+
+
+def check_plausible(
+    completed_at: datetime, now: datetime, *, max_future_ms: int = DEFAULT_MAX_FUTURE_MS
+) -> datetime:
+    """``completed_at`` (timezone-aware) if meter may meter it; ``ImplausibleTimestamp`` if not.
+
+    Plausible means from 2000-01-01 on and at most ``max_future_ms`` ahead of ``now``
+    (meter's clock). The reason names the field and the bound; the timestamp is not
+    personal data, and shown so that whoever replays the dead letter can fix its source.
+    """
+    at = _aware(completed_at)
+    if at < EARLIEST:
+        raise ImplausibleTimestamp(
+            f"completed_at {at.isoformat()} is before {EARLIEST.date().isoformat()}: "
+            "fix the producer's clock, then replay",
+            details={"field": "completed_at", "bound": "earliest"},
+        )
+    latest = now + timedelta(milliseconds=max_future_ms)
+    if at > latest:
+        raise ImplausibleTimestamp(
+            f"completed_at {at.isoformat()} is more than {max_future_ms / 1000:g} s "
+            "(SLUICE_METER__MAX_FUTURE_S) ahead of meter's clock: fix the producer's clock, "
+            "then replay",
+            details={"field": "completed_at", "bound": "max_future_s"},
+        )
+    return at
+
+
+def _aware(at: datetime) -> datetime:
+    """``at`` with a timezone: a naive datetime is taken as UTC (as Avro's timestamps are)."""
+    return at if at.tzinfo is not None else at.replace(tzinfo=UTC)
 
 
 def window_start(at: datetime, size: str) -> int:

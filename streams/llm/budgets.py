@@ -2,14 +2,14 @@
 
 ``meter`` adds every request's tokens and cost to the tenant's day and month
 spend and publishes the tenant's status to the compacted topic
-``metering.budgets`` (key = tenant). ``BudgetView`` follows that topic from the
-beginning in a background thread, keeps the latest status per tenant, and
-answers ``is_over_hard_budget(tenant)`` from memory, so guard can ask it for
-every request at no cost.
+``metering.budgets`` (key = tenant), each record signed with meter's budget key.
+``BudgetView`` follows that topic from the beginning in a background thread,
+keeps the latest status per tenant, and answers ``is_over_hard_budget(tenant)``
+from memory, so guard can ask it for every request at no cost.
 
 How guard uses it::
 
-    view = BudgetView(settings, catalog)     # once, in setup
+    view = BudgetView(settings, catalog, verifier=meter_keys, budgets=config)  # in setup
     view.start()
     view.wait_ready(timeout=30)              # caught up with the topic's end at start
     ...
@@ -18,6 +18,18 @@ How guard uses it::
         block(request, reason="budget_exceeded", detail=reason)
     ...
     view.close()                             # in teardown
+
+Anyone who can write to the topic could otherwise lift a tenant's block (one
+record with a huge version and no spend, kept by compaction), so the view
+trusts nothing a record says that meter did not sign:
+
+* a record that is unsigned, signed by a key the view does not hold, or whose
+  signature does not verify (``streams.runtime.signing``, scheme ``METER_BUDGET``)
+  is ignored, counted in ``sluice_budget_records_rejected_total{reason}`` and
+  logged (partition, offset and reason, never the value);
+* a status whose version is not above the one held is ignored;
+* whether a tenant's budget is enforced (hard) is the reader's own decision, from
+  its budget config: the ``hard`` field of a record switches nothing on or off.
 
 A status only counts while its period lasts: a tenant over its daily budget
 is allowed again when the UTC day changes, even before meter writes a new
@@ -45,7 +57,9 @@ from streams.contracts import money
 from streams.contracts.catalog import Catalog
 from streams.contracts.serde import AvroSerde
 from streams.errors import ConfigurationError, RecordError
-from streams.runtime import kafka
+from streams.runtime import kafka, metrics
+from streams.runtime.signing import UnverifiedError, Verifier
+from streams.runtime.spec import Headers
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -53,6 +67,9 @@ log = logging.getLogger(__name__)
 BUDGETS_TOPIC = "metering.budgets"
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
+#: After the first of each reason, one warning per this many rejected records (a flood
+#: of forged records must not flood guard's log as well; the counter counts them all).
+REJECTION_LOG_EVERY = 1000
 
 
 class BudgetConfigError(ConfigurationError, ValueError):
@@ -205,14 +222,25 @@ class BudgetStatus:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class BudgetRecord:
+    """One record of ``metering.budgets`` as read: where it was, and its raw bytes."""
+
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Headers
+
+
 class BudgetView:
     """The latest ``BudgetStatus`` per tenant, kept current by a background consumer.
 
     The consumer is assigned every partition of ``metering.budgets`` from the
     beginning (no consumer group: each view reads the whole topic), reads only
-    committed records, and keeps the status with the highest version per
-    tenant. ``wait_ready`` returns once it has read up to the end offsets the
-    topic had when the view started.
+    committed records, and keeps, for each tenant ``budgets`` enforces, the
+    meter-signed status with the highest version. ``wait_ready`` returns once it
+    has read up to the end offsets the topic had when the view started.
     """
 
     def __init__(
@@ -220,11 +248,15 @@ class BudgetView:
         settings: Settings,
         catalog: Catalog,
         *,
+        verifier: Verifier,
+        budgets: BudgetConfig,
         topic: str = BUDGETS_TOPIC,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self.settings = settings
         self.catalog = catalog
+        self.verifier = verifier
+        self.budgets = budgets
         self.topic = topic
         self._clock = clock
         self._statuses: dict[str, BudgetStatus] = {}
@@ -234,30 +266,78 @@ class BudgetView:
         self._thread: threading.Thread | None = None
         self.error: BaseException | None = None
         self.records_read = 0
+        self.rejected: dict[str, int] = {}
 
     # -- what guard calls -------------------------------------------------------
     def is_over_hard_budget(self, tenant: str) -> str | None:
         """The reason the tenant must be blocked (an enforced budget is reached), or None."""
+        if not self.enforced(tenant):
+            return None
         status = self.status(tenant)
-        if status is None or not status.hard:
+        if status is None:
             return None
         return status.over_budget(self._clock())
 
-    def update(self, status: BudgetStatus) -> None:
-        """Keep ``status`` if it is the tenant's newest (what the consumer calls).
+    def enforced(self, tenant: str) -> bool:
+        """Whether the budget config (not a record) says the tenant's budget is hard."""
+        return self.budgets.for_tenant(tenant).hard
 
-        Only enforced (hard) budgets are kept: they are all guard asks about, and
-        their tenants are the ones the budget config names, while meter publishes a
-        status for every tenant it meters, a set that any tenant id sent grows.
+    def receive(self, record: BudgetRecord, decode: Callable[[bytes], BudgetStatus]) -> bool:
+        """Apply one record of the topic if meter signed it; True when the view kept it.
+
+        ``decode`` turns the value's bytes into a status; it runs only on verified bytes.
         """
+        if record.value is None:
+            # meter never deletes a status: a tombstone was written by someone else.
+            self._reject(record, "tombstone", "a tombstone (meter never writes one)")
+            return False
+        try:
+            self.verifier.verify(self.topic, record.key, record.value, record.headers)
+        except UnverifiedError as error:
+            self._reject(record, error.reason, str(error))
+            return False
+        try:
+            status = decode(record.value)
+        except (RecordError, KeyError, TypeError, ValueError) as error:
+            self._reject(record, "unreadable", f"signed but not a status ({type(error).__name__})")
+            return False
+        if record.key is None or record.key != status.tenant_id.encode("utf-8"):
+            self._reject(record, "key_mismatch", "the record's key is not its tenant")
+            return False
+        self.records_read += 1
+        return self._keep(status)
+
+    def _keep(self, status: BudgetStatus) -> bool:
+        """Keep ``status`` if its tenant is enforced and it is newer than the one held.
+
+        Only enforced tenants are kept: they are all guard asks about, and they are the
+        ones the budget config names, while meter publishes a status for every tenant
+        it meters, a set that any tenant id sent grows.
+        """
+        if not self.enforced(status.tenant_id):
+            return False
         with self._lock:
             current = self._statuses.get(status.tenant_id)
-            if current is not None and status.version < current.version:
-                return
-            if status.hard:
-                self._statuses[status.tenant_id] = status
-            else:
-                self._statuses.pop(status.tenant_id, None)
+            if current is not None and status.version <= current.version:
+                return False  # a replayed or older status: never moves the view backwards
+            self._statuses[status.tenant_id] = status
+            return True
+
+    def _reject(self, record: BudgetRecord, reason: str, detail: str) -> None:
+        metrics.BUDGET_RECORDS_REJECTED.labels(reason).inc()
+        count = self.rejected.get(reason, 0) + 1
+        self.rejected[reason] = count
+        if count == 1 or count % REJECTION_LOG_EVERY == 0:
+            # Where and why only: the value is whatever its writer chose.
+            log.warning(
+                "budget view: ignored %s[%d]@%d: %s (%s; %d such records so far)",
+                self.topic,
+                record.partition,
+                record.offset,
+                reason,
+                detail,
+                count,
+            )
 
     def status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's latest status if its budget is enforced, otherwise None."""
@@ -305,6 +385,10 @@ class BudgetView:
         serde = AvroSerde(kafka.registry(self.settings), self.catalog, self.settings.registry)
         schema = self.catalog.value_schema(self.topic)
         physical = self.catalog.physical(self.topic)
+
+        def decode(raw: bytes) -> BudgetStatus:
+            return BudgetStatus.from_avro(serde.decode(raw, schema, topic=self.topic))
+
         consumer = kafka.consumer(
             self.settings,
             f"{self.settings.runner.group_prefix}.budget-view.{uuid.uuid4().hex[:8]}",
@@ -325,7 +409,14 @@ class BudgetView:
                         else:
                             log.warning("budget view: %s", error.str())
                         continue
-                    self._apply(serde, schema, message.value())
+                    record = BudgetRecord(
+                        partition=message.partition() or 0,
+                        offset=message.offset() or 0,
+                        key=message.key(),
+                        value=message.value(),
+                        headers=kafka.headers_of(message),
+                    )
+                    self.receive(record, decode)
                 if pending and not self._ready.is_set():
                     positions = consumer.position([TopicPartition(physical, p) for p in pending])
                     for tp in positions:
@@ -335,14 +426,3 @@ class BudgetView:
                     self._ready.set()
         finally:
             consumer.close()
-
-    def _apply(self, serde: AvroSerde, schema: Any, raw: bytes | None) -> None:
-        if raw is None:  # a tombstone: the tenant's status was deleted
-            return
-        try:
-            status = BudgetStatus.from_avro(serde.decode(raw, schema, topic=self.topic))
-        except RecordError as error:
-            log.warning("budget view: skipping an unreadable status (%s)", error)
-            return
-        self.records_read += 1
-        self.update(status)

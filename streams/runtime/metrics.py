@@ -50,6 +50,11 @@ CONSUMER_LAG = Gauge(
     "Records behind the end of each assigned partition.",
     ["processor", "topic", "partition"],
 )
+BUDGET_RECORDS_REJECTED = Counter(
+    "sluice_budget_records_rejected_total",
+    "Records of metering.budgets a budget view ignored (not signed by meter, or unreadable).",
+    ["reason"],
+)
 RETRIES = Counter(
     "sluice_retries_total",
     "Batches rewound because a dependency was unavailable.",

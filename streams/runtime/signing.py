@@ -87,7 +87,15 @@ class SigningKeyError(ConfigurationError):
 
 
 class UnverifiedError(SluiceError, ValueError):
-    """A record whose signature is missing, malformed, by an unknown key, or wrong."""
+    """A record whose signature is missing, malformed, by an unknown key, or wrong.
+
+    ``reason`` is one word for metrics labels: ``unsigned``, ``malformed``,
+    ``unknown_key`` or ``bad_signature``.
+    """
+
+    def __init__(self, message: str, *, reason: str = "bad_signature") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def signed_message(
@@ -212,26 +220,36 @@ class Verifier:
             elif name == key_id_name:
                 ident_bytes = data
         if signature_b64 is None:
-            raise UnverifiedError(f"no {signature_name} header: not signed by {self.scheme.signer}")
+            raise UnverifiedError(
+                f"no {signature_name} header: not signed by {self.scheme.signer}",
+                reason="unsigned",
+            )
         if ident_bytes is None:
-            raise UnverifiedError(f"no {key_id_name} header: the signing key is not named")
+            raise UnverifiedError(
+                f"no {key_id_name} header: the signing key is not named", reason="malformed"
+            )
         try:
             signature = base64.b64decode(signature_b64, validate=True)
         except (binascii.Error, ValueError):
             signature = b""
         if len(signature) != _SIGNATURE_BYTES:
-            raise UnverifiedError(f"malformed {signature_name} header (not a base64 signature)")
+            raise UnverifiedError(
+                f"malformed {signature_name} header (not a base64 signature)", reason="malformed"
+            )
         ident = ident_bytes.decode("ascii", errors="replace")
         public = self.keys.get(ident)
         if public is None:
             # A key id is a fingerprint we print only if it looks like one.
             shown = ident if len(ident) == 16 and ident.isalnum() else "malformed"
-            raise UnverifiedError(f"signed by an unknown key ({key_id_name}: {shown})")
+            raise UnverifiedError(
+                f"signed by an unknown key ({key_id_name}: {shown})", reason="unknown_key"
+            )
         try:
             public.verify(signature, signed_message(topic, key, value or b"", self.scheme))
         except InvalidSignature:
             raise UnverifiedError(
                 f"the signature of key {ident} does not verify: the value, key or topic "
-                f"changed after {self.scheme.signer} signed it"
+                f"changed after {self.scheme.signer} signed it",
+                reason="bad_signature",
             ) from None
         return ident

@@ -16,9 +16,12 @@ from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
 from streams.stack.connect_worker import Connect
 from streams.stack.secrets import (
+    budget_key_paths,
     dead_letter_key_path,
+    ensure_budget_keys,
     ensure_dead_letter_key,
     ensure_verdict_keys,
+    local_budget_keys,
     local_dead_letter_key,
     local_verdict_keys,
     verdict_key_paths,
@@ -50,6 +53,7 @@ def local_processor_environment(settings: Settings, processor: str = "") -> dict
     with the device the local Triton runs on, processors of prompt topics
     encrypt dead letters with the key ``sluice up`` made, guard signs its
     verdicts with the stack's private key and infer checks them with its public key,
+    meter signs budgets with its own private key and guard checks them with its public key,
     and guard authenticates requests with the stack's tenant registry.
     """
     device = Triton(settings).device()
@@ -57,6 +61,7 @@ def local_processor_environment(settings: Settings, processor: str = "") -> dict
         **local_dead_letter_key(settings),
         **local_verdict_keys(settings, processor),
         **local_tenant_registry(settings, processor),
+        **local_budget_keys(settings, processor),
         **({"SLUICE_INFER__DEVICE": device} if device else {}),
     }
 
@@ -98,8 +103,8 @@ class Stack:
         """Fetch (once), configure and start each component that is not running; wait for health.
 
         Also makes the dead-letter encryption key of the local processors, guard's
-        verdict keypair, and a signing keypair for each tenant the shipped configuration
-        names, once.
+        verdict keypair, meter's budget keypair, and a signing keypair for each tenant the
+        shipped configuration names, once.
         """
         if ensure_dead_letter_key(self.settings):
             report(f"dead-letter encryption key: made {dead_letter_key_path(self.settings)} (0600)")
@@ -107,6 +112,8 @@ class Stack:
             report(
                 f"guard's verdict signing key: made {verdict_key_paths(self.settings)[0]} (0600)"
             )
+        if ensure_budget_keys(self.settings):
+            report(f"meter's budget signing key: made {budget_key_paths(self.settings)[0]} (0600)")
         made = ensure_tenants(self.settings, configured_tenants(self.settings))
         if made:
             report(

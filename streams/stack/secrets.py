@@ -17,9 +17,14 @@ from streams.settings import Settings
 DEAD_LETTER_KEY_FILE = "dead-letter-key"
 VERDICT_SIGNING_KEY_FILE = "verdict-signing-key"
 VERDICT_PUBLIC_KEY_FILE = "verdict-public-key"
+BUDGET_SIGNING_KEY_FILE = "budget-signing-key"
+BUDGET_PUBLIC_KEY_FILE = "budget-public-key"
 #: The settings guard and infer read them from (each processor's own settings class).
 VERDICT_SIGNING_KEY_SETTING = "SLUICE_GUARD__VERDICT_SIGNING_KEY"
 VERDICT_PUBLIC_KEYS_SETTING = "SLUICE_INFER__VERDICT_PUBLIC_KEYS"
+#: meter signs budgets, guard verifies them.
+BUDGET_SIGNING_KEY_SETTING = "SLUICE_METER__BUDGET_SIGNING_KEY"
+BUDGET_PUBLIC_KEYS_SETTING = "SLUICE_GUARD__BUDGET_PUBLIC_KEYS"
 
 
 def dead_letter_key_path(settings: Settings) -> Path:
@@ -52,12 +57,16 @@ def verdict_key_paths(settings: Settings) -> tuple[Path, Path]:
 
 
 def ensure_verdict_keys(settings: Settings) -> bool:
-    """Make guard's verdict keypair unless there is one; True when it was made now.
+    """Make guard's verdict keypair unless there is one; True when it was made now."""
+    return _ensure_keypair(*verdict_key_paths(settings))
+
+
+def _ensure_keypair(private_path: Path, public_path: Path) -> bool:
+    """Make a keypair in these two files unless there is one; True when it was made now.
 
     The public key is derived from the private one, so a stack stopped between the two
     writes gets the same public key next time rather than a mismatched pair.
     """
-    private_path, public_path = verdict_key_paths(settings)
     made = _write_once(private_path, new_keypair()[0])
     private = private_path.read_text(encoding="ascii").strip()
     _write_once(public_path, public_key_of(private))
@@ -75,6 +84,31 @@ def local_verdict_keys(settings: Settings, processor: str) -> dict[str, str]:
     if processor == "infer" and public_path.is_file():
         public = public_path.read_text(encoding="ascii").strip()
         return {VERDICT_PUBLIC_KEYS_SETTING: json.dumps([public])}
+    return {}
+
+
+def budget_key_paths(settings: Settings) -> tuple[Path, Path]:
+    """Where the local stack keeps meter's budget signing key and its public key."""
+    secrets = settings.stack.root / "secrets"
+    return secrets / BUDGET_SIGNING_KEY_FILE, secrets / BUDGET_PUBLIC_KEY_FILE
+
+
+def ensure_budget_keys(settings: Settings) -> bool:
+    """Make meter's budget keypair unless there is one; True when it was made now."""
+    return _ensure_keypair(*budget_key_paths(settings))
+
+
+def local_budget_keys(settings: Settings, processor: str) -> dict[str, str]:
+    """The budget key each processor may hold: meter the private one, guard the public one.
+
+    Only meter gets the private key: a processor that held it could lift a tenant's block.
+    """
+    private_path, public_path = budget_key_paths(settings)
+    if processor == "meter" and private_path.is_file():
+        return {BUDGET_SIGNING_KEY_SETTING: private_path.read_text(encoding="ascii").strip()}
+    if processor == "guard" and public_path.is_file():
+        public = public_path.read_text(encoding="ascii").strip()
+        return {BUDGET_PUBLIC_KEYS_SETTING: json.dumps([public])}
     return {}
 
 

@@ -17,7 +17,6 @@ from confluent_kafka import ConsumerGroupTopicPartitions, TopicPartition
 
 from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
-from streams.llm.budgets import BudgetView
 from streams.runtime import kafka
 from streams.warehouse import clickhouse
 from streams.warehouse.tables import sink_topics
@@ -265,7 +264,7 @@ def test_a_tenant_crossing_its_budget_is_reported_by_budget_view(budget_world):
     serde = AvroSerde(kafka.registry(world.settings), world.catalog)
     # 0.0035 USD each: the 3rd request crosses 0.01.
     results = m.gpt4o_results([over, under], 5)
-    with BudgetView(world.settings, world.catalog) as view:
+    with m.budget_view(world) as view:
         assert view.wait_ready(60)
         assert view.is_over_hard_budget(over) is None
         m.send_results(world.settings, serde, results)
@@ -370,7 +369,7 @@ def test_guard_blocks_the_requests_of_a_tenant_over_its_hard_budget(budget_world
 
     # Five gpt-4o results each: 0.0175 USD, over the first tenant's hard 0.01 USD a day.
     m.send_results(world.settings, serde, m.gpt4o_results([over, under], 5))
-    with BudgetView(world.settings, world.catalog) as view:
+    with m.budget_view(world) as view:
         wait_for(lambda: view.is_over_hard_budget(over) is not None, 180, "meter's budget status")
     time.sleep(2)  # guard's own view follows the topic within a poll (0.2 s)
 

@@ -20,9 +20,12 @@ from confluent_kafka import TopicPartition
 
 from streams.contracts.records import InferenceResult
 from streams.contracts.serde import AvroSerde
+from streams.llm.budgets import BudgetView, load_budgets
 from streams.runtime import kafka
+from streams.runtime.signing import METER_BUDGET, Verifier
 from streams.settings import PROJECT_ROOT, Settings
 from streams.stack import sandbox
+from streams.stack.secrets import budget_key_paths, ensure_budget_keys
 from streams.warehouse import clickhouse
 from tests.support.world import World, produce
 
@@ -42,6 +45,19 @@ def metering_world(
         update={"clickhouse": box.settings.clickhouse.model_copy(update={"url": url})}
     )
     return World(sandbox.Sandbox(settings, box.catalog, box.schemas, box.suffix))
+
+
+def budget_view(world: World) -> BudgetView:
+    """A view of the world's ``metering.budgets`` as guard holds one.
+
+    It believes what meter signed with the local stack's budget key (the key `sluice run
+    meter` signs with) and enforces the tenants the world's own budgets.yaml calls hard.
+    """
+    ensure_budget_keys(world.settings)  # `sluice up` made it; a stack that predates it
+    public = budget_key_paths(world.settings)[1].read_text(encoding="ascii").strip()
+    verifier = Verifier.from_settings([public], "the local stack's budget key", METER_BUDGET)
+    budgets = load_budgets(world.schemas / "budgets.yaml")
+    return BudgetView(world.settings, world.catalog, verifier=verifier, budgets=budgets)
 
 
 def tenants(n: int) -> list[str]:

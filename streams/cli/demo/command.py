@@ -30,7 +30,11 @@ from streams.runtime.spec import InputRecord
 from streams.sdk.client import SluiceClient
 from streams.sdk.connect_client import ConnectClient
 from streams.settings import Settings, get_settings
-from streams.stack.secrets import ensure_dead_letter_key, ensure_verdict_keys
+from streams.stack.secrets import (
+    ensure_budget_keys,
+    ensure_dead_letter_key,
+    ensure_verdict_keys,
+)
 from streams.stack.tenant_keys import DEMO_TENANTS, ensure_tenants
 
 DATASET = "support_tickets"
@@ -77,6 +81,7 @@ def demo(rows: int | None, prompts: int, via: str) -> None:
     ensure_verdict_keys(settings)  # guard signs what infer serves, with the stack's keypair
     # Each tenant signs its requests; guard reads the registry once, when it starts.
     ensure_tenants(settings, DEMO_TENANTS)
+    ensure_budget_keys(settings)  # meter signs the budgets guard enforces, with its own
     since_ms = int(time.time() * 1000)
     # meter and the sink run for the whole demo: they meter and load every step's output.
     with processors(settings, ["meter", "sink"], env):

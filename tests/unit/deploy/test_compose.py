@@ -15,6 +15,7 @@ import processors
 from processors.drift.settings import DriftSettings
 from processors.guard.settings import GuardSettings
 from processors.infer.settings import InferSettings
+from processors.meter.settings import MeterSettings
 from processors.validate.processor import ValidateSettings
 from streams.settings import PROJECT_ROOT, Settings
 
@@ -25,6 +26,7 @@ COMPONENT_SETTINGS: dict[str, type[BaseSettings]] = {
     "DRIFT": DriftSettings,
     "GUARD": GuardSettings,
     "INFER": InferSettings,
+    "METER": MeterSettings,
     "VALIDATE": ValidateSettings,
 }
 _VAR = re.compile(r"\$\{(\w+)(?::?[-?]([^}]*))?\}")

@@ -331,3 +331,18 @@ def test_env_example_documents_the_tenant_registry() -> None:
     example = (PROJECT_ROOT / ".env.example").read_text()
     assert re.search(r"^SLUICE_TENANTS_FILE=$", example, re.MULTILINE)
     assert "pseudonym_key_id" in example
+
+
+def test_only_meter_holds_the_budget_signing_key_and_guard_its_public_key() -> None:
+    """A service that held meter's private key could sign a budget that lifts a block."""
+    for name, service in SERVICES.items():
+        env = service.get("environment") or {}
+        assert ("SLUICE_METER__BUDGET_SIGNING_KEY" in env) == (name == "meter"), name
+        assert ("SLUICE_GUARD__BUDGET_PUBLIC_KEYS" in env) == (name == "guard"), name
+        assert not any("BUDGET_SIGNING" in str(v) for v in env.values()) or name == "meter", name
+    meter = SERVICES["meter"]["environment"]["SLUICE_METER__BUDGET_SIGNING_KEY"]
+    guard = SERVICES["guard"]["environment"]["SLUICE_GUARD__BUDGET_PUBLIC_KEYS"]
+    assert _REQUIRED.match(meter), "required: compose refuses to start meter without it"
+    assert re.fullmatch(r"""\["\$\{SLUICE_BUDGET_PUBLIC_KEY:\?[^}]+\}"\]""", guard), guard
+    # meter keeps the settings every processor shares (its merge is not replaced).
+    assert "SLUICE_KAFKA__BOOTSTRAP_SERVERS" in SERVICES["meter"]["environment"]

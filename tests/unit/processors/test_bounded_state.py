@@ -24,6 +24,7 @@ from processors.meter import observe
 from processors.meter import state as meter
 from processors.meter.usage import usage_of
 from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.errors import ImplausibleTimestamp
 from streams.llm.budgets import BudgetConfig
 from streams.llm.model_catalog import load_models
 from streams.llm.pricing import load_prices
@@ -141,21 +142,33 @@ def test_meter_opens_no_future_window_and_bounds_its_model_labels_for_100k_ids()
     budgets = BudgetConfig.model_validate({})
     state: dict[str, dict[str, object]] = {}
     far = datetime(9999, 12, 31, tzinfo=UTC)
+    refused = 0
     for i in range(IDS):
+        # Absurd dates (year 9999, days ahead) are refused; the near future is clamped.
+        completed_at = [
+            far,
+            NOW + timedelta(days=i % 365 + 1, seconds=1),
+            NOW + timedelta(minutes=6 + i % 1400),
+        ][i % 3]
         result = InferenceResult(
             request_id=f"r{i}",
             tenant_id="acme",
             model=f"made-up-model-{i}",
             status="ok",
             request_created_at=NOW,
-            completed_at=far if i % 2 else NOW + timedelta(days=i % 365 + 1),
+            completed_at=completed_at,
             input_tokens=10,
             output_tokens=1,
         )
         usage = usage_of(result, prices)
-        out = meter.apply(state, usage, partition=0, offset=i, budgets=budgets, now=NOW)
+        try:
+            out = meter.apply(state, usage, partition=0, offset=i, budgets=budgets, now=NOW)
+        except ImplausibleTimestamp:
+            refused += 1
+            continue
         assert out.clamped
         observe.count_usage(usage, prices.models)
+    assert refused == len(range(0, IDS, 3)) + len(range(1, IDS, 3))
     windows = [v for k, v in state.items() if k.startswith("w|")]
     assert max(int(str(w["e"])) for w in windows) <= meter.window_start(NOW, "1h") + 3_600_000
     models = label_values(list(observe.TOKENS.collect()), "model")

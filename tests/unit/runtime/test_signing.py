@@ -163,3 +163,21 @@ def test_a_signature_of_one_scheme_never_verifies_under_another() -> None:
         verifier().verify(TOPIC, KEY, VALUE, renamed)
     with pytest.raises(UnverifiedError, match="not signed by tenant"):
         Verifier(verifier().keys, TENANT_REQUEST).verify(TOPIC, KEY, VALUE, headers)
+
+
+def test_each_failure_names_its_reason_in_one_word() -> None:
+    """Readers count rejections by reason (a metrics label): one of four fixed words."""
+    signed = signer().headers(TOPIC, KEY, VALUE)
+    cases = {
+        "unsigned": [],
+        "malformed": [(SIGNATURE_HEADER, b"not base64!"), (KEY_ID_HEADER, signed[1][1])],
+        "unknown_key": signer(OTHER_PRIVATE).headers(TOPIC, KEY, VALUE),
+        "bad_signature": signer().headers(TOPIC, KEY, VALUE + b"!"),
+    }
+    for expected, headers in cases.items():
+        with pytest.raises(UnverifiedError) as caught:
+            verifier().verify(TOPIC, KEY, VALUE, headers)
+        assert caught.value.reason == expected, expected
+    with pytest.raises(UnverifiedError) as unnamed:
+        verifier().verify(TOPIC, KEY, VALUE, signed[:1])
+    assert unnamed.value.reason == "malformed"

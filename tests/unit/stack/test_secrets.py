@@ -10,11 +10,14 @@ from pathlib import Path
 from processors.guard.processor import PROCESSOR as GUARD
 from processors.guard.settings import GuardSettings
 from processors.infer.settings import InferSettings
-from streams.runtime.signing import Signer, Verifier, public_key_of
+from processors.meter.settings import MeterSettings
+from streams.runtime.signing import METER_BUDGET, Signer, Verifier, public_key_of
 from streams.settings import Settings
 from streams.stack import Stack, local_processor_environment
 from streams.stack.secrets import (
+    budget_key_paths,
     dead_letter_key_path,
+    ensure_budget_keys,
     ensure_dead_letter_key,
     ensure_verdict_keys,
     local_dead_letter_key,
@@ -56,6 +59,7 @@ def test_sluice_up_makes_the_key(tmp_path: Path) -> None:
     assert said[:2] == [
         f"dead-letter encryption key: made {tmp_path / 'secrets' / 'dead-letter-key'} (0600)",
         f"guard's verdict signing key: made {tmp_path / 'secrets' / 'verdict-signing-key'} (0600)",
+        f"meter's budget signing key: made {tmp_path / 'secrets' / 'budget-signing-key'} (0600)",
     ]
     assert said[2].startswith("tenants ") and len(said) == 3  # see test_tenant_keys
     Stack(settings_in(tmp_path), only=[]).up(said.append)
@@ -100,3 +104,41 @@ def test_only_guard_gets_the_private_key_and_infer_the_public_one(tmp_path: Path
     headers = signer.headers("inference.requests.safe", b"k", b"v")
     assert verifier.verify("inference.requests.safe", b"k", b"v", headers)
     assert isinstance(signer, Signer)
+
+
+def test_the_budget_keypair_is_made_once_with_mode_0600(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    assert ensure_budget_keys(settings) is True
+    private_path, public_path = budget_key_paths(settings)
+    assert (private_path.name, public_path.name) == ("budget-signing-key", "budget-public-key")
+    private, public = private_path.read_text().strip(), public_path.read_text().strip()
+    assert public_key_of(private) == public
+    for path in (private_path, public_path):
+        assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert ensure_budget_keys(settings) is False
+    assert private_path.read_text().strip() == private, "a second `sluice up` keeps the key"
+    ensure_verdict_keys(settings)
+    assert verdict_key_paths(settings)[0].read_text().strip() != private, "a key per signer"
+
+
+def test_only_meter_gets_the_budget_private_key_and_guard_the_public_one(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    ensure_budget_keys(settings)
+    meter = local_processor_environment(settings, "meter")
+    guard = local_processor_environment(settings, "guard")
+    assert set(meter) >= {"SLUICE_METER__BUDGET_SIGNING_KEY"}
+    assert "SLUICE_GUARD__BUDGET_PUBLIC_KEYS" not in meter
+    assert "SLUICE_METER__BUDGET_SIGNING_KEY" not in guard
+    for other in ("validate", "infer", "sink", "drift", ""):
+        env = local_processor_environment(settings, other)
+        assert not any("BUDGET" in name for name in env), other
+    # What each reads from its environment fits the other: a budget meter signs verifies.
+    signer = MeterSettings.model_validate(
+        {"budget_signing_key": meter["SLUICE_METER__BUDGET_SIGNING_KEY"]}
+    ).budget_signer()
+    assert signer.scheme == METER_BUDGET
+    verifier = GuardSettings.model_validate(
+        {"budget_public_keys": json.loads(guard["SLUICE_GUARD__BUDGET_PUBLIC_KEYS"])}
+    ).budget_verifier()
+    headers = signer.headers("metering.budgets", b"acme", b"v")
+    assert verifier.verify("metering.budgets", b"acme", b"v", headers)

@@ -1,9 +1,12 @@
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 
+import pytest
+
 from processors.meter import state as meter
 from processors.meter.usage import usage_of
 from streams.contracts.records import InferenceResult
+from streams.errors import ImplausibleTimestamp
 from streams.llm.budgets import BudgetConfig
 from streams.llm.pricing import load_prices
 from streams.settings import PROJECT_ROOT
@@ -177,20 +180,48 @@ def test_an_event_for_a_final_window_is_metered_but_not_windowed():
 
 
 # -- event time bounded by meter's own clock ----------------------------------------
-def test_an_event_dated_in_year_9999_is_metered_at_arrival():
+@pytest.mark.parametrize(
+    ("at", "bound"),
+    [
+        (datetime(9999, 12, 31, 23, 59, tzinfo=UTC), "max_future_s"),
+        (NOW + timedelta(days=1, seconds=1), "max_future_s"),
+        (datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC), "earliest"),
+        (datetime(1999, 12, 31, 23, 59, 59, tzinfo=UTC), "earliest"),
+    ],
+)
+def test_an_absurd_date_is_refused_and_leaves_the_state_untouched(at, bound):
+    """Dead-lettered by the app (ImplausibleTimestamp): it opens no period, far or past."""
     state = {}
-    far = datetime(9999, 12, 31, 23, 59, tzinfo=UTC)
-    (out,) = run(state, [usage(0, at=far)])
+    with pytest.raises(ImplausibleTimestamp) as refused:
+        run(state, [usage(0, at=at)])
+    assert state == {}, "nothing counted, not even the request id: a replay counts it"
+    assert refused.value.details == {"field": "completed_at", "bound": bound}
+    assert "completed_at" in refused.value.message
+    assert refused.value.error_class == "ImplausibleTimestamp"
+
+
+def test_the_future_bound_is_meters_setting():
+    ahead = NOW + timedelta(hours=2)
+    with pytest.raises(ImplausibleTimestamp, match="3600 s"):
+        meter.check_plausible(ahead, NOW, max_future_ms=3_600_000)
+    assert meter.check_plausible(ahead, NOW) == ahead  # within the default day
+    naive = datetime(2026, 3, 5, 11)
+    assert meter.check_plausible(naive, NOW) == naive.replace(tzinfo=UTC)
+
+
+def test_the_edges_of_plausible_are_metered():
+    assert meter.check_plausible(meter.EARLIEST, NOW) == meter.EARLIEST
+    edge = NOW + timedelta(milliseconds=meter.DEFAULT_MAX_FUTURE_MS)
+    assert meter.check_plausible(edge, NOW) == edge
+
+
+def test_a_result_from_the_near_future_is_metered_at_arrival_in_the_current_period():
+    state = {}
+    ahead = NOW + timedelta(hours=1)
+    (out,) = run(state, [usage(0, at=ahead)])
     assert out.clamped
     starts = {v["s"] for k, v in state.items() if k.startswith("w|")}
     assert starts == {meter.window_start(NOW, "1m"), meter.window_start(NOW, "1h")}
-    assert out.budget is not None and out.budget.periods[0].period_start.date() == NOW.date()
-
-
-def test_an_event_dated_before_2000_is_metered_at_arrival():
-    state = {}
-    (out,) = run(state, [usage(0, at=datetime(1970, 1, 1, 0, 0, 1, tzinfo=UTC))])
-    assert out.clamped and out.late == 0
     assert out.budget is not None and out.budget.periods[0].period_start.date() == NOW.date()
 
 
@@ -207,8 +238,8 @@ def test_an_event_slightly_ahead_of_meters_clock_keeps_its_time():
 
 def test_a_clamped_event_is_metered_at_its_arrival_so_a_replay_lands_in_the_same_window():
     arrived = NOW - timedelta(minutes=3)
-    event = usage(0, at=datetime(9999, 1, 1, tzinfo=UTC))
-    for now in (NOW, NOW + timedelta(hours=2)):  # first run, then the replay after a crash
+    event = usage(0, at=NOW + timedelta(hours=1))
+    for now in (NOW, NOW + timedelta(minutes=20)):  # first run, then the replay after a crash
         state = {}
         out = meter.apply(
             state, event, partition=0, offset=0, budgets=BUDGETS, now=now, arrived=arrived
@@ -221,10 +252,14 @@ def test_a_clamped_event_is_metered_at_its_arrival_so_a_replay_lands_in_the_same
 
 
 def test_event_time_falls_back_to_now_when_the_arrival_is_implausible_too():
+    ahead = NOW + timedelta(hours=3)
     far = datetime(9999, 1, 1, tzinfo=UTC)
-    assert meter.event_time(far, NOW, arrived=far) == NOW
-    assert meter.event_time(far, NOW, arrived=None) == NOW
+    assert meter.event_time(ahead, NOW, arrived=far) == NOW
+    assert meter.event_time(ahead, NOW, arrived=datetime(1990, 1, 1, tzinfo=UTC)) == NOW
+    assert meter.event_time(ahead, NOW, arrived=None) == NOW
     assert meter.event_time(T0, NOW, arrived=far) == T0
+    with pytest.raises(ImplausibleTimestamp):
+        meter.event_time(far, NOW, arrived=NOW)
 
 
 def test_an_event_dated_beyond_the_allowed_skew_opens_no_future_window():
