@@ -24,9 +24,10 @@ from streams.contracts.serde import AvroSerde
 from streams.llm.budgets import BudgetStatus, PeriodSpend
 from streams.runtime import kafka
 from streams.runtime.signing import METER_BUDGET, Signer, new_keypair
-from streams.sdk.client import SluiceClient
 from streams.stack.secrets import budget_key_paths
 from tests.support import metering as m
+from tests.support.tenants import client as signing_client
+from tests.support.tenants import register
 from tests.support.world import (
     World,
     process_log,
@@ -55,6 +56,7 @@ def budget_world(stack, tmp_path):
         },
     )
     w.tenants = tenants  # type: ignore[attr-defined]
+    register(w.settings, tenants)  # guard reads the tenant registry when it starts
     yield w
     stop_all(w)
 
@@ -72,7 +74,7 @@ def serde_of(world: World) -> AvroSerde:
 
 def send_request(world: World, tenant: str) -> str:
     request = InferenceRequest.new(tenant, "gpt-4o", "Summarise the ticket about billing.")
-    with SluiceClient(world.settings, world.catalog) as client:
+    with signing_client(world.settings, world.catalog, tenant) as client:
         client.send_request(request)
     return request.request_id
 

@@ -18,7 +18,7 @@ import pytest
 from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
-from streams.sdk.client import SluiceClient
+from tests.support import tenants
 from tests.support.world import (
     World,
     committed_count,
@@ -42,7 +42,9 @@ PROMPT = "Summarise the history of the printing press in detail. " * 60
 
 @pytest.fixture
 def world(stack, tmp_path) -> World:
-    return make_world(stack, tmp_path)
+    world = make_world(stack, tmp_path)
+    tenants.register(world.settings, [TENANT, "globex"])  # guard reads the registry at start
+    return world
 
 
 def decided(world: World) -> int:
@@ -64,7 +66,7 @@ def outcomes(world: World, expect: int) -> tuple[list[dict], list[dict]]:
 
 
 def send(world: World, request: InferenceRequest) -> None:
-    with SluiceClient(world.settings, world.catalog) as client:
+    with tenants.client(world.settings, world.catalog, request.tenant_id) as client:
         client.send_request(request)
 
 
@@ -72,15 +74,18 @@ def test_ten_copies_of_one_request_id_pass_once(world: World):
     request = InferenceRequest.new(TENANT, "textgen", PROMPT)
     # Five through the SDK (keyed by request id: one partition), five with keys of their
     # own, so copies also arrive on other partitions and in other batches.
-    with SluiceClient(world.settings, world.catalog) as client:
+    with tenants.client(world.settings, world.catalog, TENANT) as client:
         for _ in range(5):
             client.send_request(request)
     encode = AvroSerde(kafka.registry(world.settings), world.catalog).encoder("inference.requests")
+    value = encode(request.to_avro())
+    keys = [f"other-key-{i}".encode() for i in range(5)]
     produce(
         world.settings,
         world.topic("inference.requests"),
-        [encode(request.to_avro()) for _ in range(5)],
-        [f"other-key-{i}".encode() for i in range(5)],
+        [value] * 5,
+        keys,
+        [tenants.signed_headers(world.settings, TENANT, key, value) for key in keys],
     )
     # Another tenant may use the same id: ids are unique per tenant.
     send(world, dataclasses.replace(request, tenant_id="globex"))
