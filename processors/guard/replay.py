@@ -1,6 +1,6 @@
 """Replay protection for guard: a request id is used once per tenant within a window.
 
-meter counts a request once per ``request_id`` (``processors.meter.state.seen_key``):
+meter counts a request once per tenant and ``request_id`` (``processors.meter.state.seen_key``):
 ten large requests that share one id would be metered as one. guard therefore
 blocks a reused id, so only one of them ever reaches a model:
 

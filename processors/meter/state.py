@@ -82,9 +82,13 @@ def budget_key(tenant: str) -> str:
     return f"b|{tenant}"
 
 
-def seen_key(request_id: str) -> str:
-    """State key that remembers a counted request."""
-    return f"s|{request_id}"
+def seen_key(tenant: str, request_id: str) -> str:
+    """State key that remembers a counted request.
+
+    Per tenant: request ids are unique within a tenant (guard blocks a reused one), so
+    one tenant's id can never make another tenant's request look already counted.
+    """
+    return f"s|{tenant}|{request_id}"
 
 
 def apply(
@@ -116,11 +120,11 @@ def apply(
         max_clock_skew_ms=max_clock_skew_ms,
         max_future_ms=max_future_ms,
     )
-    seen = state.get(seen_key(usage.request_id))
+    seen = state.get(seen_key(usage.tenant_id, usage.request_id))
     if seen is not None and seen["o"] != offset:
         return Outputs(duplicate=True)
     if seen is None:
-        state[seen_key(usage.request_id)] = {"p": partition, "o": offset}
+        state[seen_key(usage.tenant_id, usage.request_id)] = {"p": partition, "o": offset}
     outputs = Outputs()
     if at != usage.completed_at:
         outputs.clamped = True

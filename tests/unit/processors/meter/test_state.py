@@ -301,3 +301,12 @@ def test_budgets_with_an_open_period_are_kept():
         state, partition=0, offset=1, now=NOW, dedup_records=10, retention_ms=2 * 86_400_000
     )
     assert meter.budget_key("acme") in state
+
+
+
+def test_one_tenants_request_id_never_hides_another_tenants_request():
+    # Same request id, two tenants: both are counted; a redelivery of one is not.
+    state: dict = {}
+    first, second, again = run(state, [usage(0), usage(0, tenant="globex"), usage(0)])
+    assert not first.duplicate and not second.duplicate
+    assert again.duplicate
