@@ -303,7 +303,6 @@ def test_budgets_with_an_open_period_are_kept():
     assert meter.budget_key("acme") in state
 
 
-
 def test_one_tenants_request_id_never_hides_another_tenants_request():
     # Same request id, two tenants: both are counted; a redelivery of one is not.
     state: dict = {}
