@@ -328,16 +328,21 @@ class BudgetView:
         count = self.rejected.get(reason, 0) + 1
         self.rejected[reason] = count
         if count == 1 or count % REJECTION_LOG_EVERY == 0:
-            # Where and why only: the value is whatever its writer chose.
+            # Where (the cluster's topic name) and why only: the value is whatever its
+            # writer chose.
             log.warning(
                 "budget view: ignored %s[%d]@%d: %s (%s; %d such records so far)",
-                self.topic,
+                self._shown_topic(),
                 record.partition,
                 record.offset,
                 reason,
                 detail,
                 count,
             )
+
+    def _shown_topic(self) -> str:
+        """The topic as the cluster names it (a view fed by hand has no catalog)."""
+        return self.catalog.physical(self.topic) if self.catalog is not None else self.topic
 
     def status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's latest status if its budget is enforced, otherwise None."""
@@ -378,7 +383,7 @@ class BudgetView:
             self._consume()
         except BaseException as exc:  # surfaced through .error; guard must fail closed on it
             self.error = exc
-            log.exception("budget view stopped following %s", self.topic)
+            log.exception("budget view stopped following %s", self._shown_topic())
             raise
 
     def _consume(self) -> None:
