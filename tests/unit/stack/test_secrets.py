@@ -56,9 +56,10 @@ def test_sluice_up_makes_the_key(tmp_path: Path) -> None:
     assert said == [
         f"dead-letter encryption key: made {tmp_path / 'secrets' / 'dead-letter-key'} (0600)",
         f"guard's verdict signing key: made {tmp_path / 'secrets' / 'verdict-signing-key'} (0600)",
+        f"Kafka credentials: made 12 files in {tmp_path / 'secrets' / 'kafka'} (0600)",
     ]
     Stack(settings_in(tmp_path), only=[]).up(said.append)
-    assert len(said) == 2
+    assert len(said) == 3
 
 
 def test_the_verdict_keypair_is_made_once_with_mode_0600(tmp_path: Path) -> None:
