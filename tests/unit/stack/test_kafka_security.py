@@ -249,3 +249,49 @@ def test_meter_trusts_the_local_broker_certificate_over_tls(made: Settings) -> N
         ):
             assert tls.getpeercert()["subject"] == ((("commonName", "sluice-broker"),),)
         thread.join(5)
+
+
+def _tls_server(made: Settings) -> tuple[int, list[str]]:
+    """A TLS server with the broker's key store; it records each handshake's outcome."""
+    server = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server.load_cert_chain(ks.broker_keystore_path(made))
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(10)
+    outcomes: list[str] = []
+
+    def accept() -> None:
+        with listener:
+            while not outcomes:
+                try:
+                    connection, _ = listener.accept()
+                except TimeoutError:
+                    return
+                try:
+                    with server.wrap_socket(connection, server_side=True) as tls:
+                        outcomes.append(str(tls.version()))
+                except (ssl.SSLError, OSError) as exc:
+                    outcomes.append(type(exc).__name__)
+
+    threading.Thread(target=accept, daemon=True).start()
+    return listener.getsockname()[1], outcomes
+
+
+@pytest.mark.parametrize("trusts_the_ca", [True, False])
+def test_librdkafka_verifies_the_broker_certificate_for_its_address(
+    made: Settings, trusts_the_ca: bool
+) -> None:
+    """In TLS 1.3 the server's handshake completes only once the client accepted its
+    certificate: librdkafka (hostname check on 127.0.0.1 included) accepts it with the
+    local CA, and refuses it without."""
+    from confluent_kafka import KafkaException
+    from confluent_kafka.admin import AdminClient
+
+    port, outcomes = _tls_server(made)
+    conf = {**ks.client_options(made, ks.OPERATOR), "bootstrap.servers": f"127.0.0.1:{port}"}
+    if not trusts_the_ca:
+        del conf["ssl.ca.location"]
+    client = AdminClient({**conf, "log_level": 0})
+    with pytest.raises(KafkaException):  # no broker behind the TLS
+        client.list_topics(timeout=3)
+    assert outcomes, "librdkafka never connected"
+    assert (outcomes[0] == "TLSv1.3") is trusts_the_ca, outcomes
