@@ -23,6 +23,18 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 #: Root of the Sluice checkout: schemas/, infra/ and connectors/ live here.
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 
+#: Where ``sluice up`` keeps the local broker's CA and each principal's password, under
+#: the state directory (see streams/stack/kafka_security.py, which writes them).
+LOCAL_KAFKA_SECRETS = Path("secrets") / "kafka"
+#: The local CA's certificate (what clients trust), inside ``LOCAL_KAFKA_SECRETS``.
+LOCAL_KAFKA_CA = "ca.pem"
+#: One file per SCRAM user name, inside ``LOCAL_KAFKA_SECRETS``.
+LOCAL_KAFKA_PASSWORDS = "passwords"
+#: The principal of the ``sluice`` CLI, the demo and the tests on the local stack.
+LOCAL_KAFKA_OPERATOR = "sluice-operator"
+#: The only SASL mechanism the local broker enables.
+LOCAL_KAFKA_MECHANISM = "SCRAM-SHA-512"
+
 
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -36,12 +48,20 @@ class StackSettings(_Frozen):
         "4.4.0",
         description="Apache Kafka version `sluice up` fetches from Maven Central (kafka_2.13).",
     )
-    kafka_port: int = Field(9092, description="The local broker's PLAINTEXT listener port.")
+    kafka_port: int = Field(
+        9092, description="The local broker's SASL_SSL listener port (TLS, SCRAM-SHA-512)."
+    )
     kafka_controller_port: int = Field(
         9093,
         description="The local broker's KRaft controller listener port.",
     )
     kafka_heap: str = Field("1g", description="JVM heap of the local broker (-Xmx and -Xms).")
+    processor_principals: bool = Field(
+        False,
+        description="true: `sluice run` connects each processor (and the Connect worker) to "
+        "the local broker as its own principal (sluice-validate, ...), which needs the ACLs "
+        "that grant them their topics; false: they act as sluice-operator, a super user.",
+    )
     registry_version: str = Field(
         "3.3.3",
         description="Apicurio Registry version `sluice up` fetches from Maven Central.",
@@ -427,7 +447,9 @@ class Settings(BaseSettings):
         registry_port = stack.get("registry_port", defaults["registry_port"].default)
         connect_port = stack.get("connect_port", defaults["connect_port"].default)
         kafka = _as_dict(data.get("kafka"))
-        kafka.setdefault("bootstrap_servers", f"127.0.0.1:{kafka_port}")
+        if "bootstrap_servers" not in kafka:
+            kafka["bootstrap_servers"] = f"127.0.0.1:{kafka_port}"
+            kafka = _as_local_operator(kafka, stack.get("state_dir"))
         registry = _as_dict(data.get("registry"))
         registry.setdefault("url", f"http://127.0.0.1:{registry_port}/apis/ccompat/v7")
         triton_port = stack.get("triton_grpc_port", defaults["triton_grpc_port"].default)
@@ -452,6 +474,42 @@ class Settings(BaseSettings):
         if self.runner.instance_id:
             return self.runner.instance_id
         return f"{socket.gethostname()}-{os.getpid()}"
+
+
+def local_kafka_client(state_dir: Path, principal: str) -> tuple[dict[str, str], str] | None:
+    """The librdkafka options and password of ``principal`` on the local stack in ``state_dir``.
+
+    None when ``sluice up`` has not made the local broker's credentials there.
+    """
+    secrets = state_dir.expanduser().resolve() / LOCAL_KAFKA_SECRETS
+    ca, password_file = secrets / LOCAL_KAFKA_CA, secrets / LOCAL_KAFKA_PASSWORDS / principal
+    if not (ca.is_file() and password_file.is_file()):
+        return None
+    options = {
+        "security.protocol": "SASL_SSL",
+        "sasl.mechanisms": LOCAL_KAFKA_MECHANISM,
+        "sasl.username": principal,
+        "ssl.ca.location": str(ca),
+    }
+    return options, password_file.read_text(encoding="ascii").strip()
+
+
+def _as_local_operator(kafka: dict[str, Any], state_dir: Any) -> dict[str, Any]:
+    """Clients of the local stack act as its operator unless told how to authenticate.
+
+    Only when the bootstrap servers are the stack's (not set explicitly), and neither
+    ``security.protocol`` (``SLUICE_KAFKA__OPTIONS``) nor ``SLUICE_KAFKA__SASL_PASSWORD``
+    is set: explicit settings always win. Other options are kept.
+    """
+    options = dict(kafka.get("options") or {})
+    if "security.protocol" in options or kafka.get("sasl_password") is not None:
+        return kafka
+    default_dir = StackSettings.model_fields["state_dir"].default
+    local = local_kafka_client(Path(state_dir or default_dir), LOCAL_KAFKA_OPERATOR)
+    if local is None:
+        return kafka
+    operator, password = local
+    return {**kafka, "options": {**operator, **options}, "sasl_password": password}
 
 
 def _as_dict(value: Any) -> dict[str, Any]:

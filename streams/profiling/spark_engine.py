@@ -47,6 +47,7 @@ from streams.profiling.profiles import (
     histogram_edges,
     rank_categories,
 )
+from streams.runtime import java_kafka
 from streams.runtime.maven import Progress, build_classpath, read_classpath
 from streams.settings import PROJECT_ROOT, Settings
 
@@ -113,10 +114,15 @@ def read_topic(
         "startingOffsets": "earliest",
         "endingOffsets": "latest",
         "kafka.isolation.level": "read_committed",
-        **{f"kafka.{k}": v for k, v in settings.kafka.options.items()},
+        # librdkafka's names pass through; its security options are translated (a Java
+        # client has no sasl.username or ssl.ca.location), the password into the JAAS login.
+        **{
+            f"kafka.{k}": v
+            for k, v in settings.kafka.options.items()
+            if not java_kafka.is_security_option(k)
+        },
+        **{f"kafka.{k}": v for k, v in java_kafka.java_security_properties(settings.kafka).items()},
     }
-    if settings.kafka.sasl_password is not None:
-        options["kafka.sasl.password"] = settings.kafka.sasl_password.get_secret_value()
     raw = spark.read.format("kafka").options(**options).load().where(F.col("value").isNotNull())
     framed = raw.select(
         F.conv(F.hex(F.substring("value", 2, 4)), 16, 10).cast("int").alias("schema_id"),

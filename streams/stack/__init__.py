@@ -15,6 +15,12 @@ from streams.runtime.waiting import wait_until
 from streams.settings import Settings
 from streams.stack.components import Component, ComponentError, Kafka, SchemaRegistry
 from streams.stack.connect_worker import Connect
+from streams.stack.kafka_security import (
+    client_environment,
+    ensure_kafka_secrets,
+    local_principal,
+    secrets_dir,
+)
 from streams.stack.secrets import (
     budget_key_paths,
     dead_letter_key_path,
@@ -55,15 +61,29 @@ def local_processor_environment(settings: Settings, processor: str = "") -> dict
     verdicts with the stack's private key and infer checks them with its public key,
     meter signs budgets with its own private key and guard checks them with its public key,
     and guard authenticates requests with the stack's tenant registry.
+
+    Kafka credentials too, when the processor talks to the local broker (its bootstrap
+    servers were not set to another cluster) and ``sluice up`` made them: its own
+    principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true, else the operator's.
     """
     device = Triton(settings).device()
     return {
+        **_local_kafka_credentials(settings, processor),
         **local_dead_letter_key(settings),
         **local_verdict_keys(settings, processor),
         **local_tenant_registry(settings, processor),
         **local_budget_keys(settings, processor),
         **({"SLUICE_INFER__DEVICE": device} if device else {}),
     }
+
+
+def _local_kafka_credentials(settings: Settings, processor: str) -> dict[str, str]:
+    local_broker = f"127.0.0.1:{settings.stack.kafka_port}"
+    if settings.kafka.bootstrap_servers != local_broker:
+        return {}
+    if not (secrets_dir(settings) / "passwords").is_dir():
+        return {}
+    return client_environment(settings, local_principal(settings, processor))
 
 
 def _prefixed(report: Report, title: str, message: str) -> None:
@@ -103,8 +123,9 @@ class Stack:
         """Fetch (once), configure and start each component that is not running; wait for health.
 
         Also makes the dead-letter encryption key of the local processors, guard's
-        verdict keypair, meter's budget keypair, and a signing keypair for each tenant the
-        shipped configuration names, once.
+        verdict keypair, meter's budget keypair, a signing keypair for each tenant the
+        shipped configuration names, and the local broker's CA, certificate and passwords,
+        once.
         """
         if ensure_dead_letter_key(self.settings):
             report(f"dead-letter encryption key: made {dead_letter_key_path(self.settings)} (0600)")
@@ -120,6 +141,11 @@ class Stack:
                 f"tenants {', '.join(made)}: registered in "
                 f"{tenant_registry_path(self.settings)} (0600), private keys beside it"
             )
+        made = ensure_kafka_secrets(self.settings)
+        if made:
+            report(
+                f"Kafka credentials: made {len(made)} files in {secrets_dir(self.settings)} (0600)"
+            )
         for component in self.components:
             if component.process.is_running():
                 try:
@@ -131,12 +157,14 @@ class Stack:
                     report(
                         f"{component.title}: already running at {component.address()} ({detail})"
                     )
+                component.after_start(report)
                 continue
             component.fetch(functools.partial(_prefixed, report, component.title))
             component.prepare()
             component.process.start(component.command(), env=component.environment())
             report(f"{component.title}: starting (log: {component.process.log_file})")
             self._wait_healthy(component, report)
+            component.after_start(report)
 
     def _wait_healthy(self, component: Component, report: Report) -> None:
         last_error = detail = ""

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import hashlib
+import os
 import shutil
 import socket
 import string
 import subprocess
 import tarfile
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -15,10 +18,13 @@ import httpx
 from streams.errors import SluiceError
 from streams.runtime import maven
 from streams.settings import Settings
+from streams.stack import kafka_security
 from streams.stack.java import find_java
 from streams.stack.process import ManagedProcess
 
 INFRA = "infra/local"
+#: Written in the Kafka data directory when it is formatted for the secured broker.
+SECURITY_MARKER = "sluice-security"
 
 
 class ComponentError(SluiceError):
@@ -61,13 +67,23 @@ class Component(ABC):
         return (self.settings.project_root / INFRA / relative).read_text()
 
     def render(self, relative: str, target: Path, **values: object) -> Path:
-        """Render an infra/local/ template (``${name}`` placeholders) into ``target``."""
+        """Render an infra/local/ template (``${name}`` placeholders) into ``target`` (0600).
+
+        Owner-only from the first byte: a rendered file may hold a password.
+        """
         target.parent.mkdir(parents=True, exist_ok=True)
         text = string.Template(self.template(relative)).substitute(
             {k: str(v) for k, v in values.items()}
         )
-        target.write_text(text)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(fd, 0o600)  # an older rendering may have been readable by others
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
         return target
+
+    def after_start(self, report: Callable[[str], None]) -> None:
+        """Configure the healthy component; ``up`` calls it on every run, started now or not."""
+        del report  # most components need nothing once they answer
 
     def resolve_jars(
         self, pom: str, classpath_file: Path, version: str, what: str, progress: maven.Progress
@@ -143,20 +159,37 @@ class Kafka(Component):
     def _java(self) -> Path:
         return find_java(17, self.stack.java_home)
 
+    @property
+    def security_marker(self) -> Path:
+        """Written at format time: the data was made for the secured broker, and by which CA."""
+        return self.data_dir / SECURITY_MARKER
+
     def prepare(self) -> None:
-        """Render server.properties and format the KRaft storage on first start."""
+        """Render server.properties and format the KRaft storage on first start.
+
+        Formatting stores the SCRAM credentials of the broker and of the operator (the
+        broker cannot start without its own, and someone must be able to grant ACLs);
+        the other principals are added by ``after_start``.
+        """
+        settings = self.settings
         properties = self.render(
             "kafka/server.properties",
             self.config_dir / "server.properties",
             kafka_port=self.stack.kafka_port,
             controller_port=self.stack.kafka_controller_port,
             log_dirs=self.data_dir,
+            keystore=kafka_security.broker_keystore_path(settings),
+            truststore=kafka_security.ca_path(settings),
+            broker=kafka_security.BROKER,
+            operator=kafka_security.OPERATOR,
+            broker_jaas=kafka_security.broker_jaas_config(settings),
         )
         shutil.copy(
             self.settings.project_root / INFRA / "kafka" / "log4j2.properties",
             self.config_dir / "log4j2.properties",
         )
         if (self.data_dir / "meta.properties").exists():
+            self._check_formatted_for_security()
             return
         self.data_dir.mkdir(parents=True, exist_ok=True)
         base = [str(self._java()), *self._jvm_flags(), "-cp", self.classpath(self.classpath_file)]
@@ -170,6 +203,15 @@ class Kafka(Component):
             .stdout.strip()
             .splitlines()[-1]
         )
+        scram = [
+            argument
+            for principal in kafka_security.BOOTSTRAP_PRINCIPALS
+            for argument in (
+                "--add-scram",
+                f"{kafka_security.MECHANISM}=[name={principal},"
+                f"password={kafka_security.password(settings, principal)}]",
+            )
+        ]
         result = subprocess.run(
             [
                 *base,
@@ -180,6 +222,7 @@ class Kafka(Component):
                 "-c",
                 str(properties),
                 "--standalone",
+                *scram,
             ],
             capture_output=True,
             text=True,
@@ -189,6 +232,40 @@ class Kafka(Component):
             raise ComponentError(
                 f"formatting Kafka storage failed:\n{result.stdout}{result.stderr}"
             )
+        self.security_marker.write_text(self._security_fingerprint() + "\n")
+
+    def _security_fingerprint(self) -> str:
+        """What the marker records: the protocol and the SHA-256 of the local CA's certificate."""
+        ca = kafka_security.ca_path(self.settings).read_bytes()
+        return f"SASL_SSL {kafka_security.MECHANISM} ca-sha256={hashlib.sha256(ca).hexdigest()}"
+
+    def _check_formatted_for_security(self) -> None:
+        """Refuse data formatted before the broker was secured, or for another CA."""
+        purge = (
+            f"Stop the stack and delete its data with `sluice down --purge` (this deletes every "
+            f"topic under {self.data_dir}; downloads and secrets are kept), then `sluice up`"
+        )
+        if not self.security_marker.is_file():
+            raise ComponentError(
+                f"the Kafka data in {self.data_dir} was formatted for a broker without TLS and "
+                f"SCRAM credentials, which the local stack now requires, so it has no users. "
+                f"{purge}."
+            )
+        if self.security_marker.read_text().strip() != self._security_fingerprint():
+            raise ComponentError(
+                f"the Kafka data in {self.data_dir} was formatted with credentials other than "
+                f"those in {kafka_security.secrets_dir(self.settings)} (were they deleted and "
+                f"made again?). Restore that folder from a backup, or: {purge}."
+            )
+
+    def after_start(self, report: Callable[[str], None]) -> None:
+        """Add (or update) the SCRAM credentials of every other principal, as the operator.
+
+        On every ``up``: a principal added to Sluice after the data was formatted appears,
+        and a password file replaced by hand takes effect.
+        """
+        upserted = kafka_security.upsert_scram_credentials(self.settings)
+        report(f"{self.title}: SCRAM credentials of {len(upserted)} principals are up to date")
 
     def _jvm_flags(self) -> list[str]:
         return [f"-Dlog4j2.configurationFile={self.config_dir / 'log4j2.properties'}"]
@@ -219,9 +296,8 @@ class Kafka(Component):
         # A plain connect first: librdkafka would log every refused connection.
         with socket.create_connection(("127.0.0.1", self.stack.kafka_port), timeout=2):
             pass
-        client = AdminClient(
-            {"bootstrap.servers": self.address(), "socket.timeout.ms": 2000, "log_level": 0}
-        )
+        conf = kafka_security.client_options(self.settings, kafka_security.OPERATOR)
+        client = AdminClient({**conf, "socket.timeout.ms": 2000, "log_level": 0})
         metadata = client.list_topics(timeout=3)
         topics = [t for t in metadata.topics if not t.startswith("__")]
         brokers = len(metadata.brokers)

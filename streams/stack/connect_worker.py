@@ -17,10 +17,18 @@ import httpx
 
 from streams.runtime import maven
 from streams.sdk.connect_client import worker_message
+from streams.stack import kafka_security
 from streams.stack.components import INFRA, Component, ComponentError
 from streams.stack.java import find_java
 
 MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectDistributed"
+#: The worker's own clients (no prefix) and those it opens for connectors.
+CLIENT_PREFIXES = ("", "producer.", "consumer.", "admin.")
+
+
+def _escaped(value: str) -> str:
+    """``value`` as a Java properties value (a backslash starts an escape there)."""
+    return value.replace("\\", "\\\\")
 
 
 class Connect(Component):
@@ -106,11 +114,26 @@ class Connect(Component):
             group_id=self.stack.connect_group_id,
             topic_prefix=f"_{self.stack.connect_group_id}",
             plugin_path=self.plugin_path,
+            kafka_security=self._kafka_security(),
         )
         shutil.copy(
             self.settings.project_root / INFRA / "connect" / "log4j2.properties",
             self.config_dir / "log4j2.properties",
         )
+
+    def _kafka_security(self) -> str:
+        """The worker's Kafka login, for its own clients and every client it opens for connectors.
+
+        Connect reads unprefixed settings for its group membership and internal topics,
+        and ``producer.``/``consumer.``/``admin.`` ones for the clients of connector tasks
+        (exactly-once sources also use an admin client): the same login for all four.
+        """
+        principal = kafka_security.local_principal(self.settings, self.name)
+        properties = kafka_security.java_client_properties(self.settings, principal)
+        lines = [f"# As {principal}."]
+        for prefix in CLIENT_PREFIXES:
+            lines += [f"{prefix}{k}={_escaped(v)}" for k, v in sorted(properties.items())]
+        return "\n".join(lines)
 
     def command(self) -> list[str]:
         """Java … ConnectDistributed worker.properties."""

@@ -34,10 +34,10 @@ def dead_letter_key_path(settings: Settings) -> Path:
 
 def ensure_dead_letter_key(settings: Settings) -> bool:
     """Make the local dead-letter key unless there is one; True when it was made now."""
-    return _write_once(dead_letter_key_path(settings), new_key())
+    return write_once(dead_letter_key_path(settings), new_key())
 
 
-def _write_once(path: Path, text: str) -> bool:
+def write_once(path: Path, text: str) -> bool:
     """Write ``text`` to a new file ``path`` (0600); False, untouched, when it exists."""
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -67,9 +67,9 @@ def _ensure_keypair(private_path: Path, public_path: Path) -> bool:
     The public key is derived from the private one, so a stack stopped between the two
     writes gets the same public key next time rather than a mismatched pair.
     """
-    made = _write_once(private_path, new_keypair()[0])
+    made = write_once(private_path, new_keypair()[0])
     private = private_path.read_text(encoding="ascii").strip()
-    _write_once(public_path, public_key_of(private))
+    write_once(public_path, public_key_of(private))
     return made
 
 

@@ -41,8 +41,15 @@ TEST_ENV = {
     "SLUICE_STACK__CONNECT_PORT": str(_BASE + 83),
     "SLUICE_METRICS__PORT": "0",
 }
-#: Client addresses a developer may have set: the stack's ports decide them instead.
-CLEARED = ("SLUICE_KAFKA__BOOTSTRAP_SERVERS", "SLUICE_REGISTRY__URL", "SLUICE_CONNECT__URL")
+#: Client addresses and Kafka credentials a developer may have set: the stack decides them
+#: instead (every client of the tests acts as the stack's operator, sluice-operator).
+CLEARED = (
+    "SLUICE_KAFKA__BOOTSTRAP_SERVERS",
+    "SLUICE_KAFKA__OPTIONS",
+    "SLUICE_KAFKA__SASL_PASSWORD",
+    "SLUICE_REGISTRY__URL",
+    "SLUICE_CONNECT__URL",
+)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -65,10 +72,14 @@ def stack_environment() -> Iterator[None]:
 
 @pytest.fixture(scope="package")
 def stack(stack_environment: None) -> Iterator[Settings]:
-    """Kafka and the Schema Registry, started once (reused if already up)."""
-    settings = Settings()
-    local = Stack(settings, only=["kafka", "registry"])
+    """Kafka and the Schema Registry, started once (reused if already up).
+
+    The settings are read after ``up``: a first ``up`` makes the Kafka credentials
+    that the settings then pick up (the operator's).
+    """
+    local = Stack(Settings(), only=["kafka", "registry"])
     local.up(print)
+    settings = Settings()
     yield settings
     # A test that traced through the SDK left a Kafka span exporter in this process: flush
     # and close it while the broker is still up, not at interpreter exit.

@@ -1,7 +1,8 @@
 """Produce and consume 20 records through faust-streaming (aiokafka) against the local broker.
 
-Run as a script by tests/integration/test_kafka_clients.py (CHECK_BOOTSTRAP, CHECK_TOPIC in the
-environment): faust owns the event loop and the process.
+Run as a script by tests/integration/test_kafka_clients.py (CHECK_TOPIC and the stack's
+SLUICE_* settings in the environment): faust owns the event loop and the process. It reaches
+the broker the way meter does, with the Kafka settings mapped to faust's (TLS, SCRAM).
 """
 
 from __future__ import annotations
@@ -14,12 +15,15 @@ import tempfile
 
 import faust
 
-BOOTSTRAP, TOPIC = os.environ["CHECK_BOOTSTRAP"], os.environ["CHECK_TOPIC"]
+from processors.meter.connection import faust_broker_options
+from streams.settings import Settings
+
+TOPIC = os.environ["CHECK_TOPIC"]
 EXPECTED = 20
 
 app = faust.App(
     f"sluice-faust-check-{TOPIC}",
-    broker=f"kafka://{BOOTSTRAP}",
+    **faust_broker_options(Settings().kafka),
     store="memory://",
     topic_replication_factor=1,
     web_enabled=False,

@@ -5,6 +5,7 @@ service reach what its configuration names and let Triton reach almost nothing e
 from __future__ import annotations
 
 import functools
+import json
 import re
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_internal_services_publish_no_port(name: str) -> None:
 def test_only_grafana_and_kafka_on_loopback_are_published() -> None:
     published = {name: s["ports"] for name, s in SERVICES.items() if s.get("ports")}
     assert set(published) == {"grafana", "kafka"}
-    # Kafka's external listener is PLAINTEXT without authentication: this host only.
+    # Kafka's external listener is for the operator's CLI on this host: loopback only.
     assert all(str(p).startswith("127.0.0.1:") for p in published["kafka"])
 
 
@@ -346,3 +347,85 @@ def test_only_meter_holds_the_budget_signing_key_and_guard_its_public_key() -> N
     assert re.fullmatch(r"""\["\$\{SLUICE_BUDGET_PUBLIC_KEY:\?[^}]+\}"\]""", guard), guard
     # meter keeps the settings every processor shares (its merge is not replaced).
     assert "SLUICE_KAFKA__BOOTSTRAP_SERVERS" in SERVICES["meter"]["environment"]
+
+
+# -- Kafka: TLS, SCRAM, ACLs ------------------------------------------------------------
+
+BROKER_PROPERTIES = PROJECT_ROOT / "infra" / "docker" / "kafka" / "server.properties"
+#: Services that act as the operator (a super user); every other client has its own principal.
+OPERATOR_SERVICES = {"init", "cli"}
+
+
+def _broker_properties() -> dict[str, str]:
+    lines = BROKER_PROPERTIES.read_text().splitlines()
+    pairs = (line.split("=", 1) for line in lines if "=" in line and not line.startswith("#"))
+    return {key.strip(): value.strip() for key, value in pairs}
+
+
+def _kafka_clients() -> dict[str, dict[str, Any]]:
+    """Services configured as Sluice Kafka clients (they name the bootstrap servers)."""
+    return {
+        name: service
+        for name, service in SERVICES.items()
+        if "SLUICE_KAFKA__BOOTSTRAP_SERVERS" in (service.get("environment") or {})
+    }
+
+
+def test_the_broker_has_no_plaintext_listener() -> None:
+    props = _broker_properties()
+    protocols = dict(p.split(":") for p in props["listener.security.protocol.map"].split(","))
+    listeners = [item.split("://")[0] for item in props["listeners"].split(",")]
+    assert {protocols[name] for name in listeners} == {"SASL_SSL", "SSL"}
+    assert protocols[props["controller.listener.names"]] == "SSL"
+    assert props["listener.name.controller.ssl.client.auth"] == "required"
+    assert "PLAINTEXT" not in BROKER_PROPERTIES.read_text().replace("No PLAINTEXT", "")
+    assert "KAFKA_LISTENERS" not in SERVICES["kafka"].get("environment", {})
+
+
+def test_the_broker_authenticates_with_scram_and_authorizes_with_acls() -> None:
+    props = _broker_properties()
+    assert props["sasl.enabled.mechanisms"] == "SCRAM-SHA-512"
+    assert props["authorizer.class.name"] == (
+        "org.apache.kafka.metadata.authorizer.StandardAuthorizer"
+    )
+    assert props["allow.everyone.if.no.acl.found"] == "false"
+    assert props["super.users"] == "User:sluice-broker;User:sluice-operator"
+    assert props["ssl.keystore.type"] == props["ssl.truststore.type"] == "PEM"
+    assert (
+        '"@BROKER_PASSWORD@"' in props["listener.name.internal.scram-sha-512.sasl.jaas.config"]
+    ), "the password comes from the environment, never from the file"
+
+
+def test_every_kafka_client_logs_in_as_its_own_principal_over_tls() -> None:
+    from streams.stack.kafka_security import OPERATOR, PROCESSOR_PRINCIPALS
+
+    clients = _kafka_clients()
+    assert set(PROCESSOR_PRINCIPALS) | OPERATOR_SERVICES <= set(clients)
+    for name, service in clients.items():
+        env = service["environment"]
+        options = json.loads(env["SLUICE_KAFKA__OPTIONS"])
+        expected = OPERATOR if name in OPERATOR_SERVICES else PROCESSOR_PRINCIPALS[name]
+        assert options["security.protocol"] == "SASL_SSL", name
+        assert options["sasl.mechanisms"] == "SCRAM-SHA-512", name
+        assert options["sasl.username"] == expected, name
+        assert options["ssl.ca.location"] == "/etc/sluice/kafka/ca.pem", name
+        variable = f"SLUICE_KAFKA_{expected.removeprefix('sluice-').upper()}_PASSWORD"
+        assert env["SLUICE_KAFKA__SASL_PASSWORD"].startswith("${" + variable + ":?"), name
+        mounts = [str(v) for v in service.get("volumes", [])]
+        assert any(v.endswith("/ca.pem:/etc/sluice/kafka/ca.pem:ro") for v in mounts), name
+
+
+def test_connect_and_the_registry_log_in_over_tls() -> None:
+    connect = SERVICES["connect"]["environment"]
+    for prefix in ("CONNECT_", "CONNECT_PRODUCER_", "CONNECT_CONSUMER_", "CONNECT_ADMIN_"):
+        assert connect[f"{prefix}SECURITY_PROTOCOL"] == "SASL_SSL", prefix
+        assert 'username="sluice-connect"' in connect[f"{prefix}SASL_JAAS_CONFIG"], prefix
+        assert "${SLUICE_KAFKA_CONNECT_PASSWORD:?" in connect[f"{prefix}SASL_JAAS_CONFIG"]
+    registry = SERVICES["schema-registry"]["environment"]
+    assert registry["SCHEMA_REGISTRY_KAFKASTORE_SECURITY_PROTOCOL"] == "SASL_SSL"
+    assert 'username="sluice-registry"' in registry["SCHEMA_REGISTRY_KAFKASTORE_SASL_JAAS_CONFIG"]
+
+
+def test_no_service_reaches_kafka_before_its_credentials_exist() -> None:
+    for name in ("schema-registry", "connect", "init"):
+        assert "kafka-users" in SERVICES[name]["depends_on"], name
