@@ -50,6 +50,7 @@ def main() -> None:
 
 def _register() -> None:
     from streams.cli import (  # noqa: PLC0415
+        acl,
         batch,
         connect,
         datasets,
@@ -64,7 +65,21 @@ def _register() -> None:
     )
     from streams.cli.demo import command as demo  # noqa: PLC0415
 
-    modules = (stack, schemas, datasets, run, dlq, sql, report, connect, demo, batch, drift, docs)
+    modules = (
+        stack,
+        schemas,
+        acl,
+        datasets,
+        run,
+        dlq,
+        sql,
+        report,
+        connect,
+        demo,
+        batch,
+        drift,
+        docs,
+    )
     for module in modules:
         for command in module.COMMANDS:
             main.add_command(command)
