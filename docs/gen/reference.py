@@ -33,7 +33,7 @@ from refgen import (
     processors,
     settings,
 )
-from refgen.markdown import anchor
+from refgen.markdown import anchor, table
 
 if TYPE_CHECKING:
     from streams.contracts.catalog import Catalog
@@ -125,6 +125,43 @@ def topics_page() -> str:
     return catalog.render(_catalog())
 
 
+#: acls.yaml's keys: (key, what it holds, what it becomes on the cluster)
+_ACLS_KEYS = [
+    (
+        "`tenants`",
+        "tenant ids",
+        "one principal per tenant from the entry whose name holds `{tenant}` "
+        "(`tenant-{tenant}` → `User:tenant-acme`)",
+    ),
+    ("`principals.<user>.description`", "why the principal exists", "documentation only"),
+    (
+        "`read`, `write`",
+        "logical catalog topics; `{dataset}` for every dataset; a glob (`*.dlq`) for every "
+        "catalog topic it matches",
+        "one LITERAL `READ` or `WRITE` binding per topic, behind the topic prefix "
+        "(`SLUICE_TOPIC_PREFIX`); both imply `DESCRIBE`",
+    ),
+    (
+        "`groups`",
+        "consumer groups; `{group}` is the group prefix (`SLUICE_RUNNER__GROUP_PREFIX`), "
+        "`{connect}` the Connect worker's group; a trailing `*` means every name that starts so",
+        "`READ` on the group, LITERAL or PREFIXED",
+    ),
+    ("`transactional_ids`", "as `groups`", "`WRITE` on the transactional id"),
+    (
+        "`internal_topics`",
+        "`name` and `operations` of topics outside the catalog that an engine creates "
+        "(faust's changelog, Connect's config, offset and status topics)",
+        "a binding per operation; no topic prefix is added",
+    ),
+    (
+        "`cluster`",
+        "cluster operations (none is needed: since Kafka 2.8 an idempotent producer needs "
+        "only `WRITE` on a topic)",
+        "bindings on `kafka-cluster`",
+    ),
+]
+
 _ACLS_INTRO = """\
 `schemas/acls.yaml`, beside the topic catalog, says which principal may do what on
 Kafka. `sluice acl apply` (and `sluice schemas apply`, after it created the topics,
@@ -134,16 +171,7 @@ gets: [security model](../explanation/security-model.md#who-may-do-what).
 
 ## The file
 
-| key | what it holds | becomes |
-| --- | --- | --- |
-| `tenants` | tenant ids | one principal per tenant from the entry whose name holds `{tenant}` (`tenant-{tenant}` → `User:tenant-acme`) |
-| `principals.<user>.description` | why the principal exists | documentation only |
-| `read`, `write` | logical catalog topics; `{dataset}` for every dataset; a glob (`*.dlq`) for every catalog topic it matches | one LITERAL `READ` or `WRITE` binding per topic, behind the topic prefix (`SLUICE_TOPIC_PREFIX`); both imply `DESCRIBE` |
-| `groups` | consumer groups; `{group}` is the group prefix (`SLUICE_RUNNER__GROUP_PREFIX`), `{connect}` the Connect worker's group; a trailing `*` means every name that starts so | `READ` on the group, LITERAL or PREFIXED |
-| `transactional_ids` | as `groups` | `WRITE` on the transactional id |
-| `internal_topics` | `name` and `operations` of topics outside the catalog that an engine creates (faust's changelog, Connect's config, offset and status topics); no topic prefix is added | a binding per operation |
-| `cluster` | cluster operations (none is needed: since Kafka 2.8 an idempotent producer needs only `WRITE` on a topic) | bindings on `kafka-cluster` |
-
+{format_table}
 Loading the file checks every topic against the catalog: an unknown topic fails with
 the principal and the topic it names, before anything reaches the cluster. A unit test
 (`tests/unit/processors/test_acls.py`) checks each processor's entry against its own
@@ -183,7 +211,9 @@ def acls_page() -> str:
 
     loaded = _catalog()
     declaration = load_acls(_root() / "schemas", loaded)
-    return _ACLS_INTRO + acls.render(acls.principal_rows(declaration, loaded))
+    keys = table(("key", "what it holds", "becomes"), _ACLS_KEYS)
+    intro = _ACLS_INTRO.replace("{format_table}", keys)
+    return intro + acls.render(acls.principal_rows(declaration, loaded))
 
 
 def schemas_page() -> str:
