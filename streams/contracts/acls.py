@@ -205,7 +205,8 @@ def load_acls(schemas_dir: Path, catalog: Catalog) -> AclDeclaration:
         text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise AclDeclarationError(
-            f"cannot read the ACL declaration {path}: {exc}; it lives beside topics.yaml"
+            f"cannot read the ACL declaration {path}: {exc}; it lives beside topics.yaml "
+            "(`sluice schemas apply --no-acls` leaves ACLs alone)"
         ) from exc
     return parse_acls(text, catalog, path)
 

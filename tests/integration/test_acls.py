@@ -26,10 +26,12 @@ from confluent_kafka.admin import (
 from pydantic import SecretStr
 
 from streams.contracts.acls import AclNames, AclPlan, Grant, load_acls
+from streams.contracts.records import AuditEvent
+from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
 from streams.runtime.acls import apply_plan, existing_grants, grant_of
 from streams.settings import Settings
-from tests.support.world import World, make_world, wait_for
+from tests.support.world import World, make_world, read_all, wait_for
 
 kafka_security = pytest.importorskip(
     "streams.stack.kafka_security", reason="needs the secured local stack (SASL/SCRAM + ACLs)"
@@ -114,6 +116,17 @@ def test_after_apply_guard_may_write_safe_and_a_tenant_may_not(world: World) -> 
     assert refused is not None and refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED
 
 
+def acl_events(world: World, expect: int) -> list[AuditEvent]:
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    schema = world.catalog.schemas["sluice.v1.AuditEvent"]
+    messages = read_all(world.settings, world.topic("audit.events"), expect, settle=1)
+    events = [
+        AuditEvent.from_avro(serde.decode(m.value(), schema, topic="audit.events"))
+        for m in messages
+    ]
+    return [e for e in events if e.action == "acl.apply"]
+
+
 def test_a_second_apply_changes_nothing(world: World) -> None:
     first = sluice(world, "acl", "apply")
     assert "create" in first
@@ -122,6 +135,11 @@ def test_a_second_apply_changes_nothing(world: World) -> None:
     second = sluice(world, "acl", "apply")
     assert "up to date" in second
     assert set(existing_grants(kafka.admin(world.settings))) == after_first
+    applied, again = acl_events(world, 2)
+    # Connect's bindings are shared by every sandbox: another test may have made them.
+    assert 0 < int(applied.details["bindings.created"]) <= len(declared(world))
+    assert again.details["bindings.created"] == again.details["bindings.deleted"] == "0"
+    assert again.outcome == "ok"
 
 
 def test_a_binding_added_by_hand_for_a_managed_principal_is_removed(world: World) -> None:
