@@ -107,6 +107,10 @@ def _print_plan(changes: AclPlan, settings: Settings) -> None:
                 cell(action, "green" if action == "create" else "red"),
             )
     console.print(table)
+    console.print(
+        f"{len(changes.create)} to create, {len(changes.delete)} to delete, "
+        f"{len(changes.kept)} unchanged"
+    )
 
 
 @acl.command()
@@ -167,7 +171,7 @@ def _print_bindings(
     for principal in sorted(by_principal):
         table = Table(title=cell(principal))
         for column in ("permission", "operation", "resource", "name", "pattern", "status"):
-            table.add_column(column)
+            table.add_column(column, overflow="fold")
         for grant in by_principal[principal]:
             status = _status(grant, desired, declaration, ours)
             table.add_row(

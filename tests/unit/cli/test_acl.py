@@ -80,6 +80,7 @@ def test_a_dry_run_prints_the_diff_changes_nothing_and_is_not_recorded(admin, re
     result, output = _invoke("acl", "apply", "--dry-run")
     assert result.exit_code == 0, output
     assert "dry run: nothing changed" in output
+    assert f"{len(_declared())} to create, 1 to delete, 0 unchanged" in output
     assert "User:tenant-acme" in output and "delete" in output and "create" in output
     assert admin.calls == ["describe"]
     assert recorded.built == 0 and recorded.events == []
