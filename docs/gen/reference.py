@@ -22,6 +22,7 @@ import mkdocs_gen_files
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from refgen import (
+    acls,
     avro,
     catalog,
     cli,
@@ -32,7 +33,7 @@ from refgen import (
     processors,
     settings,
 )
-from refgen.markdown import anchor
+from refgen.markdown import anchor, table
 
 if TYPE_CHECKING:
     from streams.contracts.catalog import Catalog
@@ -124,6 +125,97 @@ def topics_page() -> str:
     return catalog.render(_catalog())
 
 
+#: acls.yaml's keys: (key, what it holds, what it becomes on the cluster)
+_ACLS_KEYS = [
+    (
+        "`tenants`",
+        "tenant ids",
+        "one principal per tenant from the entry whose name holds `{tenant}` "
+        "(`tenant-{tenant}` → `User:tenant-acme`)",
+    ),
+    ("`principals.<user>.description`", "why the principal exists", "documentation only"),
+    (
+        "`read`, `write`",
+        "logical catalog topics; `{dataset}` for every dataset; a glob (`*.dlq`) for every "
+        "catalog topic it matches",
+        "one LITERAL `READ` or `WRITE` binding per topic, behind the topic prefix "
+        "(`SLUICE_TOPIC_PREFIX`); both imply `DESCRIBE`",
+    ),
+    (
+        "`groups`",
+        "consumer groups; `{group}` is the group prefix (`SLUICE_RUNNER__GROUP_PREFIX`), "
+        "`{connect}` the Connect worker's group; a trailing `*` means every name that starts so",
+        "`READ` on the group, LITERAL or PREFIXED",
+    ),
+    ("`transactional_ids`", "as `groups`", "`WRITE` on the transactional id"),
+    (
+        "`internal_topics`",
+        "`name` and `operations` of topics outside the catalog that an engine creates "
+        "(faust's changelog, Connect's config, offset and status topics)",
+        "a binding per operation; no topic prefix is added",
+    ),
+    (
+        "`cluster`",
+        "cluster operations (none is needed: since Kafka 2.8 an idempotent producer needs "
+        "only `WRITE` on a topic)",
+        "bindings on `kafka-cluster`",
+    ),
+]
+
+_ACLS_INTRO = """\
+`schemas/acls.yaml`, beside the topic catalog, says which principal may do what on
+Kafka. `sluice acl apply` (and `sluice schemas apply`, after it created the topics,
+unless given `--no-acls`) turns it into ACL bindings; `sluice acl show` lists the
+bindings the cluster has ([command line](cli.md)). Why each principal gets what it
+gets: [security model](../explanation/security-model.md#who-may-do-what).
+
+## The file
+
+{format_table}
+Loading the file checks every topic against the catalog: an unknown topic fails with
+the principal and the topic it names, before anything reaches the cluster. A unit test
+(`tests/unit/processors/test_acls.py`) checks each processor's entry against its own
+`PROCESSOR` declaration, both ways.
+
+## What apply changes
+
+`sluice acl apply` creates the declared bindings that are missing, then deletes the
+`ALLOW` bindings of the *managed* principals that the file does not have; `--dry-run`
+prints the changes and makes none. Managed are the principals the file names, and every
+`User:tenant-…` principal (so a tenant removed from `tenants` loses its access). It
+never touches:
+
+- principals the file does not name (super users, people, other applications);
+- `DENY` bindings (deleting one could only widen access);
+- bindings of another deployment on the same cluster: a binding is this deployment's
+  when it could reach one of its catalog topics, a name behind its topic or group
+  prefix, a name one of the file's families covers, the cluster, or every resource
+  (`*`). Test sandboxes and environments with their own prefixes leave each other alone.
+
+The change is recorded on the audit trail as `acl.apply` (counts of bindings created,
+deleted, unchanged and failed). A broker without an authorizer answers
+`SECURITY_DISABLED`: both commands then print a warning and exit 0, since a plaintext
+development stack lets every client do anything anyway.
+
+## Who may do what
+
+Rendered for a deployment without a topic prefix and with the group prefix `sluice`;
+a trailing `*` is a prefix pattern.
+
+"""
+
+
+def acls_page() -> str:
+    """The file's format, what apply does, then each principal's bindings."""
+    from streams.contracts.acls import load_acls  # noqa: PLC0415
+
+    loaded = _catalog()
+    declaration = load_acls(_root() / "schemas", loaded)
+    keys = table(("key", "what it holds", "becomes"), _ACLS_KEYS)
+    intro = _ACLS_INTRO.replace("{format_table}", keys)
+    return intro + acls.render(acls.principal_rows(declaration, loaded))
+
+
 def schemas_page() -> str:
     """Every Avro record, with its fields' docs."""
     loaded = _catalog().schemas
@@ -190,6 +282,11 @@ PAGES: dict[str, tuple[str, str, Callable[[], str]]] = {
         "Topic catalog",
         "`schemas/topics.yaml` and `schemas/contracts/` via `streams.contracts.catalog`",
         topics_page,
+    ),
+    "acls.md": (
+        "Kafka ACLs",
+        "`schemas/acls.yaml` via `streams.contracts.acls`",
+        acls_page,
     ),
     "schemas.md": ("Avro schemas", "`schemas/avro/*.avsc`", schemas_page),
     "dead-letters.md": (

@@ -50,6 +50,7 @@ def main() -> None:
 
 def _register() -> None:
     from streams.cli import (  # noqa: PLC0415
+        acl,
         batch,
         connect,
         datasets,
@@ -68,6 +69,7 @@ def _register() -> None:
     modules = (
         stack,
         schemas,
+        acl,
         datasets,
         run,
         dlq,

@@ -11,6 +11,7 @@ from rich.table import Table
 from rich.text import Text
 
 from streams.cli import console, err_console
+from streams.cli.acl import apply_declared
 from streams.cli.output import cell, safe
 from streams.contracts import registry
 from streams.contracts.catalog import Catalog, catalog_for
@@ -25,11 +26,17 @@ def schemas() -> None:
 
 
 @schemas.command()
-def apply() -> None:
-    """Create the catalog's topics and register its schemas, idempotently.
+@click.option(
+    "--acls/--no-acls",
+    default=True,
+    help="Also apply schemas/acls.yaml once the topics exist (as `sluice acl apply`).",
+)
+def apply(*, acls: bool) -> None:
+    """Create the catalog's topics, register its schemas and apply its ACLs, idempotently.
 
     An incompatible schema change is refused with the registry's reason and
-    nothing is registered.
+    nothing is registered. ACLs come last, so a new topic and the bindings that let
+    its processors reach it appear in one command.
     """
     settings = get_settings()
     catalog = catalog_for(settings)
@@ -40,6 +47,11 @@ def apply() -> None:
         details["registry"] = without_password(settings.registry.url)
         details["topic_prefix"] = settings.topic_prefix
         _apply(settings, catalog, details)
+        details["acls"] = "skipped"
+        if acls:
+            # Its own acl.apply event: every ACL change is on the trail under one action.
+            applied = apply_declared(settings, catalog, lambda: Auditor(settings, catalog))
+            details["acls"] = "applied" if applied is not None else "no authorizer"
 
 
 def _apply(settings: Settings, catalog: Catalog, details: dict[str, object]) -> None:

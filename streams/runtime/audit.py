@@ -1,7 +1,7 @@
 """The audit trail: one ``sluice.v1.AuditEvent`` on ``audit.events`` per operator action.
 
 Commands that change a deployment (``sluice schemas apply``, ``dlq replay``,
-``connect apply|delete``, ``drift reset``) record what they did, to what, by whom,
+``connect apply|delete``, ``drift reset``, ``acl apply``) record what they did, to what, by whom,
 from which host and how it ended. The event is produced synchronously (flushed and
 acknowledged by every in-sync replica) before the command reports its outcome, so
 an action the operator saw succeed is on the trail. An action whose event cannot
@@ -42,7 +42,7 @@ log = logging.getLogger(__name__)
 AUDIT_TOPIC = "audit.events"
 #: Every action the command line records (the event's key and its ``action`` column).
 ACTIONS = frozenset(
-    {"schemas.apply", "dlq.replay", "connect.apply", "connect.delete", "drift.reset"}
+    {"schemas.apply", "dlq.replay", "connect.apply", "connect.delete", "drift.reset", "acl.apply"}
 )
 Outcome = Literal["ok", "failed"]
 

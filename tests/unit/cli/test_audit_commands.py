@@ -8,17 +8,18 @@ import pytest
 from click.testing import CliRunner
 
 from processors.drift import store
-from streams.cli import connect, dlq, drift, main, schemas
+from streams.cli import acl, connect, dlq, drift, main, schemas
 from streams.contracts.registry import SubjectChange
 from streams.runtime import kafka
 from streams.runtime.dlq_replay import ReplaySummary
 from tests.support.audit import Recorded
+from tests.support.kafka_acls import FakeAclAdmin
 
 
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
     auditor = Recorded()
-    for module in (schemas, dlq, connect, drift):
+    for module in (schemas, acl, dlq, connect, drift):
         monkeypatch.setattr(module, "Auditor", auditor)
     return auditor
 
@@ -89,7 +90,7 @@ def test_schemas_apply_records_itself_once_the_audit_topic_exists(monkeypatch, r
         order.append("subjects")
         return [SubjectChange("audit.events-value", "sluice.v1.AuditEvent", "registered", 1, 9)]
 
-    monkeypatch.setattr(kafka, "admin", lambda _s: object())
+    monkeypatch.setattr(kafka, "admin", lambda _s: FakeAclAdmin(disabled=True))
     monkeypatch.setattr(kafka, "ensure_topics", ensure)
     monkeypatch.setattr(schemas.registry, "apply", register)
     result = CliRunner().invoke(main, ["schemas", "apply"])
@@ -100,6 +101,7 @@ def test_schemas_apply_records_itself_once_the_audit_topic_exists(monkeypatch, r
     assert int(details["topics.created"]) > 10
     assert details["subjects.registered"] == "1"
     assert "registry" in details
+    assert details["acls"] == "no authorizer"
 
 
 def test_schemas_apply_that_cannot_create_topics_is_recorded_as_failed(monkeypatch, recorded):

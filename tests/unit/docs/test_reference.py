@@ -341,3 +341,40 @@ def test_processor_rows_from_the_registry() -> None:
     )
     assert (row.kind, row.settings) == ("runner", "SLUICE_VALIDATE__")
     assert row.inputs == ["raw.support_tickets"] and row.outputs == ["support_tickets.validated"]
+
+
+# -- ACLs ------------------------------------------------------------------------------------
+def test_acl_rows_show_each_principals_grants_with_prefix_patterns_marked() -> None:
+    from refgen import acls
+
+    from streams.contracts.acls import parse_acls
+
+    loaded = load_catalog(PROJECT_ROOT / "schemas")
+    declaration = parse_acls(
+        "tenants: [acme]\n"
+        "principals:\n"
+        "  sluice-infer:\n"
+        "    description: Serves\n      requests.\n"
+        "    read: [inference.requests.safe]\n"
+        "    write: [inference.responses]\n"
+        "    groups: ['{group}.infer']\n"
+        "    transactional_ids: ['{group}.infer.*']\n"
+        "  tenant-{tenant}:\n"
+        "    description: A tenant.\n"
+        "    write: ['raw.{dataset}']\n",
+        loaded,
+    )
+    infer, tenant = acls.principal_rows(declaration, loaded)
+    assert infer == acls.PrincipalRow(
+        principal="User:sluice-infer",
+        description="Serves requests.",
+        read=["inference.requests.safe"],
+        write=["inference.responses"],
+        groups=["sluice.infer"],
+        transactional_ids=["sluice.infer.*"],
+        other=[],
+    )
+    assert tenant.principal == "User:tenant-acme" and tenant.write == ["raw.support_tickets"]
+    text = acls.render([infer, tenant])
+    assert "### User:sluice-infer" in text and "`sluice.infer.*`" in text
+    assert "| use consumer groups | `sluice.infer` |" in text

@@ -1,0 +1,95 @@
+"""schemas/acls.yaml grants each processor exactly what its own declaration reads and writes.
+
+Checked both ways: a processor that gains an input or output fails here until the
+declaration grants it, and a grant no processor uses fails here until it is removed
+(or listed below with the reason the runner's spec cannot show).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+import processors
+from processors.meter import app as meter_app
+from streams.contracts.acls import AclDeclaration, AclNames, Grant, load_acls
+from streams.contracts.catalog import Catalog, load_catalog
+from streams.runtime.span_export import TOPIC as SPANS
+from streams.runtime.spec import ProcessorSpec
+from streams.settings import PROJECT_ROOT
+
+SCHEMAS = PROJECT_ROOT / "schemas"
+NAMES = AclNames(topic_prefix="", group_prefix="sluice")
+RUNNER_PROCESSORS = ["validate", "guard", "infer", "drift", "sink"]
+
+#: Topics a processor reads outside the runner's inputs, and why.
+EXTRA_READS: dict[str, set[str]] = {
+    "guard": {"metering.budgets"},  # BudgetView, assigned, from the beginning
+    "drift": {"drift.state", "drift.profiles"},  # restored at start (processors/drift/store.py)
+}
+
+
+@pytest.fixture(scope="module")
+def catalog() -> Catalog:
+    return load_catalog(SCHEMAS)
+
+
+@pytest.fixture(scope="module")
+def declaration(catalog: Catalog) -> AclDeclaration:
+    return load_acls(SCHEMAS, catalog)
+
+
+def _granted(grants: list[Grant], principal: str, resource: str, operation: str) -> set[str]:
+    return {
+        g.name + ("*" if g.pattern == "PREFIXED" else "")
+        for g in grants
+        if g.principal == f"User:{principal}"
+        and g.resource == resource
+        and g.operation == operation
+    }
+
+
+def _dead_letters(catalog: Catalog, topics: list[str]) -> set[str]:
+    return {dlq for t in topics if (dlq := catalog.topic(t).dlq_topic) is not None}
+
+
+@pytest.mark.parametrize("name", RUNNER_PROCESSORS)
+def test_a_runner_processor_is_granted_its_inputs_outputs_and_dead_letters_and_nothing_else(
+    name: str, catalog: Catalog, declaration: AclDeclaration
+) -> None:
+    spec: ProcessorSpec[Any, Any] = processors.load(name)
+    config = spec.build_settings()
+    inputs, outputs = spec.inputs(catalog, config), spec.outputs(catalog, config)
+    grants = declaration.grants(catalog, NAMES)
+    principal = f"sluice-{name}"
+
+    assert _granted(grants, principal, "TOPIC", "READ") == set(inputs) | EXTRA_READS.get(
+        name, set()
+    )
+    assert _granted(grants, principal, "TOPIC", "WRITE") == (
+        set(outputs) | _dead_letters(catalog, inputs) | {SPANS}
+    )
+    # The runner's group and transactional ids (streams/runtime/runner.py).
+    assert f"sluice.{name}" in _granted(grants, principal, "GROUP", "READ")
+    assert _granted(grants, principal, "TRANSACTIONAL_ID", "WRITE") == {f"sluice.{name}.*"}
+
+
+def test_meter_is_granted_its_faust_topics_group_and_state(
+    catalog: Catalog, declaration: AclDeclaration
+) -> None:
+    grants = declaration.grants(catalog, NAMES)
+    reads = {meter_app.RESULTS, meter_app.USAGE}  # the two agents' topics
+    assert _granted(grants, "sluice-meter", "TOPIC", "READ") == reads | {"sluice.meter-*"}
+    assert _granted(grants, "sluice-meter", "TOPIC", "WRITE") == (
+        set(meter_app.OUTPUTS) | _dead_letters(catalog, sorted(reads)) | {SPANS, "sluice.meter-*"}
+    )
+    app_id = f"sluice.{processors.resolve('meter').build_settings().app_id}"
+    assert _granted(grants, "sluice-meter", "GROUP", "READ") == {app_id}
+    # faust names its changelog <app id>-<table>-changelog and creates it itself.
+    assert _granted(grants, "sluice-meter", "TOPIC", "CREATE") == {f"{app_id}-*"}
+    assert not _granted(grants, "sluice-meter", "TRANSACTIONAL_ID", "WRITE"), "at least once"
+
+
+def test_every_processor_has_a_principal(declaration: AclDeclaration) -> None:
+    assert {f"sluice-{name}" for name in processors.PROCESSORS} <= set(declaration.principals)
