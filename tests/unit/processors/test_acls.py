@@ -12,9 +12,11 @@ from typing import Any
 import pytest
 
 import processors
+from processors.guard.replay import DECIDED_TOPICS
 from processors.meter import app as meter_app
 from streams.contracts.acls import AclDeclaration, AclNames, Grant, load_acls
 from streams.contracts.catalog import Catalog, load_catalog
+from streams.llm.budgets import BUDGETS_TOPIC
 from streams.runtime.span_export import TOPIC as SPANS
 from streams.runtime.spec import ProcessorSpec
 from streams.settings import PROJECT_ROOT
@@ -23,10 +25,17 @@ SCHEMAS = PROJECT_ROOT / "schemas"
 NAMES = AclNames(topic_prefix="", group_prefix="sluice")
 RUNNER_PROCESSORS = ["validate", "guard", "infer", "drift", "sink"]
 
-#: Topics a processor reads outside the runner's inputs, and why.
+#: Topics a processor reads outside the runner's inputs, taken from the code that reads them.
 EXTRA_READS: dict[str, set[str]] = {
-    "guard": {"metering.budgets"},  # BudgetView, assigned, from the beginning
+    # BudgetView (streams/llm/budgets.py) and the request-id view (processors/guard/replay.py),
+    # both assigned, not subscribed.
+    "guard": {BUDGETS_TOPIC, *DECIDED_TOPICS},
     "drift": {"drift.state", "drift.profiles"},  # restored at start (processors/drift/store.py)
+}
+#: Throwaway consumer groups (``<prefix>.<name><uuid>``) of those side readers.
+EXTRA_GROUPS: dict[str, set[str]] = {
+    "guard": {"sluice.budget-view.*", "sluice.request-id-view.*"},
+    "drift": {"sluice.restore-*"},
 }
 
 
@@ -71,7 +80,9 @@ def test_a_runner_processor_is_granted_its_inputs_outputs_and_dead_letters_and_n
         set(outputs) | _dead_letters(catalog, inputs) | {SPANS}
     )
     # The runner's group and transactional ids (streams/runtime/runner.py).
-    assert f"sluice.{name}" in _granted(grants, principal, "GROUP", "READ")
+    assert _granted(grants, principal, "GROUP", "READ") == {f"sluice.{name}"} | EXTRA_GROUPS.get(
+        name, set()
+    )
     assert _granted(grants, principal, "TRANSACTIONAL_ID", "WRITE") == {f"sluice.{name}.*"}
 
 
