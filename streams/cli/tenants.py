@@ -48,7 +48,9 @@ def add(tenant: str) -> None:
         f"private key (0600, give it only to this tenant's producers): {safe(path)}\n"
         f"producers: SLUICE_TENANT__ID={safe(tenant)} "
         f"SLUICE_TENANT__SIGNING_KEY=$(cat {safe(path)})\n"
-        f"{RESTART_GUARD}"
+        f"{RESTART_GUARD}\n"
+        f"Kafka: the next `sluice up` makes its login, tenant-{safe(tenant)}; list it under "
+        "`tenants:` in schemas/acls.yaml and run `sluice acl apply` to let it write"
     )
 
 

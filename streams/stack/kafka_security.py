@@ -9,8 +9,10 @@ every file 0600, each written with ``O_EXCL`` so two ``up`` at once cannot make 
 * ``passwords/<principal>``: a random SCRAM-SHA-512 password per principal.
 
 Each Sluice component authenticates as its own principal (``PROCESSOR_PRINCIPALS``);
-the ``sluice`` CLI, the demo and the tests act as ``OPERATOR``. Production keeps all
-this in its secret store; nothing here is used outside the local stack.
+the ``sluice`` CLI, the demo and the tests act as ``OPERATOR``. Each tenant of the local
+tenant registry (``streams.stack.tenant_keys``) gets a principal ``tenant-<id>`` too,
+the name schemas/acls.yaml grants a tenant's producers their topics under. Production
+keeps all this in its secret store; nothing here is used outside the local stack.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pydantic import SecretStr
 
 from streams.errors import SluiceError
 from streams.runtime.java_kafka import jaas_config, java_security_properties
+from streams.runtime.tenants import TENANT_ID, check_tenant_id
 from streams.settings import (
     LOCAL_KAFKA_CA,
     LOCAL_KAFKA_MECHANISM,
@@ -40,6 +43,7 @@ from streams.settings import (
     local_kafka_client,
 )
 from streams.stack.secrets import write_once
+from streams.stack.tenant_keys import local_registry
 
 #: The broker itself: inter-broker SCRAM user, and the CN of its certificate (controller mTLS).
 BROKER = "sluice-broker"
@@ -58,6 +62,8 @@ PROCESSOR_PRINCIPALS: dict[str, str] = {
 }
 #: Every principal ``sluice up`` makes a password for.
 PRINCIPALS: tuple[str, ...] = (BROKER, OPERATOR, *PROCESSOR_PRINCIPALS.values(), CONNECT)
+#: A tenant's principal: its producers' SCRAM user (``tenant-{tenant}`` in schemas/acls.yaml).
+TENANT_PRINCIPAL_PREFIX = "tenant-"
 #: Principals the broker is told about when its storage is formatted (it needs them to start).
 BOOTSTRAP_PRINCIPALS: tuple[str, ...] = (BROKER, OPERATOR)
 #: The only SASL mechanism the local broker enables.
@@ -92,9 +98,21 @@ def broker_keystore_path(settings: Settings) -> Path:
     return secrets_dir(settings) / BROKER_KEYSTORE_FILE
 
 
+def tenant_principal(tenant: str) -> str:
+    """The principal of ``tenant``'s producers (``check_tenant_id`` keeps it a safe name)."""
+    return TENANT_PRINCIPAL_PREFIX + check_tenant_id(tenant)
+
+
+def local_principals(settings: Settings) -> tuple[str, ...]:
+    """Every principal of the local stack: the fixed ones, then one per registered tenant."""
+    tenants = sorted(local_registry(settings).tenants)
+    return (*PRINCIPALS, *(tenant_principal(t) for t in tenants))
+
+
 def password_path(settings: Settings, principal: str) -> Path:
     """Where the password of ``principal`` is kept."""
-    if principal not in PRINCIPALS:
+    tenant = principal.removeprefix(TENANT_PRINCIPAL_PREFIX)
+    if principal not in PRINCIPALS and not (tenant != principal and TENANT_ID.fullmatch(tenant)):
         raise ValueError(f"{principal!r} is not a principal of the local stack")
     return secrets_dir(settings) / LOCAL_KAFKA_PASSWORDS / principal
 
@@ -113,9 +131,10 @@ def password(settings: Settings, principal: str) -> str:
 def ensure_kafka_secrets(settings: Settings) -> list[str]:
     """Make whatever is missing of the CA, the broker's key store and the passwords.
 
-    Returns the names of the files made now (empty when everything existed). A
-    broker key store lost on its own is issued again by the same CA, so clients
-    keep trusting it.
+    A password for each principal of ``local_principals``: register tenants first, and
+    a tenant registered later gets its password at the next ``sluice up``. Returns the
+    names of the files made now (empty when everything existed). A broker key store
+    lost on its own is issued again by the same CA, so clients keep trusting it.
     """
     folder = secrets_dir(settings)
     _private_dir(folder)
@@ -133,7 +152,7 @@ def ensure_kafka_secrets(settings: Settings) -> list[str]:
         keystore = _pem_key(broker_key) + _pem_cert(certificate) + _pem_cert(ca_cert)
         if write_once(broker_keystore_path(settings), keystore):
             made.append(BROKER_KEYSTORE_FILE)
-    for principal in PRINCIPALS:
+    for principal in local_principals(settings):
         if write_once(password_path(settings, principal), secrets.token_urlsafe(32)):
             made.append(f"{LOCAL_KAFKA_PASSWORDS}/{principal}")
     return made
@@ -284,7 +303,8 @@ def _broker_certificate(
 def upsert_scram_credentials(settings: Settings, timeout_s: float = 30.0) -> list[str]:
     """Set, as the operator, the SCRAM credential of every principal but the bootstrapped ones.
 
-    Returns the principals set. Each gets a fresh salt; its password is the one in its file.
+    The tenants' principals included, for each tenant that has a password file. Returns
+    the principals set. Each gets a fresh salt; its password is the one in its file.
     """
     from confluent_kafka.admin import AdminClient  # noqa: PLC0415 (slow import)
     from confluent_kafka.admin._scram import (  # noqa: PLC0415 (re-exported without __all__)
@@ -294,7 +314,12 @@ def upsert_scram_credentials(settings: Settings, timeout_s: float = 30.0) -> lis
         UserScramCredentialUpsertion,
     )
 
-    principals = [p for p in PRINCIPALS if p not in BOOTSTRAP_PRINCIPALS]
+    principals = [
+        p
+        for p in local_principals(settings)
+        if p not in BOOTSTRAP_PRINCIPALS
+        and (p in PRINCIPALS or password_path(settings, p).is_file())
+    ]
     info = ScramCredentialInfo(ScramMechanism.SCRAM_SHA_512, SCRAM_ITERATIONS)
     upsertions: list[UserScramCredentialAlteration] = [
         UserScramCredentialUpsertion(p, info, password(settings, p).encode("ascii"))

@@ -11,16 +11,21 @@ import threading
 from pathlib import Path
 
 import pytest
+import yaml
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
 from processors.meter.connection import faust_broker_options
-from streams.settings import KafkaSettings, Settings
+from streams.contracts.acls import load_acls
+from streams.contracts.catalog import load_catalog
+from streams.runtime.tenants import TenantRegistryError
+from streams.settings import PROJECT_ROOT, KafkaSettings, Settings
 from streams.stack import kafka_security as ks
 from streams.stack import local_processor_environment
 from streams.stack.components import ComponentError, Kafka
+from streams.stack.tenant_keys import configured_tenants, ensure_tenants
 
 
 def settings_in(tmp_path: Path, **stack: object) -> Settings:
@@ -295,3 +300,40 @@ def test_librdkafka_verifies_the_broker_certificate_for_its_address(
         client.list_topics(timeout=3)
     assert outcomes, "librdkafka never connected"
     assert (outcomes[0] == "TLSv1.3") is trusts_the_ca, outcomes
+
+
+# -- tenants' principals --------------------------------------------------------------
+
+
+def test_each_registered_tenant_gets_a_password_of_its_own(tmp_path: Path) -> None:
+    settings = settings_in(tmp_path)
+    ensure_tenants(settings, ["acme", "globex"])
+    made = ks.ensure_kafka_secrets(settings)
+    assert {"passwords/tenant-acme", "passwords/tenant-globex"} <= set(made)
+    assert ks.local_principals(settings) == (*ks.PRINCIPALS, "tenant-acme", "tenant-globex")
+    passwords = {ks.password(settings, p) for p in ks.local_principals(settings)}
+    assert len(passwords) == len(ks.PRINCIPALS) + 2
+    env = ks.client_environment(settings_in(tmp_path), "tenant-acme")
+    assert json.loads(env["SLUICE_KAFKA__OPTIONS"])["sasl.username"] == "tenant-acme"
+    assert env["SLUICE_KAFKA__SASL_PASSWORD"] == ks.password(settings, "tenant-acme")
+    # A tenant registered later gets its password at the next `sluice up`, the others stay.
+    ensure_tenants(settings, ["hooli"])
+    assert ks.ensure_kafka_secrets(settings) == ["passwords/tenant-hooli"]
+
+
+def test_a_tenant_principal_names_a_valid_tenant_id(made: Settings) -> None:
+    for name in ("tenant-", "tenant-../ca-key.pem", "tenant-a/b"):
+        with pytest.raises(ValueError, match="not a principal"):
+            ks.password_path(made, name)
+    with pytest.raises(TenantRegistryError):
+        ks.tenant_principal("../x")
+
+
+def test_the_acl_tenants_are_the_tenants_sluice_up_registers(tmp_path: Path) -> None:
+    """Every tenant `sluice up` registers can write its topics, and no other is granted."""
+    acls = yaml.safe_load((PROJECT_ROOT / "schemas" / "acls.yaml").read_text())
+    assert sorted(acls["tenants"]) == configured_tenants(settings_in(tmp_path))
+    declaration = load_acls(PROJECT_ROOT / "schemas", load_catalog(PROJECT_ROOT / "schemas"))
+    assert declaration.tenant_template == ks.TENANT_PRINCIPAL_PREFIX + "{tenant}"
+    for tenant in acls["tenants"]:
+        assert ks.tenant_principal(tenant) in declaration.principals

@@ -14,6 +14,7 @@ from processors.meter.settings import MeterSettings
 from streams.runtime.signing import METER_BUDGET, Signer, Verifier, public_key_of
 from streams.settings import Settings
 from streams.stack import Stack, local_processor_environment
+from streams.stack.kafka_security import PRINCIPALS
 from streams.stack.secrets import (
     budget_key_paths,
     dead_letter_key_path,
@@ -23,6 +24,7 @@ from streams.stack.secrets import (
     local_dead_letter_key,
     verdict_key_paths,
 )
+from streams.stack.tenant_keys import configured_tenants
 
 
 def settings_in(tmp_path: Path) -> Settings:
@@ -62,7 +64,11 @@ def test_sluice_up_makes_the_key(tmp_path: Path) -> None:
         f"meter's budget signing key: made {tmp_path / 'secrets' / 'budget-signing-key'} (0600)",
     ]
     assert said[3].startswith("tenants ")  # see test_tenant_keys
-    assert said[4] == f"Kafka credentials: made 12 files in {tmp_path / 'secrets' / 'kafka'} (0600)"
+    # The CA's key and certificate, the broker's key store, a password per fixed principal
+    # and one per tenant registered just before (their producers' principals).
+    files = 3 + len(PRINCIPALS) + len(configured_tenants(settings_in(tmp_path)))
+    kafka_dir = tmp_path / "secrets" / "kafka"
+    assert said[4] == f"Kafka credentials: made {files} files in {kafka_dir} (0600)"
     assert len(said) == 5
     Stack(settings_in(tmp_path), only=[]).up(said.append)
     assert len(said) == 5
