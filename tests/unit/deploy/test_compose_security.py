@@ -429,3 +429,32 @@ def test_connect_and_the_registry_log_in_over_tls() -> None:
 def test_no_service_reaches_kafka_before_its_credentials_exist() -> None:
     for name in ("schema-registry", "connect", "init"):
         assert "kafka-users" in SERVICES[name]["depends_on"], name
+
+
+def test_init_applies_the_declared_acls_before_any_processor_starts() -> None:
+    """Without the grants of schemas/acls.yaml the authorizer denies every processor."""
+    entrypoint = " ".join(SERVICES["init"]["entrypoint"])
+    assert "sluice schemas apply" in entrypoint or "sluice acl apply" in entrypoint
+    assert "--no-acls" not in entrypoint
+    from streams.stack.kafka_security import PROCESSOR_PRINCIPALS
+
+    for name in PROCESSOR_PRINCIPALS:
+        assert SERVICES[name]["depends_on"]["init"] == {
+            "condition": "service_completed_successfully"
+        }, name
+    dockerfile = (PROJECT_ROOT / "infra" / "docker" / "sluice.Dockerfile").read_text()
+    assert "COPY schemas schemas" in dockerfile, "the image ships schemas/acls.yaml"
+
+
+def test_connect_starts_once_its_acls_exist_and_the_registry_is_granted_before_init() -> None:
+    # Connect's grants come from schemas/acls.yaml, which init applies.
+    assert SERVICES["connect"]["depends_on"]["init"] == {
+        "condition": "service_completed_successfully"
+    }
+    # The registry must serve init, so kafka-users grants its topic and groups itself.
+    users = (PROJECT_ROOT / "infra" / "docker" / "kafka" / "users.sh").read_text()
+    assert "--allow-principal User:sluice-registry --topic _schemas" in users
+    assert "--group schema-registry" in users
+    assert "schema-registry" not in SERVICES["init"]["depends_on"] or (
+        SERVICES["schema-registry"]["depends_on"].keys() == {"kafka-users"}
+    ), "the registry must not wait for init, which needs it"
