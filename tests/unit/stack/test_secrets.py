@@ -56,14 +56,14 @@ def test_sluice_up_makes_the_key(tmp_path: Path) -> None:
     said: list[str] = []
     Stack(settings_in(tmp_path), only=[]).up(said.append)
     assert dead_letter_key_path(settings_in(tmp_path)).is_file()
-    assert said[:2] == [
+    assert said[:3] == [
         f"dead-letter encryption key: made {tmp_path / 'secrets' / 'dead-letter-key'} (0600)",
         f"guard's verdict signing key: made {tmp_path / 'secrets' / 'verdict-signing-key'} (0600)",
         f"meter's budget signing key: made {tmp_path / 'secrets' / 'budget-signing-key'} (0600)",
     ]
-    assert said[2].startswith("tenants ") and len(said) == 3  # see test_tenant_keys
+    assert said[3].startswith("tenants ") and len(said) == 4  # see test_tenant_keys
     Stack(settings_in(tmp_path), only=[]).up(said.append)
-    assert len(said) == 3
+    assert len(said) == 4
 
 
 def test_the_verdict_keypair_is_made_once_with_mode_0600(tmp_path: Path) -> None:
