@@ -40,19 +40,19 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, TopicPartition
+from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, Consumer, Message, TopicPartition
 from prometheus_client import Counter
 
 from streams.contracts.catalog import Catalog
 from streams.contracts.serde import AvroSerde
 from streams.errors import RecordError, TransientError
 from streams.runtime import kafka
+from streams.runtime.follower import TopicFollower
 from streams.settings import Settings
 
 log = logging.getLogger("sluice.guard")
@@ -228,7 +228,7 @@ class SeenView(Protocol):
         ...
 
 
-class SeenRequests:
+class SeenRequests(TopicFollower):
     """Every (tenant, request_id) guard decided within the window, from its own outputs.
 
     The consumer (no consumer group: each replica reads everything) is assigned
@@ -250,18 +250,15 @@ class SeenRequests:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         expire_every_s: float = 10.0,
     ) -> None:
-        self.settings = settings
-        self.catalog = catalog
-        self.topics = topics
+        super().__init__(settings, catalog, topics, "request-id-view")
         self.window_s = window_s
         self._clock = clock
         self._expire_every_ms = int(expire_every_s * 1000)
         self._ids = SeenIds(window_s=window_s, max_per_tenant=max_per_tenant, max_total=max_total)
         self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self._next_expiry_ms = 0
+        self._serde: AvroSerde | None = None
+        self._physical: dict[str, str] = {}
         self.records_read = 0
         self.records_skipped = 0
 
@@ -281,83 +278,38 @@ class SeenRequests:
         with self._lock:
             return len(self._ids)
 
-    # -- lifecycle --------------------------------------------------------------
-    def start(self) -> SeenRequests:
-        """Start following the topics in a daemon thread."""
-        self._thread = threading.Thread(target=self._follow, name="request-id-view", daemon=True)
-        self._thread.start()
-        return self
+    # -- the consumer (streams.runtime.follower runs it) ---------------------------
+    def _prepare(self) -> None:
+        catalog = self.followed_catalog()
+        self._serde = AvroSerde(kafka.registry(self.settings), catalog, self.settings.registry)
+        self._physical = {catalog.physical(t): t for t in self.topics}
 
-    def wait_ready(self, timeout: float) -> bool:
-        """Block until the view has caught up with the topics as they were at start."""
-        return self._ready.wait(timeout)
-
-    def close(self) -> None:
-        """Stop the background consumer."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    # -- the consumer -----------------------------------------------------------
-    def _follow(self) -> None:
-        try:
-            self._consume()
-        except BaseException as exc:  # surfaced through .error; guard must fail closed on it
-            self.error = exc
-            log.exception("request-id view stopped following %s", ", ".join(self.topics))
-            raise
-
-    def _consume(self) -> None:
-        serde = AvroSerde(kafka.registry(self.settings), self.catalog, self.settings.registry)
-        physical = {self.catalog.physical(t): t for t in self.topics}
-        consumer = kafka.consumer(
-            self.settings,
-            f"{self.settings.runner.group_prefix}.request-id-view.{uuid.uuid4().hex[:8]}",
-            **{"enable.partition.eof": True},
+    def _assignment(
+        self, consumer: Consumer, ends: dict[TopicPartition, int]
+    ) -> list[TopicPartition]:
+        since_ms = _ms(self._clock()) - self._ids.window_ms
+        starts = consumer.offsets_for_times(
+            [TopicPartition(tp.topic, tp.partition, since_ms) for tp in ends], 10.0
         )
-        try:
-            ends = kafka.end_offsets(consumer, list(physical))
-            since_ms = _ms(self._clock()) - self._ids.window_ms
-            starts = consumer.offsets_for_times(
-                [TopicPartition(tp.topic, tp.partition, since_ms) for tp in ends], 10.0
+        failed = [tp for tp in starts if tp.error is not None]
+        if failed:
+            raise TransientError(
+                f"cannot find the offsets of the last {self.window_s:.0f} s on "
+                f"{failed[0].topic}: {failed[0].error}"
             )
-            failed = [tp for tp in starts if tp.error is not None]
-            if failed:
-                raise TransientError(
-                    f"cannot find the offsets of the last {self.window_s:.0f} s on "
-                    f"{failed[0].topic}: {failed[0].error}"
-                )
-            # TopicPartitions compare by topic and partition only, so ``ends[tp]`` finds them.
-            assignment = [start_at(tp, ends[tp]) for tp in starts]
-            consumer.assign(assignment)
-            pending = {(tp.topic, tp.partition) for tp in assignment if tp.offset < ends[tp]}
-            if not pending:
-                self._ready.set()
-            next_expiry = 0
-            while not self._stopping.is_set():
-                for message in consumer.consume(500, 0.2):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            pending.discard((message.topic(), message.partition()))
-                        else:
-                            log.warning("request-id view: %s", error.str())
-                        continue
-                    self._apply(serde, physical, message)
-                if pending and not self._ready.is_set():
-                    positions = consumer.position([TopicPartition(t, p) for t, p in pending])
-                    for tp in positions:
-                        if (tp.offset or 0) >= ends[TopicPartition(tp.topic, tp.partition)]:
-                            pending.discard((tp.topic, tp.partition))
-                if not pending:
-                    self._ready.set()
-                now_ms = _ms(self._clock())
-                if now_ms >= next_expiry:
-                    with self._lock:
-                        self._ids.expire(now_ms)
-                    next_expiry = now_ms + self._expire_every_ms
-        finally:
-            consumer.close()
+        return [start_at(tp, ends[tp]) for tp in starts]
+
+    def _on_message(self, message: Message) -> None:
+        if self._serde is None:
+            raise RuntimeError("request-id view: a record arrived before the view was prepared")
+        self._apply(self._serde, self._physical, message)
+
+    def _tick(self) -> None:
+        now_ms = _ms(self._clock())
+        if now_ms >= self._next_expiry_ms:
+            with self._lock:
+                self._ids.expire(now_ms)
+            self._next_expiry_ms = now_ms + self._expire_every_ms
 
     def _apply(self, serde: AvroSerde, physical: dict[str, str], message: Message) -> None:
         raw = message.value()
@@ -365,7 +317,9 @@ class SeenRequests:
         key: RequestKey | None = None
         if raw is not None and topic:
             try:
-                key = decided_key(serde.decode(raw, self.catalog.value_schema(topic), topic=topic))
+                key = decided_key(
+                    serde.decode(raw, self.followed_catalog().value_schema(topic), topic=topic)
+                )
             except RecordError as error:
                 log.warning(
                     "request-id view: skipping an unreadable record (%s)", type(error).__name__

@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import logging
 import threading
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -50,7 +49,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from confluent_kafka import KafkaError, TopicPartition
+from confluent_kafka import Consumer, Message, TopicPartition
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streams.contracts import money
@@ -58,6 +57,7 @@ from streams.contracts.catalog import Catalog
 from streams.contracts.serde import AvroSerde
 from streams.errors import ConfigurationError, RecordError
 from streams.runtime import kafka, metrics
+from streams.runtime.follower import TopicFollower
 from streams.runtime.signing import UnverifiedError, Verifier
 from streams.runtime.spec import Headers
 from streams.settings import Settings
@@ -233,7 +233,7 @@ class BudgetRecord:
     headers: Headers
 
 
-class BudgetView:
+class BudgetView(TopicFollower):
     """The latest ``BudgetStatus`` per tenant, kept current by a background consumer.
 
     The consumer is assigned every partition of ``metering.budgets`` from the
@@ -253,18 +253,14 @@ class BudgetView:
         topic: str = BUDGETS_TOPIC,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self.settings = settings
-        self.catalog = catalog
+        super().__init__(settings, catalog, (topic,), "budget-view")
         self.verifier = verifier
         self.budgets = budgets
         self.topic = topic
         self._clock = clock
         self._statuses: dict[str, BudgetStatus] = {}
         self._lock = threading.Lock()
-        self._ready = threading.Event()
-        self._stopping = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.error: BaseException | None = None
+        self._decode: Callable[[bytes], BudgetStatus] | None = None
         self.records_read = 0
         self.rejected: dict[str, int] = {}
 
@@ -332,17 +328,13 @@ class BudgetView:
             # writer chose.
             log.warning(
                 "budget view: ignored %s[%d]@%d: %s (%s; %d such records so far)",
-                self._shown_topic(),
+                self.shown_topics(),
                 record.partition,
                 record.offset,
                 reason,
                 detail,
                 count,
             )
-
-    def _shown_topic(self) -> str:
-        """The topic as the cluster names it (a view fed by hand has no catalog)."""
-        return self.catalog.physical(self.topic) if self.catalog is not None else self.topic
 
     def status(self, tenant: str) -> BudgetStatus | None:
         """The tenant's latest status if its budget is enforced, otherwise None."""
@@ -354,80 +346,31 @@ class BudgetView:
         with self._lock:
             return sorted(self._statuses)
 
-    # -- lifecycle --------------------------------------------------------------
-    def start(self) -> BudgetView:
-        """Start following the topic in a daemon thread."""
-        self._thread = threading.Thread(target=self._follow, name="budget-view", daemon=True)
-        self._thread.start()
-        return self
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Block until the view has caught up with the topic as it was at start."""
-        return self._ready.wait(timeout)
-
-    def close(self) -> None:
-        """Stop the background consumer."""
-        self._stopping.set()
-        if self._thread is not None:
-            self._thread.join(10)
-
-    def __enter__(self) -> BudgetView:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
-    # -- the consumer -----------------------------------------------------------
-    def _follow(self) -> None:
-        try:
-            self._consume()
-        except BaseException as exc:  # surfaced through .error; guard must fail closed on it
-            self.error = exc
-            log.exception("budget view stopped following %s", self._shown_topic())
-            raise
-
-    def _consume(self) -> None:
-        serde = AvroSerde(kafka.registry(self.settings), self.catalog, self.settings.registry)
-        schema = self.catalog.value_schema(self.topic)
-        physical = self.catalog.physical(self.topic)
+    # -- the consumer (streams.runtime.follower runs it) ---------------------------
+    def _prepare(self) -> None:
+        catalog = self.followed_catalog()
+        serde = AvroSerde(kafka.registry(self.settings), catalog, self.settings.registry)
+        schema = catalog.value_schema(self.topic)
 
         def decode(raw: bytes) -> BudgetStatus:
             return BudgetStatus.from_avro(serde.decode(raw, schema, topic=self.topic))
 
-        consumer = kafka.consumer(
-            self.settings,
-            f"{self.settings.runner.group_prefix}.budget-view.{uuid.uuid4().hex[:8]}",
-            **{"enable.partition.eof": True},
+        self._decode = decode
+
+    def _assignment(
+        self, consumer: Consumer, ends: dict[TopicPartition, int]
+    ) -> list[TopicPartition]:
+        # From the beginning: the compacted topic holds every tenant's latest status.
+        return [TopicPartition(tp.topic, tp.partition, 0) for tp in ends]
+
+    def _on_message(self, message: Message) -> None:
+        if self._decode is None:
+            raise RuntimeError("budget view: a record arrived before the view was prepared")
+        record = BudgetRecord(
+            partition=message.partition() or 0,
+            offset=message.offset() or 0,
+            key=message.key(),
+            value=message.value(),
+            headers=kafka.headers_of(message),
         )
-        try:
-            ends = kafka.end_offsets(consumer, [physical])
-            consumer.assign([TopicPartition(tp.topic, tp.partition, 0) for tp in ends])
-            pending = {tp.partition for tp, end in ends.items() if end > 0}
-            if not pending:
-                self._ready.set()
-            while not self._stopping.is_set():
-                for message in consumer.consume(500, 0.2):
-                    error = message.error()
-                    if error is not None:
-                        if error.code() == KafkaError._PARTITION_EOF:
-                            pending.discard(message.partition())
-                        else:
-                            log.warning("budget view: %s", error.str())
-                        continue
-                    record = BudgetRecord(
-                        partition=message.partition() or 0,
-                        offset=message.offset() or 0,
-                        key=message.key(),
-                        value=message.value(),
-                        headers=kafka.headers_of(message),
-                    )
-                    self.receive(record, decode)
-                if pending and not self._ready.is_set():
-                    positions = consumer.position([TopicPartition(physical, p) for p in pending])
-                    for tp in positions:
-                        if (tp.offset or 0) >= ends[TopicPartition(physical, tp.partition)]:
-                            pending.discard(tp.partition)
-                if not pending:
-                    self._ready.set()
-        finally:
-            consumer.close()
+        self.receive(record, self._decode)

@@ -19,14 +19,13 @@ from decimal import Decimal
 
 import pytest
 
-from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.contracts.records import InferenceResult
 from streams.contracts.serde import AvroSerde
 from streams.llm.budgets import BudgetStatus, PeriodSpend
 from streams.runtime import kafka
 from streams.runtime.signing import METER_BUDGET, Signer, new_keypair
 from streams.stack.secrets import budget_key_paths
 from tests.support import metering as m
-from tests.support.tenants import client as signing_client
 from tests.support.tenants import register
 from tests.support.world import (
     World,
@@ -72,31 +71,6 @@ def serde_of(world: World) -> AvroSerde:
     return AvroSerde(kafka.registry(world.settings), world.catalog)
 
 
-def send_request(world: World, tenant: str) -> str:
-    request = InferenceRequest.new(tenant, "gpt-4o", "Summarise the ticket about billing.")
-    with signing_client(world.settings, world.catalog, tenant) as client:
-        client.send_request(request)
-    return request.request_id
-
-
-def guard_outcome(world: World, serde: AvroSerde, request_id: str) -> tuple[str, str | None]:
-    """Where guard sent the request, and the reason it gave."""
-    found: dict[str, tuple[str, str | None]] = {}
-
-    def seen() -> bool:
-        for name in ("inference.requests.safe", "inference.requests.blocked"):
-            for message in read_all(
-                world.settings, world.topic(name), expect=0, timeout=5, settle=1
-            ):
-                if message.key() == request_id.encode():
-                    value = serde.decode(message.value(), world.catalog.value_schema(name))
-                    found[request_id] = (name, value["guard"]["reason"])
-        return request_id in found
-
-    wait_for(seen, 180, f"guard's verdict on {request_id}\n{process_log(world)[-3000:]}")
-    return found[request_id]
-
-
 def forged_status(tenant: str) -> BudgetStatus:
     """What a forger writes: the newest version there could be, soft, and nothing spent."""
     now = datetime.now(UTC)
@@ -116,14 +90,14 @@ def test_a_forged_budget_record_lifts_no_block(budget_world):
     serde = serde_of(world)
     start_processor(world, "guard", **GUARD_ENV)
     start_processor(world, "meter")
-    assert guard_outcome(world, serde, send_request(world, over))[0] == "inference.requests.safe"
+    assert m.guard_decides(world, serde, over)[0] == "inference.requests.safe"
 
     # Five gpt-4o results: 0.0175 USD, over the tenant's hard 0.01 USD a day.
     m.send_results(world.settings, serde, m.gpt4o_results([over], 5))
     with m.budget_view(world) as view:
         wait_for(lambda: view.is_over_hard_budget(over) is not None, 180, "meter's status")
     time.sleep(2)  # guard's own view follows the topic within a poll
-    assert guard_outcome(world, serde, send_request(world, over)) == (
+    assert m.guard_decides(world, serde, over) == (
         "inference.requests.blocked",
         "budget_exceeded",
     )
@@ -148,11 +122,11 @@ def test_a_forged_budget_record_lifts_no_block(budget_world):
         ],
     )
     time.sleep(3)  # guard has read them by now
-    assert guard_outcome(world, serde, send_request(world, over)) == (
+    assert m.guard_decides(world, serde, over) == (
         "inference.requests.blocked",
         "budget_exceeded",
     )
-    assert guard_outcome(world, serde, send_request(world, under))[0] == "inference.requests.safe"
+    assert m.guard_decides(world, serde, under)[0] == "inference.requests.safe"
     guard_log = processor_logs(world, "guard")[0]
     for reason in ("unsigned", "unknown_key", "bad_signature"):
         assert f"budget view: ignored {topic}" in guard_log and reason in guard_log, reason
@@ -161,7 +135,7 @@ def test_a_forged_budget_record_lifts_no_block(budget_world):
     stop_all(world)
     world.processes.clear()
     start_processor(world, "guard", **GUARD_ENV)
-    assert guard_outcome(world, serde, send_request(world, over)) == (
+    assert m.guard_decides(world, serde, over) == (
         "inference.requests.blocked",
         "budget_exceeded",
     )

@@ -18,7 +18,7 @@ from typing import Any
 import yaml
 from confluent_kafka import TopicPartition
 
-from streams.contracts.records import InferenceResult
+from streams.contracts.records import InferenceRequest, InferenceResult
 from streams.contracts.serde import AvroSerde
 from streams.llm.budgets import BudgetView, load_budgets
 from streams.runtime import kafka
@@ -27,7 +27,8 @@ from streams.settings import PROJECT_ROOT, Settings
 from streams.stack import sandbox
 from streams.stack.secrets import budget_key_paths, ensure_budget_keys
 from streams.warehouse import clickhouse
-from tests.support.world import World, produce
+from tests.support.tenants import client as signing_client
+from tests.support.world import World, process_log, produce, read_all, wait_for
 
 MODELS = ("gpt-4o-mini", "textgen", "minilm")
 
@@ -258,3 +259,34 @@ def read_values(
         for msg in read_all(settings, serde.catalog.physical(topic), expect=0, timeout=10, settle=2)
     ]
     return [v for v in values if keep(v)]
+
+
+def send_request(world: World, tenant: str) -> str:
+    """A small gpt-4o request, signed as ``tenant``; its request id."""
+    request = InferenceRequest.new(tenant, "gpt-4o", "Summarise the ticket about billing.")
+    with signing_client(world.settings, world.catalog, tenant) as client:
+        client.send_request(request)
+    return request.request_id
+
+
+def guard_outcome(world: World, serde: AvroSerde, request_id: str) -> tuple[str, str | None]:
+    """Where guard sent the request, and the reason it gave."""
+    found: dict[str, tuple[str, str | None]] = {}
+
+    def seen() -> bool:
+        for name in ("inference.requests.safe", "inference.requests.blocked"):
+            for message in read_all(
+                world.settings, world.topic(name), expect=0, timeout=5, settle=1
+            ):
+                if message.key() == request_id.encode():
+                    value = serde.decode(message.value(), world.catalog.value_schema(name))
+                    found[request_id] = (name, value["guard"]["reason"])
+        return request_id in found
+
+    wait_for(seen, 180, f"guard's verdict on {request_id}\n{process_log(world)[-3000:]}")
+    return found[request_id]
+
+
+def guard_decides(world: World, serde: AvroSerde, tenant: str) -> tuple[str, str | None]:
+    """Send ``tenant`` a request; where guard sent it and the reason it gave."""
+    return guard_outcome(world, serde, send_request(world, tenant))
