@@ -79,7 +79,9 @@ def test_blocking_entity_and_injection_go_to_blocked(engine: GuardEngine) -> Non
 def test_budget_exhausted_tenant_is_blocked(engine: GuardEngine) -> None:
     over = {"acme": "USD 100.00 of 100.00 per day"}
     first, second = guard_requests(
-        [request("hello", "acme"), request("hello", "globex")], engine, over.get
+        [request("hello", "acme"), request("hello", "globex")],
+        engine,
+        lambda r: over.get(r.tenant_id),
     )
     assert first[0].topic == BLOCKED
     assert first[0].value["guard"]["reason"] == "budget_exceeded"
