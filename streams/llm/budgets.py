@@ -34,7 +34,10 @@ trusts nothing a record says that meter did not sign:
 A status only counts while its period lasts: a tenant over its daily budget
 is allowed again when the UTC day changes, even before meter writes a new
 status. Enforcement is as fresh as ``metering.budgets`` (meter writes it after
-every request, so requests in flight when the limit is crossed still pass).
+every request); guard covers the requests in flight with reservations
+(``processors.guard.reservations``), which meter settles: every status lists the
+request ids it counted (``settled_request_ids``), and the view hands those of a
+verified record to ``on_settled``.
 """
 
 from __future__ import annotations
