@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
 
@@ -300,9 +300,9 @@ def reservation_world(stack, tmp_path):
     worst = worst_case(textgen_request(tenant), load_models(), prices)
     assert worst.cost > 0
     # Room for two worst cases and half of a third: the third request must not fit.
-    limit = worst.cost * 2 + worst.cost / 2
+    limit = (worst.cost * 5 / 2).quantize(Decimal("0.000000001"), rounding=ROUND_DOWN)
     w = m.metering_world(
-        stack, tmp_path, budgets={"tenants": {tenant: {"hard": True, "day": {"usd": str(limit)}}}}
+        stack, tmp_path, budgets={"tenants": {tenant: {"hard": True, "day": {"usd": f"{limit:f}"}}}}
     )
     w.tenant = tenant  # type: ignore[attr-defined]
     register(w.settings, [tenant])  # guard reads the tenant registry when it starts
