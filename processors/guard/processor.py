@@ -7,7 +7,9 @@ Two routes in one processor (one consumer group, one transaction per batch):
   verdict) or ``inference.requests.blocked`` (the redacted copy and the reason: a
   PII entity whose policy is ``block``, a prompt injection, a ``user_id`` that is
   personal data, an exhausted budget, a request id the tenant already used or a
-  request too old to tell (``processors.guard.replay``), or an analyzer that failed —
+  request too old to tell (``processors.guard.replay``), a request whose worst-case
+  cost, reserved on top of the spend and the requests in flight, would break a hard
+  budget (``processors.guard.reservations``), or an analyzer that failed —
   guard fails closed);
   before any of that, each request must be signed by a registered tenant's key
   (``identity``): an unsigned or forged one is dead-lettered
@@ -47,10 +49,13 @@ from processors.guard.fields import (
 )
 from processors.guard.identity import TenantIdentity
 from processors.guard.replay import RequestIdGate
+from processors.guard.reservations import ReservationLedger
 from processors.guard.settings import GuardSettings
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.errors import TransientError, UnauthenticatedRequest
 from streams.llm.budgets import load_budgets
+from streams.llm.model_catalog import load_models
+from streams.llm.pricing import load_prices
 from streams.runtime.signing import Signer
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, RecordSigner
 from streams.runtime.tenants import TenantRegistry
@@ -67,8 +72,9 @@ BUDGET_EXCEEDED = "budget_exceeded"
 #: that even SLUICE_LOG_LEVEL=DEBUG never writes a prompt to guard's log.
 TEXT_LOGGERS = ("presidio-analyzer", "presidio-anonymizer")
 
-#: Answers "why must this tenant's requests stop now?" (None: they may go on).
-BudgetCheck = Callable[[str], "str | None"]
+#: Answers "why must this request (as guard would let it through) stop?" (None: it may go
+#: on, and its worst case is then reserved against its tenant's hard budget).
+BudgetCheck = Callable[[InferenceRequest], "str | None"]
 #: Answers "may this tenant use this request id now?" (None: yes); remembers the id.
 ReplayCheck = Callable[[str, str, datetime], "str | None"]
 
@@ -128,10 +134,6 @@ def guard_requests(
         )
         if replay is not None:
             verdict = dataclasses.replace(verdict, action=BLOCK, reason=replay)
-        elif verdict.action != BLOCK and over_budget is not None:
-            reason = over_budget(tenant_of(request))
-            if reason is not None:
-                verdict = dataclasses.replace(verdict, action=BLOCK, reason=BUDGET_EXCEEDED)
         safe = dataclasses.replace(
             request,
             input_text=guarded.texts[INPUT_FIELD],
@@ -140,7 +142,17 @@ def guard_requests(
             metadata=guarded.metadata,
             guard=verdict,
         )
-        trace_verdict(spans[len(outputs)] if spans else None, INPUT_FIELD, request, verdict)
+        span = spans[len(outputs)] if spans else None
+        if verdict.action != BLOCK and over_budget is not None:
+            # Asked last, with the redacted text infer will see: a request that passes
+            # here holds its worst case against the tenant's budget.
+            detail = over_budget(safe)
+            if detail is not None:
+                verdict = dataclasses.replace(verdict, action=BLOCK, reason=BUDGET_EXCEEDED)
+                safe = dataclasses.replace(safe, guard=verdict)
+                if span is not None:
+                    span.set_attribute("sluice.guard.budget_detail", detail)
+        trace_verdict(span, INPUT_FIELD, request, verdict)
         topic = BLOCKED if verdict.action == BLOCK else SAFE
         outputs.append(
             [Output(topic, safe.to_avro(), key=request.request_id), *_findings(guarded.findings)]
@@ -295,6 +307,13 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
             verifier=verifier,
             budgets=budgets,
             ready_timeout_s=settings.budgets_ready_timeout_s,
+            # infer's catalog and meter's prices: what a request can cost once it passes.
+            models=load_models(ctx.settings.triton.models_file),
+            prices=load_prices(settings.prices_path(ctx.settings.schemas_dir)),
+            ledger=ReservationLedger(
+                ttl_s=settings.reservation_ttl_s,
+                max_per_tenant=settings.max_reservations_per_tenant,
+            ),
         )
     return GuardResources(
         engine=engine,
@@ -327,12 +346,17 @@ def _teardown(ctx: GuardContext) -> None:
 def _after_commit(ctx: GuardContext) -> None:
     if ctx.resources.request_ids is not None:
         ctx.resources.request_ids.committed()
+    if ctx.resources.over_budget is not None:
+        ctx.resources.over_budget.committed()
 
 
 def _rollback(ctx: GuardContext) -> None:
-    # The batch's outputs were not written: its request ids are not used.
+    # The batch's outputs were not written: its request ids are not used, and the
+    # requests it passed hold no reservation (the retry decides them again).
     if ctx.resources.request_ids is not None:
         ctx.resources.request_ids.rollback()
+    if ctx.resources.over_budget is not None:
+        ctx.resources.over_budget.rollback()
 
 
 def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Outcome]:

@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from processors.guard.reservations import DEFAULT_MAX_PER_TENANT, DEFAULT_TTL_S
 from streams.runtime.signing import METER_BUDGET, Verifier
 from streams.settings import PROJECT_ROOT
 
@@ -112,6 +113,27 @@ class GuardSettings(BaseSettings):
     budgets_ready_timeout_s: float = Field(
         60.0, gt=0, description="Longest wait at start to read metering.budgets to its end."
     )
+    prices_file: Path | None = Field(
+        None,
+        description="Default <schemas>/prices.yaml. The price table guard prices a request's "
+        "worst case with, for the reservation of a hard-budget tenant: give guard the file "
+        "meter prices with.",
+    )
+    reservation_ttl_s: float = Field(
+        DEFAULT_TTL_S,
+        gt=0,
+        description="How long guard holds a passed request's worst-case reservation against "
+        "its tenant's hard budget when meter does not count the request (dropped, or "
+        "dead-lettered by infer). Keep it above the time from guard to meter under load; a "
+        "request meter counts releases its reservation at once.",
+    )
+    max_reservations_per_tenant: int = Field(
+        DEFAULT_MAX_PER_TENANT,
+        ge=1,
+        description="Reservations a hard-budget tenant may hold at once (requests passed and "
+        "not yet counted by meter); past it the tenant's next requests are blocked as "
+        "budget_exceeded until some are counted or expire (fail closed).",
+    )
     request_ids: Literal["enforce", "off"] = Field(
         "enforce",
         description="enforce: block a request whose request_id the tenant already used within "
@@ -170,6 +192,10 @@ class GuardSettings(BaseSettings):
         return Verifier.from_settings(
             self.budget_public_keys, BUDGET_PUBLIC_KEYS_SETTING, METER_BUDGET
         )
+
+    def prices_path(self, schemas_dir: Path) -> Path:
+        """The model price table: ``prices_file``, or ``prices.yaml`` in ``schemas_dir``."""
+        return self.prices_file or schemas_dir / "prices.yaml"
 
     def budgets_path(self, schemas_dir: Path) -> Path:
         """The tenants' budgets: ``budgets_file``, or ``budgets.yaml`` in ``schemas_dir``."""

@@ -387,11 +387,19 @@ def _count_budget(
             periods[period] = current
         budget = {**budget, "o": offset, "v": budget["v"] + 1, "periods": periods, "u": _ms(now)}
         state[key] = budget
-    return status_of(usage.tenant_id, budget, budgets), alerts
+    # The status settles this request, also when it is re-sent for a replayed event: the
+    # first one may be lost with the crash, and guard's reservation would outlive it.
+    return status_of(usage.tenant_id, budget, budgets, settled=(usage.request_id,)), alerts
 
 
-def status_of(tenant: str, budget: dict[str, Any], budgets: BudgetConfig) -> BudgetStatus:
-    """The sluice.v1.BudgetStatus of a tenant's budget state (limits from the config)."""
+def status_of(
+    tenant: str, budget: dict[str, Any], budgets: BudgetConfig, *, settled: tuple[str, ...] = ()
+) -> BudgetStatus:
+    """The sluice.v1.BudgetStatus of a tenant's budget state (limits from the config).
+
+    ``settled`` are the request ids this status counts (guard drops their reservations);
+    meter emits one status per usage event, so it names that event's request.
+    """
     config = budgets.for_tenant(tenant)
     spends = []
     for period in PERIODS:
@@ -417,6 +425,7 @@ def status_of(tenant: str, budget: dict[str, Any], budgets: BudgetConfig) -> Bud
         periods=tuple(spends),
         version=budget["v"],
         updated_at=_dt(budget.get("u", 0)),
+        settled_request_ids=settled,
     )
 
 

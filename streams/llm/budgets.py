@@ -34,14 +34,17 @@ trusts nothing a record says that meter did not sign:
 A status only counts while its period lasts: a tenant over its daily budget
 is allowed again when the UTC day changes, even before meter writes a new
 status. Enforcement is as fresh as ``metering.budgets`` (meter writes it after
-every request, so requests in flight when the limit is crossed still pass).
+every request); guard covers the requests in flight with reservations
+(``processors.guard.reservations``), which meter settles: every status lists the
+request ids it counted (``settled_request_ids``), and the view hands those of a
+verified record to ``on_settled``.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -67,6 +70,9 @@ log = logging.getLogger(__name__)
 BUDGETS_TOPIC = "metering.budgets"
 Period = Literal["day", "month"]
 PERIODS: tuple[Period, ...] = ("day", "month")
+#: Most request ids one status settles. meter writes one status per usage event, so it
+#: lists one; a reader takes no more than this many from any record.
+MAX_SETTLED_PER_STATUS = 64
 #: After the first of each reason, one warning per this many rejected records (a flood
 #: of forged records must not flood guard's log as well; the counter counts them all).
 REJECTION_LOG_EVERY = 1000
@@ -178,16 +184,21 @@ class BudgetStatus:
     periods: tuple[PeriodSpend, ...]
     version: int
     updated_at: datetime
+    #: The requests whose usage this status is the first to count (guard drops their
+    #: reservations: their real cost is in the spend now).
+    settled_request_ids: tuple[str, ...] = ()
 
     @classmethod
     def from_avro(cls, value: dict[str, Any]) -> BudgetStatus:
-        """From the decoded Avro record."""
+        """From the decoded Avro record (a status written before settlements settles none)."""
+        settled = value.get("settled_request_ids") or []
         return cls(
             tenant_id=value["tenant_id"],
             hard=value["hard"],
             periods=tuple(PeriodSpend(**p) for p in value["periods"]),
             version=value["version"],
             updated_at=value["updated_at"],
+            settled_request_ids=tuple(str(r) for r in settled[:MAX_SETTLED_PER_STATUS]),
         )
 
     def to_avro(self) -> dict[str, Any]:
@@ -210,7 +221,15 @@ class BudgetStatus:
             ],
             "version": self.version,
             "updated_at": self.updated_at,
+            "settled_request_ids": list(self.settled_request_ids),
         }
+
+    def spend(self, period: str, now: datetime) -> tuple[int, Decimal]:
+        """Tokens and cost spent in ``period`` if it is still running at ``now``, else none."""
+        for spent in self.periods:
+            if spent.period == period and spent.period_start <= now < spent.period_end:
+                return spent.tokens, spent.cost
+        return 0, money.ZERO
 
     def over_budget(self, now: datetime) -> str | None:
         """Why the tenant is over a budget whose period is still running, or None."""
@@ -252,12 +271,14 @@ class BudgetView(TopicFollower):
         budgets: BudgetConfig,
         topic: str = BUDGETS_TOPIC,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        on_settled: Callable[[str, Sequence[str]], object] | None = None,
     ) -> None:
         super().__init__(settings, catalog, (topic,), "budget-view")
         self.verifier = verifier
         self.budgets = budgets
         self.topic = topic
         self._clock = clock
+        self._on_settled = on_settled
         self._statuses: dict[str, BudgetStatus] = {}
         self._lock = threading.Lock()
         self._decode: Callable[[bytes], BudgetStatus] | None = None
@@ -273,6 +294,13 @@ class BudgetView(TopicFollower):
         if status is None:
             return None
         return status.over_budget(self._clock())
+
+    def spend(self, tenant: str, period: str) -> tuple[int, Decimal]:
+        """The tenant's tokens and cost in the running ``period`` (none without a status)."""
+        status = self.status(tenant)
+        if status is None:
+            return 0, money.ZERO
+        return status.spend(period, self._clock())
 
     def enforced(self, tenant: str) -> bool:
         """Whether the budget config (not a record) says the tenant's budget is hard."""
@@ -301,7 +329,13 @@ class BudgetView(TopicFollower):
             self._reject(record, "key_mismatch", "the record's key is not its tenant")
             return False
         self.records_read += 1
-        return self._keep(status)
+        kept = self._keep(status)
+        # After the spend is kept, never before: between the two a request is counted
+        # twice (spend and reservation), never not at all. An older status settles too:
+        # the status held is newer, so its spend includes those requests already.
+        if status.settled_request_ids and self._on_settled is not None:
+            self._on_settled(status.tenant_id, status.settled_request_ids)
+        return kept
 
     def _keep(self, status: BudgetStatus) -> bool:
         """Keep ``status`` if its tenant is enforced and it is newer than the one held.

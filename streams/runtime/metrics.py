@@ -55,6 +55,22 @@ BUDGET_RECORDS_REJECTED = Counter(
     "Records of metering.budgets a budget view ignored (not signed by meter, or unreadable).",
     ["reason"],
 )
+BUDGET_RESERVATIONS = Gauge(
+    "sluice_budget_reservations",
+    "Worst-case reservations guard holds for passed requests of hard-budget tenants that "
+    "meter has not counted yet (all tenants together).",
+)
+BUDGET_RESERVATION_BLOCKS = Counter(
+    "sluice_budget_reservation_blocks_total",
+    "Requests guard blocked as budget_exceeded because their reservation would break a "
+    "limit (limit) or their tenant holds its most reservations (cap).",
+    ["reason"],
+)
+BUDGET_RESERVATIONS_EXPIRED = Counter(
+    "sluice_budget_reservations_expired_total",
+    "Reservations dropped after SLUICE_GUARD__RESERVATION_TTL_S without meter counting "
+    "their request (dropped or dead-lettered on the way).",
+)
 RETRIES = Counter(
     "sluice_retries_total",
     "Batches rewound because a dependency was unavailable.",

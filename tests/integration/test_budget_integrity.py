@@ -5,7 +5,9 @@
   not even for a guard that reads the topic again from the start;
 * a result dated absurdly (year 9999) is dead-lettered with its original bytes, and
   meter goes on metering the next results;
-* a result dated an hour ahead is metered now, in the current period.
+* a result dated an hour ahead is metered now, in the current period;
+* requests sent at once cannot overspend a hard budget: guard reserves each passed
+  request's worst case until meter's signed status settles it.
 
 Each test runs `sluice run meter` / `sluice run guard` as child processes in its own
 sandbox (topics, groups, meter state, budgets file), as tests/integration/test_metering.py.
@@ -14,18 +16,23 @@ sandbox (topics, groups, meter state, budgets file), as tests/integration/test_m
 from __future__ import annotations
 
 import time
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
 
-from streams.contracts.records import InferenceResult
+from processors.guard.worst_case import worst_case
+from streams.contracts.records import InferenceRequest, InferenceResult
 from streams.contracts.serde import AvroSerde
 from streams.llm.budgets import BudgetStatus, PeriodSpend
+from streams.llm.model_catalog import load_models
+from streams.llm.pricing import load_prices
 from streams.runtime import kafka
 from streams.runtime.signing import METER_BUDGET, Signer, new_keypair
 from streams.stack.secrets import budget_key_paths
 from tests.support import metering as m
+from tests.support.tenants import client as signing_client
 from tests.support.tenants import register
 from tests.support.world import (
     World,
@@ -255,3 +262,101 @@ def test_a_result_an_hour_ahead_is_metered_in_the_current_period(world):
         world.settings, world.topic("inference.results.dlq"), expect=0, timeout=5, settle=1
     )
     assert all(msg.key() != ahead.request_id.encode() for msg in letters), "not dead-lettered"
+
+
+# -- reservations ------------------------------------------------------------------------
+RESERVED_PROMPT = "Summarise the ticket about billing."
+RESERVED_MAX_TOKENS = 500
+
+
+def textgen_request(tenant: str) -> InferenceRequest:
+    return InferenceRequest.new(tenant, "textgen", RESERVED_PROMPT, max_tokens=RESERVED_MAX_TOKENS)
+
+
+def send_signed(world: World, request: InferenceRequest) -> str:
+    with signing_client(world.settings, world.catalog, request.tenant_id) as client:
+        return client.send_request(request)
+
+
+def small_result(tenant: str, request_id: str) -> InferenceResult:
+    """What infer would report for a short answer: far below the request's worst case."""
+    now = datetime.now(UTC)
+    return InferenceResult(
+        request_id=request_id,
+        tenant_id=tenant,
+        model="textgen",
+        status="ok",
+        request_created_at=now,
+        completed_at=now,
+        input_tokens=10,
+        output_tokens=5,
+    )
+
+
+@pytest.fixture
+def reservation_world(stack, tmp_path):
+    (tenant,) = m.tenants(1)
+    prices = load_prices(stack.schemas_dir / "prices.yaml")
+    worst = worst_case(textgen_request(tenant), load_models(), prices)
+    assert worst.cost > 0
+    # Room for two worst cases and half of a third: the third request must not fit.
+    limit = (worst.cost * 5 / 2).quantize(Decimal("0.000000001"), rounding=ROUND_DOWN)
+    w = m.metering_world(
+        stack, tmp_path, budgets={"tenants": {tenant: {"hard": True, "day": {"usd": f"{limit:f}"}}}}
+    )
+    w.tenant = tenant  # type: ignore[attr-defined]
+    register(w.settings, [tenant])  # guard reads the tenant registry when it starts
+    yield w
+    stop_all(w)
+
+
+def test_concurrent_requests_cannot_overspend_a_hard_budget(reservation_world):
+    world = reservation_world
+    tenant = world.tenant  # type: ignore[attr-defined]
+    serde = serde_of(world)
+    start_processor(world, "guard", **GUARD_ENV)
+
+    # Five at once, before meter has counted anything (meter is not even running).
+    requests = [textgen_request(tenant) for _ in range(5)]
+    with ThreadPoolExecutor(max_workers=5) as pool:
+        sent = list(pool.map(lambda r: send_signed(world, r), requests))
+    assert sent == [r.request_id for r in requests]
+    outcomes = {rid: m.guard_outcome(world, serde, rid) for rid in sent}
+    passed = [rid for rid, (topic, _) in outcomes.items() if topic == "inference.requests.safe"]
+    blocked = [outcome for outcome in outcomes.values() if outcome[0] != "inference.requests.safe"]
+    assert len(passed) == 2, outcomes
+    assert blocked == [("inference.requests.blocked", "budget_exceeded")] * 3, outcomes
+
+    # meter counts the two that passed, far below their worst case, and settles them.
+    start_processor(world, "meter")
+    m.send_results(world.settings, serde, [small_result(tenant, rid) for rid in passed])
+
+    def counted() -> bool:
+        statuses = m.latest(
+            world.settings,
+            serde,
+            "metering.budgets",
+            key=lambda v: v["tenant_id"],
+            keep=lambda v: v["tenant_id"] == tenant,
+        )
+        status = statuses.get(tenant)
+        return status is not None and all(p["requests"] == 2 for p in status["periods"])
+
+    wait_for(counted, 180, f"meter's status of the two requests\n{process_log(world)[-3000:]}")
+    settled = {
+        rid
+        for v in m.read_values(
+            world.settings, serde, "metering.budgets", lambda v: v["tenant_id"] == tenant
+        )
+        for rid in v["settled_request_ids"]
+    }
+    assert settled == set(passed)
+    time.sleep(3)  # guard's view follows the topic within a poll
+
+    # Their reservations are gone: two more worst cases fit again, a third does not.
+    first = m.guard_outcome(world, serde, send_signed(world, textgen_request(tenant)))
+    second = m.guard_outcome(world, serde, send_signed(world, textgen_request(tenant)))
+    third = m.guard_outcome(world, serde, send_signed(world, textgen_request(tenant)))
+    assert first[0] == "inference.requests.safe"
+    assert second[0] == "inference.requests.safe"
+    assert third == ("inference.requests.blocked", "budget_exceeded")

@@ -1,4 +1,6 @@
+import json
 import logging
+from dataclasses import replace
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -7,6 +9,7 @@ from prometheus_client import REGISTRY
 
 from streams.contracts.catalog import load_catalog
 from streams.llm.budgets import (
+    MAX_SETTLED_PER_STATUS,
     BudgetConfig,
     BudgetConfigError,
     BudgetRecord,
@@ -242,3 +245,53 @@ def test_rejections_are_logged_once_per_reason_with_place_and_reason_only(caplog
     assert "unknown_key" in lines[1]
     assert not any("acme-secret-tenant-value" in line for line in lines)
     assert v.rejected == {"unsigned": 5, "unknown_key": 1}
+
+
+def test_settled_request_ids_round_trip_through_the_contract():
+    st = replace(status(), settled_request_ids=("r1",))
+    assert decode(ENCODE(st.to_avro())).settled_request_ids == ("r1",)
+
+
+def test_a_status_written_before_settlements_decodes_with_none_settled():
+    import io
+
+    import fastavro
+
+    new = json.loads((PROJECT_ROOT / "schemas" / "avro" / "budget_status.avsc").read_text())
+    old = {**new, "fields": [f for f in new["fields"] if f["name"] != "settled_request_ids"]}
+    value = {k: v for k, v in status().to_avro().items() if k != "settled_request_ids"}
+    buffer = io.BytesIO()
+    fastavro.schemaless_writer(buffer, fastavro.parse_schema(old), value)
+    buffer.seek(0)
+    read = fastavro.schemaless_reader(
+        buffer, fastavro.parse_schema(old), fastavro.parse_schema(new)
+    )
+    assert read["settled_request_ids"] == []
+    assert BudgetStatus.from_avro(read).settled_request_ids == ()
+
+
+def test_a_reader_takes_a_bounded_number_of_settled_ids():
+    value = {**status().to_avro(), "settled_request_ids": [f"r{i}" for i in range(10_000)]}
+    assert len(BudgetStatus.from_avro(value).settled_request_ids) == MAX_SETTLED_PER_STATUS
+
+
+def test_only_a_verified_status_hands_its_settled_ids_on():
+    settled: list[tuple[str, tuple[str, ...]]] = []
+    v = view()
+    v._on_settled = lambda tenant, ids: settled.append((tenant, tuple(ids)))
+    st = replace(status(version=3), settled_request_ids=("r1",))
+    assert not v.receive(signed(st, headers=[]), decode)  # unsigned
+    assert settled == []
+    assert v.receive(signed(st), decode)
+    assert settled == [("acme", ("r1",))]
+
+
+def test_spend_is_the_running_periods_only():
+    v = view()
+    feed(v, status(cost="12.5", tokens=7))
+    assert v.spend("acme", "day") == (7, Decimal("12.5"))
+    assert v.spend("nobody", "day") == (0, Decimal(0))
+    after = view(now=DAY[1])  # the day is over; the month runs on
+    feed(after, status(cost="12.5", tokens=7))
+    assert after.spend("acme", "day") == (0, Decimal(0))
+    assert after.spend("acme", "month") == (7, Decimal("12.5"))

@@ -18,6 +18,7 @@ from pydantic import SecretStr
 
 faust = pytest.importorskip("faust")
 
+from processors.guard.reservations import ReservationLedger, WorstCase  # noqa: E402
 from processors.meter import app as meter_app  # noqa: E402
 from processors.meter.settings import MeterSettings  # noqa: E402
 from streams.contracts.catalog import load_catalog  # noqa: E402
@@ -166,3 +167,35 @@ def test_meter_refuses_to_start_without_its_budget_signing_key(monkeypatch, tmp_
 def test_the_future_bound_cannot_be_below_the_clock_skew() -> None:
     with pytest.raises(ValueError, match="SLUICE_METER__MAX_FUTURE_S"):
         MeterSettings(max_clock_skew_s=600, max_future_s=60)
+
+
+def test_meters_signed_statuses_settle_guards_reservations(meter) -> None:
+    ids = [f"r{i}" for i in range(3)]
+    price(meter, [result_bytes(meter, request_id, utcnow()) for request_id in ids])
+    usage = meter.topics[meter_app.USAGE].sent  # type: ignore[attr-defined]
+    messages = [
+        Message("metering.usage", 0, offset, key, value)
+        for offset, (key, value, _) in enumerate(usage)
+    ]
+    asyncio.run(meter._count(Stream(messages)))  # type: ignore[arg-type]
+    budgets = meter.topics[meter_app.BUDGETS].sent  # type: ignore[attr-defined]
+    codec = meter.codecs[meter_app.BUDGETS]
+    assert [codec.loads(value)["settled_request_ids"] for _, value, _ in budgets] == [
+        ["r0"],
+        ["r1"],
+        ["r2"],
+    ]
+    ledger = ReservationLedger()
+    for request_id in [*ids, "in-flight"]:
+        ledger.reserve("acme", request_id, WorstCase(1, PRICES.cost("gpt-4o-mini", 1, 0).total))
+    verifier = Verifier.from_settings([PUBLIC], "SLUICE_GUARD__BUDGET_PUBLIC_KEYS", METER_BUDGET)
+    view = BudgetView(
+        Settings(), CATALOG, verifier=verifier, budgets=BUDGETS, on_settled=ledger.settle
+    )
+
+    def decode(raw: bytes) -> BudgetStatus:
+        return BudgetStatus.from_avro(codec.loads(raw))
+
+    for offset, (key, value, headers) in enumerate(budgets):
+        view.receive(BudgetRecord(0, offset, key, value, headers), decode)
+    assert ledger.held("acme") == {"in-flight"}

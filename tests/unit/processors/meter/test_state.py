@@ -309,3 +309,22 @@ def test_one_tenants_request_id_never_hides_another_tenants_request():
     first, second, again = run(state, [usage(0), usage(0, tenant="globex"), usage(0)])
     assert not first.duplicate and not second.duplicate
     assert again.duplicate
+
+
+def test_every_status_settles_the_request_it_counted() -> None:
+    state: dict = {}
+    outputs = run(state, [usage(i) for i in range(3)])
+    assert [o.budget.settled_request_ids for o in outputs] == [("r0",), ("r1",), ("r2",)]
+    # Re-sent for a replayed event (its first status may be lost with the crash).
+    (replayed,) = run(state, [usage(1)], start_offset=1)
+    assert replayed.budget.settled_request_ids == ("r1",)
+    # A repeated event at another offset was settled by its first status: none here.
+    (repeated,) = run(state, [usage(0)], start_offset=3)
+    assert repeated.duplicate and repeated.budget is None
+
+
+def test_a_late_event_of_a_closed_period_still_settles_its_request() -> None:
+    state: dict = {}
+    run(state, [usage(0, at=NOW)])
+    (late,) = run(state, [usage(1, at=NOW - timedelta(days=1))], start_offset=1)
+    assert late.budget.settled_request_ids == ("r1",)
