@@ -33,8 +33,9 @@ Guard uses the stack's Triton for its injection embedder when that Triton answer
 otherwise it runs with ``SLUICE_GUARD__EMBEDDER=none`` (patterns only, no embedding
 call). The output says which.
 
-Rounds alternate plain, secured, plain, secured… so that drift in the machine's load
-hits both sides alike.
+Before the first round each side does one untimed bare passthrough, so that neither
+broker's JVM is measured while its JIT warms up. Rounds alternate plain, secured, plain,
+secured… so that drift in the machine's load hits both sides alike.
 """
 
 from __future__ import annotations
@@ -321,12 +322,10 @@ class DecisionWatch:
         while not self._stop.is_set():
             for message in self._consumer.consume(100, 0.1):
                 arrived = time.perf_counter()
-                key = message.key()
-                if message.error() is None and key is not None:
+                key, outcome = message.key(), self._names.get(message.topic() or "")
+                if message.error() is None and key is not None and outcome is not None:
                     with self._lock:
-                        self.seen.setdefault(
-                            key.decode("utf-8", "replace"), (arrived, self._names[message.topic()])
-                        )
+                        self.seen.setdefault(key.decode("utf-8", "replace"), (arrived, outcome))
 
     def decided(self, request_id: str) -> tuple[float, str] | None:
         with self._lock:
@@ -483,6 +482,12 @@ def main() -> None:
             for side in SIDES:
                 print(f"[{side}] topics, schemas and {args.records:,} raw records")
                 sides[side] = prepare_side(settings[side], workdir / side, args.records)
+            for side in SIDES:
+                # The plain broker's JVM was started a minute ago: without this, its first
+                # round would measure its JIT warming up, not its listener.
+                box, raw_topic, sink = sides[side]
+                rate = passthrough(box.settings, raw_topic, sink, args.records, transactional=False)
+                print(f"[{side}] warm-up passthrough (not counted): {rate:,.0f} records/s")
             for round_ in range(1, args.rounds + 1):
                 for side in SIDES:
                     box, raw_topic, sink = sides[side]
