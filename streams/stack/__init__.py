@@ -161,6 +161,7 @@ class Stack:
                 continue
             component.fetch(functools.partial(_prefixed, report, component.title))
             component.prepare()
+            component.before_start(report)
             component.process.start(component.command(), env=component.environment())
             report(f"{component.title}: starting (log: {component.process.log_file})")
             self._wait_healthy(component, report)
