@@ -86,8 +86,7 @@ def wait_granted(world: World, name: str, topic: str) -> None:
 
 def tickets(good_ticket: Any, count: int, **changes: Any) -> list[bytes]:
     return [
-        json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}", **changes)).encode()
-        for i in range(count)
+        json.dumps(good_ticket(ticket_id=f"TCK-{i:08d}", **changes)).encode() for i in range(count)
     ]
 
 

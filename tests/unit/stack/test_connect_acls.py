@@ -69,8 +69,6 @@ def test_before_start_grants_only_a_worker_that_logs_in_as_itself(
     admin = FakeAclAdmin()
     monkeypatch.setattr("confluent_kafka.admin.AdminClient", lambda _config: admin)
     reports: list[str] = []
-    Connect(settings_in(tmp_path, processor_principals=own_principal)).before_start(
-        reports.append
-    )
+    Connect(settings_in(tmp_path, processor_principals=own_principal)).before_start(reports.append)
     assert bool(admin.bindings) is own_principal
     assert bool(reports) is own_principal
