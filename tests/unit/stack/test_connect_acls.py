@@ -9,7 +9,7 @@ import pytest
 from streams.contracts.acls import Grant
 from streams.runtime.acls import binding_of, existing_grants
 from streams.settings import Settings, StackSettings
-from streams.stack import kafka_security
+from streams.stack import Stack, kafka_security
 from streams.stack.components import ComponentError
 from streams.stack.connect_acls import connect_worker_grants, ensure_connect_worker_acls
 from streams.stack.connect_worker import Connect
@@ -72,3 +72,22 @@ def test_before_start_grants_only_a_worker_that_logs_in_as_itself(
     Connect(settings_in(tmp_path, processor_principals=own_principal)).before_start(reports.append)
     assert bool(admin.bindings) is own_principal
     assert bool(reports) is own_principal
+
+
+def test_up_grants_the_worker_before_it_starts_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    steps: list[str] = []
+    component = Connect(settings_in(tmp_path))
+    monkeypatch.setattr(component, "fetch", lambda _progress: steps.append("fetch"))
+    monkeypatch.setattr(component, "prepare", lambda: steps.append("prepare"))
+    monkeypatch.setattr(component, "before_start", lambda _report: steps.append("grant"))
+    monkeypatch.setattr(component, "command", lambda: ["connect"])
+    monkeypatch.setattr(component, "probe", lambda: "healthy")
+    process = type(component.process)  # a frozen dataclass: patched on its class
+    monkeypatch.setattr(process, "is_running", lambda _self: steps[-1:] == ["start"])
+    monkeypatch.setattr(process, "start", lambda _self, *_a, **_k: steps.append("start"))
+    stack = Stack(component.settings, only=[])
+    stack.components = [component]
+    stack.up(lambda _line: None)
+    assert steps == ["fetch", "prepare", "grant", "start"]
