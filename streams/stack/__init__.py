@@ -64,7 +64,8 @@ def local_processor_environment(settings: Settings, processor: str = "") -> dict
 
     Kafka credentials too, when the processor talks to the local broker (its bootstrap
     servers were not set to another cluster) and ``sluice up`` made them: its own
-    principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true, else the operator's.
+    principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true (the default), else the
+    operator's.
     """
     device = Triton(settings).device()
     return {
