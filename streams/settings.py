@@ -57,10 +57,11 @@ class StackSettings(_Frozen):
     )
     kafka_heap: str = Field("1g", description="JVM heap of the local broker (-Xmx and -Xms).")
     processor_principals: bool = Field(
-        False,
-        description="true: `sluice run` connects each processor (and the Connect worker) to "
-        "the local broker as its own principal (sluice-validate, ...), which needs the ACLs "
-        "that grant them their topics; false: they act as sluice-operator, a super user.",
+        True,
+        description="true (the default): `sluice run` connects each processor (and `sluice "
+        "up` the Connect worker) to the local broker as its own principal (sluice-validate, "
+        "...), limited by the ACLs of schemas/acls.yaml, which `sluice schemas apply` and "
+        "`sluice demo` apply; false: they act as sluice-operator, a super user.",
     )
     registry_version: str = Field(
         "3.3.3",

@@ -48,11 +48,13 @@ def apply_declared(
     auditor: Callable[[], Auditor],
     *,
     dry_run: bool = False,
+    table: bool = True,
 ) -> AclPlan | None:
     """Bring the cluster's bindings to the declaration; None when the broker keeps no ACLs.
 
     The auditor is built (so the audit topic is checked) before anything changes;
-    exits 1 when a binding could not be created or deleted.
+    exits 1 when a binding could not be created or deleted. ``table=False`` prints only
+    the counts, not each binding that changes.
     """
     declaration = load_acls(settings.schemas_dir, catalog)
     names = AclNames.of(settings)
@@ -64,7 +66,7 @@ def apply_declared(
         err_console.print(_NO_AUTHORIZER.format(reason=safe(str(exc)), what="changed"))
         return None
     changes = plan(desired, existing, declaration.manages, scope(desired, catalog, names))
-    _print_plan(changes, settings)
+    _print_plan(changes, settings, table=table)
     if dry_run:
         console.print("dry run: nothing changed")
         return changes
@@ -92,21 +94,23 @@ def apply_declared(
     return changes
 
 
-def _print_plan(changes: AclPlan, settings: Settings) -> None:
+def _print_plan(changes: AclPlan, settings: Settings, *, table: bool = True) -> None:
     if not changes.changes:
         console.print(f"ACLs on {safe(settings.kafka.bootstrap_servers)}: up to date")
         return
-    table = Table(title=cell(f"ACL changes on {settings.kafka.bootstrap_servers}"))
-    for column in ("principal", "binding", "action"):
-        table.add_column(column)
-    for action, grants in (("create", changes.create), ("delete", changes.delete)):
-        for grant in grants:
-            table.add_row(
-                cell(grant.principal),
-                cell(grant.describe()),
-                cell(action, "green" if action == "create" else "red"),
-            )
-    console.print(table)
+    if table:
+        rows = Table(title=cell(f"ACL changes on {settings.kafka.bootstrap_servers}"))
+        for column in ("principal", "binding", "action"):
+            rows.add_column(column)
+        for action, grants in (("create", changes.create), ("delete", changes.delete)):
+            for grant in grants:
+                rows.add_row(
+                    cell(grant.principal),
+                    cell(grant.describe()),
+                    cell(action, "green" if action == "create" else "red"),
+                )
+        console.print(rows)
+    console.print(f"ACLs on {safe(settings.kafka.bootstrap_servers)}: ", end="")
     console.print(
         f"{len(changes.create)} to create, {len(changes.delete)} to delete, "
         f"{len(changes.kept)} unchanged"

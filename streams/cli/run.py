@@ -38,7 +38,10 @@ def run(processor: str, metrics_port: int | None) -> None:
     settings = get_settings()
     spec = processors.resolve(processor)
     config = spec.build_settings()  # the processor's own settings, built once, handed in
-    console.print(f"running {processor} ({spec.description}) — Ctrl-C or SIGTERM to stop")
+    # Who the broker will take it for: what its ACLs are checked against (no secret).
+    user = settings.kafka.options.get("sasl.username")
+    login = f" as Kafka user {user}" if user else ""
+    console.print(f"running {processor} ({spec.description}){login} — Ctrl-C or SIGTERM to stop")
     provider = setup_tracing(f"sluice-{processor}", settings)
     try:
         if isinstance(spec, ProcessorSpec):

@@ -345,43 +345,69 @@ class AclPlan:
         return bool(self.create or self.delete)
 
 
-def _overlaps(a_name: str, a_pattern: str, b_name: str, b_pattern: str) -> bool:
-    """True when some resource name would match both patterns."""
-    if a_pattern == "LITERAL" and b_pattern == "LITERAL":
-        return a_name == b_name
-    if a_pattern == "LITERAL":
-        return a_name.startswith(b_name)
-    if b_pattern == "LITERAL":
-        return b_name.startswith(a_name)
-    return a_name.startswith(b_name) or b_name.startswith(a_name)
+def _first_segment(name: str) -> str:
+    """``inference`` of ``inference.requests.safe``: what a namespace's names start with."""
+    return name.split(".", 1)[0]
 
 
 def scope(desired: Iterable[Grant], catalog: Catalog, names: AclNames) -> Callable[[Grant], bool]:
     """Which existing bindings of managed principals belong to this deployment.
 
     A cluster shared by several deployments (environments, test sandboxes) holds the
-    bindings of all of them, for the same principals. ``apply`` touches only a binding
-    that could grant access to something this deployment owns: one of its catalog
-    topics, a name behind its topic or group prefix, a name one of its declared
-    families covers, the cluster, or every resource (the ``*`` wildcard).
+    bindings of all of them, for the same principals, and ``apply`` must never delete
+    another deployment's. A binding is this deployment's when it is one of its declared
+    bindings, names one of its names (a catalog topic, a declared group or transactional
+    id, or a name inside one of its declared families), is a prefix that covers one of
+    those names, or lies under its topic or group prefix. The cluster and the ``*``
+    wildcard reach every deployment, so every deployment manages them.
+
+    Under a prefix, a name is ours only when it goes on as this deployment's names do
+    (``sbx1.inference.…``, ``sluice.guard…``): another deployment whose prefix extends
+    ours (``sluice.staging`` under ``sluice``, ``sbx1.x.`` under ``sbx1.``) goes on
+    differently and is left alone. Likewise a prefix binding strictly inside one of our
+    families is another deployment's family (the Connect group ``sluice-connect-staging``
+    inside ``sluice-connect``): our declaration makes only the family itself.
     """
-    owned: dict[str, list[tuple[str, str]]] = {
-        "TOPIC": [(catalog.physical(t), "LITERAL") for t in catalog.topics],
-        "GROUP": [(names.group_prefix + ".", "PREFIXED")],
-        "TRANSACTIONAL_ID": [(names.group_prefix + ".", "PREFIXED")],
+    wanted = list(desired)
+    declared = {(g.resource, g.name, g.pattern) for g in wanted}
+    literal: dict[str, set[str]] = {"TOPIC": {catalog.physical(t) for t in catalog.topics}}
+    families: dict[str, set[str]] = {}
+    for grant in wanted:
+        kept = literal if grant.pattern == "LITERAL" else families
+        kept.setdefault(grant.resource, set()).add(grant.name)
+    group_namespace = names.group_prefix + "."
+    namespaces = {
+        "TOPIC": (catalog.prefix, {_first_segment(t) for t in catalog.topics}),
+        "GROUP": (group_namespace, set[str]()),
+        "TRANSACTIONAL_ID": (group_namespace, set[str]()),
     }
-    if names.topic_prefix:
-        owned["TOPIC"].append((names.topic_prefix, "PREFIXED"))
-    for grant in desired:
-        owned.setdefault(grant.resource, []).append((grant.name, grant.pattern))
+    for grant in wanted:
+        namespace, roots = namespaces.get(grant.resource, ("", set()))
+        if namespace and grant.name.startswith(namespace):
+            roots.add(_first_segment(grant.name[len(namespace) :]))
+
+    def under_namespace(binding: Grant) -> bool:
+        namespace, roots = namespaces.get(binding.resource, ("", set()))
+        if not namespace or not binding.name.startswith(namespace):
+            return False
+        rest = binding.name[len(namespace) :]
+        return rest == "" or _first_segment(rest) in roots
 
     def in_scope(binding: Grant) -> bool:
         if binding.resource == "CLUSTER" or binding.name == "*":
             return True
-        return any(
-            _overlaps(binding.name, binding.pattern, name, pattern)
-            for name, pattern in owned.get(binding.resource, [])
-        )
+        if (binding.resource, binding.name, binding.pattern) in declared:
+            return True
+        ours = literal.get(binding.resource, set())
+        if binding.pattern == "LITERAL":
+            inside_family = any(
+                binding.name.startswith(f) for f in families.get(binding.resource, ())
+            )
+            if binding.name in ours or inside_family:
+                return True
+        elif any(name.startswith(binding.name) for name in ours):
+            return True
+        return under_namespace(binding)
 
     return in_scope
 

@@ -64,7 +64,8 @@ def local_processor_environment(settings: Settings, processor: str = "") -> dict
 
     Kafka credentials too, when the processor talks to the local broker (its bootstrap
     servers were not set to another cluster) and ``sluice up`` made them: its own
-    principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true, else the operator's.
+    principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true (the default), else the
+    operator's.
     """
     device = Triton(settings).device()
     return {
@@ -161,6 +162,7 @@ class Stack:
                 continue
             component.fetch(functools.partial(_prefixed, report, component.title))
             component.prepare()
+            component.before_start(report)
             component.process.start(component.command(), env=component.environment())
             report(f"{component.title}: starting (log: {component.process.log_file})")
             self._wait_healthy(component, report)

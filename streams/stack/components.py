@@ -81,6 +81,10 @@ class Component(ABC):
             file.write(text)
         return target
 
+    def before_start(self, report: Callable[[str], None]) -> None:
+        """Prepare the cluster for the component; ``up`` calls it just before starting it."""
+        del report  # most components need nothing from the others
+
     def after_start(self, report: Callable[[str], None]) -> None:
         """Configure the healthy component; ``up`` calls it on every run, started now or not."""
         del report  # most components need nothing once they answer

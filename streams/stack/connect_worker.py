@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shutil
 import tarfile
+from collections.abc import Callable
 from pathlib import Path
 
 import httpx
@@ -19,6 +20,7 @@ from streams.runtime import maven
 from streams.sdk.connect_client import worker_message
 from streams.stack import kafka_security
 from streams.stack.components import INFRA, Component, ComponentError
+from streams.stack.connect_acls import ensure_connect_worker_acls
 from streams.stack.java import find_java
 
 MAIN_CLASS = "org.apache.kafka.connect.cli.ConnectDistributed"
@@ -120,6 +122,20 @@ class Connect(Component):
             self.settings.project_root / INFRA / "connect" / "log4j2.properties",
             self.config_dir / "log4j2.properties",
         )
+
+    def before_start(self, report: Callable[[str], None]) -> None:
+        """Grant the worker its group, transactional ids and internal topics, as the operator.
+
+        Only when it logs in as its own principal: it could not start without them.
+        """
+        if kafka_security.local_principal(self.settings, self.name) == kafka_security.OPERATOR:
+            return
+        from confluent_kafka.admin import AdminClient  # noqa: PLC0415 (slow import)
+
+        options = kafka_security.client_options(self.settings, kafka_security.OPERATOR)
+        made = ensure_connect_worker_acls(self.settings, AdminClient({**options, "log_level": 0}))
+        if made:
+            report(f"{self.title}: granted {kafka_security.CONNECT} {len(made)} ACL bindings")
 
     def _kafka_security(self) -> str:
         """The worker's Kafka login, for its own clients and every client it opens for connectors.

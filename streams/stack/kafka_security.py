@@ -8,10 +8,11 @@ every file 0600, each written with ``O_EXCL`` so two ``up`` at once cannot make 
   ``localhost``, CN ``sluice-broker``) and the CA, the PEM key store Kafka reads;
 * ``passwords/<principal>``: a random SCRAM-SHA-512 password per principal.
 
-Each Sluice component authenticates as its own principal (``PROCESSOR_PRINCIPALS``);
-the ``sluice`` CLI, the demo and the tests act as ``OPERATOR``. Each tenant of the local
-tenant registry (``streams.stack.tenant_keys``) gets a principal ``tenant-<id>`` too,
-the name schemas/acls.yaml grants a tenant's producers their topics under. Production
+Each Sluice component authenticates as its own principal (``PROCESSOR_PRINCIPALS``,
+``CONNECT``); the ``sluice`` CLI, the demo's own clients and the tests act as
+``OPERATOR``. Each tenant of the local tenant registry (``streams.stack.tenant_keys``)
+gets a principal ``tenant-<id>`` too, the name schemas/acls.yaml grants a tenant's
+producers their topics under. Production
 keeps all this in its secret store; nothing here is used outside the local stack.
 """
 
@@ -185,8 +186,9 @@ def client_environment(settings: Settings, principal: str) -> dict[str, str]:
 def local_principal(settings: Settings, component: str) -> str:
     """The principal ``component`` (a processor, or ``connect``) uses on the local stack.
 
-    Its own principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true (the ACLs
-    must grant it its topics); otherwise the operator, which needs no ACL.
+    Its own principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true, the default
+    (the ACLs must grant it its topics); otherwise, and for anything that is not a
+    processor or the worker, the operator, which needs no ACL.
     """
     own = CONNECT if component == "connect" else PROCESSOR_PRINCIPALS.get(component)
     if own is not None and settings.stack.processor_principals:

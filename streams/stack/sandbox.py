@@ -36,6 +36,10 @@ class Sandbox:
             "SLUICE_SCHEMAS_PATH": str(self.schemas),
             "SLUICE_TOPIC_PREFIX": self.settings.topic_prefix,
             "SLUICE_RUNNER__GROUP_PREFIX": self.settings.runner.group_prefix,
+            # `apply` makes topics and schemas, not ACLs: on the secured local stack a
+            # processor under its own principal would be refused the sandbox's topics, so
+            # the sandbox's `sluice run` acts as the operator unless told otherwise.
+            "SLUICE_STACK__PROCESSOR_PRINCIPALS": "false",
         }
         if self.settings.clickhouse.url:
             env["SLUICE_CLICKHOUSE__URL"] = self.settings.clickhouse.url

@@ -40,6 +40,16 @@ TEST_ENV = {
     ),
     "SLUICE_STACK__CONNECT_PORT": str(_BASE + 83),
     "SLUICE_METRICS__PORT": "0",
+    # Processors (`sluice run`) and the shared Connect worker act as the operator here, not
+    # as their own principals (the default): every test makes a sandbox on the fly, with
+    # its own topic and group prefixes, and its processors would be refused everything
+    # until that sandbox's ACLs were applied and reached the broker; the one Connect worker
+    # writes into every sandbox's raw topics. Applying (and removing) a full set of bindings
+    # per test would slow every test and test the ACLs everywhere but nowhere in
+    # particular. Least privilege is proven where it is the subject:
+    # test_processor_principals.py applies a sandbox's ACLs and runs processors under
+    # their own principals (SLUICE_STACK__PROCESSOR_PRINCIPALS=true for those processes).
+    "SLUICE_STACK__PROCESSOR_PRINCIPALS": "false",
 }
 #: Client addresses and Kafka credentials a developer may have set: the stack decides them
 #: instead (every client of the tests acts as the stack's operator, sluice-operator).

@@ -3,19 +3,18 @@
 These tests need the local stack with TLS, SASL/SCRAM and the StandardAuthorizer
 (``allow.everyone.if.no.acl.found=false``); the test process itself talks to Kafka as a
 super user, and clients of other principals get their credentials from
-``streams.stack.kafka_security.client_environment``.
+``tests.support.principals.as_principal``.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 from collections.abc import Iterator
 
 import pytest
-from confluent_kafka import KafkaError, Producer
+from confluent_kafka import KafkaError
 from confluent_kafka.admin import (
     AclBinding,
     AclOperation,
@@ -23,31 +22,22 @@ from confluent_kafka.admin import (
     ResourcePatternType,
     ResourceType,
 )
-from pydantic import SecretStr
 
-from streams.contracts.acls import AclNames, AclPlan, Grant, load_acls
+from streams.contracts.acls import AclNames, Grant, load_acls
 from streams.contracts.records import AuditEvent
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
-from streams.runtime.acls import apply_plan, existing_grants, grant_of
+from streams.runtime.acls import existing_grants, grant_of
 from streams.settings import Settings
+from tests.support.principals import as_principal, drop_bindings_under, produce_one
 from tests.support.world import World, make_world, read_all, wait_for
-
-kafka_security = pytest.importorskip(
-    "streams.stack.kafka_security", reason="needs the secured local stack (SASL/SCRAM + ACLs)"
-)
 
 
 @pytest.fixture
 def world(stack: Settings, tmp_path) -> Iterator[World]:
     world = make_world(stack, tmp_path)
     yield world
-    # The sandbox's own bindings go with it; the Connect worker's are shared by every
-    # sandbox (named from the worker's group) and stay.
-    admin = kafka.admin(world.settings)
-    prefixes = (world.settings.topic_prefix, world.settings.runner.group_prefix + ".")
-    mine = [g for g in existing_grants(admin) if g.name.startswith(prefixes)]
-    apply_plan(admin, AclPlan(create=[], delete=mine, kept=[]))
+    drop_bindings_under(world.settings)  # the sandbox's own bindings go with it
 
 
 def sluice(world: World, *args: str) -> str:
@@ -60,30 +50,6 @@ def sluice(world: World, *args: str) -> str:
     )
     assert result.returncode == 0, result.stdout + result.stderr
     return " ".join((result.stdout + result.stderr).split())
-
-
-def as_principal(settings: Settings, principal: str) -> Settings:
-    """The settings of a client that authenticates as ``principal`` (a SCRAM user)."""
-    env = kafka_security.client_environment(settings, principal)
-    kafka_settings = settings.kafka.model_copy(
-        update={
-            "options": json.loads(env["SLUICE_KAFKA__OPTIONS"]),
-            "sasl_password": SecretStr(env["SLUICE_KAFKA__SASL_PASSWORD"]),
-        }
-    )
-    return settings.model_copy(update={"kafka": kafka_settings})
-
-
-def produce_one(settings: Settings, topic: str) -> KafkaError | None:
-    """Produce one record and wait for its delivery report: None, or the broker's error."""
-    outcome: list[KafkaError | None] = []
-    producer = Producer(settings.kafka.client_config(**{"message.timeout.ms": 15000}))
-    producer.produce(
-        topic, value=b"acl-probe", on_delivery=lambda error, _msg: outcome.append(error)
-    )
-    producer.flush(30)
-    assert outcome, f"no delivery report for {topic}"
-    return outcome[0]
 
 
 def settles(settings: Settings, topic: str, *, allowed: bool) -> None:

@@ -18,6 +18,7 @@ import click
 from rich.table import Table
 
 from streams.cli import console
+from streams.cli.acl import apply_declared
 from streams.cli.demo.inference import guard_secret, run_inference
 from streams.cli.demo.ingest import connect_client, ingest_with_connect
 from streams.cli.demo.support import end_offsets, processors, read_new, wait_caught_up
@@ -25,6 +26,7 @@ from streams.cli.output import cell, safe
 from streams.contracts import registry
 from streams.contracts.catalog import Catalog, catalog_for
 from streams.runtime import kafka
+from streams.runtime.audit import Auditor
 from streams.runtime.dead_letters import parse_error_headers
 from streams.runtime.spec import InputRecord
 from streams.sdk.client import SluiceClient
@@ -62,14 +64,20 @@ DATASET = "support_tickets"
 def demo(rows: int | None, prompts: int, via: str) -> None:
     """Push the sample dataset through the pipeline and print what happened.
 
-    Needs a running stack (`sluice up`); applies the schemas itself.
+    Needs a running stack (`sluice up`); applies the schemas and ACLs itself.
     """
     settings = get_settings()
     catalog = catalog_for(settings)
     specs = list(catalog.topics.values())
     kafka.ensure_topics(kafka.admin(settings), specs)
     registry.apply(settings.registry, catalog, specs)
-    console.print("[bold]1. contracts applied[/bold]: topics created, schemas registered")
+    # Before any processor or connector starts: each logs in as its own principal
+    # (SLUICE_STACK__PROCESSOR_PRINCIPALS), which may touch only what acls.yaml grants it.
+    acls = apply_declared(settings, catalog, lambda: Auditor(settings, catalog), table=False)
+    console.print(
+        "[bold]1. contracts applied[/bold]: topics created, schemas registered, "
+        + ("ACLs applied" if acls is not None else "no ACLs (the broker has no authorizer)")
+    )
 
     sample = settings.schemas_dir / "datasets" / DATASET / "sample.jsonl"
     lines = [line for line in sample.read_text().splitlines() if line.strip()][:rows]

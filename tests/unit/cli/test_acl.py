@@ -155,3 +155,15 @@ def test_schemas_apply_no_acls_leaves_them_alone(monkeypatch, admin, recorded):
     assert admin.calls == []
     [(action, _, _, details)] = recorded.events
     assert action == "schemas.apply" and details["acls"] == "skipped"
+
+
+def test_apply_without_a_table_prints_only_the_counts(admin, recorded, capsys):
+    """What the demo shows: one line, not a row per binding."""
+    admin.bindings.append(binding_of(STRAY))
+    settings = get_settings()
+    applied = acl.apply_declared(settings, catalog_for(settings), recorded, table=False)
+    assert applied is not None and applied.delete == [STRAY]
+    output = " ".join(capsys.readouterr().out.split())
+    assert f"{len(_declared())} to create, 1 to delete, 0 unchanged" in output
+    assert "tenant-acme" not in output and "ACL changes" not in output
+    assert set(existing_grants(admin)) == _declared()

@@ -60,3 +60,23 @@ def test_an_explicit_setting_wins_over_the_local_stack(monkeypatch: pytest.Monke
     (settings,) = RecordingRunner.seen
     assert settings.dead_letters.encryption_key.get_secret_value() == mine
     get_settings.cache_clear()
+
+
+def test_the_processor_says_which_kafka_user_it_logs_in_as_and_never_the_password(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    login = {
+        "SLUICE_KAFKA__OPTIONS": '{"sasl.username": "sluice-validate"}',
+        "SLUICE_KAFKA__SASL_PASSWORD": "not-to-be-printed",
+    }
+    for name in login:  # restored after the test, unset while it runs
+        monkeypatch.setenv(name, "placeholder")
+        monkeypatch.delenv(name)
+    monkeypatch.setattr(run_command, "local_processor_environment", lambda *_: login)
+    monkeypatch.setattr(run_command, "Runner", RecordingRunner)
+    monkeypatch.setattr(run_command, "setup_tracing", lambda *_: None)
+    result = CliRunner().invoke(run_command.run, ["validate"])
+    assert result.exit_code == 0, result.output
+    assert "as Kafka user sluice-validate" in " ".join(result.output.split())
+    assert "not-to-be-printed" not in result.output
+    get_settings.cache_clear()

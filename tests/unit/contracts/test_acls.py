@@ -302,3 +302,76 @@ def test_a_deployment_without_a_topic_prefix_leaves_sandboxes_alone(
         grants, [*grants, sandboxed, mine], declaration.manages, scope(grants, main, names)
     )
     assert changes.delete == [mine]
+
+
+#: Deployments on one cluster: (topic prefix, group prefix, Connect group). ``staging``
+#: nests in ``default`` (its group and Connect group extend default's), ``nested`` in
+#: ``sbx1`` (its topic and group prefixes extend sbx1's).
+DEPLOYMENTS = {
+    "default": AclNames("", "sluice", "sluice-connect"),
+    "sbx1": PREFIXED,
+    "sbx2": AclNames("sbx2.", "sbx2", "sluice-connect"),
+    "staging": AclNames("staging.", "sluice.staging", "sluice-connect-staging"),
+    "nested": AclNames("sbx1.x.", "sbx1.x", "sluice-connect"),
+}
+
+
+def _deployment(declaration: AclDeclaration, names: AclNames) -> tuple[Catalog, list[Grant]]:
+    catalog = load_catalog(SCHEMAS, prefix=names.topic_prefix)
+    return catalog, declaration.grants(catalog, names)
+
+
+@pytest.mark.parametrize("other", sorted(DEPLOYMENTS))
+@pytest.mark.parametrize("mine", sorted(DEPLOYMENTS))
+def test_apply_never_deletes_another_deployments_bindings(
+    declaration: AclDeclaration, mine: str, other: str
+) -> None:
+    catalog, grants = _deployment(declaration, DEPLOYMENTS[mine])
+    _, theirs = _deployment(declaration, DEPLOYMENTS[other])
+    changes = plan(
+        grants,
+        sorted({*grants, *theirs}),
+        declaration.manages,
+        scope(grants, catalog, DEPLOYMENTS[mine]),
+    )
+    assert changes.delete == [], f"{mine} would delete {other}'s {changes.delete[:3]}"
+    assert changes.create == []
+
+
+@pytest.mark.parametrize(
+    "binding",
+    [
+        _g("sluice-guard", "sluice.staging.guard", "READ", resource="GROUP"),
+        _g("sluice-connect", "_sluice-connect-staging-", "CREATE", pattern="PREFIXED"),
+        _g("sluice-infer", "staging.inference.requests.safe", "READ"),
+    ],
+)
+def test_a_deployment_nested_in_the_default_ones_names_is_not_the_defaults(
+    declaration: AclDeclaration, binding: Grant
+) -> None:
+    catalog, grants = _deployment(declaration, DEPLOYMENTS["default"])
+    in_scope = scope(grants, catalog, DEPLOYMENTS["default"])
+    assert not in_scope(binding)
+
+
+@pytest.mark.parametrize(
+    "binding",
+    [
+        _g("sluice-infer", "inference.", "READ", pattern="PREFIXED"),  # covers its topics
+        _g("sluice-guard", "sluice.", "READ", resource="GROUP", pattern="PREFIXED"),
+        _g("sluice-guard", "sluice.sink", "READ", resource="GROUP"),
+        _g("sluice-meter", "sluice.meter-state-changelog", "READ"),  # inside its family
+        _g("tenant-acme", "raw.support_tickets.dlq"),
+    ],
+)
+def test_the_default_deployment_still_revokes_what_reaches_its_own_names(
+    declaration: AclDeclaration, binding: Grant
+) -> None:
+    catalog, grants = _deployment(declaration, DEPLOYMENTS["default"])
+    changes = plan(
+        grants,
+        [*grants, binding],
+        declaration.manages,
+        scope(grants, catalog, DEPLOYMENTS["default"]),
+    )
+    assert changes.delete == [binding]

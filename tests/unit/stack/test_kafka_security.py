@@ -154,19 +154,31 @@ def test_explicit_kafka_settings_always_win(made: Settings) -> None:
     assert tuned.kafka.options["sasl.username"] == ks.OPERATOR
 
 
-def test_processors_act_as_the_operator_until_their_principals_are_switched_on(
-    made: Settings,
-) -> None:
+def test_each_processor_logs_in_as_its_own_principal_by_default(made: Settings) -> None:
     for processor, principal in ks.PROCESSOR_PRINCIPALS.items():
-        shared = local_processor_environment(made, processor)
-        assert json.loads(shared["SLUICE_KAFKA__OPTIONS"])["sasl.username"] == ks.OPERATOR
-        own = settings_in(made.stack.state_dir, processor_principals=True)
-        env = local_processor_environment(own, processor)
+        env = local_processor_environment(made, processor)
         assert json.loads(env["SLUICE_KAFKA__OPTIONS"])["sasl.username"] == principal
         assert env["SLUICE_KAFKA__SASL_PASSWORD"] == ks.password(made, principal)
-    own = settings_in(made.stack.state_dir, processor_principals=True)
-    assert ks.local_principal(own, "connect") == ks.CONNECT
-    assert ks.local_principal(made, "connect") == ks.OPERATOR
+    assert ks.local_principal(made, "connect") == ks.CONNECT
+
+
+def test_processors_act_as_the_operator_when_their_principals_are_switched_off(
+    made: Settings,
+) -> None:
+    shared = settings_in(made.stack.state_dir, processor_principals=False)
+    for processor in ks.PROCESSOR_PRINCIPALS:
+        env = local_processor_environment(shared, processor)
+        assert json.loads(env["SLUICE_KAFKA__OPTIONS"])["sasl.username"] == ks.OPERATOR
+        assert env["SLUICE_KAFKA__SASL_PASSWORD"] == ks.password(made, ks.OPERATOR)
+    assert ks.local_principal(shared, "connect") == ks.OPERATOR
+
+
+def test_the_cli_acts_as_the_operator_whatever_the_processors_do(made: Settings) -> None:
+    """`sluice` commands other than `run` (schemas, acl, dlq, demo...) read these settings."""
+    assert made.stack.processor_principals
+    assert made.kafka.options["sasl.username"] == ks.OPERATOR
+    assert ks.local_principal(made, "") == ks.OPERATOR
+    assert ks.local_principal(made, "not-a-processor") == ks.OPERATOR
 
 
 def test_processors_of_another_cluster_get_no_local_credentials(made: Settings) -> None:
