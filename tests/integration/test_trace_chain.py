@@ -108,7 +108,11 @@ def test_one_request_one_connected_trace(world: World):
                 [],
             )
             stored[:] = trace_in_clickhouse(world, trace_id)
-            return {s["span_id"] for s in trace} <= {s["SpanId"] for s in stored}
+            exported = {s["span_id"] for s in trace}
+            # Each service exports on its own timer: a child's span (meter's) can be out
+            # before its parent's (guard's output pass). Wait until every parent is too.
+            parents = {s["parent_span_id"] for s in trace if s["parent_span_id"]}
+            return parents <= exported <= {s["SpanId"] for s in stored}
 
         wait_for(all_loaded, 120, f"every exported span of {trace_id} in otel_traces")
     assert trace, "the request's trace is in telemetry.spans"
