@@ -3,7 +3,9 @@
 guard authenticates each request by its tenant's signature (see
 ``streams.runtime.tenants``); these commands manage the local registry under
 ``<state dir>/secrets/``. A private key is never printed: ``add`` says where it is,
-and a producer reads it from there (``SLUICE_TENANT__SIGNING_KEY``).
+and a producer reads it from there (``SLUICE_TENANT__SIGNING_KEY``). ``add`` and
+``rotate`` change who guard believes, so each is recorded on ``audit.events`` (tenant
+and public key ids, never a key) and refused when it cannot be.
 """
 
 from __future__ import annotations
@@ -15,6 +17,8 @@ from rich.table import Table
 
 from streams.cli import console
 from streams.cli.output import cell, safe
+from streams.contracts.catalog import catalog_for
+from streams.runtime.audit import Auditor, audited
 from streams.runtime.signing import public_key_id
 from streams.settings import get_settings
 from streams.stack.tenant_keys import (
@@ -38,7 +42,11 @@ def tenants() -> None:
 def add(tenant: str) -> None:
     """Register TENANT: a signing keypair and a random pseudonym key id (ids are exact)."""
     settings = get_settings()
-    made = add_tenant(settings, tenant)
+    # Built first: a registration that could not be audited is refused before it is made.
+    auditor = Auditor(settings, catalog_for(settings))
+    with audited(auditor, "tenants.add", tenant) as details:
+        made = add_tenant(settings, tenant)
+        details.update(registered=made)
     path = tenant_key_path(settings, tenant)
     if not made:
         console.print(f"tenant {safe(tenant)} is already registered; its private key is {path}")
@@ -81,7 +89,11 @@ def list_tenants() -> None:
 def rotate(tenant: str, retire: bool) -> None:
     """A new signing key for TENANT; the old public key keeps verifying until --retire."""
     settings = get_settings()
-    keys = rotate_tenant(settings, tenant, retire=retire)
+    auditor = Auditor(settings, catalog_for(settings))
+    action = "tenants.retire" if retire else "tenants.rotate"
+    with audited(auditor, action, tenant) as details:
+        keys = rotate_tenant(settings, tenant, retire=retire)
+        details.update(key_ids=" ".join(_key_id(k) for k in keys))
     what = "retired its older keys" if retire else "made a new signing key"
     console.print(
         f"tenant {safe(tenant)}: {what}; accepted key ids now "

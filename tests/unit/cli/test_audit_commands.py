@@ -8,10 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from processors.drift import store
-from streams.cli import acl, connect, dlq, drift, main, schemas
+from streams.cli import acl, connect, dlq, drift, main, schemas, tenants
 from streams.contracts.registry import SubjectChange
 from streams.runtime import kafka
 from streams.runtime.dlq_replay import ReplaySummary
+from streams.settings import get_settings
 from tests.support.audit import Recorded
 from tests.support.kafka_acls import FakeAclAdmin
 
@@ -19,7 +20,7 @@ from tests.support.kafka_acls import FakeAclAdmin
 @pytest.fixture
 def recorded(monkeypatch: pytest.MonkeyPatch) -> Recorded:
     auditor = Recorded()
-    for module in (schemas, acl, dlq, connect, drift):
+    for module in (schemas, acl, dlq, connect, drift, tenants):
         monkeypatch.setattr(module, "Auditor", auditor)
     return auditor
 
@@ -185,3 +186,37 @@ def test_drift_reset_is_recorded_with_the_signals_it_reset(monkeypatch, recorded
     assert recorded.events == [
         ("drift.reset", "model:", "ok", {"signals": "1", "unacknowledged": "0"})
     ]
+
+
+@pytest.fixture
+def state_dir(tmp_path, monkeypatch: pytest.MonkeyPatch) -> Any:
+    monkeypatch.setenv("SLUICE_STACK__STATE_DIR", str(tmp_path))
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def test_registering_and_rotating_a_tenant_are_recorded_with_key_ids_only(state_dir, recorded):
+    runner = CliRunner()
+    assert runner.invoke(main, ["tenants", "add", "initech"]).exit_code == 0
+    assert runner.invoke(main, ["tenants", "rotate", "initech"]).exit_code == 0
+    assert runner.invoke(main, ["tenants", "rotate", "initech", "--retire"]).exit_code == 0
+    actions = [(action, target, outcome) for action, target, outcome, _ in recorded.events]
+    assert actions == [
+        ("tenants.add", "initech", "ok"),
+        ("tenants.rotate", "initech", "ok"),
+        ("tenants.retire", "initech", "ok"),
+    ]
+    assert recorded.events[0][3] == {"registered": "True"}
+    rotated_ids = recorded.events[1][3]["key_ids"].split()
+    assert len(rotated_ids) == 2 and recorded.events[2][3]["key_ids"] == rotated_ids[0]
+    private = (state_dir / "secrets" / "tenants" / "initech.key").read_text().strip()
+    assert private not in str(recorded.events)
+
+
+def test_a_tenant_that_cannot_be_audited_is_not_registered(state_dir, recorded):
+    recorded.unavailable = True
+    result = CliRunner().invoke(main, ["tenants", "add", "initech"])
+    assert result.exit_code == 1
+    assert "cannot write to the audit topic" in " ".join(result.output.split())
+    assert not (state_dir / "secrets" / "tenants.yaml").exists()

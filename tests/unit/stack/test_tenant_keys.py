@@ -10,6 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from streams.cli import main
+from streams.cli import tenants as tenants_cli
 from streams.runtime.signing import TENANT_REQUEST, Signer, public_key_of
 from streams.runtime.tenants import TenantRegistry
 from streams.settings import Settings, get_settings
@@ -26,6 +27,7 @@ from streams.stack.tenant_keys import (
     tenant_registry_path,
     tenant_signing_key,
 )
+from tests.support.audit import Recorded
 
 
 def settings_in(tmp_path: Path) -> Settings:
@@ -108,8 +110,9 @@ def cli_state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Setti
 
 
 def test_the_cli_adds_lists_and_rotates_without_printing_a_private_key(
-    cli_state: Settings,
+    cli_state: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(tenants_cli, "Auditor", Recorded())
     runner = CliRunner()
     added = runner.invoke(main, ["tenants", "add", "initech"])
     assert added.exit_code == 0, added.output
