@@ -42,7 +42,19 @@ log = logging.getLogger(__name__)
 AUDIT_TOPIC = "audit.events"
 #: Every action the command line records (the event's key and its ``action`` column).
 ACTIONS = frozenset(
-    {"schemas.apply", "dlq.replay", "connect.apply", "connect.delete", "drift.reset", "acl.apply"}
+    {
+        "schemas.apply",
+        "dlq.replay",
+        "connect.apply",
+        "connect.delete",
+        "drift.reset",
+        "acl.apply",
+        "tenants.add",
+        "tenants.rotate",
+        "tenants.retire",
+        "keys.create",
+        "keys.revoke",
+    }
 )
 Outcome = Literal["ok", "failed"]
 
