@@ -57,6 +57,7 @@ def _register() -> None:
         dlq,
         docs,
         drift,
+        keys,
         report,
         run,
         schemas,
@@ -81,6 +82,7 @@ def _register() -> None:
         drift,
         docs,
         tenants,
+        keys,
     )
     for module in modules:
         for command in module.COMMANDS:

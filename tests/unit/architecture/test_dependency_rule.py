@@ -1,7 +1,7 @@
 """The dependency rule: every import in ``streams/`` and ``processors/`` points down.
 
     cli
-     → processors, stack, sdk
+     → processors, stack, sdk, gateway
      → warehouse, llm, profiling
      → runtime → contracts → settings, errors
 
@@ -35,7 +35,20 @@ ALLOWED: dict[str, set[str]] = {
     "sdk": {"runtime", "contracts", *_BASE},
     "stack": {"sdk", "llm", "runtime", "contracts", *_BASE},
     "processors": {"warehouse", "llm", "profiling", "runtime", "contracts", *_BASE},
-    "cli": {"processors", "stack", "sdk", "warehouse", "llm", "profiling", "runtime", "contracts"}
+    # The OpenAI-compatible gateway: a producer and consumer like the SDK, plus the model
+    # catalog (its /v1/models and request checks); the pipeline never imports it.
+    "gateway": {"llm", "runtime", "contracts", *_BASE},
+    "cli": {
+        "processors",
+        "stack",
+        "sdk",
+        "gateway",
+        "warehouse",
+        "llm",
+        "profiling",
+        "runtime",
+        "contracts",
+    }
     | _BASE,
 }
 
