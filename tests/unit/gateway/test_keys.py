@@ -93,7 +93,7 @@ def test_a_revoked_key_authenticates_nothing_and_revoking_twice_changes_nothing(
 
 
 def test_the_registry_round_trips_through_its_file_and_never_holds_the_key(tmp_path):
-    registry, key_id, text = _registry(user="svc-1", name="ci runner")
+    registry, _key_id, text = _registry(user="svc-1", name="ci runner")
     path = tmp_path / "secrets" / "api-keys.yaml"
     registry.save(path)
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
