@@ -1,0 +1,328 @@
+"""The gateway's HTTP application: OpenAI's routes on Starlette, the pipeline behind a Dispatcher.
+
+Routes:
+
+* ``GET /healthz`` (the process is up), ``GET /readyz`` (it can reach the pipeline),
+  ``GET /metrics`` (Prometheus): no key;
+* ``GET /v1/models``, ``GET /v1/models/{model}``, ``POST /v1/embeddings``,
+  ``POST /v1/chat/completions`` (``stream`` included), ``POST /v1/completions``:
+  ``Authorization: Bearer <API key>``.
+
+Every refusal is in OpenAI's error format, with OpenAI's status codes: 400 (with
+the parameter), 401, 404 (``model_not_found``), 413 (body over the limit), 429
+(budget), 503 (pipeline unavailable), 504 (no outcome before the deadline). An
+unexpected error is a 500 whose message says nothing of the request; the log has
+the traceback.
+
+``create_app`` builds the app from what it needs (catalog, keys, dispatcher,
+settings); nothing is created at import time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import orjson
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import Route
+
+from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.gateway.dispatch import Dispatcher, DispatchError
+from streams.gateway.errors import (
+    INVALID_REQUEST,
+    NOT_FOUND,
+    SERVER,
+    TIMEOUT,
+    OpenAIError,
+    invalid,
+    model_not_found,
+    unauthorized,
+)
+from streams.gateway.keys import ApiKeyRecord
+from streams.gateway.mapping import (
+    Caller,
+    chat_chunks,
+    chat_prompt,
+    chat_response,
+    completions_response,
+    embeddings_response,
+    model_entry,
+    model_for,
+    models_response,
+    requests_for,
+    result_of,
+    token_limit,
+)
+from streams.gateway.metrics import GATEWAY_AUTH_FAILURES, GATEWAY_LATENCY, GATEWAY_REQUESTS
+from streams.gateway.openai_api import ChatBody, CompletionsBody, EmbeddingsBody, parse_body
+from streams.gateway.settings import GatewaySettings
+from streams.llm.model_catalog import ModelCatalog
+
+log = logging.getLogger("sluice.gateway")
+
+_BEARER = "bearer "
+
+
+class Authenticator(Protocol):
+    """Finds the live API key a client presented (``streams.gateway.key_store.LiveKeys``)."""
+
+    def authenticate(self, presented: str) -> tuple[str, ApiKeyRecord] | None:
+        """The key's id and record, or None when it is not a live key."""
+        ...
+
+
+@dataclass(frozen=True)
+class Gateway:
+    """What the routes need, built once and handed in."""
+
+    catalog: ModelCatalog
+    keys: Authenticator
+    dispatcher: Dispatcher
+    settings: GatewaySettings
+
+    # -- the routes ---------------------------------------------------------------------
+    async def healthz(self, _request: Request) -> Response:
+        """The process is up."""
+        return JSONResponse({"status": "ok"})
+
+    async def readyz(self, _request: Request) -> Response:
+        """Ready when the dispatcher can reach the pipeline; 503 otherwise."""
+        ready = self.dispatcher.ready()
+        return JSONResponse({"ready": ready}, status_code=200 if ready else 503)
+
+    async def metrics(self, _request: Request) -> Response:
+        """Prometheus' text format, of every metric this process holds."""
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+    async def list_models(self, request: Request) -> Response:
+        """``GET /v1/models``."""
+        self.caller(request)
+        return JSONResponse(models_response(self.catalog))
+
+    async def get_model(self, request: Request) -> Response:
+        """``GET /v1/models/{model}``."""
+        self.caller(request)
+        name = str(request.path_params["model"])
+        model = self.catalog.models.get(name)
+        if model is None:
+            raise model_not_found(name)
+        return JSONResponse(model_entry(model))
+
+    async def embeddings(self, request: Request) -> Response:
+        """``POST /v1/embeddings``: one request per input, answered together."""
+        caller = self.caller(request)
+        body = parse_body(EmbeddingsBody, await self.json_body(request))
+        model = model_for(self.catalog, body.model, "embeddings", "/v1/embeddings")
+        self.check_count(body.input, "input")
+        if body.dimensions is not None and body.dimensions != model.embedding_dims:
+            raise invalid(
+                f"The model `{model.name}` makes {model.embedding_dims}-dimensional embeddings "
+                "only; leave dimensions out or set it to that.",
+                "dimensions",
+            )
+        results = await self.serve(requests_for(caller, model, body.input))
+        return JSONResponse(embeddings_response(model.name, results, body.encoding_format))
+
+    async def completions(self, request: Request) -> Response:
+        """``POST /v1/completions``: one request per prompt."""
+        caller = self.caller(request)
+        body = parse_body(CompletionsBody, await self.json_body(request))
+        model = model_for(self.catalog, body.model, "text_completion", "/v1/completions")
+        self.check_count(body.prompt, "prompt")
+        if body.stream:
+            raise invalid(
+                "stream is supported on /v1/chat/completions only; call this without it.",
+                "stream",
+            )
+        limit = token_limit(model, body.max_tokens)
+        requests = requests_for(
+            caller, model, body.prompt, max_tokens=limit, temperature=body.temperature
+        )
+        results = await self.serve(requests)
+        return JSONResponse(completions_response(model.name, results, limit))
+
+    async def chat_completions(self, request: Request) -> Response:
+        """``POST /v1/chat/completions``: the conversation as one prompt; streamed on request."""
+        caller = self.caller(request)
+        body = parse_body(ChatBody, await self.json_body(request))
+        model = model_for(self.catalog, body.model, "text_completion", "/v1/chat/completions")
+        limit = token_limit(model, body.token_limit)
+        [request_record] = requests_for(
+            caller,
+            model,
+            [chat_prompt(body.messages)],
+            max_tokens=limit,
+            temperature=body.temperature,
+        )
+        # The outcome is awaited before the response starts, so a refusal is still an
+        # HTTP error (which clients raise) rather than an event inside a stream.
+        [result] = await self.serve([request_record])
+        if not body.stream:
+            return JSONResponse(chat_response(model.name, result, limit))
+        usage = body.stream_options is not None and body.stream_options.include_usage
+        chunks = chat_chunks(model.name, result, limit, include_usage=usage)
+        return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+
+    # -- shared steps -------------------------------------------------------------------
+    def caller(self, request: Request) -> Caller:
+        """Who the Bearer key proves; 401 when there is none, or it is not live."""
+        header = request.headers.get("authorization", "")
+        if header[: len(_BEARER)].lower() != _BEARER:
+            GATEWAY_AUTH_FAILURES.labels("missing").inc()
+            raise unauthorized(
+                "You didn't provide an API key. Send it as 'Authorization: Bearer <key>'; "
+                "`sluice keys create --tenant <tenant>` makes one."
+            )
+        found = self.keys.authenticate(header[len(_BEARER) :].strip())
+        if found is None:
+            GATEWAY_AUTH_FAILURES.labels("invalid").inc()
+            # Never the key itself, nor which part of it was wrong.
+            raise unauthorized("Incorrect API key provided, or the key was revoked.")
+        key_id, record = found
+        return Caller(key_id, record.tenant, record.user, record.priority)
+
+    async def json_body(self, request: Request) -> Any:
+        """The JSON body, read up to ``max_body_bytes``; 413 beyond, 400 when not JSON."""
+        limit = self.settings.max_body_bytes
+        declared = request.headers.get("content-length")
+        if declared is not None:
+            if not declared.isdigit():
+                raise invalid("The Content-Length header is not a number.", None)
+            if int(declared) > limit:
+                raise _too_large(limit)
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > limit:  # a chunked body, or one longer than it declared
+                raise _too_large(limit)
+        try:
+            return orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise invalid(
+                "The request body is not valid JSON; send a JSON object with "
+                "'Content-Type: application/json'.",
+                None,
+            ) from None
+
+    def check_count(self, texts: Sequence[str], param: str) -> None:
+        """400 when a call carries more texts than ``max_inputs``."""
+        if len(texts) > self.settings.max_inputs:
+            raise invalid(
+                f"{param} may hold at most {self.settings.max_inputs} items per call; split it.",
+                param,
+            )
+
+    async def serve(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
+        """Send every request and wait for all outcomes, until the deadline (else 504)."""
+        timeout = self.settings.request_timeout_s
+        deadline = time.monotonic() + timeout
+        try:
+            async with asyncio.timeout(timeout):
+                replies = await asyncio.gather(
+                    *(self.dispatcher.send(r, deadline) for r in requests)
+                )
+        except TimeoutError:
+            raise OpenAIError(
+                504,
+                f"No answer from the model within {timeout:g}s; retry later (the request may "
+                "still be served and billed).",
+                type=TIMEOUT,
+                code=TIMEOUT,
+            ) from None
+        except DispatchError:
+            raise OpenAIError(
+                503,
+                "The platform cannot take requests right now; retry shortly.",
+                type=SERVER,
+                code="service_unavailable",
+            ) from None
+        return [result_of(reply) for reply in replies]
+
+
+def _too_large(limit: int) -> OpenAIError:
+    return OpenAIError(
+        413,
+        f"The request body is larger than {limit} bytes; send less per call.",
+        code="request_too_large",
+    )
+
+
+async def _sse(chunks: Sequence[dict[str, Any]]) -> AsyncIterator[bytes]:
+    """Server-sent events, as OpenAI streams them: one ``data:`` line each, then ``[DONE]``."""
+    for chunk in chunks:
+        yield b"data: " + orjson.dumps(chunk) + b"\n\n"
+    yield b"data: [DONE]\n\n"
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def _answered(endpoint: str, handler: Handler) -> Handler:
+    """``handler`` with OpenAI-format errors and the endpoint's metrics."""
+
+    async def answer(request: Request) -> Response:
+        started = time.perf_counter()
+        try:
+            response = await handler(request)
+        except OpenAIError as error:
+            response = JSONResponse(error.body(), status_code=error.status)
+        except Exception:
+            log.exception("%s failed", endpoint)  # the traceback, never the body
+            internal = OpenAIError(
+                500, "The server had an error while processing your request.", type=SERVER
+            )
+            response = JSONResponse(internal.body(), status_code=500)
+        GATEWAY_REQUESTS.labels(endpoint, str(response.status_code)).inc()
+        GATEWAY_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
+        return response
+
+    return answer
+
+
+async def _http_error(_request: Request, exc: Exception) -> Response:
+    """Unknown routes and wrong methods, in OpenAI's format."""
+    status = exc.status_code if isinstance(exc, HTTPException) else 500
+    message = "Unknown request URL; see GET /v1/models and the OpenAI API's routes."
+    if status == 405:
+        message = "This route does not take that HTTP method."
+    error = OpenAIError(status, message, type=NOT_FOUND if status == 404 else INVALID_REQUEST)
+    return JSONResponse(error.body(), status_code=status)
+
+
+def create_app(
+    catalog: ModelCatalog,
+    keys: Authenticator,
+    dispatcher: Dispatcher,
+    settings: GatewaySettings,
+    *,
+    lifespan: Callable[[Starlette], Any] | None = None,
+) -> Starlette:
+    """The gateway's ASGI application; ``lifespan`` starts and stops the dispatcher."""
+    gateway = Gateway(catalog, keys, dispatcher, settings)
+    routes = [
+        ("/healthz", "healthz", gateway.healthz, "GET"),
+        ("/readyz", "readyz", gateway.readyz, "GET"),
+        ("/metrics", "metrics", gateway.metrics, "GET"),
+        ("/v1/models", "models", gateway.list_models, "GET"),
+        ("/v1/models/{model:path}", "models", gateway.get_model, "GET"),
+        ("/v1/embeddings", "embeddings", gateway.embeddings, "POST"),
+        ("/v1/completions", "completions", gateway.completions, "POST"),
+        ("/v1/chat/completions", "chat_completions", gateway.chat_completions, "POST"),
+    ]
+    return Starlette(
+        routes=[
+            Route(path, _answered(name, handler), methods=[method])
+            for path, name, handler, method in routes
+        ],
+        exception_handlers={404: _http_error, 405: _http_error},
+        lifespan=lifespan,
+    )

@@ -1,0 +1,31 @@
+"""Prometheus metrics of the gateway, served on its own ``/metrics``.
+
+Labels are bounded: the endpoint is one of the routes, the status an HTTP code, the
+reason one of a fixed set of words. Tenants are not a label here (meter counts usage
+per tenant from the pipeline's own records).
+"""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+GATEWAY_REQUESTS = Counter(
+    "sluice_gateway_requests_total",
+    "HTTP calls answered by the gateway, by endpoint and status code.",
+    ["endpoint", "status"],
+)
+GATEWAY_LATENCY = Histogram(
+    "sluice_gateway_request_seconds",
+    "From a call's arrival to its answer, by endpoint.",
+    ["endpoint"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120),
+)
+GATEWAY_AUTH_FAILURES = Counter(
+    "sluice_gateway_auth_failures_total",
+    "Calls refused with 401: missing (no key) or invalid (unknown, wrong or revoked key).",
+    ["reason"],
+)
+GATEWAY_PENDING = Gauge(
+    "sluice_gateway_pending_requests",
+    "Requests sent to Kafka whose outcome this replica is still waiting for.",
+)

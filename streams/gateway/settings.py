@@ -1,0 +1,46 @@
+"""Settings of the OpenAI-compatible gateway (``SLUICE_GATEWAY__*``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class GatewaySettings(BaseSettings):
+    """Where the gateway listens, what it accepts, and how long it waits for the pipeline."""
+
+    model_config = SettingsConfigDict(env_prefix="SLUICE_GATEWAY__", frozen=True, extra="ignore")
+
+    host: str = Field("127.0.0.1", description="Address to listen on (0.0.0.0 for all).")
+    port: int = Field(8080, ge=1, le=65535, description="HTTP port.")
+    secrets_dir: Path | None = Field(
+        None,
+        description="Directory of api-keys.yaml and api-key-pepper (`sluice keys` writes them); "
+        "default: the local stack's <state_dir>/secrets.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body accepted; larger ones get 413."
+    )
+    max_inputs: int = Field(
+        256,
+        ge=1,
+        description="Most texts in one /v1/embeddings input or /v1/completions prompt list.",
+    )
+    request_timeout_s: float = Field(
+        60.0,
+        gt=0,
+        description="Longest a call waits for the pipeline's answer before it gets 504; the "
+        "request may still be served and metered.",
+    )
+    key_reload_s: float = Field(
+        2.0, gt=0, description="How often the API-key registry file is checked for changes."
+    )
+    reply_partition: int | None = Field(
+        None,
+        ge=0,
+        description="The partition of gateway.replies this replica owns (one per replica, e.g. "
+        "its StatefulSet ordinal). Reserved for the reply topic written by guard; until then "
+        "each replica reads the outcome topics itself.",
+    )

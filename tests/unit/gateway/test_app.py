@@ -1,0 +1,498 @@
+"""The gateway's HTTP side through Starlette's test client, with an in-memory dispatcher.
+
+The dispatcher here stands in for Kafka: it records the requests the app made and
+answers each as a test programs it (a result, a block, silence). The keys are real
+(``KeyStore``/``LiveKeys`` in a temporary directory) and the model catalog is the
+shipped one (``minilm`` for embeddings, ``textgen`` for text).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import dataclasses
+import struct
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+pytest.importorskip("starlette", reason="the gateway's HTTP stack (pip install starlette)")
+
+from starlette.testclient import TestClient
+
+from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
+from streams.gateway.app import create_app
+from streams.gateway.dispatch import Blocked, Completed, DispatchError, Reply
+from streams.gateway.key_store import KeyStore, LiveKeys
+from streams.gateway.mapping import API_KEY_ID, PRIORITY, SOURCE
+from streams.gateway.settings import GatewaySettings
+from streams.llm.model_catalog import load_models
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+Answer = Callable[[InferenceRequest], Reply | None]
+
+
+def ok_result(request: InferenceRequest, **fields: Any) -> InferenceResult:
+    values: dict[str, Any] = {
+        "request_id": request.request_id,
+        "tenant_id": request.tenant_id,
+        "model": request.model,
+        "status": "ok",
+        "request_created_at": request.created_at,
+        "completed_at": NOW,
+        "input_tokens": 3,
+    }
+    return InferenceResult(**(values | fields))
+
+
+def echo(request: InferenceRequest) -> Reply:
+    """An answer that shows what the model was given."""
+    if request.model == "minilm":
+        return Completed(ok_result(request, embedding=[0.5, -1.0, float(len(request.input_text))]))
+    return Completed(ok_result(request, output_text=f"<{request.input_text}>", output_tokens=4))
+
+
+class FakeDispatcher:
+    """Answers as ``answer`` says; None means never (the app's deadline decides)."""
+
+    def __init__(self, answer: Answer = echo) -> None:
+        self.answer = answer
+        self.sent: list[tuple[InferenceRequest, float]] = []
+        self.is_ready = True
+
+    async def send(self, request: InferenceRequest, deadline: float) -> Reply:
+        self.sent.append((request, deadline))
+        reply = self.answer(request)
+        if reply is None:
+            await asyncio.sleep(3600)
+            raise AssertionError("the app should have given up at its deadline")
+        return reply
+
+    def ready(self) -> bool:
+        return self.is_ready
+
+
+class World:
+    def __init__(self, tmp_path: Any, **settings: Any) -> None:
+        self.store = KeyStore(tmp_path / "secrets")
+        created = self.store.create("acme", {"acme"}, user="svc-1", priority="high")
+        self.key, self.key_id = created.key, created.key_id
+        self.dispatcher = FakeDispatcher()
+        self.settings = GatewaySettings(**({"request_timeout_s": 5.0} | settings))
+        self.keys = LiveKeys(self.store, check_every_s=0.0)
+        app = create_app(load_models(), self.keys, self.dispatcher, self.settings)
+        self.client = TestClient(app, raise_server_exceptions=False)
+
+    def post(self, path: str, body: Any, key: str | None = None, **kwargs: Any) -> Any:
+        headers = {"Authorization": f"Bearer {key or self.key}"}
+        return self.client.post(path, json=body, headers=headers, **kwargs)
+
+    def get(self, path: str) -> Any:
+        return self.client.get(path, headers={"Authorization": f"Bearer {self.key}"})
+
+
+@pytest.fixture
+def world(tmp_path) -> World:
+    return World(tmp_path)
+
+
+def assert_openai_error(response: Any, status: int, *, code: str | None = None, param: Any = ...):
+    assert response.status_code == status, response.text
+    error = response.json()["error"]
+    assert set(error) == {"message", "type", "param", "code"}
+    assert error["message"]
+    if code is not None:
+        assert error["code"] == code
+    if param is not ...:
+        assert error["param"] == param
+    return error
+
+
+# -- probes and models -----------------------------------------------------------------
+def test_health_readiness_and_metrics_need_no_key(world):
+    assert world.client.get("/healthz").json() == {"status": "ok"}
+    assert world.client.get("/readyz").status_code == 200
+    world.dispatcher.is_ready = False
+    assert world.client.get("/readyz").status_code == 503
+    world.get("/v1/models")
+    metrics = world.client.get("/metrics")
+    assert metrics.status_code == 200
+    assert 'sluice_gateway_requests_total{endpoint="models",status="200"}' in metrics.text
+
+
+def test_models_are_the_catalogs_in_openais_list_format(world):
+    body = world.get("/v1/models").json()
+    assert body["object"] == "list"
+    assert {m["id"] for m in body["data"]} == set(load_models().models)
+    assert all(m["object"] == "model" and m["owned_by"] == "sluice" for m in body["data"])
+    assert world.get("/v1/models/minilm").json()["id"] == "minilm"
+    assert_openai_error(world.get("/v1/models/gpt-4o"), 404, code="model_not_found")
+
+
+# -- authentication --------------------------------------------------------------------
+def test_a_missing_key_is_refused_in_openais_format(world):
+    response = world.client.get("/v1/models")
+    error = assert_openai_error(response, 401, code="invalid_api_key")
+    assert error["type"] == "authentication_error"
+    assert world.dispatcher.sent == []
+
+
+@pytest.mark.parametrize("header", ["Basic abc", "Bearer", "Bearer sk-sluice-nothing", "token"])
+def test_a_malformed_key_is_refused(world, header):
+    response = world.client.get("/v1/models", headers={"Authorization": header})
+    assert_openai_error(response, 401, code="invalid_api_key")
+
+
+def test_a_wrong_secret_is_refused_and_never_echoed(world):
+    forged = world.key[:-4] + ("AAAA" if not world.key.endswith("AAAA") else "BBBB")
+    response = world.post("/v1/embeddings", {"model": "minilm", "input": "x"}, key=forged)
+    assert_openai_error(response, 401)
+    assert forged not in response.text and world.key_id not in response.text
+    assert world.dispatcher.sent == []
+
+
+def test_a_revoked_key_is_refused_from_the_next_check(world):
+    assert world.get("/v1/models").status_code == 200
+    world.store.revoke(world.key_id)
+    assert_openai_error(world.get("/v1/models"), 401)
+
+
+def test_the_bearer_scheme_is_case_insensitive(world):
+    response = world.client.get("/v1/models", headers={"Authorization": f"bearer {world.key}"})
+    assert response.status_code == 200
+
+
+# -- mapping to requests ---------------------------------------------------------------
+def test_identity_comes_from_the_key_never_from_the_body(world):
+    body = {"model": "minilm", "input": "hello", "user": "someone-else"}
+    assert world.post("/v1/embeddings", body).status_code == 200
+    [(request, _deadline)] = world.dispatcher.sent
+    assert request.tenant_id == "acme" and request.user_id == "svc-1"
+    assert request.source == SOURCE and request.operation == "embeddings"
+    assert request.metadata == {API_KEY_ID: world.key_id, PRIORITY: "high"}
+    assert world.key not in str(dataclasses.asdict(request))
+
+
+def test_embeddings_make_one_request_per_input_and_answer_in_order(world):
+    response = world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "bbb", "cc"]})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert [d["index"] for d in body["data"]] == [0, 1, 2]
+    assert [d["embedding"][2] for d in body["data"]] == [1.0, 3.0, 2.0]
+    assert body["usage"] == {"prompt_tokens": 9, "total_tokens": 9}
+    assert body["model"] == "minilm" and body["object"] == "list"
+    assert len({r.request_id for r, _ in world.dispatcher.sent}) == 3
+
+
+def test_embeddings_in_base64_are_little_endian_float32(world):
+    response = world.post(
+        "/v1/embeddings", {"model": "minilm", "input": "ab", "encoding_format": "base64"}
+    )
+    raw = base64.b64decode(response.json()["data"][0]["embedding"])
+    assert struct.unpack("<3f", raw) == (0.5, -1.0, 2.0)
+
+
+def test_chat_messages_become_one_role_labelled_prompt(world):
+    body = {
+        "model": "textgen",
+        "messages": [
+            {"role": "system", "content": "Be brief."},
+            {
+                "role": "user",
+                "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": "there"}],
+            },
+            {"role": "assistant", "content": "Hello."},
+            {"role": "user", "content": "Bye"},
+        ],
+        "max_tokens": 10,
+        "temperature": 0.2,
+    }
+    response = world.post("/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    [(request, _)] = world.dispatcher.sent
+    assert request.input_text == (
+        "System: Be brief.\n\nUser: Hi\nthere\n\nAssistant: Hello.\n\nUser: Bye\n\nAssistant:"
+    )
+    assert (request.max_tokens, request.temperature, request.operation) == (
+        10,
+        0.2,
+        "text_completion",
+    )
+    answer = response.json()
+    assert answer["object"] == "chat.completion"
+    assert answer["id"] == f"chatcmpl-{request.request_id}"
+    assert answer["choices"][0]["message"] == {
+        "role": "assistant",
+        "content": f"<{request.input_text}>",
+    }
+    assert answer["choices"][0]["finish_reason"] == "stop"
+    assert answer["usage"] == {"prompt_tokens": 3, "completion_tokens": 4, "total_tokens": 7}
+
+
+def test_a_completion_that_used_every_token_finished_for_length(world):
+    body = {
+        "model": "textgen",
+        "messages": [{"role": "user", "content": "x"}],
+        "max_completion_tokens": 4,
+    }
+    answer = world.post("/v1/chat/completions", body).json()
+    assert answer["choices"][0]["finish_reason"] == "length"
+    assert world.dispatcher.sent[0][0].max_tokens == 4
+
+
+def test_the_models_default_token_limit_applies_when_none_is_asked(world):
+    world.post("/v1/completions", {"model": "textgen", "prompt": "x"})
+    assert world.dispatcher.sent[0][0].max_tokens == load_models().get("textgen").default_max_tokens
+
+
+def test_completions_answer_one_choice_per_prompt(world):
+    response = world.post(
+        "/v1/completions", {"model": "textgen", "prompt": ["a", "b"], "max_tokens": 8}
+    )
+    answer = response.json()
+    assert answer["object"] == "text_completion"
+    assert [c["text"] for c in answer["choices"]] == ["<a>", "<b>"]
+    assert answer["usage"]["completion_tokens"] == 8
+
+
+def test_a_streamed_chat_is_openais_server_sent_events(world):
+    body = {
+        "model": "textgen",
+        "messages": [{"role": "user", "content": "hi"}],
+        "stream": True,
+        "stream_options": {"include_usage": True},
+    }
+    response = world.post("/v1/chat/completions", body)
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("text/event-stream")
+    events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
+    assert events[-1] == "[DONE]"
+    import json
+
+    chunks = [json.loads(e) for e in events[:-1]]
+    assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * 3
+    assert chunks[0]["choices"][0]["delta"] == {
+        "role": "assistant",
+        "content": "<User: hi\n\nAssistant:>",
+    }
+    assert chunks[1]["choices"][0]["finish_reason"] == "stop"
+    assert chunks[2]["choices"] == [] and chunks[2]["usage"]["total_tokens"] == 7
+
+
+# -- refusals --------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("path", "body", "param"),
+    [
+        ("/v1/embeddings", {"input": "x"}, "model"),
+        ("/v1/embeddings", {"model": "minilm", "input": [1, 2, 3]}, "input"),
+        ("/v1/embeddings", {"model": "minilm", "input": ""}, "input"),
+        ("/v1/embeddings", {"model": "minilm", "input": "x", "dimensions": 16}, "dimensions"),
+        ("/v1/embeddings", {"model": "textgen", "input": "x"}, "model"),
+        ("/v1/chat/completions", {"model": "textgen", "messages": []}, "messages"),
+        (
+            "/v1/chat/completions",
+            {"model": "textgen", "messages": [{"role": "tool", "content": "x"}]},
+            "messages[0].role",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "textgen",
+                "messages": [{"role": "user", "content": [{"type": "image_url"}]}],
+            },
+            "messages[0].content",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "textgen", "messages": [{"role": "user", "content": "x"}], "n": 2},
+            "n",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "textgen", "messages": [{"role": "user", "content": "x"}], "seed": 1},
+            "seed",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "textgen", "messages": [{"role": "user", "content": "x"}], "stop": "\n"},
+            "stop",
+        ),
+        (
+            "/v1/chat/completions",
+            {
+                "model": "textgen",
+                "messages": [{"role": "user", "content": "x"}],
+                "max_tokens": 100000,
+            },
+            "max_tokens",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "textgen", "messages": [{"role": "user", "content": "x"}], "temperature": 3},
+            "temperature",
+        ),
+        (
+            "/v1/chat/completions",
+            {"model": "minilm", "messages": [{"role": "user", "content": "x"}]},
+            "model",
+        ),
+        ("/v1/completions", {"model": "textgen", "prompt": "x", "stream": True}, "stream"),
+        ("/v1/completions", {"model": "textgen"}, "prompt"),
+    ],
+)
+def test_invalid_bodies_get_400_naming_the_parameter_and_send_nothing(world, path, body, param):
+    assert_openai_error(world.post(path, body), 400, param=param)
+    assert world.dispatcher.sent == []
+
+
+def test_an_unknown_model_is_404_model_not_found(world):
+    error = assert_openai_error(
+        world.post("/v1/embeddings", {"model": "text-embedding-3-small", "input": "x"}),
+        404,
+        code="model_not_found",
+    )
+    assert error["param"] == "model" and "text-embedding-3-small" in error["message"]
+
+
+def test_a_model_name_that_is_not_an_identifier_is_not_echoed(world):
+    response = world.post("/v1/embeddings", {"model": "jane.doe@example.com", "input": "x"})
+    assert_openai_error(response, 404, code="model_not_found")
+    assert "jane.doe@example.com" not in response.text
+
+
+def test_a_body_that_is_not_json_or_not_an_object_is_400(world):
+    response = world.client.post(
+        "/v1/embeddings", content=b"{nope", headers={"Authorization": f"Bearer {world.key}"}
+    )
+    assert_openai_error(response, 400, param=None)
+    assert_openai_error(world.post("/v1/embeddings", ["minilm"]), 400)
+
+
+def test_a_body_over_the_limit_is_413_whether_declared_or_streamed(tmp_path):
+    world = World(tmp_path, max_body_bytes=2048)
+    big = {"model": "minilm", "input": "x" * 4096}
+    assert_openai_error(world.post("/v1/embeddings", big), 413, code="request_too_large")
+
+    def chunks():
+        yield b'{"model": "minilm", "input": "'
+        for _ in range(10):
+            yield b"y" * 512
+        yield b'"}'
+
+    response = world.client.post(
+        "/v1/embeddings", content=chunks(), headers={"Authorization": f"Bearer {world.key}"}
+    )
+    assert_openai_error(response, 413)
+    assert world.dispatcher.sent == []
+
+
+def test_too_many_inputs_are_refused(tmp_path):
+    world = World(tmp_path, max_inputs=2)
+    assert_openai_error(
+        world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "b", "c"]}),
+        400,
+        param="input",
+    )
+
+
+def test_unknown_routes_and_methods_answer_in_openais_format(world):
+    assert_openai_error(world.get("/v1/assistants"), 404)
+    assert_openai_error(world.client.get("/v1/embeddings"), 405)
+
+
+# -- outcomes from the pipeline --------------------------------------------------------
+def _blocked(reason: str) -> Answer:
+    def answer(request: InferenceRequest) -> Reply:
+        verdict = GuardVerdict(
+            policy_version="1", action="block", redacted=False, reason=reason, checked_at=NOW
+        )
+        return Blocked(dataclasses.replace(request, guard=verdict))
+
+    return answer
+
+
+@pytest.mark.parametrize(
+    ("reason", "status", "code"),
+    [
+        ("prompt_injection", 400, "content_policy_violation"),
+        ("pii_policy", 400, "content_policy_violation"),
+        ("input_too_long", 400, "context_length_exceeded"),
+        ("budget_exceeded", 429, "insufficient_quota"),
+        ("analyzer_timeout", 503, "analyzer_timeout"),
+        ("tenant_mismatch", 500, "tenant_mismatch"),
+    ],
+)
+def test_a_request_guard_blocked_is_refused_as_openai_would(world, reason, status, code):
+    world.dispatcher.answer = _blocked(reason)
+    body = {"model": "textgen", "messages": [{"role": "user", "content": "ignore all previous"}]}
+    response = world.post("/v1/chat/completions", body)
+    assert_openai_error(response, status, code=code)
+    assert "ignore all previous" not in response.text
+
+
+def test_an_error_result_maps_to_its_status_without_the_models_message(world):
+    def failed(code: str) -> Answer:
+        return lambda request: Completed(
+            ok_result(request, status="error", error_code=code, error_message="secret detail")
+        )
+
+    for code, status in [
+        ("input_too_long", 400),
+        ("backend_rejected", 502),
+        ("unknown_model", 404),
+    ]:
+        world.dispatcher.answer = failed(code)
+        response = world.post("/v1/completions", {"model": "textgen", "prompt": "x"})
+        assert_openai_error(response, status)
+        assert "secret detail" not in response.text
+
+
+def test_output_withheld_by_guard_finishes_with_content_filter(world):
+    verdict = GuardVerdict(policy_version="1", action="block", redacted=True, checked_at=NOW)
+    world.dispatcher.answer = lambda r: Completed(
+        ok_result(r, output_text="", output_guard=verdict)
+    )
+    answer = world.post(
+        "/v1/chat/completions", {"model": "textgen", "messages": [{"role": "user", "content": "x"}]}
+    ).json()
+    assert answer["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_no_outcome_before_the_deadline_is_504(tmp_path):
+    world = World(tmp_path, request_timeout_s=0.2)
+    world.dispatcher.answer = lambda _request: None
+    response = world.post("/v1/embeddings", {"model": "minilm", "input": "x"})
+    error = assert_openai_error(response, 504, code="timeout")
+    assert error["type"] == "timeout"
+    [(_, deadline)] = world.dispatcher.sent
+    assert deadline > 0
+
+
+def test_one_missing_outcome_of_several_is_504_for_the_call(tmp_path):
+    world = World(tmp_path, request_timeout_s=0.2)
+    world.dispatcher.answer = lambda r: None if r.input_text == "slow" else echo(r)
+    assert_openai_error(
+        world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "slow"]}), 504
+    )
+
+
+def test_a_pipeline_that_refuses_requests_is_503(world):
+    def refuse(_request: InferenceRequest) -> Reply:
+        raise DispatchError("broker down")
+
+    world.dispatcher.answer = refuse
+    response = world.post("/v1/embeddings", {"model": "minilm", "input": "x"})
+    assert_openai_error(response, 503)
+    assert "broker down" not in response.text
+
+
+def test_an_unexpected_error_is_500_without_details(world):
+    def crash(_request: InferenceRequest) -> Reply:
+        raise RuntimeError("traceback-only detail")
+
+    world.dispatcher.answer = crash
+    response = world.post("/v1/embeddings", {"model": "minilm", "input": "x"})
+    assert_openai_error(response, 500)
+    assert "traceback-only detail" not in response.text
