@@ -36,7 +36,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from streams.contracts.records import InferenceRequest, InferenceResult
-from streams.gateway.dispatch import Dispatcher, DispatchError
+from streams.gateway.dispatch import Dispatcher, DispatchError, NoSigningKeyError
 from streams.gateway.errors import (
     INVALID_REQUEST,
     NOT_FOUND,
@@ -237,6 +237,14 @@ class Gateway:
                 "still be served and billed).",
                 type=TIMEOUT,
                 code=TIMEOUT,
+            ) from None
+        except NoSigningKeyError:
+            log.error("no signing key for a tenant with a live API key; see the gateway's settings")
+            raise OpenAIError(
+                500,
+                "The gateway cannot sign requests for your tenant; tell its operator.",
+                type=SERVER,
+                code="tenant_not_served",
             ) from None
         except DispatchError:
             raise OpenAIError(

@@ -25,6 +25,10 @@ class DispatchError(SluiceError):
     """A request could not be handed to the pipeline (Kafka refused it); the caller may retry."""
 
 
+class NoSigningKeyError(DispatchError):
+    """The gateway holds no signing key for a tenant it has an API key for (a deployment fault)."""
+
+
 @dataclass(frozen=True)
 class Completed:
     """The request reached the model side: its result (status ok or error)."""

@@ -24,7 +24,7 @@ from starlette.testclient import TestClient
 
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
 from streams.gateway.app import create_app
-from streams.gateway.dispatch import Blocked, Completed, DispatchError, Reply
+from streams.gateway.dispatch import Blocked, Completed, DispatchError, NoSigningKeyError, Reply
 from streams.gateway.key_store import KeyStore, LiveKeys
 from streams.gateway.mapping import API_KEY_ID, PRIORITY, SOURCE
 from streams.gateway.settings import GatewaySettings
@@ -496,3 +496,13 @@ def test_an_unexpected_error_is_500_without_details(world):
     response = world.post("/v1/embeddings", {"model": "minilm", "input": "x"})
     assert_openai_error(response, 500)
     assert "traceback-only detail" not in response.text
+
+
+def test_a_tenant_the_gateway_cannot_sign_for_is_a_server_fault_not_a_retry(world):
+    def unsigned(_request: InferenceRequest) -> Reply:
+        raise NoSigningKeyError("no key for acme in /somewhere")
+
+    world.dispatcher.answer = unsigned
+    response = world.post("/v1/embeddings", {"model": "minilm", "input": "x"})
+    assert_openai_error(response, 500, code="tenant_not_served")
+    assert "/somewhere" not in response.text
