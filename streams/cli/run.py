@@ -8,15 +8,19 @@ import click
 
 import processors
 from streams.cli import console
+from streams.gateway.server import GATEWAY
 from streams.runtime.runner import Runner
 from streams.runtime.spec import ProcessorSpec
 from streams.runtime.tracing import setup_tracing
 from streams.settings import get_settings
 from streams.stack import local_processor_environment
 
+#: What ``sluice run`` starts besides the processors: the OpenAI-compatible gateway.
+SERVICES = ("gateway",)
+
 
 @click.command()
-@click.argument("processor", type=click.Choice(sorted(processors.PROCESSORS)))
+@click.argument("processor", type=click.Choice(sorted([*processors.PROCESSORS, *SERVICES])))
 @click.option(
     "--metrics-port",
     type=int,
@@ -29,6 +33,9 @@ def run(processor: str, metrics_port: int | None) -> None:
     Each replica joins the consumer group sluice.PROCESSOR; Kafka spreads the
     input partitions over them. Set SLUICE_RUNNER__INSTANCE_ID to give a
     replica a stable name.
+
+    `sluice run gateway` serves the OpenAI-compatible API (SLUICE_GATEWAY__*); start
+    several behind a load balancer.
     """
     # Defaults only the local stack knows (never overriding what is set explicitly),
     # then the settings read again (get_settings caches them) so that they include them.
@@ -36,7 +43,7 @@ def run(processor: str, metrics_port: int | None) -> None:
         os.environ.setdefault(name, value)
     get_settings.cache_clear()
     settings = get_settings()
-    spec = processors.resolve(processor)
+    spec = GATEWAY if processor == "gateway" else processors.resolve(processor)
     config = spec.build_settings()  # the processor's own settings, built once, handed in
     # Who the broker will take it for: what its ACLs are checked against (no secret).
     user = settings.kafka.options.get("sasl.username")

@@ -1,0 +1,44 @@
+"""`sluice run gateway`: its settings reach the server, and a missing HTTP stack says what to do."""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from streams.cli import main
+from streams.cli import run as run_command
+from streams.errors import ConfigurationError
+from streams.gateway import server
+from streams.gateway.settings import GatewaySettings
+from streams.settings import get_settings
+
+
+def test_run_gateway_starts_the_gateway_with_its_own_settings(monkeypatch: pytest.MonkeyPatch):
+    seen: list[tuple[Any, Any]] = []
+    monkeypatch.setenv("SLUICE_GATEWAY__PORT", "9123")
+    monkeypatch.setattr(run_command, "local_processor_environment", lambda *_: {})
+    monkeypatch.setattr(run_command, "setup_tracing", lambda *_: None)
+    spec = dataclasses.replace(server.GATEWAY, run=lambda s, g, _p: seen.append((s, g)))
+    monkeypatch.setattr(run_command, "GATEWAY", spec)
+    result = CliRunner().invoke(main, ["run", "gateway"])
+    assert result.exit_code == 0, result.output
+    [(_settings, gateway)] = seen
+    assert isinstance(gateway, GatewaySettings) and gateway.port == 9123
+    get_settings.cache_clear()
+
+
+def test_a_gateway_without_its_http_stack_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # import fails as when not installed
+    with pytest.raises(ConfigurationError, match=r"sluice\[gateway\]"):
+        server.serve(get_settings(), GatewaySettings(), None)
+
+
+def test_the_secrets_directory_defaults_to_the_local_stacks(tmp_path):
+    settings = get_settings()
+    assert server.secrets_directory(settings, GatewaySettings()) == settings.stack.root / "secrets"
+    mine = GatewaySettings(secrets_dir=tmp_path)
+    assert server.secrets_directory(settings, mine) == tmp_path
