@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import json
 import struct
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -18,7 +19,7 @@ from typing import Any
 
 import pytest
 
-pytest.importorskip("starlette", reason="the gateway's HTTP stack (pip install starlette)")
+pytest.importorskip("starlette", reason="the gateway's HTTP stack: pip install 'sluice[gateway]'")
 
 from starlette.testclient import TestClient
 
@@ -269,8 +270,6 @@ def test_a_streamed_chat_is_openais_server_sent_events(world):
     assert response.headers["content-type"].startswith("text/event-stream")
     events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
     assert events[-1] == "[DONE]"
-    import json
-
     chunks = [json.loads(e) for e in events[:-1]]
     assert [c["object"] for c in chunks] == ["chat.completion.chunk"] * 3
     assert chunks[0]["choices"][0]["delta"] == {

@@ -1,0 +1,144 @@
+"""The gateway on the real stack, through OpenAI's own Python client.
+
+`sluice run gateway` runs as a child process beside guard and infer (Triton serving
+minilm and textgen), in a sandbox of its own; the client knows nothing of Sluice but
+the base URL and the key. These tests are the Kafka round trip's proof: the unit
+tests cover the HTTP side with an in-memory dispatcher.
+"""
+
+from __future__ import annotations
+
+import math
+import socket
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from streams.gateway.key_store import KeyStore
+from streams.settings import Settings
+from tests.support import metering as m
+from tests.support import tenants
+from tests.support.world import World, make_world, process_log, running_all, start_processor
+
+openai = pytest.importorskip("openai", reason="the gateway is tested with OpenAI's client")
+pytest.importorskip("starlette", reason="the gateway's HTTP stack: pip install 'sluice[gateway]'")
+pytest.importorskip("uvicorn", reason="the gateway's HTTP stack: pip install 'sluice[gateway]'")
+
+GUARD_ENV = {
+    "SLUICE_GUARD__EMBEDDER": "none",
+    "SLUICE_GUARD__HASH_SECRET": "gateway-integration-secret-0123456789",
+}
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(base: str, world: World, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.5)
+    raise AssertionError(f"the gateway never became ready:\n{process_log(world)[-4000:]}")
+
+
+class Served:
+    """A running gateway in front of guard and infer, and a key for one tenant."""
+
+    def __init__(self, world: World, base: str, tenant: str, key_id: str, key: str) -> None:
+        self.world, self.base, self.tenant, self.key_id, self.key = world, base, tenant, key_id, key
+        self.store = KeyStore(world.settings.stack.root / "secrets")
+
+    def client(self, key: str | None = None) -> Any:
+        # No retries: a test must see the first answer, not a retried one.
+        return openai.OpenAI(base_url=f"{self.base}/v1", api_key=key or self.key, max_retries=0)
+
+
+@pytest.fixture
+def served(triton: Settings, tmp_path) -> Iterator[Served]:
+    world = make_world(triton, tmp_path)
+    [tenant] = m.tenants(1)
+    tenants.register(world.settings, [tenant])  # before guard starts: it reads the registry once
+    created = KeyStore(world.settings.stack.root / "secrets").create(
+        tenant, {tenant}, user="integration-suite", priority="normal", name="gateway test"
+    )
+    port = _free_port()
+    with running_all(world, ["guard", "infer"], **GUARD_ENV):
+        start_processor(
+            world,
+            "gateway",
+            SLUICE_GATEWAY__PORT=str(port),
+            SLUICE_GATEWAY__REQUEST_TIMEOUT_S="120",
+            SLUICE_GATEWAY__KEY_RELOAD_S="0.5",
+        )
+        base = f"http://127.0.0.1:{port}"
+        _wait_ready(base, world)
+        yield Served(world, base, tenant, created.key_id, created.key)
+
+
+def test_models_are_listed_for_openais_client(served: Served) -> None:
+    ids = {model.id for model in served.client().models.list()}
+    assert {"minilm", "textgen"} <= ids
+
+
+def test_embeddings_round_trip_through_kafka_guard_and_infer(served: Served) -> None:
+    answer = served.client().embeddings.create(model="minilm", input=["hello world", "Kafka"])
+    assert [d.index for d in answer.data] == [0, 1]
+    for item in answer.data:
+        assert len(item.embedding) == 384
+        assert math.isclose(math.sqrt(sum(v * v for v in item.embedding)), 1.0, rel_tol=1e-3)
+    assert answer.usage.prompt_tokens > 0
+
+
+def test_a_chat_completion_round_trips(served: Served) -> None:
+    answer = served.client().chat.completions.create(
+        model="textgen",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+        max_tokens=4,
+    )
+    [choice] = answer.choices
+    assert isinstance(choice.message.content, str) and choice.message.role == "assistant"
+    assert choice.finish_reason in {"stop", "length"}
+    assert 0 < answer.usage.completion_tokens <= 4
+
+
+def test_a_streamed_chat_completion_round_trips(served: Served) -> None:
+    stream = served.client().chat.completions.create(
+        model="textgen",
+        messages=[{"role": "user", "content": "Count to three"}],
+        max_tokens=4,
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    chunks = list(stream)
+    text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
+    assert text
+    assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in {"stop", "length"}
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 4
+
+
+def test_a_completion_round_trips(served: Served) -> None:
+    answer = served.client().completions.create(model="textgen", prompt="Once upon", max_tokens=3)
+    assert isinstance(answer.choices[0].text, str)
+
+
+def test_a_wrong_or_revoked_key_is_refused_and_an_unknown_model_is_not_found(
+    served: Served,
+) -> None:
+    with pytest.raises(openai.AuthenticationError):
+        served.client(key=served.key[:-2] + "xx").models.list()
+    with pytest.raises(openai.NotFoundError):
+        served.client().embeddings.create(model="text-embedding-3-small", input="x")
+    served.store.revoke(served.key_id)
+    time.sleep(1.5)  # SLUICE_GATEWAY__KEY_RELOAD_S is 0.5 here
+    with pytest.raises(openai.AuthenticationError):
+        served.client().models.list()
