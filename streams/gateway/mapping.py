@@ -47,7 +47,9 @@ ASSISTANT_TURN = "Assistant:"
 _BUDGET_EXCEEDED = "budget_exceeded"
 _INPUT_TOO_LONG = "input_too_long"
 _RETRYABLE_BLOCKS = frozenset({"analyzer_error", "analyzer_timeout"})
-_MISSIGNED = frozenset({"tenant_mismatch", "unknown_tenant"})
+# The gateway signed for a tenant guard does not know, or its clock is off: its fault.
+_GATEWAY_FAULTS = frozenset({"tenant_mismatch", "unknown_tenant", "stale_request"})
+_DUPLICATE = "duplicate_request"
 # infer's error codes (processors/infer/planning.py) and what they mean to a client.
 _UNKNOWN_MODEL = "unknown_model"
 _CLIENT_ERRORS = frozenset({"input_too_long", "invalid_request"})
@@ -164,12 +166,19 @@ def _blocked(reply: Blocked) -> OpenAIError:
             type=SERVER,
             code=reason,
         )
-    if reason in _MISSIGNED:
-        # The gateway signed for a tenant guard does not know: a deployment problem.
+    if reason in _GATEWAY_FAULTS:
         return OpenAIError(
             500,
-            "The gateway's request signing is not accepted by the platform; tell its operator.",
+            "The platform did not accept the gateway's request (its signing or its clock); "
+            "tell the gateway's operator.",
             type=SERVER,
+            code=reason,
+        )
+    if reason == _DUPLICATE:
+        # guard serves a tenant's request id once; the gateway makes a fresh one per call.
+        return OpenAIError(
+            409,
+            "This request was already made once and is not served again.",
             code=reason,
         )
     return OpenAIError(

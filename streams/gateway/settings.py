@@ -37,10 +37,3 @@ class GatewaySettings(BaseSettings):
     key_reload_s: float = Field(
         2.0, gt=0, description="How often the API-key registry file is checked for changes."
     )
-    reply_partition: int | None = Field(
-        None,
-        ge=0,
-        description="The partition of gateway.replies this replica owns (one per replica, e.g. "
-        "its StatefulSet ordinal). Reserved for the reply topic written by guard; until then "
-        "each replica reads the outcome topics itself.",
-    )

@@ -421,6 +421,8 @@ def _blocked(reason: str) -> Answer:
         ("budget_exceeded", 429, "insufficient_quota"),
         ("analyzer_timeout", 503, "analyzer_timeout"),
         ("tenant_mismatch", 500, "tenant_mismatch"),
+        ("stale_request", 500, "stale_request"),
+        ("duplicate_request", 409, "duplicate_request"),
     ],
 )
 def test_a_request_guard_blocked_is_refused_as_openai_would(world, reason, status, code):
