@@ -225,11 +225,10 @@ class Gateway:
         """Send every request and wait for all outcomes, until the deadline (else 504)."""
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
+        waits = [asyncio.ensure_future(self.dispatcher.send(r, deadline)) for r in requests]
         try:
             async with asyncio.timeout(timeout):
-                replies = await asyncio.gather(
-                    *(self.dispatcher.send(r, deadline) for r in requests)
-                )
+                replies = await asyncio.gather(*waits)
         except TimeoutError:
             raise OpenAIError(
                 504,
@@ -253,6 +252,11 @@ class Gateway:
                 type=SERVER,
                 code="service_unavailable",
             ) from None
+        finally:
+            # One failed send fails the call: the others stop waiting (and are forgotten).
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
         return [result_of(reply) for reply in replies]
 
 

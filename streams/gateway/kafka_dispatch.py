@@ -41,7 +41,7 @@ from confluent_kafka import KafkaError, Message, TopicPartition
 
 from streams.contracts.catalog import Catalog
 from streams.contracts.records import InferenceRequest, InferenceResult
-from streams.errors import RecordError
+from streams.errors import ConfigurationError, RecordError
 from streams.gateway.dispatch import Blocked, Completed, DispatchError, NoSigningKeyError, Reply
 from streams.gateway.metrics import GATEWAY_PENDING
 from streams.runtime import kafka
@@ -167,6 +167,12 @@ class KafkaDispatcher:
         """Read outcomes from now on, and poll in a background thread."""
         self._loop = loop
         ends = self.end_offsets(list(self._outcomes))
+        missing = sorted(set(self._outcomes) - {tp.topic for tp in ends})
+        if missing:
+            raise ConfigurationError(
+                f"the outcome topics {', '.join(missing)} do not exist: run `sluice schemas "
+                "apply`, then start the gateway"
+            )
         self.consumer.assign(
             [TopicPartition(tp.topic, tp.partition, off) for tp, off in ends.items()]
         )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import dataclasses
 import json
 import struct
@@ -62,12 +63,17 @@ class FakeDispatcher:
         self.answer = answer
         self.sent: list[tuple[InferenceRequest, float]] = []
         self.is_ready = True
+        self.cancelled = 0
 
     async def send(self, request: InferenceRequest, deadline: float) -> Reply:
         self.sent.append((request, deadline))
         reply = self.answer(request)
         if reply is None:
-            await asyncio.sleep(3600)
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                self.cancelled += 1
+                raise
             raise AssertionError("the app should have given up at its deadline")
         return reply
 
@@ -477,6 +483,35 @@ def test_one_missing_outcome_of_several_is_504_for_the_call(tmp_path):
     assert_openai_error(
         world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "slow"]}), 504
     )
+
+
+def test_one_refused_send_fails_the_call_and_stops_the_others_waiting(world):
+    def refuse_one(request: InferenceRequest) -> Reply | None:
+        if request.input_text == "refused":
+            raise DispatchError("broker down")
+        return None
+
+    world.dispatcher.answer = refuse_one
+    body = {"model": "minilm", "input": ["waits", "refused", "waits too"]}
+    assert_openai_error(world.post("/v1/embeddings", body), 503)
+    assert world.dispatcher.cancelled == 2
+
+
+def test_a_lifespan_given_to_the_app_runs_around_it(tmp_path):
+    events: list[str] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Any) -> Any:
+        events.append("start")
+        yield
+        events.append("stop")
+
+    world = World(tmp_path)
+    app = create_app(load_models(), world.keys, world.dispatcher, world.settings, lifespan=lifespan)
+    with TestClient(app) as client:
+        assert client.get("/healthz").status_code == 200
+        assert events == ["start"]
+    assert events == ["start", "stop"]
 
 
 def test_a_pipeline_that_refuses_requests_is_503(world):

@@ -18,6 +18,7 @@ from confluent_kafka import KafkaError, TopicPartition
 
 from streams.contracts.catalog import load_catalog
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
+from streams.errors import ConfigurationError
 from streams.gateway.dispatch import Blocked, Completed, DispatchError, NoSigningKeyError
 from streams.gateway.kafka_dispatch import (
     BLOCKED_TOPIC,
@@ -299,3 +300,15 @@ def test_a_tenant_without_a_key_file_is_refused_without_producing(keys_dir):
 def test_a_tenant_id_that_is_not_one_never_becomes_a_path(keys_dir):
     with pytest.raises(NoSigningKeyError):
         TenantSigners(keys_dir[0])("../acme")
+
+
+def test_a_gateway_whose_outcome_topics_are_missing_does_not_start(keys_dir):
+    rig = Rig(keys_dir)
+    rig.dispatcher.end_offsets = lambda topics: {TopicPartition(topics[0], 0): 0}
+
+    async def go() -> None:
+        rig.dispatcher.start(asyncio.get_running_loop())
+
+    with pytest.raises(ConfigurationError, match="sluice schemas apply"):
+        asyncio.run(go())
+    assert not rig.dispatcher.ready()
