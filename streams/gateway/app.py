@@ -24,7 +24,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import orjson
@@ -80,6 +80,13 @@ class Authenticator(Protocol):
         ...
 
 
+@dataclass
+class InFlight:
+    """Requests this replica is waiting on (changed on the event loop only)."""
+
+    count: int = 0
+
+
 @dataclass(frozen=True)
 class Gateway:
     """What the routes need, built once and handed in."""
@@ -88,6 +95,7 @@ class Gateway:
     keys: Authenticator
     dispatcher: Dispatcher
     settings: GatewaySettings
+    in_flight: InFlight = field(default_factory=InFlight)
 
     # -- the routes ---------------------------------------------------------------------
     async def healthz(self, _request: Request) -> Response:
@@ -223,8 +231,16 @@ class Gateway:
 
     async def serve(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
         """Send every request and wait for all outcomes, until the deadline (else 504)."""
+        if self.in_flight.count + len(requests) > self.settings.max_in_flight:
+            raise OpenAIError(
+                503,
+                "The server is overloaded; retry shortly.",
+                type=SERVER,
+                code="overloaded",
+            )
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
+        self.in_flight.count += len(requests)
         waits = [asyncio.ensure_future(self.dispatcher.send(r, deadline)) for r in requests]
         try:
             async with asyncio.timeout(timeout):
@@ -257,6 +273,7 @@ class Gateway:
             for wait in waits:
                 wait.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
+            self.in_flight.count -= len(requests)
         return [result_of(reply) for reply in replies]
 
 

@@ -37,3 +37,9 @@ class GatewaySettings(BaseSettings):
     key_reload_s: float = Field(
         2.0, gt=0, description="How often the API-key registry file is checked for changes."
     )
+    max_in_flight: int = Field(
+        4096,
+        ge=1,
+        description="Most requests this replica waits on at once (an embeddings call with N "
+        "inputs counts N); past it, calls get 503 at once instead of queueing without bound.",
+    )

@@ -497,6 +497,17 @@ def test_one_refused_send_fails_the_call_and_stops_the_others_waiting(world):
     assert world.dispatcher.cancelled == 2
 
 
+def test_calls_past_the_in_flight_bound_are_refused_at_once_and_the_bound_frees(tmp_path):
+    world = World(tmp_path, max_in_flight=2, request_timeout_s=0.2)
+    world.dispatcher.answer = lambda _request: None
+    assert_openai_error(world.post("/v1/embeddings", {"model": "minilm", "input": "a"}), 504)
+    body = {"model": "minilm", "input": ["a", "b", "c"]}
+    assert_openai_error(world.post("/v1/embeddings", body), 503, code="overloaded")
+    assert len(world.dispatcher.sent) == 1, "the refused call sent nothing"
+    world.dispatcher.answer = echo
+    assert world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "b"]}).status_code == 200
+
+
 def test_a_lifespan_given_to_the_app_runs_around_it(tmp_path):
     events: list[str] = []
 
