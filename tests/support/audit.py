@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from streams.runtime.audit import AuditUnavailableError
+from streams.runtime.audit import ACTIONS, AuditUnavailableError
 
 
 class Recorded:
@@ -27,4 +27,8 @@ class Recorded:
         return self
 
     def record(self, action: str, target: str, outcome: str, details: Any = None) -> None:
+        # The real Auditor refuses an action it does not know: so does the stand-in, or a
+        # command could pass its unit tests and fail on the real trail.
+        if action not in ACTIONS:
+            raise ValueError(f"unknown audit action {action!r}")
         self.events.append((action, target, outcome, {k: str(v) for k, v in details.items()}))
