@@ -96,15 +96,10 @@ def refusal(
             )
         if limits.usd is not None and spent.cost + outstanding.cost + worst.cost > limits.usd:
             return (
-                f"{period} usd budget of {_plain(limits.usd)}: reserving this request's worst "
+                f"{period} usd budget of {money.plain(limits.usd)}: reserving this request's worst "
                 "case on top of the spend and the requests in flight would exceed it"
             )
     return None
-
-
-def _plain(amount: Decimal) -> str:
-    text = f"{amount:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,3 +72,9 @@ def non_negative(value: object, *, what: str = "amount") -> Decimal:
 def to_scale(value: Decimal) -> Decimal:
     """``value`` at the money scale (already exact when it comes from prices times tokens)."""
     return value.quantize(QUANTUM, rounding=ROUND_HALF_EVEN)
+
+
+def plain(amount: Decimal) -> str:
+    """An amount without trailing zeros and never in exponent form (50, not 5E+1)."""
+    text = f"{amount:f}"
+    return text.rstrip("0").rstrip(".") if "." in text else text

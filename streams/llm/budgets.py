@@ -163,16 +163,10 @@ class PeriodSpend:
             return f"{self.period} token budget of {self.token_limit} reached ({self.tokens})"
         if self.cost_limit is not None and self.cost >= self.cost_limit:
             return (
-                f"{self.period} usd budget of {_plain(self.cost_limit)} reached "
-                f"({_plain(self.cost)})"
+                f"{self.period} usd budget of {money.plain(self.cost_limit)} reached "
+                f"({money.plain(self.cost)})"
             )
         return None
-
-
-def _plain(amount: Decimal) -> str:
-    """An amount without trailing zeros and never in exponent form (50, not 5E+1)."""
-    text = f"{amount:f}"
-    return text.rstrip("0").rstrip(".") if "." in text else text
 
 
 @dataclass(frozen=True, slots=True)

@@ -70,8 +70,15 @@ class AclAdmin(Protocol):
 
 def binding_of(grant: Grant) -> AclBinding:
     """The confluent-kafka binding of a grant."""
-    return AclBinding(
-        _RESOURCE_TYPES[grant.resource],
+    return AclBinding(*_binding_fields(grant))
+
+
+def _binding_fields(
+    grant: Grant,
+) -> tuple[ResourceType, str, ResourcePatternType, str, str, AclOperation, AclPermissionType]:
+    """A grant as confluent-kafka's binding (and binding filter) arguments, in order."""
+    return (
+        _RESOURCE_TYPES.get(grant.resource) or ResourceType[grant.resource],
         grant.name,
         ResourcePatternType[grant.pattern],
         grant.principal,
@@ -102,15 +109,7 @@ def grant_of(binding: AclBinding) -> Grant:
 
 def _filter_of(grant: Grant) -> AclBindingFilter:
     """A filter that matches exactly this binding (delete_acls takes filters)."""
-    return AclBindingFilter(
-        _RESOURCE_TYPES.get(grant.resource, ResourceType[grant.resource]),
-        grant.name,
-        ResourcePatternType[grant.pattern],
-        grant.principal,
-        grant.host,
-        AclOperation[grant.operation],
-        AclPermissionType[grant.permission],
-    )
+    return AclBindingFilter(*_binding_fields(grant))
 
 
 def _raise(exc: KafkaException, what: str) -> None:

@@ -1,14 +1,14 @@
 """The audit trail: one ``sluice.v1.AuditEvent`` on ``audit.events`` per operator action.
 
-Commands that change a deployment (``sluice schemas apply``, ``dlq replay``,
-``connect apply|delete``, ``drift reset``, ``acl apply``) record what they did, to what, by whom,
-from which host and how it ended. The event is produced synchronously (flushed and
-acknowledged by every in-sync replica) before the command reports its outcome, so
-an action the operator saw succeed is on the trail. An action whose event cannot
-be written fails with ``AuditUnavailableError``: an operator action that cannot be
-audited must not look like a success. ``Auditor`` checks that it can write (the
-topic exists, the schema is registered) before the action starts, so that failure
-is almost always raised before anything changed.
+Commands that change a deployment (``sluice schemas apply``, ``dlq replay``, ``connect
+apply|delete``, ``drift reset``, ``acl apply``, ``tenants add|rotate``) record what they
+did, to what, by whom, from which host and how it ended. The event is produced
+synchronously (flushed and acknowledged by every in-sync replica) before the command
+reports its outcome, so an action the operator saw succeed is on the trail. An action
+whose event cannot be written fails with ``AuditUnavailableError``: an operator action
+that cannot be audited must not look like a success. ``Auditor`` checks that it can
+write (the topic exists, the schema is registered) before the action starts, so that
+failure is almost always raised before anything changed.
 
 Details are counts and names only. They are cut to a bounded length, any key that
 names a secret has its value replaced, and URLs lose their password: an event never
@@ -247,6 +247,8 @@ def audited(
     recorded as failed and its error propagates; if that record cannot be written
     either, the log says so and the block's own error is still the one raised.
     """
+    if action not in ACTIONS:  # before the action: never act and then fail to record it
+        raise ValueError(f"unknown audit action {action!r}; add it to ACTIONS")
     details: dict[str, object] = {}
     try:
         yield details

@@ -9,6 +9,7 @@ import os
 import socket
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from confluent_kafka import Producer
 from streams.contracts.records import AuditEvent
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
+from streams.stack.tenant_keys import tenant_signing_key
 from streams.warehouse import clickhouse
 from tests.support.world import World, make_world, process_log, read_all, running, wait_for
 
@@ -147,3 +149,20 @@ def test_a_replay_that_cannot_be_audited_is_refused_before_it_sends(world: World
     said = " ".join((refused.stdout + refused.stderr).split())
     assert "audit topic" in said and "sluice schemas apply" in said
     assert read_all(world.settings, world.raw, 0, settle=1) == [], "nothing was replayed"
+
+
+def test_registering_and_rotating_a_tenant_are_on_the_trail(world: World):
+    sluice(world, "schemas", "apply", "--no-acls")
+    tenant = f"audit-{uuid.uuid4().hex[:8]}"
+    sluice(world, "tenants", "add", tenant)
+    sluice(world, "tenants", "rotate", tenant)
+
+    events = audit_events(world, 3)[1:]  # after schemas.apply
+    assert [(e.action, e.target, e.outcome) for e in events] == [
+        ("tenants.add", tenant, "ok"),
+        ("tenants.rotate", tenant, "ok"),
+    ]
+    assert events[0].details["registered"] == "True"
+    assert len(events[1].details["key_ids"].split()) == 2  # the new key and the old one
+    private = tenant_signing_key(world.settings, tenant)
+    assert all(private not in str(e) for e in events), "a private key on the trail"

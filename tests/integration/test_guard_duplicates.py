@@ -58,7 +58,9 @@ def outcomes(world: World, expect: int) -> tuple[list[dict], list[dict]]:
     serde = AvroSerde(kafka.registry(world.settings), world.catalog)
     wait_for(lambda: decided(world) >= expect, 300, f"guard to decide {expect} requests")
     safe = read_all(world.settings, world.topic(SAFE), 0, settle=3)
-    blocked = read_all(world.settings, world.topic(BLOCKED), 0, settle=0)
+    # At least the rest are blocked; waiting for them (not for zero) keeps reading past the
+    # first fetch, which over TLS may take longer than one poll.
+    blocked = read_all(world.settings, world.topic(BLOCKED), expect - len(safe), settle=0)
     return (
         [serde.decode(m.value(), world.catalog.value_schema(SAFE)) for m in safe],
         [serde.decode(m.value(), world.catalog.value_schema(BLOCKED)) for m in blocked],

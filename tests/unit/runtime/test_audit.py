@@ -239,3 +239,15 @@ def test_a_failure_that_cannot_be_audited_keeps_its_own_error_and_says_so(serde)
     ):
         raise KeyError("x")
     assert any("could not be written" in note for note in caught.value.__notes__)
+
+
+def test_an_unknown_action_is_refused_before_the_action_runs() -> None:
+    from tests.support.audit import Recorded
+
+    ran: list[str] = []
+    with (
+        pytest.raises(ValueError, match="unknown audit action"),
+        audited(Recorded(), "tenants.delete", "acme"),
+    ):
+        ran.append("acted")
+    assert ran == []
