@@ -21,6 +21,7 @@ from streams.cli import console
 from streams.cli.acl import apply_declared
 from streams.cli.demo.inference import guard_secret, run_inference
 from streams.cli.demo.ingest import connect_client, ingest_with_connect
+from streams.cli.demo.online import run_online
 from streams.cli.demo.support import end_offsets, processors, read_new, wait_caught_up
 from streams.cli.output import cell, safe
 from streams.contracts import registry
@@ -147,6 +148,7 @@ def _pipeline(
         dead = read_new(settings, dlq_topic, before)
         _report_validate(len(lines), validated, dead, elapsed)
         run_inference(settings, catalog, sample, prompts)
+        run_online(settings, catalog)
 
     try:
         from streams.cli.demo import drift as demo_drift  # noqa: PLC0415 (needs the drift extra)
