@@ -8,8 +8,10 @@ tests cover the HTTP side with an in-memory dispatcher.
 
 from __future__ import annotations
 
+import json
 import math
 import socket
+import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -21,7 +23,15 @@ from streams.gateway.key_store import KeyStore
 from streams.settings import Settings
 from tests.support import metering as m
 from tests.support import tenants
-from tests.support.world import World, make_world, process_log, running_all, start_processor
+from tests.support.world import (
+    World,
+    committed_count,
+    make_world,
+    process_log,
+    running_all,
+    start_processor,
+    wait_for,
+)
 
 openai = pytest.importorskip("openai", reason="the gateway is tested with OpenAI's client")
 pytest.importorskip("starlette", reason="the gateway's HTTP stack: pip install 'sluice[gateway]'")
@@ -63,25 +73,32 @@ class Served:
         return openai.OpenAI(base_url=f"{self.base}/v1", api_key=key or self.key, max_retries=0)
 
 
-@pytest.fixture
-def served(triton: Settings, tmp_path) -> Iterator[Served]:
-    world = make_world(triton, tmp_path)
+def _start_gateway(world: World, **env: str) -> str:
+    """`sluice run gateway` on a free port in ``world``; its base URL once it is ready."""
+    port = _free_port()
+    start_processor(
+        world,
+        "gateway",
+        SLUICE_GATEWAY__PORT=str(port),
+        SLUICE_GATEWAY__KEY_RELOAD_S="0.5",
+        **{"SLUICE_GATEWAY__REQUEST_TIMEOUT_S": "120", **env},
+    )
+    base = f"http://127.0.0.1:{port}"
+    _wait_ready(base, world)
+    return base
+
+
+@pytest.fixture(scope="module")
+def served(triton: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    # One world for the module: guard, infer and the gateway start once (tens of seconds).
+    world = make_world(triton, tmp_path_factory.mktemp("gateway"))
     [tenant] = m.tenants(1)
     tenants.register(world.settings, [tenant])  # before guard starts: it reads the registry once
     created = KeyStore(world.settings.stack.root / "secrets").create(
         tenant, {tenant}, user="integration-suite", priority="normal", name="gateway test"
     )
-    port = _free_port()
     with running_all(world, ["guard", "infer"], **GUARD_ENV):
-        start_processor(
-            world,
-            "gateway",
-            SLUICE_GATEWAY__PORT=str(port),
-            SLUICE_GATEWAY__REQUEST_TIMEOUT_S="120",
-            SLUICE_GATEWAY__KEY_RELOAD_S="0.5",
-        )
-        base = f"http://127.0.0.1:{port}"
-        _wait_ready(base, world)
+        base = _start_gateway(world)
         yield Served(world, base, tenant, created.key_id, created.key)
 
 
@@ -138,7 +155,50 @@ def test_a_wrong_or_revoked_key_is_refused_and_an_unknown_model_is_not_found(
         served.client(key=served.key[:-2] + "xx").models.list()
     with pytest.raises(openai.NotFoundError):
         served.client().embeddings.create(model="text-embedding-3-small", input="x")
-    served.store.revoke(served.key_id)
+    # A key of its own: the module's key stays live for the other tests.
+    doomed = served.store.create(served.tenant, {served.tenant}, name="revoked in a test")
+    assert served.client(key=doomed.key).models.list()
+    served.store.revoke(doomed.key_id)
     time.sleep(1.5)  # SLUICE_GATEWAY__KEY_RELOAD_S is 0.5 here
     with pytest.raises(openai.AuthenticationError):
-        served.client().models.list()
+        served.client(key=doomed.key).models.list()
+
+
+def test_the_raw_stream_is_server_sent_events_for_curl(served: Served) -> None:
+    body = (
+        '{"model": "textgen", "stream": true, "max_tokens": 3,'
+        ' "messages": [{"role": "user", "content": "Hi"}]}'
+    )
+    done = subprocess.run(
+        [
+            "curl", "-sS", "-N", "--max-time", "120", f"{served.base}/v1/chat/completions",
+            "-H", f"Authorization: Bearer {served.key}",
+            "-H", "Content-Type: application/json",
+            "-d", body,
+        ],
+        capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    events = [line for line in done.stdout.split("\n\n") if line.strip()]
+    assert all(event.startswith("data: ") for event in events), done.stdout[:500]
+    assert events[-1] == "data: [DONE]"
+    chunks = [json.loads(event.removeprefix("data: ")) for event in events[:-1]]
+    assert {chunk["object"] for chunk in chunks} == {"chat.completion.chunk"}
+    assert chunks[0]["choices"][0]["delta"]["role"] == "assistant"
+
+
+def test_a_caller_timeout_is_504_and_the_late_answer_is_still_stored(served: Served) -> None:
+    impatient = _start_gateway(served.world, SLUICE_GATEWAY__REQUEST_TIMEOUT_S="0.01")
+    results = served.world.topic("inference.results")
+    before = committed_count(served.world.settings, results)
+    client = openai.OpenAI(base_url=f"{impatient}/v1", api_key=served.key, max_retries=0)
+    with pytest.raises(openai.InternalServerError) as refused:
+        client.embeddings.create(model="minilm", input=["too slow to wait for"])
+    assert refused.value.status_code == 504
+    assert refused.value.response.json()["error"]["code"] == "timeout"
+    # Produced before the caller gave up: guard and infer still serve it, and its result
+    # is stored (and would be metered) like any other.
+    wait_for(
+        lambda: committed_count(served.world.settings, results) > before,
+        60,
+        "the abandoned request's result on inference.results",
+    )
