@@ -14,9 +14,8 @@ the parameter), 401, 404 (``model_not_found``), 413 (body over the limit), 429
 ``insufficient_quota``: the tenant's budget), 503 (pipeline unavailable), 504 (no
 outcome before the deadline). Rate limits are checked before anything reaches Kafka
 (``streams.gateway.rate_limiting``); every answer to a limited caller carries OpenAI's
-``x-ratelimit-*`` headers. An
-unexpected error is a 500 whose message says nothing of the request; the log has
-the traceback.
+``x-ratelimit-*`` headers. An unexpected error is a 500 whose message says nothing of
+the request; the log has the traceback.
 
 ``create_app`` builds the app from what it needs (catalog, keys, dispatcher,
 settings); nothing is created at import time.
