@@ -52,7 +52,29 @@ def keys() -> None:
     help="Scheduling priority of the key's requests.",
 )
 @click.option("--name", default=None, help="A label to recognise the key by in `keys list`.")
-def create(tenant: str, user: str | None, priority: str, name: str | None) -> None:
+@click.option(
+    "--requests-per-minute",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The key's own limit of calls per minute at the gateway "
+    "(default: key_default of rate_limits.yaml).",
+)
+@click.option(
+    "--tokens-per-minute",
+    type=click.IntRange(min=1),
+    default=None,
+    help="The key's own limit of tokens (input and max output) per minute at the gateway "
+    "(default: key_default of rate_limits.yaml).",
+)
+def create(  # click passes options by keyword
+    *,
+    tenant: str,
+    user: str | None,
+    priority: str,
+    name: str | None,
+    requests_per_minute: int | None,
+    tokens_per_minute: int | None,
+) -> None:
     """Make an API key for TENANT; the key is printed once and never stored."""
     settings = get_settings()
     store = key_store(settings)
@@ -65,8 +87,14 @@ def create(tenant: str, user: str | None, priority: str, name: str | None) -> No
             user=user,
             priority=cast(Priority, priority),
             name=name,
+            requests_per_minute=requests_per_minute,
+            tokens_per_minute=tokens_per_minute,
         )
         details.update(key_id=created.key_id, priority=priority, with_user=user is not None)
+        if requests_per_minute is not None:
+            details.update(requests_per_minute=requests_per_minute)
+        if tokens_per_minute is not None:
+            details.update(tokens_per_minute=tokens_per_minute)
     console.print(
         f"API key {created.key_id} for tenant {safe(tenant)} (priority {priority}) in "
         f"{store.registry_path}\n"
@@ -79,10 +107,14 @@ def create(tenant: str, user: str | None, priority: str, name: str | None) -> No
 @keys.command(name="list")
 @click.option("--tenant", default=None, help="Only this tenant's keys.")
 def list_keys(tenant: str | None) -> None:
-    """Every API key's id, tenant, user, priority, name and state (never a key)."""
+    """Every API key's id, tenant, user, priority, name, rate limits and state (never a key).
+
+    A rate limit shown as ``default`` is the ``key_default`` of ``rate_limits.yaml``.
+    """
     store = key_store(get_settings())
     table = Table(title=f"API keys in {store.registry_path}")
-    for column in ("key id", "tenant", "user", "priority", "name", "created", "state"):
+    columns = ("key id", "tenant", "user", "priority", "name", "req/min", "tok/min")
+    for column in (*columns, "created", "state"):
         table.add_column(column)
     for key_id, record in sorted(store.registry().keys.items(), key=lambda kv: kv[1].created_at):
         if tenant is not None and record.tenant != tenant:
@@ -94,6 +126,8 @@ def list_keys(tenant: str | None) -> None:
             cell(record.user or ""),
             record.priority,
             cell(record.name or ""),
+            _per_minute(record.requests_per_minute),
+            _per_minute(record.tokens_per_minute),
             f"{record.created_at:%Y-%m-%d %H:%M}",
             state,
         )
@@ -117,6 +151,10 @@ def revoke(key_id: str) -> None:
         )
     else:
         console.print(f"API key {key_id} was already revoked")
+
+
+def _per_minute(limit: int | None) -> str:
+    return "default" if limit is None else str(limit)
 
 
 COMMANDS = [keys]

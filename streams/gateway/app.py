@@ -10,9 +10,12 @@ Routes:
 
 Every refusal is in OpenAI's error format, with OpenAI's status codes: 400 (with
 the parameter), 401, 404 (``model_not_found``), 413 (body over the limit), 429
-(budget), 503 (pipeline unavailable), 504 (no outcome before the deadline). An
-unexpected error is a 500 whose message says nothing of the request; the log has
-the traceback.
+(``rate_limit_exceeded``: a rate limit of the key or the tenant, with ``Retry-After``;
+``insufficient_quota``: the tenant's budget), 503 (pipeline unavailable), 504 (no
+outcome before the deadline). Rate limits are checked before anything reaches Kafka
+(``streams.gateway.rate_limiting``); every answer to a limited caller carries OpenAI's
+``x-ratelimit-*`` headers. An unexpected error is a 500 whose message says nothing of
+the request; the log has the traceback.
 
 ``create_app`` builds the app from what it needs (catalog, keys, dispatcher,
 settings); nothing is created at import time.
@@ -36,7 +39,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from streams.contracts.records import InferenceRequest, InferenceResult
-from streams.gateway.dispatch import Dispatcher, DispatchError, NoSigningKeyError
+from streams.gateway.dispatch import Blocked, Dispatcher, DispatchError, NoSigningKeyError, Reply
 from streams.gateway.errors import (
     INVALID_REQUEST,
     NOT_FOUND,
@@ -64,12 +67,16 @@ from streams.gateway.mapping import (
 )
 from streams.gateway.metrics import GATEWAY_AUTH_FAILURES, GATEWAY_LATENCY, GATEWAY_REQUESTS
 from streams.gateway.openai_api import ChatBody, CompletionsBody, EmbeddingsBody, parse_body
+from streams.gateway.rate_limiting import GatewayRateLimits, call_tokens
 from streams.gateway.settings import GatewaySettings
 from streams.llm.model_catalog import ModelCatalog
+from streams.llm.rate_limits import RateLimiter, RateLimits
 
 log = logging.getLogger("sluice.gateway")
 
 _BEARER = "bearer "
+# Where a route leaves the x-ratelimit-* headers for whatever answer the call gets.
+_RATE_HEADERS = "rate_limit_headers"
 
 
 class Authenticator(Protocol):
@@ -95,6 +102,9 @@ class Gateway:
     keys: Authenticator
     dispatcher: Dispatcher
     settings: GatewaySettings
+    rate_limits: GatewayRateLimits = field(
+        default_factory=lambda: GatewayRateLimits(RateLimits(), RateLimiter())
+    )
     in_flight: InFlight = field(default_factory=InFlight)
 
     # -- the routes ---------------------------------------------------------------------
@@ -137,7 +147,8 @@ class Gateway:
                 "only; leave dimensions out or set it to that.",
                 "dimensions",
             )
-        results = await self.serve(requests_for(caller, model, body.input))
+        requests = requests_for(caller, model, body.input)
+        results = await self.serve(request, caller, requests, call_tokens(model, body.input, None))
         return JSONResponse(embeddings_response(model.name, results, body.encoding_format))
 
     async def completions(self, request: Request) -> Response:
@@ -155,7 +166,9 @@ class Gateway:
         requests = requests_for(
             caller, model, body.prompt, max_tokens=limit, temperature=body.temperature
         )
-        results = await self.serve(requests)
+        results = await self.serve(
+            request, caller, requests, call_tokens(model, body.prompt, limit)
+        )
         return JSONResponse(completions_response(model.name, results, limit))
 
     async def chat_completions(self, request: Request) -> Response:
@@ -164,16 +177,14 @@ class Gateway:
         body = parse_body(ChatBody, await self.json_body(request))
         model = model_for(self.catalog, body.model, "text_completion", "/v1/chat/completions")
         limit = token_limit(model, body.token_limit)
+        prompt = chat_prompt(body.messages)
         [request_record] = requests_for(
-            caller,
-            model,
-            [chat_prompt(body.messages)],
-            max_tokens=limit,
-            temperature=body.temperature,
+            caller, model, [prompt], max_tokens=limit, temperature=body.temperature
         )
         # The outcome is awaited before the response starts, so a refusal is still an
         # HTTP error (which clients raise) rather than an event inside a stream.
-        [result] = await self.serve([request_record])
+        tokens = call_tokens(model, [prompt], limit)
+        [result] = await self.serve(request, caller, [request_record], tokens)
         if not body.stream:
             return JSONResponse(chat_response(model.name, result, limit))
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -196,7 +207,7 @@ class Gateway:
             # Never the key itself, nor which part of it was wrong.
             raise unauthorized("Incorrect API key provided, or the key was revoked.")
         key_id, record = found
-        return Caller(key_id, record.tenant, record.user, record.priority)
+        return Caller(key_id, record.tenant, record.user, record.priority, record.own_rate)
 
     async def json_body(self, request: Request) -> Any:
         """The JSON body, read up to ``max_body_bytes``; 413 beyond, 400 when not JSON."""
@@ -229,8 +240,18 @@ class Gateway:
                 param,
             )
 
-    async def serve(self, requests: Sequence[InferenceRequest]) -> list[InferenceResult]:
-        """Send every request and wait for all outcomes, until the deadline (else 504)."""
+    async def serve(
+        self,
+        http: Request,
+        caller: Caller,
+        requests: Sequence[InferenceRequest],
+        tokens: int,
+    ) -> list[InferenceResult]:
+        """Admit the call under its rate limits, send every request and wait for all outcomes.
+
+        ``tokens`` is the call's estimate (``rate_limiting.call_tokens``), corrected to
+        the metered usage once the outcomes are in. Past the deadline: 504.
+        """
         if self.in_flight.count + len(requests) > self.settings.max_in_flight:
             raise OpenAIError(
                 503,
@@ -238,6 +259,9 @@ class Gateway:
                 type=SERVER,
                 code="overloaded",
             )
+        # On the event loop, like every use of the limiter (it is not thread-safe).
+        admission = self.rate_limits.admit(caller, tokens)
+        setattr(http.state, _RATE_HEADERS, admission.headers)
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
         self.in_flight.count += len(requests)
@@ -246,6 +270,7 @@ class Gateway:
             async with asyncio.timeout(timeout):
                 replies = await asyncio.gather(*waits)
         except TimeoutError:
+            # The requests may still be served and metered: the estimate stays charged.
             raise OpenAIError(
                 504,
                 f"No answer from the model within {timeout:g}s; retry later (the request may "
@@ -254,6 +279,7 @@ class Gateway:
                 code=TIMEOUT,
             ) from None
         except NoSigningKeyError:
+            self.rate_limits.settle(admission, 0)  # nothing was produced
             log.error("no signing key for a tenant with a live API key; see the gateway's settings")
             raise OpenAIError(
                 500,
@@ -262,6 +288,9 @@ class Gateway:
                 code="tenant_not_served",
             ) from None
         except DispatchError:
+            # The call failed as a whole: its requests are not waited on, and the client
+            # is told to retry; charging their tokens too would count them twice.
+            self.rate_limits.settle(admission, 0)
             raise OpenAIError(
                 503,
                 "The platform cannot take requests right now; retry shortly.",
@@ -274,7 +303,15 @@ class Gateway:
                 wait.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
             self.in_flight.count -= len(requests)
+        self.rate_limits.settle(admission, sum(_metered_tokens(reply) for reply in replies))
         return [result_of(reply) for reply in replies]
+
+
+def _metered_tokens(reply: Reply) -> int:
+    """The tokens the pipeline metered for one outcome: none for a request guard blocked."""
+    if isinstance(reply, Blocked):
+        return 0
+    return reply.result.input_tokens + reply.result.output_tokens
 
 
 def _too_large(limit: int) -> OpenAIError:
@@ -303,13 +340,16 @@ def _answered(endpoint: str, handler: Handler) -> Handler:
         try:
             response = await handler(request)
         except OpenAIError as error:
-            response = JSONResponse(error.body(), status_code=error.status)
+            response = JSONResponse(error.body(), status_code=error.status, headers=error.headers)
         except Exception:
             log.exception("%s failed", endpoint)  # the traceback, never the body
             internal = OpenAIError(
                 500, "The server had an error while processing your request.", type=SERVER
             )
             response = JSONResponse(internal.body(), status_code=500)
+        # An admitted call's limits, on whatever its answer turned out to be.
+        for name, value in getattr(request.state, _RATE_HEADERS, {}).items():
+            response.headers.setdefault(name, value)
         GATEWAY_REQUESTS.labels(endpoint, str(response.status_code)).inc()
         GATEWAY_LATENCY.labels(endpoint).observe(time.perf_counter() - started)
         return response
@@ -333,10 +373,17 @@ def create_app(
     dispatcher: Dispatcher,
     settings: GatewaySettings,
     *,
+    rate_limits: RateLimits | None = None,
+    limiter: RateLimiter | None = None,
     lifespan: Callable[[Starlette], Any] | None = None,
 ) -> Starlette:
-    """The gateway's ASGI application; ``lifespan`` starts and stops the dispatcher."""
-    gateway = Gateway(catalog, keys, dispatcher, settings)
+    """The gateway's ASGI application; ``lifespan`` starts and stops the dispatcher.
+
+    ``rate_limits`` is ``rate_limits.yaml`` as loaded at start (None: no limits);
+    ``limiter`` holds the buckets (a fresh one on the monotonic clock by default).
+    """
+    limits = GatewayRateLimits(rate_limits or RateLimits(), limiter or RateLimiter())
+    gateway = Gateway(catalog, keys, dispatcher, settings, limits)
     routes = [
         ("/healthz", "healthz", gateway.healthz, "GET"),
         ("/readyz", "readyz", gateway.readyz, "GET"),

@@ -9,6 +9,7 @@ value from the request.
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any
 
 from streams.errors import SluiceError
@@ -35,8 +36,10 @@ class OpenAIError(SluiceError):
         type: str = INVALID_REQUEST,
         param: str | None = None,
         code: str | None = None,
+        headers: Mapping[str, str] | None = None,
     ) -> None:
         super().__init__(message)
+        self.headers = dict(headers or {})
         self.status = status
         self.message = message
         self.type = type

@@ -81,8 +81,14 @@ class KeyStore:
         user: str | None = None,
         priority: Priority = "normal",
         name: str | None = None,
+        requests_per_minute: int | None = None,
+        tokens_per_minute: int | None = None,
     ) -> Created:
-        """A new key for ``tenant``, which must be one of ``known_tenants``."""
+        """A new key for ``tenant``, which must be one of ``known_tenants``.
+
+        ``requests_per_minute`` and ``tokens_per_minute`` are the key's own rate limits;
+        None leaves the ``key_default`` of ``rate_limits.yaml`` to apply.
+        """
         if tenant not in known_tenants:
             raise ApiKeyError(
                 f"tenant {tenant[:128]} is not in the tenant registry: a key proves a registered "
@@ -100,6 +106,8 @@ class KeyStore:
                     user=user,
                     priority=priority,
                     name=name,
+                    requests_per_minute=requests_per_minute,
+                    tokens_per_minute=tokens_per_minute,
                     hash=key_hash(pepper, key),
                     created_at=utc_now(),
                 )

@@ -33,6 +33,11 @@ The registry file (``<state dir>/secrets/api-keys.yaml``)::
         hash: 9b1d...               # hex HMAC-SHA256(pepper, key)
         created_at: '2026-12-01T17:00:00+00:00'
         revoked_at: null
+        requests_per_minute: 60     # optional: the key's own rate limits; left out, the
+        tokens_per_minute: 100000   # key_default of schemas/rate_limits.yaml applies
+
+The rate-limit fields are written only when a key has them, so a registry without
+them reads as it always did (and older gateways still read it).
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from streams.errors import ConfigurationError
+from streams.llm.rate_limits import Rate
 
 KEY_PREFIX = "sk-sluice-"
 KEY_ID_HEX = 16
@@ -144,6 +150,8 @@ class ApiKeyRecord(_Strict):
     hash: str = Field(pattern=r"^[0-9a-f]{64}$")
     created_at: datetime
     revoked_at: datetime | None = None
+    requests_per_minute: int | None = Field(None, ge=1)
+    tokens_per_minute: int | None = Field(None, ge=1)
 
     @field_validator("user")
     @classmethod
@@ -166,6 +174,26 @@ class ApiKeyRecord(_Strict):
     def revoked(self) -> bool:
         """True once the key was revoked: it authenticates nothing any more."""
         return self.revoked_at is not None
+
+    @property
+    def own_rate(self) -> Rate:
+        """The key's own rate limits (None where it has none: the ``key_default`` applies)."""
+        return Rate(
+            requests_per_minute=self.requests_per_minute, tokens_per_minute=self.tokens_per_minute
+        )
+
+    def to_file(self) -> dict[str, Any]:
+        """The record as the registry file holds it (rate limits only when the key has them)."""
+        data = self.model_dump(mode="json")
+        for optional in _WRITTEN_WHEN_SET:
+            if data[optional] is None:
+                del data[optional]
+        return data
+
+
+# Fields added after the first registries: left out when unset, so a registry file
+# stays readable by a gateway that predates them.
+_WRITTEN_WHEN_SET = ("requests_per_minute", "tokens_per_minute")
 
 
 class _RegistryFile(_Strict):
@@ -230,10 +258,7 @@ class ApiKeyRegistry:
         """The registry file's text."""
         data = {
             "version": REGISTRY_VERSION,
-            "keys": {
-                key_id: record.model_dump(mode="json")
-                for key_id, record in sorted(self.keys.items())
-            },
+            "keys": {key_id: record.to_file() for key_id, record in sorted(self.keys.items())},
         }
         header = (
             "# Sluice gateway API keys: who each key is for, and an HMAC of the key under the\n"

@@ -32,6 +32,7 @@ from streams.gateway.errors import (
 from streams.gateway.keys import Priority
 from streams.gateway.openai_api import ChatMessage
 from streams.llm.model_catalog import ModelCatalog, ModelSpec
+from streams.llm.rate_limits import UNLIMITED, Rate
 
 #: ``source`` of every request the gateway produces.
 SOURCE = "gateway"
@@ -63,6 +64,8 @@ class Caller:
     tenant: str
     user: str | None
     priority: Priority
+    #: The key's own rate limits; a limit it leaves out is the registry's key default.
+    key_rate: Rate = UNLIMITED
 
 
 def model_for(catalog: ModelCatalog, name: str, task: str, endpoint: str) -> ModelSpec:

@@ -1,8 +1,9 @@
 """Prometheus metrics of the gateway, served on its own ``/metrics``.
 
 Labels are bounded: the endpoint is one of the routes, the status an HTTP code, the
-reason one of a fixed set of words. Tenants are not a label here (meter counts usage
-per tenant from the pipeline's own records).
+reason and the limit words of a fixed set. The tenant is a label of the rate-limit
+counter only (tenants are bounded by the tenant registry; meter counts usage per
+tenant from the pipeline's own records); a key id never is one.
 """
 
 from __future__ import annotations
@@ -28,4 +29,10 @@ GATEWAY_AUTH_FAILURES = Counter(
 GATEWAY_PENDING = Gauge(
     "sluice_gateway_pending_requests",
     "Requests sent to Kafka whose outcome this replica is still waiting for.",
+)
+GATEWAY_RATE_LIMITED = Counter(
+    "sluice_gateway_rate_limited_total",
+    "Calls refused with 429 by a rate limit: limit (requests or tokens), scope (key or "
+    "tenant: whose limit refused it) and tenant.",
+    ["limit", "scope", "tenant"],
 )

@@ -19,6 +19,7 @@ from streams.gateway.kafka_dispatch import TenantSigners, from_settings
 from streams.gateway.key_store import KeyStore, LiveKeys
 from streams.gateway.settings import GatewaySettings
 from streams.llm.model_catalog import load_models
+from streams.llm.rate_limits import load_rate_limits
 from streams.runtime.spec import EngineSpec
 from streams.settings import Settings
 
@@ -44,6 +45,8 @@ def serve(settings: Settings, gateway: GatewaySettings, _metrics_port: int | Non
             f"the gateway needs its HTTP stack ({exc.name} is missing): "
             "pip install 'sluice[gateway]'"
         ) from None
+    # Read first: a malformed file stops the start with a message naming the entry.
+    rate_limits = load_rate_limits(gateway.rate_limits_path(settings.schemas_dir))
     directory = secrets_directory(settings, gateway)
     keys = LiveKeys(KeyStore(directory), check_every_s=gateway.key_reload_s)
     catalog = catalog_for(settings)
@@ -59,7 +62,9 @@ def serve(settings: Settings, gateway: GatewaySettings, _metrics_port: int | Non
         finally:
             await asyncio.to_thread(dispatcher.stop)
 
-    app = create_app(load_models(), keys, dispatcher, gateway, lifespan=lifespan)
+    app = create_app(
+        load_models(), keys, dispatcher, gateway, rate_limits=rate_limits, lifespan=lifespan
+    )
     # uvicorn handles SIGTERM: stops accepting, finishes the calls in flight, then the
     # lifespan's exit stops the dispatcher (which flushes the producer).
     uvicorn.run(app, host=gateway.host, port=gateway.port, log_level="info", access_log=True)

@@ -43,3 +43,13 @@ class GatewaySettings(BaseSettings):
         description="Most requests this replica waits on at once (an embeddings call with N "
         "inputs counts N); past it, calls get 503 at once instead of queueing without bound.",
     )
+    rate_limits_file: Path | None = Field(
+        None,
+        description="Requests and tokens per minute per tenant and per API key, read at start; "
+        "default <schemas>/rate_limits.yaml. Each replica enforces them on the calls it "
+        "serves.",
+    )
+
+    def rate_limits_path(self, schemas_dir: Path) -> Path:
+        """The rate limits: ``rate_limits_file``, or ``rate_limits.yaml`` in ``schemas_dir``."""
+        return self.rate_limits_file or schemas_dir / "rate_limits.yaml"

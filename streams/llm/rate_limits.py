@@ -164,6 +164,14 @@ class RateLimiter:
             bucket = self._bucket(subject, "tokens", rate.tokens_per_minute, now)
             bucket.level = min(float(rate.tokens_per_minute), bucket.level - token_delta)
 
+    def remaining(self, subject: str, kind: str, per_minute: int) -> float:
+        """The allowance ``subject``'s ``kind`` bucket holds now; negative while in debt.
+
+        For what a caller is told (OpenAI's ``x-ratelimit-remaining-*`` headers); it
+        charges nothing. ``kind`` is "requests" or "tokens".
+        """
+        return self._bucket(subject, kind, per_minute, self._clock()).level
+
     def _bucket(self, subject: str, kind: str, per_minute: int, now: float) -> _Bucket:
         # The limit is part of the key: a changed limit starts a fresh bucket.
         key = (subject, kind, per_minute)

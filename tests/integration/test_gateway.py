@@ -202,3 +202,28 @@ def test_a_caller_timeout_is_504_and_the_late_answer_is_still_stored(served: Ser
         60,
         "the abandoned request's result on inference.results",
     )
+
+
+def test_a_key_past_its_requests_per_minute_gets_openais_rate_limit_error(
+    served: Served,
+) -> None:
+    # What `sluice keys create --requests-per-minute 2` does, without its audit trail.
+    limited = served.store.create(
+        served.tenant, {served.tenant}, requests_per_minute=2, name="rate limited"
+    )
+    time.sleep(1.5)  # SLUICE_GATEWAY__KEY_RELOAD_S is 0.5 here
+    client = served.client(key=limited.key)
+    for remaining in ("1", "0"):
+        raw = client.embeddings.with_raw_response.create(model="minilm", input="hello")
+        assert raw.headers["x-ratelimit-limit-requests"] == "2"
+        assert raw.headers["x-ratelimit-remaining-requests"] == remaining
+        assert len(raw.parse().data) == 1
+    with pytest.raises(openai.RateLimitError) as caught:
+        client.embeddings.create(model="minilm", input="hello")
+    response = caught.value.response
+    assert 1 <= int(response.headers["retry-after"]) <= 30  # one request back per 30 s
+    error = response.json()["error"]
+    assert (error["code"], error["type"]) == ("rate_limit_exceeded", "requests")
+    assert limited.key_id not in error["message"]
+    # The tenant's other key has limits of its own (rate_limits.yaml's defaults): unaffected.
+    assert served.client().embeddings.create(model="minilm", input="hello").data

@@ -91,3 +91,26 @@ def test_revoking_something_that_is_not_a_key_id_records_nothing(state_dir, reco
     result = CliRunner().invoke(main, ["keys", "revoke", "../etc/passwd"])
     assert result.exit_code == 1
     assert recorded.built == 0 and recorded.events == []
+
+
+def test_create_takes_the_keys_own_rate_limits_and_list_shows_them(state_dir, recorded):
+    result = _create("--tenant", "acme", "--requests-per-minute", "7", "--tokens-per-minute", "900")
+    assert result.exit_code == 0, result.output
+    parsed = parse_key(result.output.strip().splitlines()[-1])
+    assert parsed is not None
+    record = keys.key_store(get_settings()).registry().keys[parsed.key_id]
+    assert (record.requests_per_minute, record.tokens_per_minute) == (7, 900)
+    assert recorded.events[-1][3]["requests_per_minute"] == "7"
+    assert recorded.events[-1][3]["tokens_per_minute"] == "900"
+    assert _create("--tenant", "acme").exit_code == 0
+    listed = CliRunner().invoke(main, ["keys", "list"]).output
+    [limited_row] = [line for line in listed.splitlines() if parsed.key_id in line]
+    assert " 7 " in limited_row and " 900 " in limited_row
+    assert any("default" in line for line in listed.splitlines() if parsed.key_id not in line)
+
+
+def test_create_refuses_a_rate_limit_below_one(state_dir, recorded):
+    result = _create("--tenant", "acme", "--requests-per-minute", "0")
+    assert result.exit_code == 2
+    assert "requests-per-minute" in result.output
+    assert not (state_dir / "secrets" / "api-keys.yaml").exists()

@@ -197,3 +197,41 @@ def test_a_broken_registry_keeps_the_last_good_one(tmp_path: Path):
 def test_a_gateway_without_a_pepper_does_not_start(tmp_path: Path):
     with pytest.raises(ApiKeyError, match="pepper"):
         LiveKeys(KeyStore(tmp_path))
+
+
+def test_a_keys_own_rate_limits_round_trip_through_the_registry(tmp_path: Path):
+    store = KeyStore(tmp_path)
+    limited = store.create("acme", {"acme"}, requests_per_minute=60, tokens_per_minute=5000)
+    plain = store.create("acme", {"acme"})
+    records = store.registry().keys
+    assert records[limited.key_id].own_rate.requests_per_minute == 60
+    assert records[limited.key_id].own_rate.tokens_per_minute == 5000
+    assert records[plain.key_id].own_rate.unlimited
+    text = store.registry_path.read_text()
+    assert text.count("requests_per_minute: 60") == 1 and text.count("tokens_per_minute") == 1, (
+        "a key without limits of its own writes no limit fields"
+    )
+    with pytest.raises(ApiKeyError, match="requests_per_minute"):
+        store.create("acme", {"acme"}, requests_per_minute=0)
+
+
+def test_a_registry_written_before_rate_limits_still_loads(tmp_path: Path):
+    key = new_key()
+    path = tmp_path / "api-keys.yaml"
+    path.write_text(
+        "version: 1\n"
+        "keys:\n"
+        f"  {key.key_id}:\n"
+        "    tenant: acme\n"
+        "    user: null\n"
+        "    priority: normal\n"
+        "    name: null\n"
+        f"    hash: {key_hash(PEPPER, key)}\n"
+        "    created_at: '2026-12-01T17:00:00+00:00'\n"
+        "    revoked_at: null\n"
+    )
+    registry = ApiKeyRegistry.load(path)
+    assert registry.keys[key.key_id].own_rate.unlimited
+    assert registry.authenticate(PEPPER, key.text) is not None
+    registry.save(path)
+    assert "per_minute" not in path.read_text()

@@ -14,6 +14,7 @@ from streams.cli import run as run_command
 from streams.errors import ConfigurationError
 from streams.gateway import server
 from streams.gateway.settings import GatewaySettings
+from streams.llm.rate_limits import load_rate_limits
 from streams.settings import get_settings
 
 
@@ -42,3 +43,18 @@ def test_the_secrets_directory_defaults_to_the_local_stacks(tmp_path):
     assert server.secrets_directory(settings, GatewaySettings()) == settings.stack.root / "secrets"
     mine = GatewaySettings(secrets_dir=tmp_path)
     assert server.secrets_directory(settings, mine) == tmp_path
+
+
+def test_the_rate_limits_default_to_the_schemas_file_which_loads():
+    settings = get_settings()
+    path = GatewaySettings().rate_limits_path(settings.schemas_dir)
+    assert path == settings.schemas_dir / "rate_limits.yaml"
+    assert load_rate_limits(path).default.requests_per_minute is not None
+
+
+def test_a_malformed_rate_limits_file_stops_the_start_and_names_the_entry(tmp_path):
+    bad = tmp_path / "rate_limits.yaml"
+    bad.write_text("tenants:\n  acme:\n    requests_per_minute: 0\n")
+    gateway = GatewaySettings(rate_limits_file=bad, secrets_dir=tmp_path / "secrets")
+    with pytest.raises(ConfigurationError, match=r"tenants\.acme\.requests_per_minute"):
+        server.serve(get_settings(), gateway, None)

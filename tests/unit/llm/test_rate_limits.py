@@ -132,3 +132,16 @@ def test_a_malformed_declaration_names_the_field(tmp_path: Path, text: str, expe
 def test_a_missing_declaration_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(RateLimitConfigError, match="cannot read"):
         load_rate_limits(tmp_path / "absent.yaml")
+
+
+def test_remaining_tells_the_allowance_left_without_charging_it() -> None:
+    clock = Clock()
+    limiter = RateLimiter(clock)
+    rate = Rate(requests_per_minute=60, tokens_per_minute=600)
+    assert limiter.remaining("acme", "tokens", 600) == 600.0
+    assert limiter.acquire([("acme", rate)], 100).admitted
+    assert limiter.remaining("acme", "requests", 60) == pytest.approx(59.0)
+    assert limiter.remaining("acme", "tokens", 600) == pytest.approx(500.0)
+    assert limiter.remaining("acme", "tokens", 600) == pytest.approx(500.0), "charges nothing"
+    clock.now += 1.0
+    assert limiter.remaining("acme", "tokens", 600) == pytest.approx(510.0)
