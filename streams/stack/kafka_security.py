@@ -9,11 +9,11 @@ every file 0600, each written with ``O_EXCL`` so two ``up`` at once cannot make 
 * ``passwords/<principal>``: a random SCRAM-SHA-512 password per principal.
 
 Each Sluice component authenticates as its own principal (``COMPONENT_PRINCIPALS``:
-the processors and the gateway; ``CONNECT``); the ``sluice`` CLI, the demo's own clients and the tests act as
-``OPERATOR``. Each tenant of the local tenant registry (``streams.stack.tenant_keys``)
-gets a principal ``tenant-<id>`` too, the name schemas/acls.yaml grants a tenant's
-producers their topics under. Production
-keeps all this in its secret store; nothing here is used outside the local stack.
+the processors and the gateway; ``CONNECT``); the ``sluice`` CLI, the demo's own
+clients and the tests act as ``OPERATOR``. Each tenant of the local tenant registry
+(``streams.stack.tenant_keys``) gets a principal ``tenant-<id>`` too, the name
+schemas/acls.yaml grants a tenant's producers their topics under. Production keeps all
+this in its secret store; nothing here is used outside the local stack.
 """
 
 from __future__ import annotations
@@ -189,7 +189,7 @@ def client_environment(settings: Settings, principal: str) -> dict[str, str]:
 
 
 def local_principal(settings: Settings, component: str) -> str:
-    """The principal ``component`` (a processor, the gateway, or ``connect``) uses on the local stack.
+    """The principal ``component`` (a processor, the gateway or ``connect``) uses locally.
 
     Its own principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true, the default
     (the ACLs must grant it its topics); otherwise, and for anything that is not a

@@ -119,9 +119,7 @@ def test_the_gateway_is_granted_exactly_what_its_dispatcher_produces_and_reads(
     assert _granted(grants, principal, "TOPIC", "READ") == set(kafka_dispatch.OUTCOME_TOPICS)
     assert _granted(grants, principal, "TOPIC", "WRITE") == {kafka_dispatch.REQUESTS_TOPIC}
     settings = Settings.model_validate({"runner": {"group_prefix": NAMES.group_prefix}})
-    assert _granted(grants, principal, "GROUP", "READ") == {
-        kafka_dispatch.consumer_group(settings)
-    }
+    assert _granted(grants, principal, "GROUP", "READ") == {kafka_dispatch.consumer_group(settings)}
     # No transactions, no spans, nothing created: a request is one idempotent produce.
     assert not _granted(grants, principal, "TRANSACTIONAL_ID", "WRITE")
     assert not _granted(grants, principal, "TOPIC", "CREATE")
@@ -132,6 +130,5 @@ def test_the_gateway_is_granted_exactly_what_its_dispatcher_produces_and_reads(
 
 
 def test_the_gateways_consumer_group_follows_the_group_prefix() -> None:
-    assert kafka_dispatch.consumer_group(Settings.model_validate({"runner": {"group_prefix": "acme-prod"}})) == (
-        "acme-prod.gateway"
-    )
+    settings = Settings.model_validate({"runner": {"group_prefix": "acme-prod"}})
+    assert kafka_dispatch.consumer_group(settings) == "acme-prod.gateway"
