@@ -13,8 +13,10 @@ from streams.cli import main
 from streams.cli import run as run_command
 from streams.errors import ConfigurationError
 from streams.gateway import server
+from streams.gateway.kafka_dispatch import TenantSigners
 from streams.gateway.settings import GatewaySettings
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
+from streams.stack.tenant_keys import add_tenant, tenant_key_path
 
 
 def test_run_gateway_starts_the_gateway_with_its_own_settings(monkeypatch: pytest.MonkeyPatch):
@@ -42,3 +44,13 @@ def test_the_secrets_directory_defaults_to_the_local_stacks(tmp_path):
     assert server.secrets_directory(settings, GatewaySettings()) == settings.stack.root / "secrets"
     mine = GatewaySettings(secrets_dir=tmp_path)
     assert server.secrets_directory(settings, mine) == tmp_path
+
+
+def test_the_gateway_reads_a_tenants_key_where_the_local_stack_writes_it(tmp_path):
+    """`sluice tenants add` writes the key the gateway signs with: one path for both."""
+    settings = Settings.model_validate({"stack": {"state_dir": tmp_path}})
+    directory = server.secrets_directory(settings, GatewaySettings()) / server.TENANT_KEYS_DIR
+    assert directory / "acme.key" == tenant_key_path(settings, "acme")
+    add_tenant(settings, "acme")
+    signer = TenantSigners(directory)("acme")
+    assert signer.headers("inference.requests", b"k", b"v")  # a usable key, read as written
