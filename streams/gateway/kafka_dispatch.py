@@ -309,6 +309,11 @@ class KafkaDispatcher:
         loop.call_soon_threadsafe(settle)
 
 
+def consumer_group(settings: Settings) -> str:
+    """The outcome consumer's group: ``<group prefix>.gateway``, like a processor's."""
+    return f"{settings.runner.group_prefix}.gateway"
+
+
 def from_settings(
     settings: Settings, catalog: Catalog, signers: Callable[[str], Signer]
 ) -> KafkaDispatcher:
@@ -319,8 +324,9 @@ def from_settings(
     consumer = kafka.consumer(
         settings,
         # Partitions are assigned, never subscribed, and nothing is committed: each replica
-        # reads from the end at start. The group id is required by librdkafka only.
-        "sluice.gateway",
+        # reads from the end at start. The group id is required by librdkafka only; it is
+        # the one schemas/acls.yaml grants the gateway (`{group}.gateway`).
+        consumer_group(settings),
         **{"enable.partition.eof": False, "auto.offset.reset": "latest"},
     )
     producer = kafka.producer(settings, **{"linger.ms": 1})

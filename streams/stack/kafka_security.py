@@ -8,12 +8,12 @@ every file 0600, each written with ``O_EXCL`` so two ``up`` at once cannot make 
   ``localhost``, CN ``sluice-broker``) and the CA, the PEM key store Kafka reads;
 * ``passwords/<principal>``: a random SCRAM-SHA-512 password per principal.
 
-Each Sluice component authenticates as its own principal (``PROCESSOR_PRINCIPALS``,
-``CONNECT``); the ``sluice`` CLI, the demo's own clients and the tests act as
-``OPERATOR``. Each tenant of the local tenant registry (``streams.stack.tenant_keys``)
-gets a principal ``tenant-<id>`` too, the name schemas/acls.yaml grants a tenant's
-producers their topics under. Production
-keeps all this in its secret store; nothing here is used outside the local stack.
+Each Sluice component authenticates as its own principal (``COMPONENT_PRINCIPALS``:
+the processors and the gateway; ``CONNECT``); the ``sluice`` CLI, the demo's own
+clients and the tests act as ``OPERATOR``. Each tenant of the local tenant registry
+(``streams.stack.tenant_keys``) gets a principal ``tenant-<id>`` too, the name
+schemas/acls.yaml grants a tenant's producers their topics under. Production keeps all
+this in its secret store; nothing here is used outside the local stack.
 """
 
 from __future__ import annotations
@@ -61,8 +61,13 @@ PROCESSOR_PRINCIPALS: dict[str, str] = {
     "sink": "sluice-sink",
     "drift": "sluice-drift",
 }
+#: What ``sluice run`` starts besides the processors, each with its own principal: the
+#: gateway produces tenants' signed requests and reads their outcomes.
+SERVICE_PRINCIPALS: dict[str, str] = {"gateway": "sluice-gateway"}
+#: Every component ``sluice run`` starts, and the principal it logs in as.
+COMPONENT_PRINCIPALS: dict[str, str] = {**PROCESSOR_PRINCIPALS, **SERVICE_PRINCIPALS}
 #: Every principal ``sluice up`` makes a password for.
-PRINCIPALS: tuple[str, ...] = (BROKER, OPERATOR, *PROCESSOR_PRINCIPALS.values(), CONNECT)
+PRINCIPALS: tuple[str, ...] = (BROKER, OPERATOR, *COMPONENT_PRINCIPALS.values(), CONNECT)
 #: A tenant's principal: its producers' SCRAM user (``tenant-{tenant}`` in schemas/acls.yaml).
 TENANT_PRINCIPAL_PREFIX = "tenant-"
 #: Principals the broker is told about when its storage is formatted (it needs them to start).
@@ -184,13 +189,13 @@ def client_environment(settings: Settings, principal: str) -> dict[str, str]:
 
 
 def local_principal(settings: Settings, component: str) -> str:
-    """The principal ``component`` (a processor, or ``connect``) uses on the local stack.
+    """The principal ``component`` (a processor, the gateway or ``connect``) uses locally.
 
     Its own principal when ``SLUICE_STACK__PROCESSOR_PRINCIPALS`` is true, the default
     (the ACLs must grant it its topics); otherwise, and for anything that is not a
-    processor or the worker, the operator, which needs no ACL.
+    processor, the gateway or the worker, the operator, which needs no ACL.
     """
-    own = CONNECT if component == "connect" else PROCESSOR_PRINCIPALS.get(component)
+    own = CONNECT if component == "connect" else COMPONENT_PRINCIPALS.get(component)
     if own is not None and settings.stack.processor_principals:
         return own
     return OPERATOR

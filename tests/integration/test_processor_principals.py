@@ -12,18 +12,22 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from confluent_kafka import KafkaError
 
 from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
+from streams.gateway.key_store import KeyStore
 from streams.runtime import kafka
 from streams.settings import Settings
 from tests.support import metering as m
@@ -149,4 +153,63 @@ def test_each_processor_works_under_its_own_principal_and_no_further(
     for name, topic in NOT_ITS_OUTPUT.items():
         refused = produce_one(as_principal(world.settings, principal(name)), world.topic(topic))
         assert refused is not None, f"{principal(name)} may write {topic}"
+        assert refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused
+
+
+def test_the_gateway_works_under_its_own_principal_and_no_further(world: World) -> None:
+    """sluice-gateway reads the outcome topics and writes signed requests, and nothing else.
+
+    No guard runs: the call times out (504) once its request is on inference.requests,
+    which is what the gateway's grants are for. The round trip through guard and infer is
+    tests/integration/test_gateway.py's.
+    """
+    pytest.importorskip("uvicorn", reason="the gateway's HTTP stack: pip install 'sluice[gateway]'")
+    for topic in ("inference.results", "inference.requests.blocked", "inference.requests"):
+        wait_granted(world, "gateway", topic)
+    tenants.register(world.settings, [TENANT])  # the gateway signs with the tenant's key
+    created = KeyStore(world.settings.stack.root / "secrets").create(
+        TENANT, {TENANT}, user="integration-suite", priority="normal", name="principal test"
+    )
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = int(probe.getsockname()[1])
+    start_processor(
+        world,
+        "gateway",
+        **OWN_PRINCIPALS,
+        SLUICE_GATEWAY__PORT=str(port),
+        SLUICE_GATEWAY__REQUEST_TIMEOUT_S="5",
+    )
+    base = f"http://127.0.0.1:{port}"
+
+    def ready() -> bool:
+        try:
+            return httpx.get(f"{base}/readyz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    # Ready means its consumer was positioned on both outcome topics, as sluice-gateway.
+    wait_for(ready, 120, "the gateway ready under its own principal")
+    started = time.monotonic()
+    answer = httpx.post(
+        f"{base}/v1/embeddings",
+        json={"model": "minilm", "input": "hello"},
+        headers={"Authorization": f"Bearer {created.key}"},
+        timeout=30,
+    )
+    assert answer.status_code == 504, answer.text  # produced, then no outcome: no guard
+    assert time.monotonic() - started >= 4
+    [request] = read_all(world.settings, world.topic("inference.requests"), 1)
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    record = serde.decode(request.value(), world.catalog.value_schema("inference.requests"))
+    assert record["tenant_id"] == TENANT
+    assert request.key() == record["request_id"].encode()
+    (log,) = processor_logs(world, "gateway")
+    assert "as Kafka user sluice-gateway" in " ".join(log.split()), log[-2000:]
+
+    # The same credentials may not write what guard alone writes.
+    gateway = as_principal(world.settings, principal("gateway"))
+    for topic in ("inference.results", "inference.requests.safe"):
+        refused = produce_one(gateway, world.topic(topic))
+        assert refused is not None, f"sluice-gateway may write {topic}"
         assert refused.code() == KafkaError.TOPIC_AUTHORIZATION_FAILED, refused

@@ -12,7 +12,7 @@ sasl.jaas.config=org.apache.kafka.common.security.scram.ScramLoginModule require
 ssl.truststore.type=PEM
 ssl.truststore.location=/etc/sluice/kafka/ca.pem
 PROPERTIES
-for principal in validate guard infer meter sink drift connect registry; do
+for principal in validate guard infer meter sink drift gateway connect registry; do
   variable="KAFKA_$(echo "$principal" | tr '[:lower:]' '[:upper:]')_PASSWORD"
   /opt/kafka/bin/kafka-configs.sh --bootstrap-server kafka:9092 --command-config "$client" \
     --alter --entity-type users --entity-name "sluice-$principal" \

@@ -189,7 +189,8 @@ def test_each_tenant_gets_its_own_principal(
         ("metering.alerts", {"sluice-meter"}),
         ("drift.state", {"sluice-drift"}),
         ("support_tickets.validated", {"sluice-validate"}),
-        ("inference.requests", TENANT_PRINCIPALS),
+        # The tenants' producers, and the gateway producing for its callers' tenants.
+        ("inference.requests", TENANT_PRINCIPALS | {"sluice-gateway"}),
         ("raw.support_tickets", TENANT_PRINCIPALS | {"sluice-connect"}),
         # Written by the operator only, a super user: no binding at all.
         ("audit.events", set()),

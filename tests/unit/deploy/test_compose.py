@@ -17,6 +17,8 @@ from processors.guard.settings import GuardSettings
 from processors.infer.settings import InferSettings
 from processors.meter.settings import MeterSettings
 from processors.validate.processor import ValidateSettings
+from streams.cli.run import SERVICES as RUN_SERVICES
+from streams.gateway.settings import GatewaySettings
 from streams.settings import PROJECT_ROOT, Settings
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
@@ -24,6 +26,7 @@ SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
 #: Settings classes of their own, by env prefix (the rest nest under Settings).
 COMPONENT_SETTINGS: dict[str, type[BaseSettings]] = {
     "DRIFT": DriftSettings,
+    "GATEWAY": GatewaySettings,
     "GUARD": GuardSettings,
     "INFER": InferSettings,
     "METER": MeterSettings,
@@ -55,13 +58,26 @@ def test_every_image_is_pinned_or_built_here(name: str) -> None:
         assert (PROJECT_ROOT / build["context"] / build["dockerfile"]).is_file()
 
 
+def host_ports(mapping: str) -> range:
+    """The host ports of a short-syntax mapping: [ip:]host[-end]:container."""
+    parts = str(mapping).split(":")
+    assert len(parts) in (2, 3), f"{mapping}: not [ip:]host:container"
+    first, _, last = parts[-2].partition("-")
+    return range(int(first), int(last or first) + 1)
+
+
 def test_host_ports_are_unique() -> None:
-    seen: dict[str, str] = {}
+    seen: dict[int, str] = {}
     for name, service in SERVICES.items():
         for mapping in service.get("ports", []):
-            host = str(mapping).split(":")[0]
-            assert host not in seen, f"{name} and {seen.get(host)} both publish {host}"
-            seen[host] = name
+            for port in host_ports(mapping):
+                assert port not in seen, f"{name} and {seen.get(port)} both publish {port}"
+                seen[port] = name
+
+
+def test_host_ports_reads_ranges_and_addresses() -> None:
+    assert host_ports("127.0.0.1:8080-8089:8080") == range(8080, 8090)
+    assert host_ports("3000:3000") == range(3000, 3001)
 
 
 def test_volumes_exist() -> None:
@@ -94,9 +110,34 @@ def test_triton_reserves_a_gpu() -> None:
 def test_every_processor_runs_and_every_processor_has_a_service() -> None:
     services = processor_services()
     running = {s["command"][1] for s in services.values()}
-    assert running == set(processors.PROCESSORS), "a processor without a service, or a typo"
-    for service in services.values():
-        assert "ports" not in service, "replicas must not publish host ports (--scale)"
+    assert running == {*processors.PROCESSORS, *RUN_SERVICES}, "a component without a service"
+    for name, service in services.items():
+        if name not in RUN_SERVICES:
+            assert "ports" not in service, "replicas must not publish host ports (--scale)"
+
+
+def test_the_gateway_scales_and_is_checked_for_readiness() -> None:
+    gateway = SERVICES["gateway"]
+    assert "container_name" not in gateway, "a fixed name forbids --scale"
+    env = gateway["environment"]
+    assert env["SLUICE_GATEWAY__HOST"] == "0.0.0.0"  # noqa: S104 (in its container; see ports)
+    port = int(env["SLUICE_GATEWAY__PORT"])
+    # One host port per replica, from a range, on the loopback (a TLS balancer in front).
+    [mapping] = gateway["ports"]
+    address, _, container = str(mapping).rpartition(":")
+    assert address.startswith("127.0.0.1:") and int(container) == port
+    assert len(host_ports(mapping)) >= 3, "room for --scale gateway=3"
+    # The image has Python, not curl: the check is urllib on /readyz of its own port.
+    test = gateway["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    assert f"http://127.0.0.1:{port}/readyz" in test[3] and "curl" not in test[3]
+    dockerfile = (PROJECT_ROOT / "infra" / "docker" / "sluice.Dockerfile").read_text()
+    assert "curl" not in dockerfile
+    assert re.search(r'pip install[^\n]*"\.\[[^\]]*\bgateway\b', dockerfile), "the HTTP stack"
+    # Its secrets: a required folder, read-only, where SLUICE_GATEWAY__SECRETS_DIR points.
+    target = env["SLUICE_GATEWAY__SECRETS_DIR"]
+    mounts = [str(v) for v in gateway["volumes"]]
+    assert any(re.match(r"^\$\{\w+:\?[^}]+\}:" + re.escape(target) + ":ro$", v) for v in mounts)
 
 
 def _field(model: type[BaseModel], parts: list[str]) -> bool:

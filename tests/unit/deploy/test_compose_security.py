@@ -32,6 +32,9 @@ INTERNAL = ["schema-registry", "connect", "triton", "prometheus", "otel-collecto
 #: Who may share a network with Triton: its callers, and Prometheus for its metrics.
 TRITON_PEERS = {"infer", "guard", "prometheus"}
 _SECRET_KEY = re.compile(r"password|secret|passwd|_key$|token|credential", re.IGNORECASE)
+#: Settings that hold where mounted secrets are, not a secret: each must be the target of a
+#: read-only mount whose source is a required variable (checked below).
+SECRET_LOCATIONS = {"SLUICE_GATEWAY__SECRETS_DIR"}
 _REQUIRED = re.compile(r"^\$\{\w+:\?[^}]+\}$")
 _REFERENCE = re.compile(r"^\$(\w+|\{(env:)?\w+\})$")  # a config file's ${env:X} or $X
 _DEFAULTED = re.compile(r"\$\{\w+:?-")
@@ -86,7 +89,11 @@ def test_no_secret_has_a_default_in_compose() -> None:
 def test_every_secret_in_the_environment_is_required(name: str) -> None:
     for key, raw in (SERVICES[name].get("environment") or {}).items():
         value = str(raw)
-        if _SECRET_KEY.search(key):
+        if key in SECRET_LOCATIONS:
+            mounts = [str(v) for v in SERVICES[name].get("volumes", [])]
+            pattern = r"^\$\{\w+:\?[^}]+\}:" + re.escape(value) + ":ro$"
+            assert any(re.match(pattern, m) for m in mounts), f"{name}: {key} mounts no secret"
+        elif _SECRET_KEY.search(key):
             assert _REQUIRED.match(value), f"{name}: {key} is not ${{{key}:?...}}: {value}"
         credentials = _CREDENTIALS.match(value)
         if credentials:  # a password inside a URL
@@ -119,11 +126,13 @@ def test_internal_services_publish_no_port(name: str) -> None:
     assert not SERVICES[name].get("ports"), f"{name} publishes {SERVICES[name]['ports']}"
 
 
-def test_only_grafana_and_kafka_on_loopback_are_published() -> None:
+def test_only_grafana_and_kafka_and_the_gateway_on_loopback_are_published() -> None:
     published = {name: s["ports"] for name, s in SERVICES.items() if s.get("ports")}
-    assert set(published) == {"grafana", "kafka"}
-    # Kafka's external listener is for the operator's CLI on this host: loopback only.
-    assert all(str(p).startswith("127.0.0.1:") for p in published["kafka"])
+    assert set(published) == {"grafana", "kafka", "gateway"}
+    # Kafka's external listener is for the operator's CLI on this host; the gateway speaks
+    # plain HTTP with bearer keys, for a TLS load balancer on this host: loopback only.
+    for name in ("kafka", "gateway"):
+        assert all(str(p).startswith("127.0.0.1:") for p in published[name]), name
 
 
 # -- networks -------------------------------------------------------------------------
@@ -397,14 +406,14 @@ def test_the_broker_authenticates_with_scram_and_authorizes_with_acls() -> None:
 
 
 def test_every_kafka_client_logs_in_as_its_own_principal_over_tls() -> None:
-    from streams.stack.kafka_security import OPERATOR, PROCESSOR_PRINCIPALS
+    from streams.stack.kafka_security import COMPONENT_PRINCIPALS, OPERATOR
 
     clients = _kafka_clients()
-    assert set(PROCESSOR_PRINCIPALS) | OPERATOR_SERVICES <= set(clients)
+    assert set(COMPONENT_PRINCIPALS) | OPERATOR_SERVICES <= set(clients)
     for name, service in clients.items():
         env = service["environment"]
         options = json.loads(env["SLUICE_KAFKA__OPTIONS"])
-        expected = OPERATOR if name in OPERATOR_SERVICES else PROCESSOR_PRINCIPALS[name]
+        expected = OPERATOR if name in OPERATOR_SERVICES else COMPONENT_PRINCIPALS[name]
         assert options["security.protocol"] == "SASL_SSL", name
         assert options["sasl.mechanisms"] == "SCRAM-SHA-512", name
         assert options["sasl.username"] == expected, name
@@ -436,9 +445,9 @@ def test_init_applies_the_declared_acls_before_any_processor_starts() -> None:
     entrypoint = " ".join(SERVICES["init"]["entrypoint"])
     assert "sluice schemas apply" in entrypoint or "sluice acl apply" in entrypoint
     assert "--no-acls" not in entrypoint
-    from streams.stack.kafka_security import PROCESSOR_PRINCIPALS
+    from streams.stack.kafka_security import COMPONENT_PRINCIPALS
 
-    for name in PROCESSOR_PRINCIPALS:
+    for name in COMPONENT_PRINCIPALS:
         assert SERVICES[name]["depends_on"]["init"] == {
             "condition": "service_completed_successfully"
         }, name
@@ -458,3 +467,18 @@ def test_connect_starts_once_its_acls_exist_and_the_registry_is_granted_before_i
     assert "schema-registry" not in SERVICES["init"]["depends_on"] or (
         SERVICES["schema-registry"]["depends_on"].keys() == {"kafka-users"}
     ), "the registry must not wait for init, which needs it"
+
+
+def test_kafka_users_stores_the_credential_of_every_components_principal() -> None:
+    """A principal whose SCRAM credential is never stored cannot log in at all."""
+    from streams.stack.kafka_security import COMPONENT_PRINCIPALS, CONNECT
+
+    users = (PROJECT_ROOT / "infra" / "docker" / "kafka" / "users.sh").read_text()
+    loop = re.search(r"^for principal in ([\w ]+); do$", users, re.MULTILINE)
+    assert loop is not None
+    stored = {f"sluice-{name}" for name in loop.group(1).split()}
+    assert {*COMPONENT_PRINCIPALS.values(), CONNECT, "sluice-registry"} == stored
+    env = SERVICES["kafka-users"]["environment"]
+    for principal in stored:
+        short = principal.removeprefix("sluice-").upper()
+        assert env[f"KAFKA_{short}_PASSWORD"].startswith(f"${{SLUICE_KAFKA_{short}_PASSWORD:?")

@@ -13,9 +13,11 @@ from streams.cli import main
 from streams.cli import run as run_command
 from streams.errors import ConfigurationError
 from streams.gateway import server
+from streams.gateway.kafka_dispatch import TenantSigners
 from streams.gateway.settings import GatewaySettings
 from streams.llm.rate_limits import load_rate_limits
-from streams.settings import get_settings
+from streams.settings import Settings, get_settings
+from streams.stack.tenant_keys import add_tenant, tenant_key_path
 
 
 def test_run_gateway_starts_the_gateway_with_its_own_settings(monkeypatch: pytest.MonkeyPatch):
@@ -58,3 +60,13 @@ def test_a_malformed_rate_limits_file_stops_the_start_and_names_the_entry(tmp_pa
     gateway = GatewaySettings(rate_limits_file=bad, secrets_dir=tmp_path / "secrets")
     with pytest.raises(ConfigurationError, match=r"tenants\.acme\.requests_per_minute"):
         server.serve(get_settings(), gateway, None)
+
+
+def test_the_gateway_reads_a_tenants_key_where_the_local_stack_writes_it(tmp_path):
+    """`sluice tenants add` writes the key the gateway signs with: one path for both."""
+    settings = Settings.model_validate({"stack": {"state_dir": tmp_path}})
+    directory = server.secrets_directory(settings, GatewaySettings()) / server.TENANT_KEYS_DIR
+    assert directory / "acme.key" == tenant_key_path(settings, "acme")
+    add_tenant(settings, "acme")
+    signer = TenantSigners(directory)("acme")
+    assert signer.headers("inference.requests", b"k", b"v")  # a usable key, read as written

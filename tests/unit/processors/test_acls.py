@@ -1,5 +1,7 @@
 """schemas/acls.yaml grants each processor exactly what its own declaration reads and writes.
 
+The gateway's entry is checked against its Kafka dispatcher the same way.
+
 Checked both ways: a processor that gains an input or output fails here until the
 declaration grants it, and a grant no processor uses fails here until it is removed
 (or listed below with the reason the runner's spec cannot show).
@@ -16,10 +18,12 @@ from processors.guard.replay import DECIDED_TOPICS
 from processors.meter import app as meter_app
 from streams.contracts.acls import AclDeclaration, AclNames, Grant, load_acls
 from streams.contracts.catalog import Catalog, load_catalog
+from streams.gateway import kafka_dispatch
 from streams.llm.budgets import BUDGETS_TOPIC
 from streams.runtime.span_export import TOPIC as SPANS
 from streams.runtime.spec import ProcessorSpec
-from streams.settings import PROJECT_ROOT
+from streams.settings import PROJECT_ROOT, Settings
+from streams.stack.kafka_security import SERVICE_PRINCIPALS
 
 SCHEMAS = PROJECT_ROOT / "schemas"
 NAMES = AclNames(topic_prefix="", group_prefix="sluice")
@@ -104,3 +108,27 @@ def test_meter_is_granted_its_faust_topics_group_and_state(
 
 def test_every_processor_has_a_principal(declaration: AclDeclaration) -> None:
     assert {f"sluice-{name}" for name in processors.PROCESSORS} <= set(declaration.principals)
+
+
+def test_the_gateway_is_granted_exactly_what_its_dispatcher_produces_and_reads(
+    catalog: Catalog, declaration: AclDeclaration
+) -> None:
+    """Both ways: a topic the dispatcher gains, or a grant it no longer uses, fails here."""
+    grants = declaration.grants(catalog, NAMES)
+    principal = SERVICE_PRINCIPALS["gateway"]
+    assert _granted(grants, principal, "TOPIC", "READ") == set(kafka_dispatch.OUTCOME_TOPICS)
+    assert _granted(grants, principal, "TOPIC", "WRITE") == {kafka_dispatch.REQUESTS_TOPIC}
+    settings = Settings.model_validate({"runner": {"group_prefix": NAMES.group_prefix}})
+    assert _granted(grants, principal, "GROUP", "READ") == {kafka_dispatch.consumer_group(settings)}
+    # No transactions, no spans, nothing created: a request is one idempotent produce.
+    assert not _granted(grants, principal, "TRANSACTIONAL_ID", "WRITE")
+    assert not _granted(grants, principal, "TOPIC", "CREATE")
+    assert {g.resource for g in grants if g.principal == f"User:{principal}"} == {
+        "TOPIC",
+        "GROUP",
+    }
+
+
+def test_the_gateways_consumer_group_follows_the_group_prefix() -> None:
+    settings = Settings.model_validate({"runner": {"group_prefix": "acme-prod"}})
+    assert kafka_dispatch.consumer_group(settings) == "acme-prod.gateway"

@@ -65,6 +65,8 @@ def test_each_principal_has_its_own_random_password(made: Settings) -> None:
     assert len(passwords) == len(ks.PRINCIPALS)
     assert all(len(p) >= 40 for p in passwords)
     assert set(ks.PROCESSOR_PRINCIPALS) == {"validate", "guard", "infer", "meter", "sink", "drift"}
+    assert ks.SERVICE_PRINCIPALS == {"gateway": "sluice-gateway"}
+    assert set(ks.COMPONENT_PRINCIPALS.values()) <= set(ks.PRINCIPALS)
     assert ks.BROKER in ks.PRINCIPALS and ks.OPERATOR in ks.PRINCIPALS
     with pytest.raises(ValueError, match="not a principal"):
         ks.password(made, "sluice-nobody")
@@ -154,8 +156,11 @@ def test_explicit_kafka_settings_always_win(made: Settings) -> None:
     assert tuned.kafka.options["sasl.username"] == ks.OPERATOR
 
 
-def test_each_processor_logs_in_as_its_own_principal_by_default(made: Settings) -> None:
-    for processor, principal in ks.PROCESSOR_PRINCIPALS.items():
+def test_each_processor_and_the_gateway_log_in_as_their_own_principals_by_default(
+    made: Settings,
+) -> None:
+    assert "gateway" in ks.COMPONENT_PRINCIPALS
+    for processor, principal in ks.COMPONENT_PRINCIPALS.items():
         env = local_processor_environment(made, processor)
         assert json.loads(env["SLUICE_KAFKA__OPTIONS"])["sasl.username"] == principal
         assert env["SLUICE_KAFKA__SASL_PASSWORD"] == ks.password(made, principal)
@@ -166,7 +171,7 @@ def test_processors_act_as_the_operator_when_their_principals_are_switched_off(
     made: Settings,
 ) -> None:
     shared = settings_in(made.stack.state_dir, processor_principals=False)
-    for processor in ks.PROCESSOR_PRINCIPALS:
+    for processor in ks.COMPONENT_PRINCIPALS:
         env = local_processor_environment(shared, processor)
         assert json.loads(env["SLUICE_KAFKA__OPTIONS"])["sasl.username"] == ks.OPERATOR
         assert env["SLUICE_KAFKA__SASL_PASSWORD"] == ks.password(made, ks.OPERATOR)
