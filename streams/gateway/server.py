@@ -50,7 +50,13 @@ def serve(settings: Settings, gateway: GatewaySettings, _metrics_port: int | Non
     directory = secrets_directory(settings, gateway)
     keys = LiveKeys(KeyStore(directory), check_every_s=gateway.key_reload_s)
     catalog = catalog_for(settings)
-    dispatcher = from_settings(settings, catalog, TenantSigners(directory / TENANT_KEYS_DIR))
+    dispatcher = from_settings(
+        settings,
+        catalog,
+        TenantSigners(directory / TENANT_KEYS_DIR),
+        idempotency_window_s=gateway.idempotency_window_s,
+        idempotency_max_entries=gateway.idempotency_max_entries,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:

@@ -62,11 +62,15 @@ class FakeDispatcher:
     def __init__(self, answer: Answer = echo) -> None:
         self.answer = answer
         self.sent: list[tuple[InferenceRequest, float]] = []
+        self.idempotent: list[bool] = []
         self.is_ready = True
         self.cancelled = 0
 
-    async def send(self, request: InferenceRequest, deadline: float) -> Reply:
+    async def send(
+        self, request: InferenceRequest, deadline: float, *, idempotent: bool = False
+    ) -> Reply:
         self.sent.append((request, deadline))
+        self.idempotent.append(idempotent)
         reply = self.answer(request)
         if reply is None:
             try:
