@@ -357,12 +357,8 @@ class KafkaDispatcher:
         """Strike off the partitions read up to their end offset taken at start."""
         if message is not None:
             partition = (message.topic() or "", message.partition() or 0)
-            error = message.error()
-            if error is not None and error.code() == KafkaError._PARTITION_EOF:
+            if _reaches(message, self._catching_up.get(partition, 0)):
                 self._catching_up.pop(partition, None)
-            elif error is None and partition in self._catching_up:
-                if (message.offset() or 0) + 1 >= self._catching_up[partition]:
-                    self._catching_up.pop(partition, None)
         now = time.monotonic()
         if self._catching_up and (message is None or now >= self._next_position_check):
             # The position tells, past transaction markers included (the end offset counts
@@ -451,6 +447,14 @@ def _answers(reply: Reply, request_id: str, tenant: str, *, idempotent: bool) ->
         return False
     guard = reply.request.guard
     return not (idempotent and guard is not None and guard.reason == DUPLICATE_REQUEST)
+
+
+def _reaches(message: Message, end: int) -> bool:
+    """Whether ``message`` is its partition's end of file, or its record before ``end``."""
+    error = message.error()
+    if error is not None:
+        return bool(error.code() == KafkaError._PARTITION_EOF)
+    return (message.offset() or 0) + 1 >= end
 
 
 def _timestamp_ms(message: Message) -> int | None:
