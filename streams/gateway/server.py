@@ -62,7 +62,8 @@ def serve(settings: Settings, gateway: GatewaySettings, _metrics_port: int | Non
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         # Positioning the outcome consumer asks the broker for end offsets: off the loop.
         await asyncio.to_thread(dispatcher.start, asyncio.get_running_loop())
-        log.info("gateway ready on http://%s:%d", gateway.host, gateway.port)
+        # Ready (/readyz) once the idempotency window of outcomes is read back, if any.
+        log.info("gateway listening on http://%s:%d", gateway.host, gateway.port)
         try:
             yield
         finally:

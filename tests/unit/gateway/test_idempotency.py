@@ -5,6 +5,7 @@ from __future__ import annotations
 import uuid
 
 import pytest
+from pydantic import ValidationError
 
 from streams.gateway.errors import OpenAIError
 from streams.gateway.idempotency import (
@@ -16,6 +17,7 @@ from streams.gateway.idempotency import (
     parse_key,
     request_ids,
 )
+from streams.gateway.settings import GatewaySettings
 
 
 class Clock:
@@ -128,3 +130,10 @@ def test_a_cache_without_a_window_keeps_nothing():
     cache = OutcomeCache(window_s=0, max_entries=10)
     cache.put("id", "inference.results", b"v", None)
     assert len(cache) == 0
+
+
+def test_the_idempotency_window_cannot_outlast_guards_default_request_id_window():
+    assert GatewaySettings().idempotency_window_s == 600
+    assert GatewaySettings(idempotency_window_s=0).idempotency_window_s == 0
+    with pytest.raises(ValidationError, match="idempotency_window_s"):
+        GatewaySettings(idempotency_window_s=21_601)
