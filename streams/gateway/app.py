@@ -11,11 +11,16 @@ Routes:
 Every refusal is in OpenAI's error format, with OpenAI's status codes: 400 (with
 the parameter), 401, 404 (``model_not_found``), 413 (body over the limit), 429
 (``rate_limit_exceeded``: a rate limit of the key or the tenant, with ``Retry-After``;
-``insufficient_quota``: the tenant's budget), 503 (pipeline unavailable), 504 (no
+``insufficient_quota``: the tenant's budget), 409 (``idempotency_key_reused``: an
+``Idempotency-Key`` sent again with another body), 503 (pipeline unavailable), 504 (no
 outcome before the deadline). Rate limits are checked before anything reaches Kafka
 (``streams.gateway.rate_limiting``); every answer to a limited caller carries OpenAI's
 ``x-ratelimit-*`` headers. An unexpected error is a 500 whose message says nothing of
 the request; the log has the traceback.
+
+A call with an ``Idempotency-Key`` header may be retried, through any key of the
+tenant and any replica, without being served or billed twice
+(``streams.gateway.idempotency``).
 
 ``create_app`` builds the app from what it needs (catalog, keys, dispatcher,
 settings); nothing is created at import time.
@@ -50,6 +55,8 @@ from streams.gateway.errors import (
     model_not_found,
     unauthorized,
 )
+from streams.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
+from streams.gateway.idempotency import KeyMemory, fingerprint, parse_key, request_ids
 from streams.gateway.keys import ApiKeyRecord
 from streams.gateway.mapping import (
     Caller,
@@ -106,6 +113,9 @@ class Gateway:
         default_factory=lambda: GatewayRateLimits(RateLimits(), RateLimiter())
     )
     in_flight: InFlight = field(default_factory=InFlight)
+    idempotency_keys: KeyMemory = field(
+        default_factory=lambda: KeyMemory(window_s=600.0, max_entries=100_000)
+    )
 
     # -- the routes ---------------------------------------------------------------------
     async def healthz(self, _request: Request) -> Response:
@@ -138,7 +148,8 @@ class Gateway:
     async def embeddings(self, request: Request) -> Response:
         """``POST /v1/embeddings``: one request per input, answered together."""
         caller = self.caller(request)
-        body = parse_body(EmbeddingsBody, await self.json_body(request))
+        raw = await self.json_body(request)
+        body = parse_body(EmbeddingsBody, raw)
         model = model_for(self.catalog, body.model, "embeddings", "/v1/embeddings")
         self.check_count(body.input, "input")
         if body.dimensions is not None and body.dimensions != model.embedding_dims:
@@ -147,14 +158,17 @@ class Gateway:
                 "only; leave dimensions out or set it to that.",
                 "dimensions",
             )
-        requests = requests_for(caller, model, body.input)
-        results = await self.serve(request, caller, requests, call_tokens(model, body.input, None))
+        ids = self.idempotent_ids(request, caller, "/v1/embeddings", raw, len(body.input))
+        requests = requests_for(caller, model, body.input, request_ids=ids)
+        tokens = call_tokens(model, body.input, None)
+        results = await self.serve(request, caller, requests, tokens, idempotent=ids is not None)
         return JSONResponse(embeddings_response(model.name, results, body.encoding_format))
 
     async def completions(self, request: Request) -> Response:
         """``POST /v1/completions``: one request per prompt."""
         caller = self.caller(request)
-        body = parse_body(CompletionsBody, await self.json_body(request))
+        raw = await self.json_body(request)
+        body = parse_body(CompletionsBody, raw)
         model = model_for(self.catalog, body.model, "text_completion", "/v1/completions")
         self.check_count(body.prompt, "prompt")
         if body.stream:
@@ -163,28 +177,37 @@ class Gateway:
                 "stream",
             )
         limit = token_limit(model, body.max_tokens)
+        ids = self.idempotent_ids(request, caller, "/v1/completions", raw, len(body.prompt))
         requests = requests_for(
-            caller, model, body.prompt, max_tokens=limit, temperature=body.temperature
+            caller,
+            model,
+            body.prompt,
+            max_tokens=limit,
+            temperature=body.temperature,
+            request_ids=ids,
         )
-        results = await self.serve(
-            request, caller, requests, call_tokens(model, body.prompt, limit)
-        )
+        tokens = call_tokens(model, body.prompt, limit)
+        results = await self.serve(request, caller, requests, tokens, idempotent=ids is not None)
         return JSONResponse(completions_response(model.name, results, limit))
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``: the conversation as one prompt; streamed on request."""
         caller = self.caller(request)
-        body = parse_body(ChatBody, await self.json_body(request))
+        raw = await self.json_body(request)
+        body = parse_body(ChatBody, raw)
         model = model_for(self.catalog, body.model, "text_completion", "/v1/chat/completions")
         limit = token_limit(model, body.token_limit)
         prompt = chat_prompt(body.messages)
+        ids = self.idempotent_ids(request, caller, "/v1/chat/completions", raw, 1)
         [request_record] = requests_for(
-            caller, model, [prompt], max_tokens=limit, temperature=body.temperature
+            caller, model, [prompt], max_tokens=limit, temperature=body.temperature, request_ids=ids
         )
         # The outcome is awaited before the response starts, so a refusal is still an
         # HTTP error (which clients raise) rather than an event inside a stream.
         tokens = call_tokens(model, [prompt], limit)
-        [result] = await self.serve(request, caller, [request_record], tokens)
+        [result] = await self.serve(
+            request, caller, [request_record], tokens, idempotent=ids is not None
+        )
         if not body.stream:
             return JSONResponse(chat_response(model.name, result, limit))
         usage = body.stream_options is not None and body.stream_options.include_usage
@@ -232,6 +255,21 @@ class Gateway:
                 None,
             ) from None
 
+    def idempotent_ids(
+        self, request: Request, caller: Caller, route: str, body: Any, count: int
+    ) -> list[str] | None:
+        """The call's request ids derived from its ``Idempotency-Key``; None without one.
+
+        400 for a malformed key; 409 when this replica saw the key with another body.
+        Called once the body is valid, so a refused first try does not bind the key.
+        """
+        key = parse_key(request.headers.get(IDEMPOTENCY_HEADER))
+        if key is None:
+            return None
+        body_fingerprint = fingerprint(route, body)
+        self.idempotency_keys.check(caller.tenant, key, body_fingerprint)
+        return request_ids(caller.tenant, key, body_fingerprint, count)
+
     def check_count(self, texts: Sequence[str], param: str) -> None:
         """400 when a call carries more texts than ``max_inputs``."""
         if len(texts) > self.settings.max_inputs:
@@ -246,11 +284,15 @@ class Gateway:
         caller: Caller,
         requests: Sequence[InferenceRequest],
         tokens: int,
+        *,
+        idempotent: bool = False,
     ) -> list[InferenceResult]:
         """Admit the call under its rate limits, send every request and wait for all outcomes.
 
         ``tokens`` is the call's estimate (``rate_limiting.call_tokens``), corrected to
-        the metered usage once the outcomes are in. Past the deadline: 504.
+        the metered usage once the outcomes are in. ``idempotent``: the request ids come
+        from an ``Idempotency-Key`` (a retry is answered by the first call's outcomes).
+        Past the deadline: 504.
         """
         if self.in_flight.count + len(requests) > self.settings.max_in_flight:
             raise OpenAIError(
@@ -265,7 +307,10 @@ class Gateway:
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
         self.in_flight.count += len(requests)
-        waits = [asyncio.ensure_future(self.dispatcher.send(r, deadline)) for r in requests]
+        waits = [
+            asyncio.ensure_future(self.dispatcher.send(r, deadline, idempotent=idempotent))
+            for r in requests
+        ]
         try:
             async with asyncio.timeout(timeout):
                 replies = await asyncio.gather(*waits)
@@ -383,7 +428,10 @@ def create_app(
     ``limiter`` holds the buckets (a fresh one on the monotonic clock by default).
     """
     limits = GatewayRateLimits(rate_limits or RateLimits(), limiter or RateLimiter())
-    gateway = Gateway(catalog, keys, dispatcher, settings, limits)
+    key_memory = KeyMemory(
+        window_s=settings.idempotency_window_s, max_entries=settings.idempotency_max_entries
+    )
+    gateway = Gateway(catalog, keys, dispatcher, settings, limits, idempotency_keys=key_memory)
     routes = [
         ("/healthz", "healthz", gateway.healthz, "GET"),
         ("/readyz", "readyz", gateway.readyz, "GET"),

@@ -49,8 +49,13 @@ Reply = Completed | Blocked
 class Dispatcher(Protocol):
     """Sends requests into the pipeline and waits for their outcomes."""
 
-    async def send(self, request: InferenceRequest, deadline: float) -> Reply:
+    async def send(
+        self, request: InferenceRequest, deadline: float, *, idempotent: bool = False
+    ) -> Reply:
         """Produce ``request`` and wait for its outcome until ``deadline``.
+
+        ``idempotent``: its id comes from an ``Idempotency-Key`` and it may be a retry,
+        answered by the first call's outcome (``streams.gateway.idempotency``).
 
         ``deadline`` is on ``time.monotonic()``'s clock. Past it, raise
         ``TimeoutError`` (the caller answers 504); a caller that gives up earlier

@@ -17,7 +17,7 @@ from __future__ import annotations
 import base64
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from streams.contracts.records import InferenceRequest, InferenceResult
@@ -107,10 +107,16 @@ def requests_for(
     *,
     max_tokens: int | None = None,
     temperature: float | None = None,
+    request_ids: Sequence[str] | None = None,
 ) -> list[InferenceRequest]:
-    """One request per text, for the caller's tenant and user (never the body's)."""
+    """One request per text, for the caller's tenant and user (never the body's).
+
+    ``request_ids``: one per text, derived from an ``Idempotency-Key``; fresh ones
+    otherwise. ``created_at`` is always now, a retry's included: guard refuses a retry's
+    copy on its id (``duplicate_request``), whatever its date.
+    """
     metadata = {API_KEY_ID: caller.key_id, PRIORITY: caller.priority}
-    return [
+    requests = [
         InferenceRequest.new(
             caller.tenant,
             model.name,
@@ -124,6 +130,11 @@ def requests_for(
         )
         for text in texts
     ]
+    if request_ids is None:
+        return requests
+    if len(request_ids) != len(requests):
+        raise ValueError("one request id per text is needed")
+    return [replace(r, request_id=i) for r, i in zip(requests, request_ids, strict=True)]
 
 
 def result_of(reply: Reply) -> InferenceResult:
@@ -178,7 +189,8 @@ def _blocked(reply: Blocked) -> OpenAIError:
             code=reason,
         )
     if reason == _DUPLICATE:
-        # guard serves a tenant's request id once; the gateway makes a fresh one per call.
+        # guard serves a tenant's request id once; the gateway makes a fresh one per call
+        # without an Idempotency-Key (with one, the dispatcher waits for the original's).
         return OpenAIError(
             409,
             "This request was already made once and is not served again.",

@@ -50,13 +50,20 @@ def serve(settings: Settings, gateway: GatewaySettings, _metrics_port: int | Non
     directory = secrets_directory(settings, gateway)
     keys = LiveKeys(KeyStore(directory), check_every_s=gateway.key_reload_s)
     catalog = catalog_for(settings)
-    dispatcher = from_settings(settings, catalog, TenantSigners(directory / TENANT_KEYS_DIR))
+    dispatcher = from_settings(
+        settings,
+        catalog,
+        TenantSigners(directory / TENANT_KEYS_DIR),
+        idempotency_window_s=gateway.idempotency_window_s,
+        idempotency_max_entries=gateway.idempotency_max_entries,
+    )
 
     @asynccontextmanager
     async def lifespan(_app: Any) -> AsyncIterator[None]:
         # Positioning the outcome consumer asks the broker for end offsets: off the loop.
         await asyncio.to_thread(dispatcher.start, asyncio.get_running_loop())
-        log.info("gateway ready on http://%s:%d", gateway.host, gateway.port)
+        # Ready (/readyz) once the idempotency window of outcomes is read back, if any.
+        log.info("gateway listening on http://%s:%d", gateway.host, gateway.port)
         try:
             yield
         finally:

@@ -43,6 +43,25 @@ class GatewaySettings(BaseSettings):
         description="Most requests this replica waits on at once (an embeddings call with N "
         "inputs counts N); past it, calls get 503 at once instead of queueing without bound.",
     )
+    idempotency_window_s: float = Field(
+        600.0,
+        ge=0,
+        # guard's default request_id_window_s: guard's memory of request ids is what keeps
+        # a retry from being served twice, so this window must not outlast it.
+        le=21_600,
+        description="How long a call made with an Idempotency-Key can be retried and answered "
+        "from its first outcome, in seconds; each replica keeps the outcomes of that long and "
+        "reads them back at start before it reports ready (0: no cache, no catch-up; a retry "
+        "of a finished call then times out). At most guard's default request_id_window_s "
+        "(6 h); keep it within SLUICE_GUARD__REQUEST_ID_WINDOW_S when that is lowered: a "
+        "retry after guard forgot the id is a new request, served and billed again.",
+    )
+    idempotency_max_entries: int = Field(
+        100_000,
+        ge=1,
+        description="Most request ids whose outcomes a replica keeps for retries (and "
+        "Idempotency-Keys whose body it remembers); past it the oldest leave first.",
+    )
     rate_limits_file: Path | None = Field(
         None,
         description="Requests and tokens per minute per tenant and per API key, read at start; "

@@ -13,13 +13,18 @@ import math
 import socket
 import subprocess
 import time
+import uuid
+from collections import Counter
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
 import pytest
 
+from streams.contracts.serde import AvroSerde
 from streams.gateway.key_store import KeyStore
+from streams.runtime import kafka
 from streams.settings import Settings
 from tests.support import metering as m
 from tests.support import tenants
@@ -28,6 +33,7 @@ from tests.support.world import (
     committed_count,
     make_world,
     process_log,
+    read_all,
     running_all,
     start_processor,
     wait_for,
@@ -227,3 +233,105 @@ def test_a_key_past_its_requests_per_minute_gets_openais_rate_limit_error(
     assert limited.key_id not in error["message"]
     # The tenant's other key has limits of its own (rate_limits.yaml's defaults): unaffected.
     assert served.client().embeddings.create(model="minilm", input="hello").data
+
+
+# -- Idempotency-Key ---------------------------------------------------------------------
+def _records_of(served: Served, logical: str, request_id: str) -> list[dict[str, Any]]:
+    """The decoded records of ``request_id`` on a topic (read after a settle)."""
+    world = served.world
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    schema = world.catalog.value_schema(logical)
+    messages = read_all(world.settings, world.topic(logical), 0, timeout=30, settle=3)
+    return [
+        record
+        for record in (serde.decode(m.value(), schema) for m in messages)
+        if record["request_id"] == request_id
+    ]
+
+
+def _request_id_of(served: Served, text: str) -> str:
+    """The one request id the gateway produced for ``text`` (unique to the test)."""
+    world = served.world
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    schema = world.catalog.value_schema("inference.requests")
+    messages = read_all(world.settings, world.topic("inference.requests"), 0, timeout=30, settle=3)
+    ids = {
+        record["request_id"]
+        for record in (serde.decode(m.value(), schema) for m in messages)
+        if record["tenant_id"] == served.tenant and record["input_text"] == text
+    }
+    assert len(ids) == 1, f"expected one request id for the call, found {len(ids)}"
+    [request_id] = ids
+    assert uuid.UUID(request_id).version == 5  # derived from the key, not fresh
+    return request_id
+
+
+def _embed(base: str, key: str, text: str, idempotency_key: str) -> list[float]:
+    client = openai.OpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0)
+    answer = client.embeddings.create(
+        model="minilm", input=text, extra_headers={"Idempotency-Key": idempotency_key}
+    )
+    return list(answer.data[0].embedding)
+
+
+def test_a_call_retried_with_its_idempotency_key_is_served_and_stored_once(
+    served: Served,
+) -> None:
+    text = f"idempotent call {uuid.uuid4().hex}"
+    idempotency_key = str(uuid.uuid4())
+    first = _embed(served.base, served.key, text, idempotency_key)
+    again = _embed(served.base, served.key, text, idempotency_key)
+    assert again == first
+    request_id = _request_id_of(served, text)
+    # The retry was answered from the first call's outcome: one copy produced, one result.
+    assert len(_records_of(served, "inference.requests", request_id)) == 1
+    assert len(_records_of(served, "inference.results", request_id)) == 1
+    assert _records_of(served, "inference.requests.blocked", request_id) == []
+    # The same key with another body is a client error, never the first call's answer.
+    with pytest.raises(openai.ConflictError) as reused:
+        _embed(served.base, served.key, text + " changed", idempotency_key)
+    assert reused.value.response.json()["error"]["code"] == "idempotency_key_reused"
+
+
+def test_a_retry_through_another_replica_while_in_flight_gets_the_one_result(
+    served: Served,
+) -> None:
+    other = _start_gateway(served.world)
+    text = f"retried on another replica {uuid.uuid4().hex}"
+    idempotency_key = str(uuid.uuid4())
+    with ThreadPoolExecutor(2) as pool:
+        answers = list(
+            pool.map(
+                lambda base: _embed(base, served.key, text, idempotency_key),
+                [served.base, other],
+            )
+        )
+    assert answers[0] == answers[1]
+    request_id = _request_id_of(served, text)
+    copies = len(_records_of(served, "inference.requests", request_id))
+    # Each replica produces it unless it already read the outcome; every copy after the
+    # first is refused by guard, and the pipeline serves and stores it once.
+    assert copies in (1, 2)
+    assert len(_records_of(served, "inference.results", request_id)) == 1
+    blocked = _records_of(served, "inference.requests.blocked", request_id)
+    assert Counter(r["guard"]["reason"] for r in blocked) == (
+        {"duplicate_request": copies - 1} if copies > 1 else Counter()
+    )
+
+
+def test_a_replica_started_after_the_call_answers_its_retry(served: Served) -> None:
+    text = f"retried after a restart {uuid.uuid4().hex}"
+    idempotency_key = str(uuid.uuid4())
+    first = _embed(served.base, served.key, text, idempotency_key)
+    request_id = _request_id_of(served, text)
+    wait_for(
+        lambda: len(_records_of(served, "inference.results", request_id)) == 1,
+        60,
+        "the first call's result on inference.results",
+    )
+    # A fresh replica (as after a restart) reads the last SLUICE_GATEWAY__IDEMPOTENCY_WINDOW_S
+    # of outcomes before it reports ready, and answers the retry from them.
+    restarted = _start_gateway(served.world)
+    assert _embed(restarted, served.key, text, idempotency_key) == first
+    assert len(_records_of(served, "inference.requests", request_id)) == 1
+    assert len(_records_of(served, "inference.results", request_id)) == 1

@@ -62,11 +62,15 @@ class FakeDispatcher:
     def __init__(self, answer: Answer = echo) -> None:
         self.answer = answer
         self.sent: list[tuple[InferenceRequest, float]] = []
+        self.idempotent: list[bool] = []
         self.is_ready = True
         self.cancelled = 0
 
-    async def send(self, request: InferenceRequest, deadline: float) -> Reply:
+    async def send(
+        self, request: InferenceRequest, deadline: float, *, idempotent: bool = False
+    ) -> Reply:
         self.sent.append((request, deadline))
+        self.idempotent.append(idempotent)
         reply = self.answer(request)
         if reply is None:
             try:
@@ -553,3 +557,89 @@ def test_a_tenant_the_gateway_cannot_sign_for_is_a_server_fault_not_a_retry(worl
     response = world.post("/v1/embeddings", {"model": "minilm", "input": "x"})
     assert_openai_error(response, 500, code="tenant_not_served")
     assert "/somewhere" not in response.text
+
+
+# -- Idempotency-Key -------------------------------------------------------------------
+def _post_with_key(world: World, path: str, body: Any, idempotency_key: str, key=None) -> Any:
+    headers = {"Authorization": f"Bearer {key or world.key}", "Idempotency-Key": idempotency_key}
+    return world.client.post(path, json=body, headers=headers)
+
+
+def test_a_call_with_an_idempotency_key_gets_the_same_ids_through_any_key_of_its_tenant(world):
+    other_key = world.store.create("acme", {"acme"}, user="svc-2", priority="low").key
+    body = {"model": "minilm", "input": ["one", "two"]}
+    first = _post_with_key(world, "/v1/embeddings", body, "retry-me-1")
+    again = _post_with_key(world, "/v1/embeddings", body, "retry-me-1", key=other_key)
+    assert first.status_code == again.status_code == 200
+    ids = [request.request_id for request, _ in world.dispatcher.sent]
+    assert len(set(ids)) == 2 and ids[:2] == ids[2:]
+    assert world.dispatcher.idempotent == [True] * 4
+    # Without the header: fresh ids, and the dispatcher is told it is no retry.
+    world.post("/v1/embeddings", body)
+    assert not set(ids) & {r.request_id for r, _ in world.dispatcher.sent[4:]}
+    assert world.dispatcher.idempotent[4:] == [False, False]
+
+
+def test_the_same_idempotency_key_in_another_tenant_makes_other_ids(world):
+    body = {"model": "minilm", "input": "one"}
+    globex = world.store.create("globex", {"globex"}).key
+    _post_with_key(world, "/v1/embeddings", body, "shared-key")
+    _post_with_key(world, "/v1/embeddings", body, "shared-key", key=globex)
+    [(mine, _), (theirs, _)] = world.dispatcher.sent
+    assert mine.request_id != theirs.request_id and theirs.tenant_id == "globex"
+
+
+@pytest.mark.parametrize("value", [b"", b"x" * 256, "caf\u00e9".encode("latin-1"), b"tab\there"])
+def test_a_malformed_idempotency_key_is_400_naming_the_header_and_sends_nothing(world, value):
+    response = world.client.post(
+        "/v1/embeddings",
+        json={"model": "minilm", "input": "one"},
+        headers={"Authorization": f"Bearer {world.key}", "Idempotency-Key": value},
+    )
+    error = assert_openai_error(response, 400, param="Idempotency-Key")
+    assert "Idempotency-Key" in error["message"]
+    assert world.dispatcher.sent == []
+
+
+def test_an_idempotency_key_reused_with_another_body_is_409_and_sends_nothing(world):
+    first = _post_with_key(world, "/v1/embeddings", {"model": "minilm", "input": "a"}, "k-1")
+    assert first.status_code == 200
+    for path, body in [
+        ("/v1/embeddings", {"model": "minilm", "input": "b"}),
+        ("/v1/completions", {"model": "textgen", "prompt": "a", "max_tokens": 4}),
+    ]:
+        response = _post_with_key(world, path, body, "k-1")
+        error = assert_openai_error(response, 409, code="idempotency_key_reused")
+        assert error["type"] == "invalid_request_error"
+    assert len(world.dispatcher.sent) == 1
+    # The same body again is a retry, not a reuse; key order in the JSON does not matter.
+    retry = world.client.post(
+        "/v1/embeddings",
+        content=b'{"input": "a", "model": "minilm"}',
+        headers={
+            "Authorization": f"Bearer {world.key}",
+            "Idempotency-Key": "k-1",
+            "Content-Type": "application/json",
+        },
+    )
+    assert retry.status_code == 200
+    assert world.dispatcher.sent[1][0].request_id == world.dispatcher.sent[0][0].request_id
+
+
+def test_a_first_try_refused_as_invalid_does_not_bind_its_idempotency_key(world):
+    bad = _post_with_key(world, "/v1/embeddings", {"model": "minilm", "input": 3}, "k-2")
+    assert_openai_error(bad, 400)
+    good = _post_with_key(world, "/v1/embeddings", {"model": "minilm", "input": "3"}, "k-2")
+    assert good.status_code == 200
+
+
+def test_chat_and_completions_take_an_idempotency_key_too(world):
+    chat = {"model": "textgen", "messages": [{"role": "user", "content": "hi"}], "max_tokens": 4}
+    completion = {"model": "textgen", "prompt": ["a", "b"], "max_tokens": 4}
+    for _ in range(2):
+        assert _post_with_key(world, "/v1/chat/completions", chat, "chat-1").status_code == 200
+        assert _post_with_key(world, "/v1/completions", completion, "cmpl-1").status_code == 200
+    ids = [request.request_id for request, _ in world.dispatcher.sent]
+    chat_ids, completion_ids = ids[0::3], [ids[1:3], ids[4:6]]
+    assert chat_ids[0] == ids[3] and completion_ids[0] == completion_ids[1]
+    assert world.dispatcher.idempotent == [True] * 6
