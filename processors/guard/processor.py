@@ -14,7 +14,9 @@ Two routes in one processor (one consumer group, one transaction per batch):
   before any of that, each request must be signed by a registered tenant's key
   (``identity``): an unsigned or forged one is dead-lettered
   (``UnauthenticatedRequest``), one whose ``tenant_id`` is not its signer's is
-  blocked (``tenant_mismatch``), attributed to the signer;
+  blocked (``tenant_mismatch``), attributed to the signer; then, still before any
+  analysis, the tenant's rate limit (``rate_gate``): a request over its tenant's
+  requests or tokens per minute is blocked (``rate_limited``), its text withheld;
 * ``inference.responses`` → ``inference.results``: the model's output, error
   message and metadata redacted the same way before anyone stores them.
 
@@ -47,7 +49,8 @@ from processors.guard.fields import (
     reassemble,
     side_verdict,
 )
-from processors.guard.identity import TenantIdentity
+from processors.guard.identity import TenantIdentity, blocked_copy
+from processors.guard.rate_gate import RATE_LIMITED, RateGate
 from processors.guard.replay import RequestIdGate
 from processors.guard.reservations import ReservationLedger
 from processors.guard.settings import GuardSettings
@@ -56,6 +59,7 @@ from streams.errors import TransientError, UnauthenticatedRequest
 from streams.llm.budgets import load_budgets
 from streams.llm.model_catalog import load_models
 from streams.llm.pricing import load_prices
+from streams.llm.rate_limits import load_rate_limits
 from streams.runtime.signing import Signer
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, RecordSigner
 from streams.runtime.tenants import TenantRegistry
@@ -280,6 +284,7 @@ class GuardResources:
     over_budget: BudgetGate | None
     identity: TenantIdentity
     request_ids: RequestIdGate | None = None
+    rate_limits: RateGate | None = None
 
 
 GuardContext = Context[GuardSettings, GuardResources]
@@ -293,6 +298,15 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
     # Keys and config first: without them guard must not start, rather than enforce nothing.
     verifier = settings.budget_verifier() if enforce else None
     budgets = load_budgets(settings.budgets_path(ctx.settings.schemas_dir)) if enforce else None
+    rate_limits = (
+        load_rate_limits(settings.rate_limits_path(ctx.settings.schemas_dir))
+        if settings.rate_limits == "enforce"
+        else None
+    )
+    # infer's catalog: what a request can cost once it passes (budgets and rate limits).
+    models = (
+        load_models(ctx.settings.triton.models_file) if enforce or rate_limits is not None else None
+    )
     tenants = TenantRegistry.load(settings.tenants_path)  # before the engine starts a process
     engine = GuardEngine.from_settings(
         settings,
@@ -300,15 +314,14 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
         pseudonym_key_ids=tenants.pseudonym_key_id,
     )
     over_budget = None
-    if verifier is not None and budgets is not None:
+    if verifier is not None and budgets is not None and models is not None:
         over_budget = BudgetGate(
             ctx.settings,
             ctx.catalog,
             verifier=verifier,
             budgets=budgets,
             ready_timeout_s=settings.budgets_ready_timeout_s,
-            # infer's catalog and meter's prices: what a request can cost once it passes.
-            models=load_models(ctx.settings.triton.models_file),
+            models=models,  # with meter's prices
             prices=load_prices(settings.prices_path(ctx.settings.schemas_dir)),
             ledger=ReservationLedger(
                 ttl_s=settings.reservation_ttl_s,
@@ -332,6 +345,11 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
             if settings.request_ids == "enforce"
             else None
         ),
+        rate_limits=(
+            RateGate(rate_limits, models)
+            if rate_limits is not None and models is not None
+            else None
+        ),
     )
 
 
@@ -348,6 +366,8 @@ def _after_commit(ctx: GuardContext) -> None:
         ctx.resources.request_ids.committed()
     if ctx.resources.over_budget is not None:
         ctx.resources.over_budget.committed()
+    if ctx.resources.rate_limits is not None:
+        ctx.resources.rate_limits.committed()
 
 
 def _rollback(ctx: GuardContext) -> None:
@@ -357,6 +377,8 @@ def _rollback(ctx: GuardContext) -> None:
         ctx.resources.request_ids.rollback()
     if ctx.resources.over_budget is not None:
         ctx.resources.over_budget.rollback()
+    if ctx.resources.rate_limits is not None:
+        ctx.resources.rate_limits.rollback()
 
 
 def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Outcome]:
@@ -369,6 +391,14 @@ def _process_batch(records: Sequence[InputRecord], ctx: GuardContext) -> list[Ou
     request_ids = ctx.resources.request_ids
     if requests and request_ids is not None:
         request_ids.ensure_ready()  # before the analysis, which a retry would repeat
+    if ctx.resources.rate_limits is not None:
+        admitted = _within_rate(
+            admitted,
+            ctx.resources.rate_limits,
+            request_ids,
+            ctx.resources.identity.policy.version,
+            outcomes,
+        )
     try:
         if admitted:
             guarded = guard_requests(
@@ -415,6 +445,43 @@ def _authenticated(
         trace_verdict(record.span, INPUT_FIELD, refused, refused.guard)
         outcomes[index] = [Output(BLOCKED, refused.to_avro(), key=request.request_id)]
     return admitted
+
+
+def _within_rate(
+    admitted: Sequence[tuple[int, InferenceRequest, Any]],
+    gate: RateGate,
+    request_ids: RequestIdGate | None,
+    policy_version: str,
+    outcomes: list[Outcome | None],
+) -> list[tuple[int, InferenceRequest, Any]]:
+    """The authenticated requests within their tenant's rate limit; the others are blocked here.
+
+    Before the analysis, so a flood costs guard little. A copy the request-id gate will
+    block anyway (duplicate, stale) is not charged: it reaches no model, and keeps the
+    reason it has always had. A request blocked here still uses its id, as on
+    ``inference.requests.blocked`` it is decided.
+    """
+    within = []
+    for index, request, span in admitted:
+        tenant, request_id = tenant_of(request), request.request_id
+        replay = (
+            request_ids.peek(tenant, request_id, request.created_at)
+            if request_ids is not None
+            else None
+        )
+        refused = gate(request) if replay is None else None
+        if refused is None:
+            within.append((index, request, span))
+            continue
+        if request_ids is not None:
+            request_ids(tenant, request_id, request.created_at)  # later copies: duplicates
+        blocked = blocked_copy(request, tenant, RATE_LIMITED, policy_version)
+        assert blocked.guard is not None  # noqa: S101 (a blocked copy carries its verdict)
+        trace_verdict(span, INPUT_FIELD, blocked, blocked.guard)
+        if span is not None:
+            span.set_attribute("sluice.guard.rate_limit_detail", refused)
+        outcomes[index] = [Output(BLOCKED, blocked.to_avro(), key=request_id)]
+    return within
 
 
 def _registered(

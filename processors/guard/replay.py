@@ -407,18 +407,31 @@ class RequestIdGate:
         self.ensure_ready()
         now = self._clock()
         key = (tenant, request_id)
-        now_ms = _ms(now)
-        seen = key in self._in_flight or self._view.first_seen(key, now) is not None
+        seen = self._seen(key, now)
         if not seen:
-            self._in_flight[key] = now_ms
-        reason = (
-            DUPLICATE_REQUEST
-            if seen
-            else staleness(created_at, now, window_s=self._window_s, max_skew_s=self._max_skew_s)
-        )
+            self._in_flight[key] = _ms(now)
+        reason = self._reason(seen, created_at, now)
         if reason is not None:
             BLOCKED_REPLAYS.labels(reason).inc()
         return reason
+
+    def peek(self, tenant: str, request_id: str, created_at: datetime) -> str | None:
+        """What the gate would answer now, without remembering the id or counting a block.
+
+        The rate limit asks it first, so a copy that is blocked as a duplicate anyway is
+        not charged against its tenant's allowance.
+        """
+        self.ensure_ready()
+        now = self._clock()
+        return self._reason(self._seen((tenant, request_id), now), created_at, now)
+
+    def _seen(self, key: RequestKey, now: datetime) -> bool:
+        return key in self._in_flight or self._view.first_seen(key, now) is not None
+
+    def _reason(self, seen: bool, created_at: datetime, now: datetime) -> str | None:
+        if seen:
+            return DUPLICATE_REQUEST
+        return staleness(created_at, now, window_s=self._window_s, max_skew_s=self._max_skew_s)
 
     def committed(self) -> None:
         """The batch's outputs are committed: its ids are the view's from now on."""

@@ -134,6 +134,18 @@ class GuardSettings(BaseSettings):
         "not yet counted by meter); past it the tenant's next requests are blocked as "
         "budget_exceeded until some are counted or expire (fail closed).",
     )
+    rate_limits: Literal["enforce", "off"] = Field(
+        "enforce",
+        description="enforce: block a request whose tenant is over its requests or tokens per "
+        "minute (rate_limits_file) with reason rate_limited, before it is analysed; off: no "
+        "rate limits in guard (the gateway still applies its own).",
+    )
+    rate_limits_file: Path | None = Field(
+        None,
+        description="Default <schemas>/rate_limits.yaml. Each tenant's requests and tokens "
+        "per minute; a request is charged its worst-case tokens (prompt plus the most output "
+        "it may ask for). Read once at start.",
+    )
     request_ids: Literal["enforce", "off"] = Field(
         "enforce",
         description="enforce: block a request whose request_id the tenant already used within "
@@ -200,3 +212,7 @@ class GuardSettings(BaseSettings):
     def budgets_path(self, schemas_dir: Path) -> Path:
         """The tenants' budgets: ``budgets_file``, or ``budgets.yaml`` in ``schemas_dir``."""
         return self.budgets_file or schemas_dir / "budgets.yaml"
+
+    def rate_limits_path(self, schemas_dir: Path) -> Path:
+        """The tenants' rate limits: ``rate_limits_file``, or ``rate_limits.yaml`` in it."""
+        return self.rate_limits_file or schemas_dir / "rate_limits.yaml"

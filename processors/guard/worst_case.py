@@ -25,7 +25,7 @@ from __future__ import annotations
 
 from processors.guard.reservations import NOTHING, WorstCase
 from streams.contracts.records import InferenceRequest
-from streams.llm.model_catalog import ModelCatalog
+from streams.llm.model_catalog import ModelCatalog, ModelSpec
 from streams.llm.pricing import PriceTable
 
 #: Tokens a tokenizer may add to a text besides one per byte (its special tokens, a
@@ -38,16 +38,34 @@ def prompt_tokens(text: str, max_input_tokens: int) -> int:
     return min(len(text.encode("utf-8")) + SPECIAL_TOKENS, max_input_tokens)
 
 
-def worst_case(request: InferenceRequest, models: ModelCatalog, prices: PriceTable) -> WorstCase:
-    """The most ``request`` (as guard lets it through, redacted) can add to the spend."""
-    model = models.models.get(request.model)
-    if model is None:
-        return NOTHING
+def token_bounds(request: InferenceRequest, model: ModelSpec) -> tuple[int, int]:
+    """Upper bounds of the prompt and output tokens infer meters for ``request`` on ``model``."""
     prompt = prompt_tokens(request.input_text, model.max_input_tokens)
     output = 0
     if model.task == "text_completion":
         asked = request.max_tokens or model.default_max_tokens or 0
         output = max(0, min(asked, model.max_output_tokens or 0))
+    return prompt, output
+
+
+def worst_case_tokens(request: InferenceRequest, models: ModelCatalog) -> int:
+    """The most tokens ``request`` can be metered for: ``worst_case(...).tokens``, unpriced.
+
+    What guard charges against a tenant's tokens per minute (``rate_gate``), so the rate
+    limit and the budget reservation count a request alike.
+    """
+    model = models.models.get(request.model)
+    if model is None:
+        return 0
+    return sum(token_bounds(request, model))
+
+
+def worst_case(request: InferenceRequest, models: ModelCatalog, prices: PriceTable) -> WorstCase:
+    """The most ``request`` (as guard lets it through, redacted) can add to the spend."""
+    model = models.models.get(request.model)
+    if model is None:
+        return NOTHING
+    prompt, output = token_bounds(request, model)
     fresh = prices.cost(request.model, prompt, output).total
     cached = prices.cost(request.model, prompt, output, cached_input_tokens=prompt).total
     return WorstCase(prompt + output, max(fresh, cached))

@@ -179,6 +179,20 @@ def test_a_stale_request_is_blocked_and_its_id_is_used() -> None:
     assert check("acme", "r1", NOW) == DUPLICATE_REQUEST
 
 
+def test_peek_answers_like_the_gate_but_uses_no_id() -> None:
+    view = MemoryView()
+    view.ids.add(("acme", "read-back"), NOW_MS - HOUR_MS)
+    check = gate(view)
+    assert check.peek("acme", "r1", NOW) is None
+    assert check.peek("acme", "r1", NOW) is None, "peeking did not use the id"
+    assert check.peek("acme", "r1", NOW - timedelta(days=2)) == STALE_REQUEST
+    assert check.peek("acme", "read-back", NOW) == DUPLICATE_REQUEST
+    assert check("acme", "r1", NOW) is None
+    assert check.peek("acme", "r1", NOW) == DUPLICATE_REQUEST, "in flight"
+    check.committed()
+    assert view.remembered == [(("acme", "r1"), NOW_MS)]
+
+
 def test_the_gate_fails_closed_while_the_view_catches_up() -> None:
     view = MemoryView(ready=False)
     check = gate(view)
