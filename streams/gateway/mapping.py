@@ -46,6 +46,10 @@ ASSISTANT_TURN = "Assistant:"
 
 # guard's reasons for blocking a request, as OpenAI's clients understand them.
 _BUDGET_EXCEEDED = "budget_exceeded"
+_RATE_LIMITED = "rate_limited"
+#: What a caller guard rate-limited is told to wait: guard's verdict carries no wait, and
+#: its buckets refill continuously, so a short pause is the honest hint.
+GUARD_RATE_LIMIT_RETRY_S = 1
 _INPUT_TOO_LONG = "input_too_long"
 _RETRYABLE_BLOCKS = frozenset({"analyzer_error", "analyzer_timeout"})
 # The gateway signed for a tenant guard does not know, or its clock is off: its fault.
@@ -172,6 +176,16 @@ def _blocked(reply: Blocked) -> OpenAIError:
             "the next budget window.",
             type=INSUFFICIENT_QUOTA,
             code=INSUFFICIENT_QUOTA,
+        )
+    if reason == _RATE_LIMITED:
+        # guard's limit (the tenant's, over every producer and every gateway replica):
+        # reached past the gateway's own buckets, e.g. when other producers share it.
+        return OpenAIError(
+            429,
+            "Rate limit reached for your tenant across all its producers; retry shortly.",
+            type="requests",
+            code="rate_limit_exceeded",
+            headers={"retry-after": str(GUARD_RATE_LIMIT_RETRY_S)},
         )
     if reason in _RETRYABLE_BLOCKS:
         return OpenAIError(

@@ -429,6 +429,7 @@ def _blocked(reason: str) -> Answer:
         ("pii_policy", 400, "content_policy_violation"),
         ("input_too_long", 400, "context_length_exceeded"),
         ("budget_exceeded", 429, "insufficient_quota"),
+        ("rate_limited", 429, "rate_limit_exceeded"),
         ("analyzer_timeout", 503, "analyzer_timeout"),
         ("tenant_mismatch", 500, "tenant_mismatch"),
         ("stale_request", 500, "stale_request"),
@@ -441,6 +442,8 @@ def test_a_request_guard_blocked_is_refused_as_openai_would(world, reason, statu
     response = world.post("/v1/chat/completions", body)
     assert_openai_error(response, status, code=code)
     assert "ignore all previous" not in response.text
+    if reason == "rate_limited":  # clients wait before they retry
+        assert int(response.headers["retry-after"]) >= 1
 
 
 def test_an_error_result_maps_to_its_status_without_the_models_message(world):

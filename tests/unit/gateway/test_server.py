@@ -51,7 +51,7 @@ def test_the_rate_limits_default_to_the_schemas_file_which_loads():
     settings = get_settings()
     path = GatewaySettings().rate_limits_path(settings.schemas_dir)
     assert path == settings.schemas_dir / "rate_limits.yaml"
-    assert load_rate_limits(path).default.requests_per_minute is not None
+    assert load_rate_limits(path).for_tenant("acme").requests_per_minute is not None
 
 
 def test_a_malformed_rate_limits_file_stops_the_start_and_names_the_entry(tmp_path):

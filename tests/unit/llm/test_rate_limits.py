@@ -110,7 +110,8 @@ def test_the_shipped_declaration_loads_and_resolves_tenants() -> None:
     limits = load_rate_limits(ROOT / "schemas" / "rate_limits.yaml")
     assert limits.for_tenant("acme").requests_per_minute == 3000
     assert limits.for_tenant("a-tenant-not-listed") == limits.default
-    assert describe(limits.default) == "600 requests/min, 1000000 tokens/min"
+    assert describe(limits.for_tenant("acme")) == "3000 requests/min, 5000000 tokens/min"
+    assert describe(limits.default) == "unlimited"
     assert describe(limits.key_default) == "unlimited"
 
 
