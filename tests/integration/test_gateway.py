@@ -163,6 +163,7 @@ def test_a_wrong_or_revoked_key_is_refused_and_an_unknown_model_is_not_found(
         served.client().embeddings.create(model="text-embedding-3-small", input="x")
     # A key of its own: the module's key stays live for the other tests.
     doomed = served.store.create(served.tenant, {served.tenant}, name="revoked in a test")
+    time.sleep(1.5)  # SLUICE_GATEWAY__KEY_RELOAD_S is 0.5 here: the new key is read
     assert served.client(key=doomed.key).models.list()
     served.store.revoke(doomed.key_id)
     time.sleep(1.5)  # SLUICE_GATEWAY__KEY_RELOAD_S is 0.5 here
