@@ -29,7 +29,7 @@ from streams.gateway.rate_limiting import GatewayRateLimits
 from streams.gateway.settings import GatewaySettings
 from streams.llm.model_catalog import load_models
 from streams.llm.rate_limits import Rate, RateLimiter, RateLimits
-from tests.unit.gateway.test_app import ok_result
+from tests.unit.gateway.test_app import World, assert_openai_error, ok_result
 
 CATALOG = load_models()
 MINILM = CATALOG.models["minilm"]
@@ -364,3 +364,16 @@ def test_an_idempotent_retry_that_joins_its_original_takes_no_slot():
 
     run(scenario)
     assert rig.scheduler.outstanding == 0
+
+
+def test_the_settings_size_the_scheduler_and_a_full_queue_is_openais_rate_limit_error(tmp_path):
+    # Through the HTTP app: one slot and no room to wait, so a call of two inputs would
+    # have to queue one of them.
+    world = World(tmp_path, pipeline_concurrency=1, max_queued_per_tenant=0)
+    refused = world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "b"]})
+    error = assert_openai_error(refused, 429, code="rate_limit_exceeded")
+    assert error["type"] == "requests"
+    assert int(refused.headers["retry-after"]) >= 1
+    assert world.dispatcher.sent == []
+    served = world.post("/v1/embeddings", {"model": "minilm", "input": ["a"]})
+    assert served.status_code == 200, served.text
