@@ -13,11 +13,13 @@ next request is chosen across tenants by **self-clocked fair queuing** (SCFQ, Go
 * the smallest tag is dispatched next (ties: the earlier arrival), and ``V`` becomes it.
 
 A tenant's backlog therefore delays another tenant by its share only. With equal
-weights, a tenant that arrives with an empty queue while another is backlogged has its
-k-th request dispatched within the next ``2k`` dispatches: its tags are
-``V + 1/w .. V + k/w``, the backlogged tenant's pending tags are above ``V`` and ``1/w``
-apart, so at most ``k`` of them come first. With weights ``wa`` and ``wb``, within
-``k + ceil(k * wa / wb)``.
+weights, a tenant that arrives with an empty queue while one other tenant is backlogged
+(and was dispatched last) has its k-th request dispatched within the next ``2k``
+dispatches: its tags are ``V + 1/w .. V + k/w``, the backlogged tenant's pending tags
+are above ``V`` and ``1/w`` apart, so at most ``k`` of them come first. With weights
+``wa`` (backlogged) and ``wb`` (newcomer), within ``k + ceil(k * wa / wb)``. With several
+backlogged tenants, each adds at most its own ``k * wi / wb``, plus one on a tie in
+virtual time.
 
 The weight is the priority of the API key that made the request (``PRIORITY_WEIGHTS``).
 Within a tenant, a higher priority goes first, arrival order otherwise; the weight of a
