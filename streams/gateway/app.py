@@ -10,10 +10,12 @@ Routes:
 
 Every refusal is in OpenAI's error format, with OpenAI's status codes: 400 (with
 the parameter), 401, 404 (``model_not_found``), 413 (body over the limit), 429
-(``rate_limit_exceeded``: a rate limit of the key or the tenant, with ``Retry-After``;
+(``rate_limit_exceeded``: a rate limit of the key or the tenant, or the tenant's queue
+for pipeline slots is full, with ``Retry-After``;
 ``insufficient_quota``: the tenant's budget), 409 (``idempotency_key_reused``: an
 ``Idempotency-Key`` sent again with another body), 503 (pipeline unavailable), 504 (no
-outcome before the deadline). Rate limits are checked before anything reaches Kafka
+outcome before the deadline). Requests enter the pipeline in weighted fair order across
+tenants (``streams.gateway.fair_queue``). Rate limits are checked before anything reaches Kafka
 (``streams.gateway.rate_limiting``); every answer to a limited caller carries OpenAI's
 ``x-ratelimit-*`` headers. An unexpected error is a 500 whose message says nothing of
 the request; the log has the traceback.
@@ -55,6 +57,7 @@ from streams.gateway.errors import (
     model_not_found,
     unauthorized,
 )
+from streams.gateway.fair_queue import FairScheduler, QueueFullError
 from streams.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from streams.gateway.idempotency import KeyMemory, fingerprint, parse_key, request_ids
 from streams.gateway.keys import ApiKeyRecord
@@ -74,7 +77,7 @@ from streams.gateway.mapping import (
 )
 from streams.gateway.metrics import GATEWAY_AUTH_FAILURES, GATEWAY_LATENCY, GATEWAY_REQUESTS
 from streams.gateway.openai_api import ChatBody, CompletionsBody, EmbeddingsBody, parse_body
-from streams.gateway.rate_limiting import GatewayRateLimits, call_tokens
+from streams.gateway.rate_limiting import RATE_LIMIT_EXCEEDED, GatewayRateLimits, call_tokens
 from streams.gateway.settings import GatewaySettings
 from streams.llm.model_catalog import ModelCatalog
 from streams.llm.rate_limits import RateLimiter, RateLimits
@@ -115,6 +118,9 @@ class Gateway:
     in_flight: InFlight = field(default_factory=InFlight)
     idempotency_keys: KeyMemory = field(
         default_factory=lambda: KeyMemory(window_s=600.0, max_entries=100_000)
+    )
+    fair_queue: FairScheduler = field(
+        default_factory=lambda: FairScheduler(concurrency=64, max_queued_per_tenant=1024)
     )
 
     # -- the routes ---------------------------------------------------------------------
@@ -292,7 +298,9 @@ class Gateway:
         ``tokens`` is the call's estimate (``rate_limiting.call_tokens``), corrected to
         the metered usage once the outcomes are in. ``idempotent``: the request ids come
         from an ``Idempotency-Key`` (a retry is answered by the first call's outcomes).
-        Past the deadline: 504.
+        Each request waits its turn for a pipeline slot (``fair_queue``). Past the
+        deadline: 504; if none of the call's requests was produced by then, it costs no
+        tokens.
         """
         if self.in_flight.count + len(requests) > self.settings.max_in_flight:
             raise OpenAIError(
@@ -301,20 +309,33 @@ class Gateway:
                 type=SERVER,
                 code="overloaded",
             )
+        # Before the rate limits: a call refused here is not charged.
+        self.check_queue_room(caller, len(requests))
         # On the event loop, like every use of the limiter (it is not thread-safe).
         admission = self.rate_limits.admit(caller, tokens)
         setattr(http.state, _RATE_HEADERS, admission.headers)
         timeout = self.settings.request_timeout_s
         deadline = time.monotonic() + timeout
+        produced = _Produced()
         self.in_flight.count += len(requests)
         waits = [
-            asyncio.ensure_future(self.dispatcher.send(r, deadline, idempotent=idempotent))
+            asyncio.ensure_future(self.send_in_turn(caller, r, deadline, idempotent, produced))
             for r in requests
         ]
         try:
             async with asyncio.timeout(timeout):
                 replies = await asyncio.gather(*waits)
         except TimeoutError:
+            if not produced.count:
+                # Every request was still waiting for a slot: nothing reached Kafka.
+                self.rate_limits.settle(admission, 0)
+                raise OpenAIError(
+                    504,
+                    f"The server was too busy to start your request within {timeout:g}s; "
+                    "retry later (nothing was served or billed).",
+                    type=TIMEOUT,
+                    code=TIMEOUT,
+                ) from None
             # The requests may still be served and metered: the estimate stays charged.
             raise OpenAIError(
                 504,
@@ -343,13 +364,65 @@ class Gateway:
                 code="service_unavailable",
             ) from None
         finally:
-            # One failed send fails the call: the others stop waiting (and are forgotten).
+            # One failed send fails the call: the others stop waiting (and are forgotten,
+            # or leave the fair queue unproduced).
             for wait in waits:
                 wait.cancel()
             await asyncio.gather(*waits, return_exceptions=True)
             self.in_flight.count -= len(requests)
         self.rate_limits.settle(admission, sum(_metered_tokens(reply) for reply in replies))
         return [result_of(reply) for reply in replies]
+
+    def check_queue_room(self, caller: Caller, count: int) -> None:
+        """429 when ``count`` more requests would overflow the tenant's queue on this replica.
+
+        429 ``rate_limit_exceeded`` rather than 503: it is the tenant's own backlog that is
+        full, not the server, and OpenAI's clients back off on a 429 by its Retry-After.
+        """
+        try:
+            self.fair_queue.check_room(caller.tenant, count)
+        except QueueFullError as full:
+            raise OpenAIError(
+                429,
+                f"Your tenant already has {full.queued} requests waiting on this server "
+                f"(at most {full.limit}); retry in {full.retry_after_s}s, or send fewer at once.",
+                type="requests",  # as a requests-per-minute refusal is typed
+                code=RATE_LIMIT_EXCEEDED,
+                headers={
+                    "retry-after": str(full.retry_after_s),
+                    "retry-after-ms": str(full.retry_after_s * 1000),
+                },
+            ) from None
+
+    async def send_in_turn(
+        self,
+        caller: Caller,
+        request: InferenceRequest,
+        deadline: float,
+        idempotent: bool,
+        produced: _Produced,
+    ) -> Reply:
+        """Send ``request`` once it has a pipeline slot; a retry that joins its original needs none.
+
+        ``produces`` and ``send`` run on the same turn of the event loop (nothing is awaited
+        between them), so the dispatcher's answer still holds when it sends.
+        """
+        if not self.dispatcher.produces(request, idempotent=idempotent):
+            return await self.dispatcher.send(request, deadline, idempotent=idempotent)
+        await self.fair_queue.acquire(caller.tenant, caller.priority, deadline)
+        held_from = time.monotonic()
+        produced.count += 1
+        try:
+            return await self.dispatcher.send(request, deadline, idempotent=idempotent)
+        finally:
+            self.fair_queue.release(time.monotonic() - held_from)
+
+
+@dataclass
+class _Produced:
+    """How many of a call's requests got a pipeline slot (so were, or are being, produced)."""
+
+    count: int = 0
 
 
 def _metered_tokens(reply: Reply) -> int:
@@ -431,7 +504,16 @@ def create_app(
     key_memory = KeyMemory(
         window_s=settings.idempotency_window_s, max_entries=settings.idempotency_max_entries
     )
-    gateway = Gateway(catalog, keys, dispatcher, settings, limits, idempotency_keys=key_memory)
+    fair_queue = FairScheduler(settings.pipeline_concurrency, settings.max_queued_per_tenant)
+    gateway = Gateway(
+        catalog,
+        keys,
+        dispatcher,
+        settings,
+        limits,
+        idempotency_keys=key_memory,
+        fair_queue=fair_queue,
+    )
     routes = [
         ("/healthz", "healthz", gateway.healthz, "GET"),
         ("/readyz", "readyz", gateway.readyz, "GET"),

@@ -64,6 +64,14 @@ class Dispatcher(Protocol):
         """
         ...
 
+    def produces(self, request: InferenceRequest, *, idempotent: bool = False) -> bool:
+        """Whether ``send`` would produce ``request`` now, rather than join what is there.
+
+        False for an idempotent retry whose original this dispatcher still waits on, or
+        whose outcome it holds: such a send takes no pipeline slot. True when unsure.
+        """
+        ...
+
     def ready(self) -> bool:
         """True when requests can be sent and their outcomes received (``/readyz``)."""
         ...

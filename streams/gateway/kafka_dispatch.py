@@ -293,6 +293,18 @@ class KafkaDispatcher:
         finally:
             self._forget(request_id, waiter)
 
+    def produces(self, request: InferenceRequest, *, idempotent: bool = False) -> bool:
+        """Whether ``send`` would produce ``request``: not a retry joining its original.
+
+        Answered as ``send`` decides, so it holds when ``send`` starts on the same turn of
+        the event loop: a retry whose id this replica waits on, or whose outcome is cached.
+        """
+        if not idempotent:
+            return True
+        if self._pending.get(request.request_id):
+            return False
+        return self._cached_reply(request) is None
+
     def _produce(self, request: InferenceRequest, signer: Signer) -> None:
         value = self.codec.encode_request(request.to_avro())
         key = request.request_id.encode("utf-8")

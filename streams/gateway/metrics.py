@@ -2,8 +2,9 @@
 
 Labels are bounded: the endpoint is one of the routes, the status an HTTP code, the
 reason and the limit words of a fixed set. The tenant is a label of the rate-limit
-counter only (tenants are bounded by the tenant registry; meter counts usage per
-tenant from the pipeline's own records); a key id never is one.
+counter and of the queued-requests gauge only, never of a histogram (tenants are
+bounded by the tenant registry; meter counts usage per tenant from the pipeline's own
+records); a key id never is one.
 """
 
 from __future__ import annotations
@@ -35,4 +36,20 @@ GATEWAY_RATE_LIMITED = Counter(
     "Calls refused with 429 by a rate limit: limit (requests or tokens), scope (key or "
     "tenant: whose limit refused it) and tenant.",
     ["limit", "scope", "tenant"],
+)
+GATEWAY_QUEUED = Gauge(
+    "sluice_gateway_queued_requests",
+    "Requests waiting for a pipeline slot on this replica (weighted fair admission), by tenant.",
+    ["tenant"],
+)
+GATEWAY_OUTSTANDING = Gauge(
+    "sluice_gateway_pipeline_outstanding",
+    "Pipeline slots in use on this replica: requests produced (or about to be) and not yet "
+    "answered.",
+)
+GATEWAY_QUEUE_WAIT = Histogram(
+    "sluice_gateway_queue_wait_seconds",
+    "How long a request waited for a pipeline slot before it was produced (0 when a slot "
+    "was free).",
+    buckets=(0.001, 0.01, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
 )

@@ -23,9 +23,11 @@ What a call costs:
 
 Once the outcome is in, the estimate is corrected (``settle``) to what the pipeline
 metered: the results' input and output tokens. A request guard blocked reached no model
-and costs no tokens; a call that could not be produced costs none either. A call that
-timed out (504) may still be served, so it keeps its estimate. The request itself stays
-counted in every case: it was made.
+and costs no tokens; a call that could not be produced costs none either, nor one that
+timed out (504) while all its requests still waited for a pipeline slot
+(``streams.gateway.fair_queue``). A call that timed out once a request was produced may
+still be served, so it keeps its estimate. The request itself stays counted in every
+case: it was made.
 
 The limiter is not thread-safe: every call here happens on the app's event loop (the
 routes are coroutines and nothing here is handed to a thread).

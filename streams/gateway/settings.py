@@ -43,6 +43,21 @@ class GatewaySettings(BaseSettings):
         description="Most requests this replica waits on at once (an embeddings call with N "
         "inputs counts N); past it, calls get 503 at once instead of queueing without bound.",
     )
+    pipeline_concurrency: int = Field(
+        64,
+        ge=1,
+        description="Most pipeline requests this replica has produced and not yet had "
+        "answered; the others wait in one queue per tenant and are let in by weighted fair "
+        "queuing (a tenant's burst delays the others by its share only). Enough to keep "
+        "infer's batches full; more lets a burst reach Kafka ahead of everyone else.",
+    )
+    max_queued_per_tenant: int = Field(
+        1024,
+        ge=0,
+        description="Most requests of one tenant waiting for a pipeline slot on this replica "
+        "(an embeddings call with N inputs counts N); a call that would queue more gets 429 "
+        "rate_limit_exceeded with Retry-After.",
+    )
     idempotency_window_s: float = Field(
         600.0,
         ge=0,

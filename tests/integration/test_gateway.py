@@ -8,8 +8,10 @@ tests cover the HTTP side with an in-memory dispatcher.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import math
+import re
 import socket
 import subprocess
 import time
@@ -68,11 +70,17 @@ def _wait_ready(base: str, world: World, timeout: float = 120) -> None:
 
 
 class Served:
-    """A running gateway in front of guard and infer, and a key for one tenant."""
+    """A running gateway in front of guard and infer, a key for one tenant, and a second tenant.
+
+    ``other_tenant`` is registered with the first (guard reads the registry once, at start)
+    and has a key of its own, ``other_key``, for tests of one tenant against another.
+    """
 
     def __init__(self, world: World, base: str, tenant: str, key_id: str, key: str) -> None:
         self.world, self.base, self.tenant, self.key_id, self.key = world, base, tenant, key_id, key
         self.store = KeyStore(world.settings.stack.root / "secrets")
+        self.other_tenant = ""
+        self.other_key = ""
 
     def client(self, key: str | None = None) -> Any:
         # No retries: a test must see the first answer, not a retried one.
@@ -98,14 +106,21 @@ def _start_gateway(world: World, **env: str) -> str:
 def served(triton: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     # One world for the module: guard, infer and the gateway start once (tens of seconds).
     world = make_world(triton, tmp_path_factory.mktemp("gateway"))
-    [tenant] = m.tenants(1)
-    tenants.register(world.settings, [tenant])  # before guard starts: it reads the registry once
-    created = KeyStore(world.settings.stack.root / "secrets").create(
+    tenant, other = m.tenants(2)
+    # Both before guard starts: it reads the registry once.
+    tenants.register(world.settings, [tenant, other])
+    store = KeyStore(world.settings.stack.root / "secrets")
+    created = store.create(
         tenant, {tenant}, user="integration-suite", priority="normal", name="gateway test"
+    )
+    other_created = store.create(
+        other, {other}, user="integration-suite", priority="normal", name="second tenant"
     )
     with running_all(world, ["guard", "infer"], **GUARD_ENV):
         base = _start_gateway(world)
-        yield Served(world, base, tenant, created.key_id, created.key)
+        served = Served(world, base, tenant, created.key_id, created.key)
+        served.other_tenant, served.other_key = other, other_created.key
+        yield served
 
 
 def test_models_are_listed_for_openais_client(served: Served) -> None:
@@ -336,3 +351,68 @@ def test_a_replica_started_after_the_call_answers_its_retry(served: Served) -> N
     assert _embed(restarted, served.key, text, idempotency_key) == first
     assert len(_records_of(served, "inference.requests", request_id)) == 1
     assert len(_records_of(served, "inference.results", request_id)) == 1
+
+
+# -- fair admission ----------------------------------------------------------------------
+def _queued(base: str, tenant: str) -> float:
+    """The gateway's ``sluice_gateway_queued_requests`` for ``tenant`` (0 before any)."""
+    text = httpx.get(f"{base}/metrics", timeout=5).text
+    found = re.search(
+        rf'^sluice_gateway_queued_requests{{tenant="{re.escape(tenant)}"}} (\S+)$', text, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def test_a_tenants_flood_does_not_hold_back_another_tenants_calls(served: Served) -> None:
+    """Tenant A floods with 2,000 embeddings (20 calls of 100); B then sends 50 (5 of 10).
+
+    2,000 rather than 5,000: on CI's two cores guard analyses about 100 texts a second, so
+    A's flood takes tens of seconds already, which is all the test needs. Without fair
+    admission B's 50 would enter Kafka behind A's whole backlog and finish with A's last
+    call; with it, B's k-th request enters within 2k pipeline slots of its arrival (equal
+    priorities), so B finishes long before A. Bounds are generous: B within 60 s, and
+    before A's last call; no tight timing is asserted.
+    """
+    base = _start_gateway(
+        served.world,
+        SLUICE_GATEWAY__PIPELINE_CONCURRENCY="64",
+        SLUICE_GATEWAY__MAX_QUEUED_PER_TENANT="5000",
+        SLUICE_GATEWAY__MAX_IN_FLIGHT="5000",
+        SLUICE_GATEWAY__REQUEST_TIMEOUT_S="600",
+    )
+    tag = uuid.uuid4().hex[:8]
+
+    async def embed(key: str, texts: list[str]) -> float:
+        client = openai.AsyncOpenAI(base_url=f"{base}/v1", api_key=key, max_retries=0, timeout=600)
+        async with client:
+            answer = await client.embeddings.create(model="minilm", input=texts)
+        assert len(answer.data) == len(texts)
+        return time.monotonic()
+
+    async def scenario() -> tuple[list[float], list[float], float]:
+        flood = [
+            asyncio.create_task(
+                embed(served.key, [f"flood {tag} {c} {i} about Kafka" for i in range(100)])
+            )
+            for c in range(20)
+        ]
+        # B arrives behind a real backlog: A's requests waiting for slots on the gateway.
+        deadline = time.monotonic() + 60
+        while await asyncio.to_thread(_queued, base, served.tenant) < 500:
+            assert time.monotonic() < deadline, "tenant A's flood never queued on the gateway"
+            assert not any(t.done() for t in flood), "a flood call ended before B started"
+            await asyncio.sleep(0.1)
+        b_started = time.monotonic()
+        small = [
+            asyncio.create_task(
+                embed(served.other_key, [f"small {tag} {c} {i} about Triton" for i in range(10)])
+            )
+            for c in range(5)
+        ]
+        b_done = await asyncio.gather(*small)
+        a_done = await asyncio.gather(*flood)
+        return a_done, b_done, b_started
+
+    a_done, b_done, b_started = asyncio.run(scenario())
+    assert max(b_done) < max(a_done), "B's calls waited for A's whole flood"
+    assert max(b_done) - b_started < 60

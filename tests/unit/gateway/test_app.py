@@ -65,6 +65,9 @@ class FakeDispatcher:
         self.idempotent: list[bool] = []
         self.is_ready = True
         self.cancelled = 0
+        # Request ids an idempotent send would join rather than produce (as KafkaDispatcher
+        # does for a retry whose original it waits on, or whose outcome it holds).
+        self.joining: set[str] = set()
 
     async def send(
         self, request: InferenceRequest, deadline: float, *, idempotent: bool = False
@@ -80,6 +83,9 @@ class FakeDispatcher:
                 raise
             raise AssertionError("the app should have given up at its deadline")
         return reply
+
+    def produces(self, request: InferenceRequest, *, idempotent: bool = False) -> bool:
+        return not (idempotent and request.request_id in self.joining)
 
     def ready(self) -> bool:
         return self.is_ready

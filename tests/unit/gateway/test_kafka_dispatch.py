@@ -446,6 +446,32 @@ def test_a_retry_of_a_finished_call_is_answered_from_the_cache_without_producing
     assert rig.dispatcher._pending == {}
 
 
+def test_produces_says_whether_a_send_would_produce_or_join_the_original(keys_dir):
+    # The gateway asks before taking a pipeline slot: a retry that joins takes none.
+    rig = Rig(keys_dir, window_s=600)
+    original = _idempotent()
+
+    async def go() -> list[bool]:
+        rig.dispatcher.start(asyncio.get_running_loop())
+        seen = [rig.dispatcher.produces(original, idempotent=True)]
+        try:
+            first = asyncio.create_task(
+                rig.dispatcher.send(original, time.monotonic() + 5, idempotent=True)
+            )
+            await _until(lambda: rig.producer.produced)
+            seen.append(rig.dispatcher.produces(original, idempotent=True))  # in flight
+            seen.append(rig.dispatcher.produces(original))  # no key: always produced
+            rig.reply_with(RESULTS_TOPIC, _result(original))
+            await first
+            seen.append(rig.dispatcher.produces(original, idempotent=True))  # cached
+            seen.append(rig.dispatcher.produces(_idempotent(key="another"), idempotent=True))
+            return seen
+        finally:
+            rig.dispatcher.stop()
+
+    assert asyncio.run(go()) == [True, False, True, False, True]
+
+
 def test_a_retry_while_the_original_is_in_flight_gets_its_result_not_its_own_refusal(keys_dir):
     # The original went through another replica: this one produces the retry, which guard
     # refuses as duplicate_request before the original's result comes.
