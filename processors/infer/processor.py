@@ -332,7 +332,15 @@ def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Ou
         for record in records
     ]
     mine = {i: x for i, x in enumerate(lanes) if isinstance(x, InputRecord)}
-    skipped = sum(1 for x in lanes if isinstance(x, list) and not x)
+    skipped = 0
+    for record, sorted_as in zip(records, lanes, strict=True):
+        passed_on = isinstance(sorted_as, list) and not sorted_as
+        skipped += passed_on
+        if record.span is not None:
+            # Every lane's consumer span is in a sampled request's trace: say which served it.
+            record.span.set_attributes(
+                {"sluice.infer.lane": lane, "sluice.infer.skipped": passed_on}
+            )
     if skipped:
         SKIPPED.labels(lane).inc(skipped)
     outcomes: list[Outcome | None] = [

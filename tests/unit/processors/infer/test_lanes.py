@@ -8,6 +8,7 @@ the lanes that matter and looks at what each produced.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -287,3 +288,31 @@ def _best_of(runs: int, work: Any) -> float:
         work()
         best = min(best, time.perf_counter() - started)
     return best
+
+
+class Span:
+    """Records the attributes set on a record's span."""
+
+    def __init__(self) -> None:
+        self.attributes: dict[str, Any] = {}
+
+    def set_attributes(self, attributes: dict[str, Any]) -> None:
+        self.attributes.update(attributes)
+
+    def set_attribute(self, key: str, value: Any) -> None:
+        self.attributes[key] = value
+
+
+def test_each_lanes_span_says_whether_it_served_or_skipped_the_request(
+    embeddings: Lane,
+) -> None:
+    h = embeddings.harness
+    served, skipped = Span(), Span()
+    records = [
+        dataclasses.replace(signed(h, request("e1", "minilm")), span=served),
+        dataclasses.replace(signed(h, request("g1", "textgen")), span=skipped),
+    ]
+    embeddings.run(records)
+    assert served.attributes["sluice.infer.lane"] == EMBEDDINGS
+    assert served.attributes["sluice.infer.skipped"] is False
+    assert skipped.attributes == {"sluice.infer.lane": EMBEDDINGS, "sluice.infer.skipped": True}
