@@ -16,13 +16,19 @@ full batches while every request gets exactly one result:
 * a request guard did not sign, or signed with a verdict that does not let it
   through, is dead-lettered (``UnverifiedVerdict``) before it is planned or
   served, and gets no result: whoever wrote it bypassed guard, so it is owed
-  nothing and nothing is metered for it.
+  nothing and nothing is metered for it;
+* an instance serves one lane (``SLUICE_INFER__LANE``, declared in the model
+  catalog) in a consumer group of its own: a request for another lane's model is
+  committed and skipped, before its verdict is checked, so that whatever a
+  request is owed (a result, an error result, a dead letter) comes from exactly
+  one lane. A record that does not decode names no model: it is the default
+  lane's, like a request for an unknown model.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -30,6 +36,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
+from processors.infer.lanes import ModelPeek, in_lane
 from processors.infer.planning import (
     BACKEND_REJECTED,
     Completion,
@@ -40,7 +47,7 @@ from processors.infer.planning import (
     plan,
     result_of,
 )
-from processors.infer.settings import InferSettings
+from processors.infer.settings import InferSettings, group_of
 from processors.infer.triton_calls import (
     BackendRejectedError,
     BackendUnavailableError,
@@ -48,7 +55,7 @@ from processors.infer.triton_calls import (
 )
 from streams.contracts.records import InferenceRequest, InferenceResult, utcnow
 from streams.errors import RecordError, TransientError, UnverifiedVerdict, inference_refusal
-from streams.llm.model_catalog import ModelCatalog, load_models
+from streams.llm.model_catalog import DEFAULT_LANE, ModelCatalog, load_models
 from streams.llm.tokenizing import TokenCounter, search_paths
 from streams.runtime.metrics import bounded_label
 from streams.runtime.signing import UnverifiedError, Verifier
@@ -80,6 +87,12 @@ TRITON_SECONDS = Histogram(
     "Duration of one Triton call.",
     ["model"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+SKIPPED = Counter(
+    "sluice_infer_skipped_total",
+    "Requests of other lanes' models read and skipped, by this instance's lane: the read "
+    "cost of lanes sharing inference.requests.safe.",
+    ["lane"],
 )
 QUEUE_SECONDS = Histogram(
     "sluice_infer_queue_seconds",
@@ -250,13 +263,15 @@ def _trace(span: Any, job: Job, done: Completion, result: InferenceResult, url: 
 # -- the processor declaration --------------------------------------------------------
 @dataclass
 class InferResources:
-    """The model catalog, token counter, Triton client, device label and guard's public keys."""
+    """The model catalog, token counter, Triton client, device label, guard's public keys."""
 
     catalog: ModelCatalog
     counter: TokenCounter
     backend: TritonBackend
     device: str
     verifier: Verifier
+    # Reads the model name of another lane's record without decoding it (cached per schema).
+    peek: ModelPeek = field(default_factory=ModelPeek)
 
 
 InferContext = Context[InferSettings, InferResources]
@@ -267,6 +282,8 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
     verifier = Verifier.from_settings(ctx.config.verdict_public_keys, PUBLIC_KEYS_SETTING)
     triton = ctx.settings.triton
     catalog = load_models(triton.models_file)
+    catalog.check_lane(ctx.config.lane)
+    _announce_lane(ctx, catalog)
     return InferResources(
         catalog=catalog,
         counter=TokenCounter(catalog.path.parent, search_paths(ctx.settings)),
@@ -278,17 +295,61 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
     )
 
 
+def _announce_lane(ctx: Context[InferSettings, None], catalog: ModelCatalog) -> None:
+    """Say which models this instance serves, and which other lanes must run beside it."""
+    lane = ctx.config.lane
+    served = sorted(m for m in catalog.models if catalog.lane_of(m) == lane)
+    ctx.logger.info(
+        "lane %s (group %s): serves %s",
+        lane,
+        group_of(ctx.config),
+        ", ".join(served) + (" and unknown models" if lane == DEFAULT_LANE else ""),
+    )
+    if lane == DEFAULT_LANE:
+        for other, models in sorted(catalog.lanes.items()):
+            # Not an error: the lane may run elsewhere. Its requests wait for it meanwhile.
+            ctx.logger.info(
+                "lane %s serves %s: run an infer with SLUICE_INFER__LANE=%s beside this one",
+                other,
+                ", ".join(models),
+                other,
+            )
+
+
 def _teardown(ctx: InferContext) -> None:
     ctx.resources.backend.close()
 
 
 def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Outcome]:
     r = ctx.resources
-    outcomes: list[Outcome | None] = [check_verdict(record, r.verifier) for record in records]
+    lane = ctx.config.lane
+    # Another lane's records first, before anything else is checked: each record's
+    # outcome comes from exactly one lane.
+    lanes = [
+        in_lane(
+            record, lane=lane, models=r.catalog, topics=ctx.catalog, serde=ctx.serde, peek=r.peek
+        )
+        for record in records
+    ]
+    mine = {i: x for i, x in enumerate(lanes) if isinstance(x, InputRecord)}
+    skipped = 0
+    for record, sorted_as in zip(records, lanes, strict=True):
+        passed_on = isinstance(sorted_as, list) and not sorted_as
+        skipped += passed_on
+        if record.span is not None:
+            # Every lane's consumer span is in a sampled request's trace: say which served it.
+            record.span.set_attributes(
+                {"sluice.infer.lane": lane, "sluice.infer.skipped": passed_on}
+            )
+    if skipped:
+        SKIPPED.labels(lane).inc(skipped)
+    outcomes: list[Outcome | None] = [
+        check_verdict(x, r.verifier) if isinstance(x, InputRecord) else x for x in lanes
+    ]
     passed = [i for i, refusal in enumerate(outcomes) if refusal is None]
     if passed:
         served = infer_batch(
-            [records[i] for i in passed],
+            [mine[i] for i in passed],
             catalog=r.catalog,
             counter=r.counter,
             backend=r.backend,
@@ -307,6 +368,9 @@ PROCESSOR: ProcessorSpec[InferSettings, InferResources] = ProcessorSpec(
     inputs=lambda catalog, settings: [REQUESTS],
     outputs=lambda catalog, settings: [RESPONSES],
     process_batch=_process_batch,
+    # infer decodes itself (in_lane): a record it cannot decode is one lane's to dead-letter.
+    decode_inputs=False,
+    group=group_of,
     setup=_setup,
     teardown=_teardown,
     batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),

@@ -5,6 +5,8 @@ from __future__ import annotations
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from streams.llm.model_catalog import DEFAULT_LANE, LANE_NAME
+
 
 class InferSettings(BaseSettings):
     """How infer batches requests and how hard it pushes Triton."""
@@ -34,8 +36,24 @@ class InferSettings(BaseSettings):
         "public key, then switch guard's key, then drop the old one once its records are "
         "consumed. `sluice up` keeps the local one in <state_dir>/secrets/verdict-public-key.",
     )
+    lane: str = Field(
+        DEFAULT_LANE,
+        pattern=LANE_NAME,
+        description="The lane this instance serves: one declared under `lanes:` in the model "
+        "catalog (infra/triton/models.yaml), or `default` (every model no lane names, and "
+        "unknown models). Each lane is its own consumer group (<group prefix>.infer for the "
+        "default lane, <group prefix>.infer-<lane> for the others) with its own transactions, "
+        "so a lane of fast models is not held back by a slow one; replicas of a lane share "
+        "its group. Every lane reads all of inference.requests.safe and skips the others' "
+        "requests.",
+    )
     device: str = Field(
         "",
         description="Device label put on results (e.g. 'cuda:0 H100'); empty: 'triton'. "
         "`sluice run` fills it from the local stack's Triton when one is running.",
     )
+
+
+def group_of(settings: InferSettings) -> str:
+    """The consumer group (less the group prefix) of an infer instance of ``settings.lane``."""
+    return "infer" if settings.lane == DEFAULT_LANE else f"infer-{settings.lane}"

@@ -6,10 +6,16 @@ task and tensor interface, its limits, its tokenizer and its price key. The
 ``infra/triton/server.py`` serves the entries that carry a ``serve`` block. A
 malformed file fails at load with the path of the bad field, never later in the
 middle of a batch.
+
+Lanes (the ``lanes`` section) split the models among infer instances: each lane
+is served by its own consumer group with its own transactions, so a fast model's
+results are not held back by a slow model's batch. Every model no lane names is
+in the implicit ``default`` lane.
 """
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -64,6 +70,10 @@ ROLES: dict[str, tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]] = 
 }
 
 _NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]*$"
+#: A lane's name becomes part of a consumer group and transactional ids.
+LANE_NAME = r"^[a-z0-9][a-z0-9-]{0,39}$"
+#: The lane that serves every model no declared lane names, and every unknown model.
+DEFAULT_LANE = "default"
 
 
 class ModelCatalogError(ConfigurationError, ValueError):
@@ -168,6 +178,8 @@ class ModelCatalog(_Frozen):
 
     path: Path
     models: dict[str, ModelSpec]
+    # Declared lanes: name -> the models it serves (never the default lane).
+    lanes: dict[str, tuple[str, ...]] = Field(default_factory=dict)
 
     def get(self, name: str) -> ModelSpec:
         """The model ``name``, or a clear error naming the known ones."""
@@ -179,6 +191,29 @@ class ModelCatalog(_Frozen):
                 f"model {name!r} is not in {self.path}; known: {known}"
             ) from None
 
+    def lane_of(self, model: object) -> str:
+        """The lane that serves ``model``: its declared lane, else the default lane.
+
+        ``model`` is a request's free-text field: anything that is not a model a lane
+        names (an unknown name, not a string at all) is the default lane's, so that its
+        refusal happens exactly once.
+        """
+        if isinstance(model, str):
+            for lane, models in self.lanes.items():
+                if model in models:
+                    return lane
+        return DEFAULT_LANE
+
+    def check_lane(self, lane: str) -> None:
+        """Raise a ModelCatalogError saying what to do unless ``lane`` is declared or default."""
+        if lane == DEFAULT_LANE or lane in self.lanes:
+            return
+        known = ", ".join([DEFAULT_LANE, *sorted(self.lanes)])
+        raise ModelCatalogError(
+            f"lane {lane!r} is not declared in {self.path}; known: {known}. Set "
+            "SLUICE_INFER__LANE to one of them, or declare the lane under `lanes:` there."
+        )
+
     def served_by_sluice(self) -> list[ModelSpec]:
         """The models that infra/triton/server.py serves (those with a ``serve`` block)."""
         return [m for m in self.models.values() if m.serve is not None]
@@ -187,6 +222,7 @@ class ModelCatalog(_Frozen):
 class _CatalogFile(_Frozen):
     version: Literal[1]
     models: dict[str, dict[str, Any]]
+    lanes: dict[str, list[str]] = Field(default_factory=dict)
 
 
 def load_models(path: Path | None = None) -> ModelCatalog:
@@ -221,4 +257,39 @@ def load_models(path: Path | None = None) -> ModelCatalog:
                 f"{path}: models {other!r} and {model.name!r} are both served by Sluice "
                 f"as Triton model {model.triton_model!r}; give them different triton_model names"
             )
-    return ModelCatalog(path=path, models=models)
+    lanes = _checked_lanes(path, spec.lanes, models)
+    return ModelCatalog(path=path, models=models, lanes=lanes)
+
+
+def _checked_lanes(
+    path: Path, lanes: dict[str, list[str]], models: dict[str, ModelSpec]
+) -> dict[str, tuple[str, ...]]:
+    """The declared lanes, or an error that names the fix."""
+    owner: dict[str, str] = {}
+    for lane, names in lanes.items():
+        if lane == DEFAULT_LANE:
+            raise ModelCatalogError(
+                f"{path}: lane {DEFAULT_LANE!r} is implicit (every model no lane names); "
+                "remove it from `lanes:`"
+            )
+        if re.fullmatch(LANE_NAME, lane) is None:
+            raise ModelCatalogError(
+                f"{path}: lane {lane!r} is not a valid name (lower-case letters, digits and "
+                "'-', at most 40: it becomes part of a consumer group)"
+            )
+        if not names:
+            raise ModelCatalogError(f"{path}: lane {lane!r} names no model; list its models")
+        for name in names:
+            if name not in models:
+                known = ", ".join(sorted(models)) or "none"
+                raise ModelCatalogError(
+                    f"{path}: lane {lane!r} names model {name!r}, which is not in `models:`; "
+                    f"known: {known}"
+                )
+            first = owner.setdefault(name, lane)
+            if first != lane:
+                raise ModelCatalogError(
+                    f"{path}: model {name!r} is in lanes {first!r} and {lane!r}; a model is "
+                    "served by exactly one lane: remove it from one of them"
+                )
+    return {lane: tuple(names) for lane, names in lanes.items()}

@@ -2,7 +2,8 @@
 
 Every processor runs in this loop (DESIGN sections 3 and 4):
 
-* a consumer in the group ``<prefix>.<processor>`` reading only committed
+* a consumer in the group ``<prefix>.<processor>`` (or the group the spec
+  names for the instance's settings: ``<prefix>.infer-<lane>``) reading only committed
   records, and a transactional producer; each batch's outputs, dead-letter
   records and input offsets are committed in one Kafka transaction
   (``send_offsets_to_transaction``), so a crash at any point neither loses nor
@@ -70,7 +71,8 @@ class Runner:
         self.config = config if config is not None else spec.build_settings()
         self.catalog = catalog or catalog_for(settings)
         self.instance_id = settings.instance_id()
-        self.group_id = f"{settings.runner.group_prefix}.{spec.name}"
+        # <prefix>.<processor>, or the group the spec gives these settings (infer's lanes).
+        self.group_id = f"{settings.runner.group_prefix}.{spec.group_name(self.config)}"
         self.inputs = spec.inputs(self.catalog, self.config)
         self.outputs = spec.outputs(self.catalog, self.config)
         self._metrics_port = settings.metrics.port if metrics_port is None else metrics_port

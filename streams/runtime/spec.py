@@ -146,10 +146,18 @@ class ProcessorSpec(Generic[C, R]):
     # pipeline sees them (after serialisation, with the registry's schema id); a header
     # added after encoding changes nothing the processor or the schema sees.
     signers: Callable[[C], Mapping[str, RecordSigner]] | None = None
+    # The consumer group of an instance with these settings, after the group prefix, when
+    # it is not the processor's name: infer's lanes (``infer-<lane>``), each with its own
+    # group and transactional ids, so that one lane commits without waiting for another.
+    group: Callable[[C], str] | None = None
 
     def build_settings(self) -> C:
         """The processor's settings, read from the environment (once per process)."""
         return self.settings()
+
+    def group_name(self, config: C) -> str:
+        """The consumer group (and transactional id prefix) of an instance, less the prefix."""
+        return self.group(config) if self.group is not None else self.name
 
 
 @dataclass(frozen=True)

@@ -246,7 +246,9 @@ class Harness(Generic[C, R]):
             resources=None,
             instance_id="harness",
         )
-        self.pipeline = BatchPipeline(spec, bare, group_id=f"harness.{spec.name}")
+        self.pipeline = BatchPipeline(
+            spec, bare, group_id=f"harness.{spec.group_name(bare.config)}"
+        )
         self.pipeline.check_output_schemas()
         if resources is None and spec.setup is not None:
             resources = spec.setup(bare)

@@ -17,7 +17,9 @@ from typing import Any
 
 from confluent_kafka import Consumer, Message, Producer, TopicPartition
 
+from processors.infer.settings import InferSettings, group_of
 from streams.contracts.catalog import Catalog
+from streams.llm.model_catalog import DEFAULT_LANE, load_models
 from streams.runtime.waiting import wait_until
 from streams.settings import Settings
 from streams.stack import sandbox
@@ -94,6 +96,31 @@ def start_processor(world: World, name: str, *args: str, **env: str) -> subproce
     )
     world.processes.append(process)
     return process
+
+
+def infer_lanes(world: World) -> list[str]:
+    """The lanes of the world's model catalog, the default lane first."""
+    return [DEFAULT_LANE, *load_models(world.settings.triton.models_file).lanes]
+
+
+def infer_groups(world: World) -> list[str]:
+    """The consumer group of each infer lane (processors/infer/settings.py: group_of)."""
+    prefix = world.settings.runner.group_prefix
+    return [f"{prefix}.{group_of(InferSettings(lane=lane))}" for lane in infer_lanes(world)]
+
+
+def start_infer(world: World, *args: str, **env: str) -> list[subprocess.Popen[bytes]]:
+    """infer as a deployment runs it: one process per lane of the model catalog.
+
+    The default lane's process comes first. With ``SLUICE_INFER__LANE`` in ``env``, only
+    that lane is started.
+    """
+    if "SLUICE_INFER__LANE" in env:
+        return [start_processor(world, "infer", *args, **env)]
+    return [
+        start_processor(world, "infer", *args, **env, SLUICE_INFER__LANE=lane)
+        for lane in infer_lanes(world)
+    ]
 
 
 def stop_all(world: World) -> None:
@@ -192,7 +219,10 @@ def committed_count(settings: Settings, topic: str) -> int:
 def running_all(world: World, names: list[str], **env: str) -> Iterator[None]:
     """Several processors at once; SIGTERM (graceful: spans and batches flushed) at the end."""
     for name in names:
-        start_processor(world, name, **env)
+        if name == "infer":
+            start_infer(world, **env)  # every lane: each serves only its own models
+        else:
+            start_processor(world, name, **env)
     try:
         yield
     finally:
@@ -201,7 +231,10 @@ def running_all(world: World, names: list[str], **env: str) -> Iterator[None]:
 
 @contextmanager
 def running(world: World, name: str, **env: str) -> Iterator[subprocess.Popen[bytes]]:
-    process = start_processor(world, name, **env)
+    """``name`` until the block ends (infer: every lane; the default lane's process yielded)."""
+    process = (
+        start_infer(world, **env)[0] if name == "infer" else start_processor(world, name, **env)
+    )
     try:
         yield process
     finally:

@@ -19,7 +19,12 @@ from rich.table import Table
 
 from streams.cli import console
 from streams.cli.acl import apply_declared
-from streams.cli.demo.inference import guard_secret, run_inference
+from streams.cli.demo.inference import (
+    EMBEDDINGS_LANE,
+    EMBEDDINGS_LANE_ENV,
+    guard_secret,
+    run_inference,
+)
 from streams.cli.demo.ingest import connect_client, ingest_with_connect
 from streams.cli.demo.online import run_online
 from streams.cli.demo.support import end_offsets, processors, read_new, wait_caught_up
@@ -126,7 +131,11 @@ def _pipeline(
     validated_topic = catalog.physical(dataset.validated_topic)
     dlq_topic = catalog.physical(dataset.dlq_topic)
     before = end_offsets(settings, [raw_topic, validated_topic, dlq_topic])
-    with processors(settings, ["validate", "guard", "infer"], env):
+    with (
+        processors(settings, ["validate", "guard", "infer"], env),
+        # Embeddings get a lane of their own, so their results never wait for generations.
+        processors(settings, ["infer"], {**env, **EMBEDDINGS_LANE_ENV}, label=EMBEDDINGS_LANE),
+    ):
         started = time.perf_counter()
         if connect is not None:
             ingest_with_connect(

@@ -23,15 +23,24 @@ from streams.settings import Settings
 
 @contextmanager
 def processors(
-    settings: Settings, names: list[str], env: Mapping[str, str] | None = None
+    settings: Settings,
+    names: list[str],
+    env: Mapping[str, str] | None = None,
+    *,
+    label: str = "",
 ) -> Iterator[None]:
-    """Run each processor as its own `sluice run` process for the duration of the block."""
+    """Run each processor as its own `sluice run` process for the duration of the block.
+
+    ``label`` tells apart a second instance of a processor (infer's embeddings lane):
+    its log is ``demo-<name>-<label>.log``.
+    """
     logs = settings.stack.root / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     processes: list[tuple[str, subprocess.Popen[bytes], Path]] = []
     try:
         for name in names:
-            log = logs / f"demo-{name}.log"
+            shown = f"{name}-{label}" if label else name
+            log = logs / f"demo-{shown}.log"
             with log.open("wb") as out:
                 process = subprocess.Popen(
                     [sys.executable, "-m", "streams", "run", name, "--metrics-port", "0"],
@@ -39,9 +48,9 @@ def processors(
                     stderr=subprocess.STDOUT,
                     env={**os.environ, **(env or {})},
                 )
-            processes.append((name, process, log))
+            processes.append((shown, process, log))
             console.print(
-                f"   started processor [cyan]{name}[/cyan] (pid {process.pid}, log {log})"
+                f"   started processor [cyan]{shown}[/cyan] (pid {process.pid}, log {log})"
             )
         yield
     finally:

@@ -19,6 +19,7 @@ from processors.meter.settings import MeterSettings
 from processors.validate.processor import ValidateSettings
 from streams.cli.run import SERVICES as RUN_SERVICES
 from streams.gateway.settings import GatewaySettings
+from streams.llm.model_catalog import DEFAULT_LANE, load_models
 from streams.settings import PROJECT_ROOT, Settings
 
 COMPOSE = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
@@ -177,8 +178,19 @@ def test_processor_environment_matches_its_settings(name: str, monkeypatch) -> N
 def test_only_guard_holds_the_verdict_signing_key_and_infer_its_public_key() -> None:
     for name, service in processor_services().items():
         env = service.get("environment", {})
-        assert ("SLUICE_GUARD__VERDICT_SIGNING_KEY" in env) == (name == "guard"), name
-        assert ("SLUICE_INFER__VERDICT_PUBLIC_KEYS" in env) == (name == "infer"), name
+        runs = service["command"][1]  # infer-embeddings runs infer (a lane of its own)
+        assert ("SLUICE_GUARD__VERDICT_SIGNING_KEY" in env) == (runs == "guard"), name
+        assert ("SLUICE_INFER__VERDICT_PUBLIC_KEYS" in env) == (runs == "infer"), name
     guard = SERVICES["guard"]["environment"]["SLUICE_GUARD__VERDICT_SIGNING_KEY"]
     infer = SERVICES["infer"]["environment"]["SLUICE_INFER__VERDICT_PUBLIC_KEYS"]
     assert ":?" in guard and ":?" in infer, "required: compose refuses to start without them"
+
+
+def test_every_infer_lane_has_a_service() -> None:
+    """A lane declared in the model catalog with no service would leave its models unserved."""
+    lanes = {
+        service["environment"].get("SLUICE_INFER__LANE", DEFAULT_LANE)
+        for service in processor_services().values()
+        if service["command"][1] == "infer"
+    }
+    assert lanes == {DEFAULT_LANE, *load_models().lanes}

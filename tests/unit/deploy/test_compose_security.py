@@ -30,7 +30,7 @@ CONFIG_FILES = [DATASOURCES, COLLECTOR, PROMETHEUS]
 #: Services only other services use: never published on the host.
 INTERNAL = ["schema-registry", "connect", "triton", "prometheus", "otel-collector", "clickhouse"]
 #: Who may share a network with Triton: its callers, and Prometheus for its metrics.
-TRITON_PEERS = {"infer", "guard", "prometheus"}
+TRITON_PEERS = {"infer", "infer-embeddings", "guard", "prometheus"}
 _SECRET_KEY = re.compile(r"password|secret|passwd|_key$|token|credential", re.IGNORECASE)
 #: Settings that hold where mounted secrets are, not a secret: each must be the target of a
 #: read-only mount whose source is a required variable (checked below).
@@ -413,7 +413,9 @@ def test_every_kafka_client_logs_in_as_its_own_principal_over_tls() -> None:
     for name, service in clients.items():
         env = service["environment"]
         options = json.loads(env["SLUICE_KAFKA__OPTIONS"])
-        expected = OPERATOR if name in OPERATOR_SERVICES else COMPONENT_PRINCIPALS[name]
+        # A lane's service (infer-embeddings) logs in as its processor (service["command"]).
+        runs = service["command"][1] if service.get("command", [None])[0] == "run" else name
+        expected = OPERATOR if name in OPERATOR_SERVICES else COMPONENT_PRINCIPALS[runs]
         assert options["security.protocol"] == "SASL_SSL", name
         assert options["sasl.mechanisms"] == "SCRAM-SHA-512", name
         assert options["sasl.username"] == expected, name

@@ -9,7 +9,12 @@ import pytest
 import yaml
 from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
 
-from streams.llm.model_catalog import DEFAULT_MODELS_FILE, ModelCatalogError, load_models
+from streams.llm.model_catalog import (
+    DEFAULT_LANE,
+    DEFAULT_MODELS_FILE,
+    ModelCatalogError,
+    load_models,
+)
 from streams.llm.tokenizing import TokenCounter, TokenizerNotFoundError, search_paths
 from streams.settings import Settings
 
@@ -204,3 +209,71 @@ def test_the_catalog_comment_lists_the_roles_the_loader_enforces() -> None:
         for side in ("inputs", "outputs"):
             for role in required[side] | optional[side]:
                 assert role in header, role
+
+
+# --- lanes -----------------------------------------------------------------------------------
+
+
+def catalog_with_lanes(tmp_path: Path, lanes: object) -> Path:
+    path = tmp_path / "models.yaml"
+    document = {"version": 1, "models": REAL["models"], "lanes": lanes}
+    path.write_text(yaml.safe_dump(document))
+    return path
+
+
+def test_the_shipped_catalog_puts_embeddings_in_a_lane_of_their_own() -> None:
+    catalog = load_models()
+    assert catalog.lanes == {"embeddings": ("minilm",)}
+    assert catalog.lane_of("minilm") == "embeddings"
+    assert catalog.lane_of("textgen") == DEFAULT_LANE  # no lane names it
+
+
+@pytest.mark.parametrize("model", ["gpt-9", "", "MINILM", None, 7, ["minilm"]])
+def test_an_unknown_model_or_a_field_that_is_no_name_is_the_default_lanes(model: object) -> None:
+    assert load_models().lane_of(model) == DEFAULT_LANE
+
+
+def test_a_catalog_without_lanes_serves_everything_in_the_default_lane(tmp_path: Path) -> None:
+    catalog = load_models(write_catalog(tmp_path, REAL["models"]))
+    assert catalog.lanes == {}
+    assert {catalog.lane_of(m) for m in catalog.models} == {DEFAULT_LANE}
+    catalog.check_lane(DEFAULT_LANE)
+
+
+def test_an_undeclared_lane_says_which_lanes_exist_and_what_to_do() -> None:
+    catalog = load_models()
+    catalog.check_lane("embeddings")
+    catalog.check_lane(DEFAULT_LANE)
+    with pytest.raises(
+        ModelCatalogError,
+        match=r"lane 'generation' is not declared in .*known: default, embeddings\. "
+        r"Set SLUICE_INFER__LANE",
+    ):
+        catalog.check_lane("generation")
+
+
+@pytest.mark.parametrize(
+    ("lanes", "expected"),
+    [
+        (
+            {"fast": ["minilm"], "also-fast": ["minilm"]},
+            # yaml sorts the lanes
+            r"model 'minilm' is in lanes 'also-fast' and 'fast'.*remove it from one",
+        ),
+        ({"fast": ["gpt-9"]}, r"lane 'fast' names model 'gpt-9', which is not in `models:`"),
+        ({"default": ["minilm"]}, r"lane 'default' is implicit"),
+        ({"Fast Lane": ["minilm"]}, r"lane 'Fast Lane' is not a valid name"),
+        ({"fast": []}, r"lane 'fast' names no model"),
+        (["minilm"], r"not a valid model catalog"),
+    ],
+)
+def test_a_bad_lane_declaration_fails_at_load_with_the_fix(
+    tmp_path: Path, lanes: object, expected: str
+) -> None:
+    with pytest.raises(ModelCatalogError, match=expected):
+        load_models(catalog_with_lanes(tmp_path, lanes))
+
+
+def test_a_model_listed_twice_in_its_own_lane_is_still_one_lanes(tmp_path: Path) -> None:
+    catalog = load_models(catalog_with_lanes(tmp_path, {"fast": ["minilm", "minilm"]}))
+    assert catalog.lane_of("minilm") == "fast"

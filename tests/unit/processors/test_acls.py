@@ -15,11 +15,13 @@ import pytest
 
 import processors
 from processors.guard.replay import DECIDED_TOPICS
+from processors.infer.settings import InferSettings
 from processors.meter import app as meter_app
 from streams.contracts.acls import AclDeclaration, AclNames, Grant, load_acls
 from streams.contracts.catalog import Catalog, load_catalog
 from streams.gateway import kafka_dispatch
 from streams.llm.budgets import BUDGETS_TOPIC
+from streams.llm.model_catalog import DEFAULT_LANE, load_models
 from streams.runtime.span_export import TOPIC as SPANS
 from streams.runtime.spec import ProcessorSpec
 from streams.settings import PROJECT_ROOT, Settings
@@ -41,6 +43,38 @@ EXTRA_GROUPS: dict[str, set[str]] = {
     "guard": {"sluice.budget-view.*", "sluice.request-id-view.*"},
     "drift": {"sluice.restore-*"},
 }
+
+
+#: Processors whose instances each serve a lane, in a group of its own: settings per lane.
+LANED: dict[str, Any] = {"infer": lambda lane: InferSettings(lane=lane)}
+PROBE_LANE = "any-lane-declared-later"
+
+
+def _family(spec: ProcessorSpec[Any, Any], settings_of: Any) -> str:
+    """The grant that covers every lane's group: what a lane's group is, less the lane."""
+    group = spec.group_name(settings_of(PROBE_LANE))
+    assert group.endswith(PROBE_LANE)
+    return f"sluice.{group.removesuffix(PROBE_LANE)}*"
+
+
+def _instance_names(name: str, spec: ProcessorSpec[Any, Any]) -> tuple[set[str], set[str]]:
+    """The groups and transactional ids (as grants) the runner uses for ``name``'s instances.
+
+    One group (``<prefix>.<name>``) and its transactional ids (``<group>.<instance>``,
+    streams/runtime/runner.py); a processor with lanes adds one family for every lane.
+    """
+    own = spec.group_name(spec.build_settings())
+    groups, transactional_ids = {f"sluice.{own}"}, {f"sluice.{own}.*"}
+    settings_of = LANED.get(name)
+    if settings_of is not None:
+        family = _family(spec, settings_of)
+        groups.add(family)
+        transactional_ids.add(family)
+    return groups, transactional_ids
+
+
+def _covered(name: str, grants: set[str]) -> bool:
+    return name in grants or any(g.endswith("*") and name.startswith(g[:-1]) for g in grants)
 
 
 @pytest.fixture(scope="module")
@@ -84,10 +118,28 @@ def test_a_runner_processor_is_granted_its_inputs_outputs_and_dead_letters_and_n
         set(outputs) | _dead_letters(catalog, inputs) | {SPANS}
     )
     # The runner's group and transactional ids (streams/runtime/runner.py).
-    assert _granted(grants, principal, "GROUP", "READ") == {f"sluice.{name}"} | EXTRA_GROUPS.get(
-        name, set()
-    )
-    assert _granted(grants, principal, "TRANSACTIONAL_ID", "WRITE") == {f"sluice.{name}.*"}
+    groups, transactional_ids = _instance_names(name, spec)
+    assert _granted(grants, principal, "GROUP", "READ") == groups | EXTRA_GROUPS.get(name, set())
+    assert _granted(grants, principal, "TRANSACTIONAL_ID", "WRITE") == transactional_ids
+
+
+def test_every_lane_of_infer_gets_its_group_and_transactional_ids_and_no_other_processors(
+    catalog: Catalog, declaration: AclDeclaration
+) -> None:
+    spec: ProcessorSpec[Any, Any] = processors.load("infer")
+    grants = declaration.grants(catalog, NAMES)
+    groups = _granted(grants, "sluice-infer", "GROUP", "READ")
+    transactional_ids = _granted(grants, "sluice-infer", "TRANSACTIONAL_ID", "WRITE")
+    lanes = [DEFAULT_LANE, *load_models().lanes, PROBE_LANE]
+    assert len(lanes) > 2, "the shipped model catalog declares a lane"
+    for lane in lanes:
+        group = f"sluice.{spec.group_name(LANED['infer'](lane))}"
+        assert _covered(group, groups), group
+        assert _covered(f"{group}.instance-1", transactional_ids), group
+    # The lane family reaches no other processor's group.
+    for other in RUNNER_PROCESSORS:
+        if other != "infer":
+            assert not _covered(f"sluice.{other}", groups - {"sluice.infer"}), other
 
 
 def test_meter_is_granted_its_faust_topics_group_and_state(

@@ -137,7 +137,8 @@ def served() -> Iterator[tuple[Harness[InferSettings, Any], Answers]]:
         device="cpu",
         verifier=Verifier.from_settings([PUBLIC], "SLUICE_INFER__VERDICT_PUBLIC_KEYS"),
     )
-    config = InferSettings(device="cpu", verdict_public_keys=[PUBLIC])
+    # minilm is the embeddings lane's (infra/triton/models.yaml): tests/.../test_lanes.py.
+    config = InferSettings(device="cpu", verdict_public_keys=[PUBLIC], lane="embeddings")
     with Harness(PROCESSOR, settings=Settings(), config=config, resources=resources) as harness:
         yield harness, backend
 
