@@ -453,7 +453,8 @@ def main() -> None:
                 "SLUICE_GUARD__EMBEDDER": args.guard_embedder,
                 "SLUICE_GUARD__HASH_SECRET": secrets.token_hex(32),
             },
-            "infer": quiet,
+            # Every call is a minilm embedding: the embeddings lane serves them all.
+            "infer": {**quiet, "SLUICE_INFER__LANE": "embeddings"},
             "gateway": {
                 **quiet,
                 "SLUICE_GATEWAY__HOST": "127.0.0.1",

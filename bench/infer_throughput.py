@@ -136,7 +136,9 @@ def main() -> None:
         rates = {}
         keys = local_verdict_keys(box.settings, "infer")  # guard's public key, for infer
         for name, overrides in CONFIGS.items():
-            with environment({**keys, **overrides}):
+            # minilm is served by the embeddings lane (infra/triton/models.yaml): an infer
+            # of the default lane would only skip these requests.
+            with environment({**keys, "SLUICE_INFER__LANE": "embeddings", **overrides}):
                 rates[name] = run(box, args.requests)
     for name, rate in rates.items():
         print(f"{name:>15}: {rate:8,.1f} requests/s")
