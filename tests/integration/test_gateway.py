@@ -28,6 +28,7 @@ from streams.contracts.serde import AvroSerde
 from streams.gateway.key_store import KeyStore
 from streams.runtime import kafka
 from streams.settings import Settings
+from streams.stack import Stack
 from tests.support import metering as m
 from tests.support import tenants
 from tests.support.world import (
@@ -116,7 +117,10 @@ def served(triton: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     other_created = store.create(
         other, {other}, user="integration-suite", priority="normal", name="second tenant"
     )
-    with running_all(world, ["guard", "infer"], **GUARD_ENV):
+    # Short retry backoff: the Triton outage test waits for infer to retry once it is back.
+    with running_all(
+        world, ["guard", "infer"], SLUICE_RUNNER__RETRY_BACKOFF_MAX_S="2", **GUARD_ENV
+    ):
         base = _start_gateway(world)
         served = Served(world, base, tenant, created.key_id, created.key)
         served.other_tenant, served.other_key = other, other_created.key
@@ -279,7 +283,7 @@ def _request_id_of(served: Served, text: str) -> str:
     assert len(ids) == 1, f"expected one request id for the call, found {len(ids)}"
     [request_id] = ids
     assert uuid.UUID(request_id).version == 5  # derived from the key, not fresh
-    return request_id
+    return str(request_id)
 
 
 def _embed(base: str, key: str, text: str, idempotency_key: str) -> list[float]:
@@ -351,6 +355,79 @@ def test_a_replica_started_after_the_call_answers_its_retry(served: Served) -> N
     assert _embed(restarted, served.key, text, idempotency_key) == first
     assert len(_records_of(served, "inference.requests", request_id)) == 1
     assert len(_records_of(served, "inference.results", request_id)) == 1
+
+
+def _chat_request_id(served: Served, text: str) -> str | None:
+    """The request id of the chat call whose prompt holds ``text``, once it was produced."""
+    world = served.world
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    schema = world.catalog.value_schema("inference.requests")
+    messages = read_all(world.settings, world.topic("inference.requests"), 0, timeout=5, settle=0)
+    ids = {
+        record["request_id"]
+        for record in (serde.decode(m.value(), schema) for m in messages)
+        if text in record["input_text"]
+    }
+    return str(min(ids)) if ids else None
+
+
+def test_a_replica_killed_mid_request_loses_nothing_and_the_retry_is_charged_once(
+    served: Served,
+) -> None:
+    doomed = _start_gateway(served.world)
+    process = served.world.processes[-1]
+    text = f"killed mid-request {uuid.uuid4().hex}"
+    idempotency_key = str(uuid.uuid4())
+
+    def chat(base: str) -> Any:
+        client = openai.OpenAI(base_url=f"{base}/v1", api_key=served.key, max_retries=0)
+        return client.chat.completions.create(
+            model="textgen",
+            messages=[{"role": "user", "content": text}],
+            max_tokens=256,  # seconds of generation on a CPU: the kill lands while it runs
+            extra_headers={"Idempotency-Key": idempotency_key},
+        )
+
+    with ThreadPoolExecutor(1) as pool:
+        call = pool.submit(chat, doomed)
+        wait_for(
+            lambda: _chat_request_id(served, text) is not None,
+            60,
+            "the call's request on inference.requests",
+        )
+        process.kill()  # SIGKILL: no graceful shutdown, the caller's connection just drops
+        with pytest.raises(openai.APIConnectionError):
+            call.result(timeout=60)
+    request_id = _chat_request_id(served, text)
+    # Accepted before the kill: still served. The caller's retry, through another replica,
+    # gets that one answer; guard refuses the retry's own copy, so nothing is charged twice.
+    answer = chat(served.base)
+    assert answer.id == f"chatcmpl-{request_id}"
+    assert len(_records_of(served, "inference.results", str(request_id))) == 1
+    blocked = _records_of(served, "inference.requests.blocked", str(request_id))
+    assert {r["guard"]["reason"] for r in blocked} <= {"duplicate_request"}
+
+
+def test_a_triton_outage_queues_calls_until_it_is_back(served: Served) -> None:
+    """An outage is waited out, not refused: infer retries and the call is answered late.
+
+    The caller gets 504 only if the outage outlasts SLUICE_GATEWAY__REQUEST_TIMEOUT_S.
+    """
+    stack = Stack(served.world.settings, only=["triton"])
+    triton = stack.components[0].process
+    try:
+        triton.stop(timeout=0)
+        with ThreadPoolExecutor(1) as pool:
+            call = pool.submit(
+                lambda: served.client().embeddings.create(model="minilm", input="while down")
+            )
+            time.sleep(5)
+            assert not call.done(), "a call during the outage waits for Triton"
+            stack.up(print)
+            answer = call.result(timeout=120)
+    finally:
+        stack.up(print)  # whatever happened, the next test finds Triton serving
+    assert len(answer.data[0].embedding) == 384
 
 
 # -- fair admission ----------------------------------------------------------------------
