@@ -61,6 +61,7 @@ from typing import Any
 import httpx
 import yaml
 
+from bench import pipeline_hops
 from bench.kafka_security_cost import free_port, guard_embedder, load, percentile
 from streams.gateway.key_store import KeyStore
 from streams.llm.model_catalog import load_models
@@ -352,13 +353,58 @@ async def wait_for_pipeline(call: Call, processes: Mapping[str, subprocess.Popen
     raise RuntimeError(f"the gateway answered no call in {READY_TIMEOUT_S:.0f} s (last: {outcome})")
 
 
+@dataclass
+class Breakdown:
+    """Where the gateway's calls of one level spent their time (bench/pipeline_hops.py)."""
+
+    concurrency: int
+    hops: dict[str, list[float]]
+    stages: list[str]
+    client_p50_ms: float | None
+
+    def lines(self) -> list[str]:
+        """The hop table, then the stage table, under a title naming the level."""
+        return [
+            f"where the time goes at {self.concurrency} clients (gateway target):",
+            *pipeline_hops.hop_lines(self.hops, self.client_p50_ms),
+            *self.stages,
+        ]
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers of the JSON file: p50 and p99 per hop."""
+        return {
+            "concurrency": self.concurrency,
+            "hops_ms": {
+                name: {"p50": percentile(v, 50), "p99": percentile(v, 99), "n": len(v)}
+                for name, v in self.hops.items()
+                if v
+            },
+        }
+
+
+@dataclass
+class Pipeline:
+    """What the breakdown reads: the sandbox's topics and the runners' metrics endpoints."""
+
+    box: Sandbox
+    metrics_urls: list[str]
+
+
 async def measure(
-    direct: Call, gateway: Call, texts: Sequence[str], args: argparse.Namespace
-) -> list[LevelResult]:
-    results = []
+    direct: Call,
+    gateway: Call,
+    texts: Sequence[str],
+    args: argparse.Namespace,
+    pipeline: Pipeline | None = None,
+) -> tuple[list[LevelResult], list[Breakdown]]:
+    results, breakdowns = [], []
     for level in args.concurrency:
         for target, call in ((DIRECT, direct), (GATEWAY, gateway)):
             print(f"[{target}, {level} clients] {args.warmup:g} s warm-up, {args.duration:g} s")
+            traced = pipeline if target == GATEWAY else None
+            if traced is not None:
+                before = await asyncio.to_thread(pipeline_hops.scrape, traced.metrics_urls)
+                since_ms = int(time.time() * 1000 + args.warmup * 1000)
             result = await closed_loop(
                 call,
                 texts,
@@ -373,7 +419,31 @@ async def measure(
                 f"{sum(result.failures.values())} failed; {load()}"
             )
             results.append(result)
-    return results
+            if traced is not None:
+                breakdown = await asyncio.to_thread(
+                    _breakdown, traced, before, since_ms, level, result.p(50)
+                )
+                print("\n".join(breakdown.lines()))
+                breakdowns.append(breakdown)
+    return results, breakdowns
+
+
+def _breakdown(
+    pipeline: Pipeline,
+    before: pipeline_hops.StageTotals,
+    since_ms: int,
+    level: int,
+    client_p50_ms: float | None,
+) -> Breakdown:
+    after = pipeline_hops.scrape(pipeline.metrics_urls)
+    until_ms = int(time.time() * 1000)
+    stamps = pipeline_hops.read_create_times(pipeline.box, since_ms, until_ms)
+    return Breakdown(
+        level,
+        pipeline_hops.hop_latencies(stamps),
+        pipeline_hops.stage_lines(before, after),
+        client_p50_ms,
+    )
 
 
 async def run_targets(
@@ -384,7 +454,8 @@ async def run_targets(
     texts: Sequence[str],
     processes: Mapping[str, subprocess.Popen[bytes]],
     args: argparse.Namespace,
-) -> list[LevelResult]:
+    pipeline: Pipeline | None = None,
+) -> tuple[list[LevelResult], list[Breakdown]]:
     from tritonclient.grpc import aio as grpc_aio  # noqa: PLC0415 (only when measuring)
 
     model = load_models(stack.triton.models_file).models[MODEL]
@@ -404,15 +475,27 @@ async def run_targets(
             direct = triton_call(triton, model, model.embedding_dims, args.timeout)
             print("waiting for the pipeline to answer its first call")
             await wait_for_pipeline(gateway, processes)
-            return await measure(direct, gateway, texts, args)
+            return await measure(direct, gateway, texts, args, pipeline)
     finally:
         await triton.close()
 
 
-def write_results(lines: Sequence[str], results: Sequence[LevelResult], out: Path) -> None:
+def write_results(
+    lines: Sequence[str],
+    results: Sequence[LevelResult],
+    out: Path,
+    breakdowns: Sequence[Breakdown] = (),
+) -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text("\n".join(lines) + "\n")
-    numbers = [r.summary() for r in results]
+    # A gateway level's entry also holds its hop breakdown, when one was measured.
+    hops = {b.concurrency: b.summary()["hops_ms"] for b in breakdowns}
+    numbers = [
+        {**r.summary(), "hops_ms": hops[r.concurrency]}
+        if r.target == GATEWAY and r.concurrency in hops
+        else r.summary()
+        for r in results
+    ]
     out.with_suffix(".json").write_text(json.dumps(numbers, indent=2) + "\n")
 
 
@@ -447,14 +530,20 @@ def main() -> None:
         api_key = gateway_secrets(stack, workdir / "gateway-secrets")
         port = free_port()
         quiet = {**box.env, "SLUICE_METRICS__ENABLED": "false"}
+        # guard and infer serve their runners' metrics: the stage breakdown reads them.
+        metrics_ports = {"guard": free_port(), "infer": free_port()}
+        scraped = {
+            name: {**box.env, "SLUICE_METRICS__PORT": str(metrics_port)}
+            for name, metrics_port in metrics_ports.items()
+        }
         envs = {
             "guard": {
-                **quiet,
+                **scraped["guard"],
                 "SLUICE_GUARD__EMBEDDER": args.guard_embedder,
                 "SLUICE_GUARD__HASH_SECRET": secrets.token_hex(32),
             },
             # Every call is a minilm embedding: the embeddings lane serves them all.
-            "infer": {**quiet, "SLUICE_INFER__LANE": "embeddings"},
+            "infer": {**scraped["infer"], "SLUICE_INFER__LANE": "embeddings"},
             "gateway": {
                 **quiet,
                 "SLUICE_GATEWAY__HOST": "127.0.0.1",
@@ -468,7 +557,8 @@ def main() -> None:
             for name, env in envs.items()
         }
         print(f"guard (embedder {args.guard_embedder}), infer and the gateway on port {port}")
-        results = asyncio.run(
+        pipeline = Pipeline(box, [f"http://127.0.0.1:{p}/metrics" for p in metrics_ports.values()])
+        results, breakdowns = asyncio.run(
             run_targets(
                 stack,
                 base_url=f"http://127.0.0.1:{port}",
@@ -476,6 +566,7 @@ def main() -> None:
                 texts=texts,
                 processes=processes,
                 args=args,
+                pipeline=pipeline,
             )
         )
     settings_line = (
@@ -483,10 +574,12 @@ def main() -> None:
         f"{args.warmup:g} s warm-up per run; guard embedder {args.guard_embedder}"
     )
     lines = [settings_line, "", *report_lines(results)]
+    for breakdown in breakdowns:
+        lines += ["", *breakdown.lines()]
     print(f"end: {time.strftime('%Y-%m-%d %H:%M:%S %Z')}, {load()}")
     print()
     print("\n".join(lines))
-    write_results(lines, results, args.out)
+    write_results(lines, results, args.out, breakdowns)
     print(f"written to {args.out} and {args.out.with_suffix('.json')}")
 
 

@@ -44,6 +44,14 @@ BATCH_LATENCY = Histogram(
     ["processor"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+BATCH_STAGE = Histogram(
+    "sluice_batch_stage_seconds",
+    "Where a batch's time goes: poll (the consume call that returned it: waiting for "
+    "records and for the batch to fill), process (the pipeline, produces included) and "
+    "commit (offsets and transaction commit).",
+    ["processor", "stage"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
 IN_FLIGHT = Gauge("sluice_batches_in_flight", "Batches being processed right now.", ["processor"])
 CONSUMER_LAG = Gauge(
     "sluice_consumer_lag",

@@ -106,10 +106,14 @@ class Runner:
         self._start()
         try:
             while not self._stopping.is_set():
+                polled = time.perf_counter()
                 messages = self.consumer.consume(self._batch_size, self._batch_timeout_s)
                 batch = self._usable(messages)
                 if not batch:
                     continue
+                metrics.BATCH_STAGE.labels(self.spec.name, "poll").observe(
+                    time.perf_counter() - polled
+                )
                 try:
                     self._commit_batch(batch)
                 except TransientError as exc:
@@ -258,10 +262,12 @@ class Runner:
             self.producer.begin_transaction()
             try:
                 produced = self.pipeline.run(batch, self)
+                processed = time.perf_counter()
                 self.producer.send_offsets_to_transaction(
                     self._offsets(batch, last=True), self.consumer.consumer_group_metadata(), 60
                 )
                 self.producer.commit_transaction(60)
+                committed = time.perf_counter()
             except TransientError:
                 self._abort()
                 raise
@@ -288,6 +294,8 @@ class Runner:
         metrics.BATCHES.labels(name, "committed").inc()
         metrics.BATCH_SIZE.labels(name).observe(len(batch))
         metrics.BATCH_LATENCY.labels(name).observe(time.perf_counter() - started)
+        metrics.BATCH_STAGE.labels(name, "process").observe(processed - started)
+        metrics.BATCH_STAGE.labels(name, "commit").observe(committed - processed)
         # Metrics name topics as the cluster does, like the lag librdkafka reports.
         for topic, count in Counter(record.topic for record in batch).items():
             metrics.RECORDS_IN.labels(name, self.catalog.physical(topic)).inc(count)

@@ -60,7 +60,13 @@ def test_the_bench_measures_both_targets_at_each_level(triton: Settings, tmp_pat
     gateway_p50 = [n["p50_ms"] for n in numbers if n["target"] == "gateway"]
     direct_p50 = [n["p50_ms"] for n in numbers if n["target"] == "direct"]
     assert min(gateway_p50) > min(direct_p50), "the pipeline cannot be faster than its model"
+    # Each gateway level says where its time went: every hop of the path was timed.
+    for level in (n for n in numbers if n["target"] == "gateway"):
+        hops = level["hops_ms"]
+        assert {"guard, input side", "infer", "guard, output side"} <= set(hops), level
+        assert all(h["n"] > 0 and 0 <= h["p50"] <= h["p99"] for h in hops.values()), hops
     table = out.read_text()
+    assert "where the time goes at 4 clients" in table and "commit ms" in table
     assert "highest sustained gateway:" in table and "highest sustained direct:" in table
     # Each process it started wrote its log where it was asked to.
     assert {p.name for p in logs.iterdir()} == {"guard.log", "infer.log", "gateway.log"}
