@@ -13,7 +13,8 @@ while the load runs:
   client measured beyond ``inference.requests`` → ``inference.results``.
 * **Stages**, per batch, from each runner's ``sluice_batch_stage_seconds`` histogram
   (``streams/runtime/runner.py``), scraped before and after the window: mean seconds of
-  ``poll`` (the consume call that returned the batch), ``process`` and ``commit``, and
+  ``fill`` (from the batch's first record until it is full or its timeout is over),
+  ``process`` and ``commit``, and
   the mean batch size.
 """
 
@@ -38,7 +39,7 @@ PATH = (
     ("inference.responses", "infer"),
     ("inference.results", "guard, output side"),
 )
-STAGES = ("poll", "process", "commit")
+STAGES = ("fill", "process", "commit")
 STAGE_METRIC = "sluice_batch_stage_seconds"
 BATCH_SIZE_METRIC = "sluice_batch_size"
 

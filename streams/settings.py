@@ -232,7 +232,9 @@ class RunnerSettings(_Frozen):
     batch_size: int = Field(
         2000, ge=1, description="Most records per poll, and so per transaction."
     )
-    batch_timeout_ms: int = Field(200, ge=1, description="Longest wait to fill a batch.")
+    batch_timeout_ms: int = Field(
+        200, ge=1, description="Longest wait to fill a batch, from its first record."
+    )
     transaction_timeout_ms: int = Field(
         10_000,
         ge=1000,

@@ -70,7 +70,13 @@ class GuardSettings(BaseSettings):
         description="Requests per poll (and transaction): NER costs ~10 ms a text on a CPU, "
         "so small batches keep latency low while nlp.pipe still batches.",
     )
-    max_batch_latency_ms: int = Field(100, ge=1, description="Longest wait to fill a poll.")
+    max_batch_latency_ms: int = Field(
+        5,
+        ge=1,
+        description="Longest a request waits, after the first of its poll, for more to fill "
+        "it. Short: under load polls fill while the last one is analysed, and idle, a wait "
+        "only adds latency (bench/README.md, gateway latency).",
+    )
     analyzer_timeout_s: float = Field(
         30.0,
         gt=0,

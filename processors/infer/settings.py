@@ -20,7 +20,11 @@ class InferSettings(BaseSettings):
         "bound: the model's max_batch_size in the model catalog.",
     )
     max_batch_latency_ms: int = Field(
-        50, ge=1, description="Longest a request waits for its micro-batch to fill."
+        5,
+        ge=1,
+        description="Longest a request waits, after the first of its poll, for more to fill "
+        "it. Under load polls fill while the last one runs; raise it for a GPU that needs "
+        "bigger micro-batches at moderate load (bench/README.md, gateway latency).",
     )
     max_records_per_poll: int = Field(
         512, ge=1, description="Requests taken from Kafka per poll (and per transaction)."

@@ -46,9 +46,9 @@ BATCH_LATENCY = Histogram(
 )
 BATCH_STAGE = Histogram(
     "sluice_batch_stage_seconds",
-    "Where a batch's time goes: poll (the consume call that returned it: waiting for "
-    "records and for the batch to fill), process (the pipeline, produces included) and "
-    "commit (offsets and transaction commit).",
+    "Where a batch's time goes: fill (from its first record until the batch is full or "
+    "the batch timeout is over), process (the pipeline, produces included) and commit "
+    "(offsets and transaction commit).",
     ["processor", "stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )

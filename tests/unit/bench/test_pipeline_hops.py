@@ -39,8 +39,8 @@ def test_the_table_gives_the_gateway_what_the_client_saw_beyond_kafka() -> None:
 METRICS_BEFORE = """
 # HELP sluice_batch_stage_seconds Where a batch's time goes.
 # TYPE sluice_batch_stage_seconds histogram
-sluice_batch_stage_seconds_sum{processor="guard",stage="poll"} 1.0
-sluice_batch_stage_seconds_count{processor="guard",stage="poll"} 10.0
+sluice_batch_stage_seconds_sum{processor="guard",stage="fill"} 1.0
+sluice_batch_stage_seconds_count{processor="guard",stage="fill"} 10.0
 sluice_batch_stage_seconds_sum{processor="guard",stage="process"} 2.0
 sluice_batch_stage_seconds_count{processor="guard",stage="process"} 10.0
 sluice_batch_stage_seconds_sum{processor="guard",stage="commit"} 0.5
@@ -51,7 +51,7 @@ sluice_batch_size_sum{processor="guard"} 50.0
 sluice_batch_size_count{processor="guard"} 10.0
 """
 METRICS_AFTER = (
-    METRICS_BEFORE.replace('poll"} 1.0', 'poll"} 1.5')
+    METRICS_BEFORE.replace('fill"} 1.0', 'fill"} 1.5')
     .replace('"process"} 2.0', '"process"} 6.0')
     .replace('"commit"} 0.5', '"commit"} 0.9')
     .replace("} 10.0", "} 30.0")
@@ -64,7 +64,7 @@ def test_stage_means_are_over_the_batches_of_the_window_only() -> None:
     assert before.seconds[("guard", "process")] == pytest.approx(2.0)
     [header, guard] = stage_lines(before, after)
     assert header.split()[:3] == ["processor", "batches", "records/batch"]
-    # 20 batches, 200 records; poll 0.5 s, process 4 s, commit 0.4 s over them
+    # 20 batches, 200 records; fill 0.5 s, process 4 s, commit 0.4 s over them
     assert guard.split() == ["guard", "20", "10.0", "25.0", "200.0", "20.0"]
 
 
