@@ -282,7 +282,9 @@ class InferResources:
     device: str
     verifier: Verifier
     # Answers of deterministic requests, for their repeats (response_cache.py).
-    cache: ResponseCache = field(default_factory=lambda: ResponseCache.from_settings(InferSettings()))
+    cache: ResponseCache = field(
+        default_factory=lambda: ResponseCache.from_settings(InferSettings())
+    )
     # Reads the model name of another lane's record without decoding it (cached per schema).
     peek: ModelPeek = field(default_factory=ModelPeek)
 

@@ -57,7 +57,9 @@ CACHE_BYTES = Gauge(
     "sluice_infer_cache_bytes",
     "Payload bytes held by this process's response cache (output text and embedding values).",
 )
-CACHE_ENTRIES = Gauge("sluice_infer_cache_entries", "Answers held by this process's response cache.")
+CACHE_ENTRIES = Gauge(
+    "sluice_infer_cache_entries", "Answers held by this process's response cache."
+)
 
 #: Bytes counted per embedding value: it is held as a C double.
 FLOAT_BYTES = 8
@@ -164,9 +166,7 @@ class ResponseCache:
         if not self.enabled or size > self.max_bytes:
             return  # an answer larger than the whole cache is not worth evicting it all for
         embedding = None if done.embedding is None else array("d", done.embedding)
-        entry = CachedAnswer(
-            model, done.output_text, embedding, done.output_tokens, size, 0.0
-        )
+        entry = CachedAnswer(model, done.output_text, embedding, done.output_tokens, size, 0.0)
         self._pending.append((key, entry))
 
     def commit(self) -> None:
