@@ -47,6 +47,7 @@ from processors.infer.planning import (
     plan,
     result_of,
 )
+from processors.infer.response_cache import ResponseCache
 from processors.infer.settings import InferSettings, group_of
 from processors.infer.triton_calls import (
     BackendRejectedError,
@@ -110,15 +111,21 @@ def infer_batch(
     backend: TritonBackend,
     settings: InferSettings,
     device: str,
+    cache: ResponseCache | None = None,
 ) -> list[Outcome]:
     """One outcome per request: its result, or an error result plus a dead letter."""
     requests = [(InferenceRequest.from_avro(r.value), r.timestamp_ms) for r in records]
     spans = [r.span for r in records]
     planned = plan(requests, catalog, counter.count)
     jobs = [p for p in planned if isinstance(p, Job)]
+    cache = ResponseCache(0, 0, 0) if cache is None else cache
     try:
-        done = backend.run(list(micro_batches(jobs, settings.max_batch_size))) if jobs else {}
         versions = {j.model.triton_model: backend.model_version(j.model.triton_model) for j in jobs}
+        # Repeats of deterministic requests are answered from the cache, not sent.
+        lookup = cache.lookup(jobs, versions)
+        sent = lookup.to_send
+        done = backend.run(list(micro_batches(sent, settings.max_batch_size))) if sent else {}
+        done = lookup.answers(done)
     except BackendUnavailableError as exc:
         raise TransientError(str(exc)) from exc
     now = utcnow()
@@ -144,6 +151,7 @@ def infer_batch(
         result = result_of(
             item, answer, version=versions[item.model.triton_model], device=device, now=now
         )
+        result = lookup.finish(item, answer, result)
         _observe(item, answer, result.input_tokens, result.output_tokens, catalog=catalog)
         _trace(spans[item.index], item, answer, result, backend.url)
         outcomes.append([Output(RESPONSES, result.to_avro(), key=result.request_id)])
@@ -222,8 +230,9 @@ def _observe(
     TOKENS.labels(model, "input").inc(input_tokens)
     TOKENS.labels(model, "output").inc(output_tokens)
     QUEUE_SECONDS.labels(model).observe(max(0.0, done.started_ms - job.arrived_ms) / 1000)
-    TRITON_SECONDS.labels(model).observe(done.inference_ms / 1000)
-    MICRO_BATCH.labels(model).observe(done.batch_size)
+    if done.batch_size:  # a cache hit made no Triton call
+        TRITON_SECONDS.labels(model).observe(done.inference_ms / 1000)
+        MICRO_BATCH.labels(model).observe(done.batch_size)
 
 
 def _trace(span: Any, job: Job, done: Completion, result: InferenceResult, url: str) -> None:
@@ -243,7 +252,9 @@ def _trace(span: Any, job: Job, done: Completion, result: InferenceResult, url: 
         "sluice.tenant_id": job.request.tenant_id,
         "sluice.request_id": job.request.request_id,
     }
-    span.set_attributes(attributes)
+    span.set_attributes({**attributes, "sluice.cache_hit": result.cache_hit})
+    if result.cache_hit:
+        return  # answered from the cache: there is no Triton call to show
     start_ns = int(done.started_ms * 1_000_000)
     call = _TRACER.start_span(
         f"{job.model.operation} {job.request.model}",
@@ -270,6 +281,10 @@ class InferResources:
     backend: TritonBackend
     device: str
     verifier: Verifier
+    # Answers of deterministic requests, for their repeats (response_cache.py).
+    cache: ResponseCache = field(
+        default_factory=lambda: ResponseCache.from_settings(InferSettings())
+    )
     # Reads the model name of another lane's record without decoding it (cached per schema).
     peek: ModelPeek = field(default_factory=ModelPeek)
 
@@ -292,6 +307,7 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
         ),
         device=ctx.config.device or "triton",
         verifier=verifier,
+        cache=ResponseCache.from_settings(ctx.config),
     )
 
 
@@ -318,6 +334,15 @@ def _announce_lane(ctx: Context[InferSettings, None], catalog: ModelCatalog) -> 
 
 def _teardown(ctx: InferContext) -> None:
     ctx.resources.backend.close()
+
+
+def _after_commit(ctx: InferContext) -> None:
+    ctx.resources.cache.commit()
+
+
+def _rollback(ctx: InferContext) -> None:
+    # The batch's answers were not written: a retry is served as its first attempt was.
+    ctx.resources.cache.rollback()
 
 
 def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Outcome]:
@@ -355,6 +380,7 @@ def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Ou
             backend=r.backend,
             settings=ctx.config,
             device=r.device,
+            cache=r.cache,
         )
         for index, outcome in zip(passed, served, strict=True):
             outcomes[index] = outcome
@@ -373,5 +399,7 @@ PROCESSOR: ProcessorSpec[InferSettings, InferResources] = ProcessorSpec(
     group=group_of,
     setup=_setup,
     teardown=_teardown,
+    after_commit=_after_commit,
+    rollback=_rollback,
     batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),
 )

@@ -51,6 +51,25 @@ class InferSettings(BaseSettings):
         "its group. Every lane reads all of inference.requests.safe and skips the others' "
         "requests.",
     )
+    cache_max_entries: int = Field(
+        10_000,
+        ge=0,
+        description="Most answers this process keeps in its response cache (embeddings, and "
+        "completions at temperature 0, answered again for the same tenant, model version and "
+        "input without a Triton call); 0 disables the cache. Each replica has its own.",
+    )
+    cache_max_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=0,
+        description="Most payload bytes in the response cache (output text as UTF-8 plus 8 "
+        "per embedding value); the least recently used answers go first.",
+    )
+    cache_ttl_s: float = Field(
+        300.0,
+        ge=0,
+        description="Seconds a cached answer may serve repeats; it holds raw model output in "
+        "memory, so keep it short. 0 disables the cache.",
+    )
     device: str = Field(
         "",
         description="Device label put on results (e.g. 'cuda:0 H100'); empty: 'triton'. "

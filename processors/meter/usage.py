@@ -34,6 +34,7 @@ class Usage:
     request_created_at: datetime
     completed_at: datetime
     currency: str = "USD"
+    cache_hit: bool = False
 
     @property
     def is_error(self) -> bool:
@@ -52,15 +53,24 @@ class Usage:
     @classmethod
     def from_avro(cls, value: dict[str, Any]) -> Usage:
         """From a decoded Avro record."""
-        return cls(**{name: value[name] for name in cls.__slots__})
+        # cache_hit came later (default false): a record written before it has none.
+        return cls(**{name: value[name] for name in cls.__slots__ if name in value})
 
 
 def usage_of(result: InferenceResult, prices: PriceTable) -> Usage:
-    """Meter one result: its tokens by type and their exact cost."""
+    """Meter one result: its tokens by type and their exact cost.
+
+    A cache hit generated nothing: its prompt is billed at the cached price and its
+    output costs nothing, though its tokens still count (budgets count tokens served).
+    """
     input_tokens = max(0, result.input_tokens)
     output_tokens = max(0, result.output_tokens)
     cached = max(0, min(result.cached_input_tokens, input_tokens))
-    cost = prices.cost(result.model, input_tokens, output_tokens, cached)
+    if result.cache_hit:
+        cost = prices.cost(result.model, input_tokens, 0, cached_input_tokens=input_tokens)
+        cached = input_tokens
+    else:
+        cost = prices.cost(result.model, input_tokens, output_tokens, cached)
     return Usage(
         request_id=result.request_id,
         tenant_id=result.tenant_id,
@@ -80,4 +90,5 @@ def usage_of(result: InferenceResult, prices: PriceTable) -> Usage:
         price_version=prices.version,
         request_created_at=result.request_created_at,
         completed_at=result.completed_at,
+        cache_hit=result.cache_hit,
     )

@@ -170,5 +170,6 @@ class InferenceResult(_AvroRecord):
     input_guard: GuardVerdict | None = None
     output_guard: GuardVerdict | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    cache_hit: bool = False
 
     _nested = {"input_guard": GuardVerdict, "output_guard": GuardVerdict}  # noqa: RUF012

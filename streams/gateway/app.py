@@ -63,6 +63,7 @@ from streams.gateway.idempotency import KeyMemory, fingerprint, parse_key, reque
 from streams.gateway.keys import ApiKeyRecord
 from streams.gateway.mapping import (
     Caller,
+    cache_header,
     chat_chunks,
     chat_prompt,
     chat_response,
@@ -168,7 +169,10 @@ class Gateway:
         requests = requests_for(caller, model, body.input, request_ids=ids)
         tokens = call_tokens(model, body.input, None)
         results = await self.serve(request, caller, requests, tokens, idempotent=ids is not None)
-        return JSONResponse(embeddings_response(model.name, results, body.encoding_format))
+        return JSONResponse(
+            embeddings_response(model.name, results, body.encoding_format),
+            headers=cache_header(results),
+        )
 
     async def completions(self, request: Request) -> Response:
         """``POST /v1/completions``: one request per prompt."""
@@ -194,7 +198,9 @@ class Gateway:
         )
         tokens = call_tokens(model, body.prompt, limit)
         results = await self.serve(request, caller, requests, tokens, idempotent=ids is not None)
-        return JSONResponse(completions_response(model.name, results, limit))
+        return JSONResponse(
+            completions_response(model.name, results, limit), headers=cache_header(results)
+        )
 
     async def chat_completions(self, request: Request) -> Response:
         """``POST /v1/chat/completions``: the conversation as one prompt; streamed on request."""
@@ -215,10 +221,14 @@ class Gateway:
             request, caller, [request_record], tokens, idempotent=ids is not None
         )
         if not body.stream:
-            return JSONResponse(chat_response(model.name, result, limit))
+            return JSONResponse(
+                chat_response(model.name, result, limit), headers=cache_header([result])
+            )
         usage = body.stream_options is not None and body.stream_options.include_usage
         chunks = chat_chunks(model.name, result, limit, include_usage=usage)
-        return StreamingResponse(_sse(chunks), media_type="text/event-stream")
+        return StreamingResponse(
+            _sse(chunks), media_type="text/event-stream", headers=cache_header([result])
+        )
 
     # -- shared steps -------------------------------------------------------------------
     def caller(self, request: Request) -> Caller:

@@ -218,12 +218,30 @@ def _blocked(reply: Blocked) -> OpenAIError:
 
 
 # -- responses ----------------------------------------------------------------------------
-def _usage(results: Sequence[InferenceResult], *, completion: bool) -> dict[str, int]:
+#: Response header saying whether infer's response cache answered the call.
+CACHE_HEADER = "x-sluice-cache"
+
+
+def cache_header(results: Sequence[InferenceResult]) -> dict[str, str]:
+    """``x-sluice-cache: hit`` when the cache answered every request of the call, else miss.
+
+    A call of several inputs is a hit only if all were: a partial hit still waited for
+    the model, and ``usage.prompt_tokens_details.cached_tokens`` says how many tokens hit.
+    """
+    hit = bool(results) and all(r.cache_hit for r in results)
+    return {CACHE_HEADER: "hit" if hit else "miss"}
+
+
+def _usage(results: Sequence[InferenceResult], *, completion: bool) -> dict[str, Any]:
     prompt = sum(r.input_tokens for r in results)
-    usage = {"prompt_tokens": prompt, "total_tokens": prompt}
+    usage: dict[str, Any] = {"prompt_tokens": prompt, "total_tokens": prompt}
     if completion:
         generated = sum(r.output_tokens for r in results)
         usage |= {"completion_tokens": generated, "total_tokens": prompt + generated}
+        cached = sum(r.input_tokens for r in results if r.cache_hit)
+        if cached:
+            # OpenAI's own field for prompt tokens served from its cache.
+            usage["prompt_tokens_details"] = {"cached_tokens": cached}
     return usage
 
 

@@ -244,7 +244,12 @@ class DirectWarehouse:
                 None,
                 insert_block=b"".join(values),
                 fmt="AvroConfluent",
-                settings={"format_avro_schema_registry_url": registry_url},
+                settings={
+                    "format_avro_schema_registry_url": registry_url,
+                    # A record written before a field was added (e.g. cache_hit) takes the
+                    # column's default rather than failing the batch.
+                    "input_format_avro_allow_missing_fields": 1,
+                },
             )
 
     def close(self) -> None:

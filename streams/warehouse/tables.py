@@ -112,6 +112,7 @@ def _result(record: InputRecord, v: dict[str, Any]) -> Row:
         out_action,
         out_redacted,
         out_entities,
+        bool(v.get("cache_hit", False)),  # absent from results written before it existed
     )
 
 
@@ -135,6 +136,7 @@ _USAGE_COLUMNS = (
     "price_version",
     "request_created_at",
     "completed_at",
+    "cache_hit",
 )
 _WINDOW_COLUMNS = (
     "tenant_id",
@@ -188,6 +190,14 @@ _BUDGET_COLUMNS = (
     "updated_at",
 )
 _budget_row = _fields(_BUDGET_COLUMNS)
+
+
+_usage_fields = _fields(_USAGE_COLUMNS)
+
+
+def _usage_row(record: InputRecord, v: dict[str, Any]) -> Row:
+    # cache_hit came later, with a default: usage written before it has none.
+    return _usage_fields(record, {"cache_hit": False, **v})
 
 
 def _budget_rows(record: InputRecord, v: dict[str, Any]) -> list[Row]:
@@ -462,6 +472,7 @@ RESULTS = TableSpec(
         "output_guard_action",
         "output_redacted",
         "output_pii_entities",
+        "cache_hit",
     ),
     _result,
 )
@@ -492,7 +503,7 @@ BY_TOPIC: dict[str, TableSpec] = {
     "inference.requests.safe": REQUESTS,
     "inference.requests.blocked": REQUESTS,
     "inference.results": RESULTS,
-    "metering.usage": TableSpec("usage", _USAGE_COLUMNS, _fields(_USAGE_COLUMNS)),
+    "metering.usage": TableSpec("usage", _USAGE_COLUMNS, _usage_row),
     "metering.windows": TableSpec("usage_windows", _WINDOW_COLUMNS, _fields(_WINDOW_COLUMNS)),
     "metering.budgets": BUDGETS,
     "metering.alerts": TableSpec("budget_alerts", _ALERT_COLUMNS, _fields(_ALERT_COLUMNS)),

@@ -313,6 +313,53 @@ def test_a_call_retried_with_its_idempotency_key_is_served_and_stored_once(
     assert reused.value.response.json()["error"]["code"] == "idempotency_key_reused"
 
 
+def test_a_repeated_embedding_is_a_cache_hit(served: Served) -> None:
+    text = f"cached sentence {uuid.uuid4().hex}"
+    embeddings = served.client().embeddings.with_raw_response
+    first = embeddings.create(model="minilm", input=text)
+    again = embeddings.create(model="minilm", input=text)
+    other = served.client(served.other_key).embeddings.with_raw_response.create(
+        model="minilm", input=text
+    )
+    assert first.headers["x-sluice-cache"] == "miss"
+    assert again.headers["x-sluice-cache"] == "hit"
+    assert again.parse().data[0].embedding == first.parse().data[0].embedding
+    # Another tenant's identical input is never answered from this tenant's cache.
+    assert other.headers["x-sluice-cache"] == "miss"
+    # What inference.results holds for this tenant's two calls, in the order they were made.
+    world = served.world
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    schema = world.catalog.value_schema("inference.results")
+    ids = _request_ids_of(served, text)
+    assert len(ids) == 2
+    messages = read_all(world.settings, world.topic("inference.results"), 0, timeout=30, settle=3)
+    mine = sorted(
+        (
+            record
+            for record in (serde.decode(m.value(), schema) for m in messages)
+            if record["request_id"] in ids
+        ),
+        key=lambda record: record["request_created_at"],
+    )
+    assert [r["cache_hit"] for r in mine] == [False, True]
+    hit = mine[1]
+    assert hit["input_tokens"] > 0 and hit["cached_input_tokens"] == hit["input_tokens"]
+    assert (hit["batch_size"], hit["inference_ms"]) == (0, 0.0)
+
+
+def _request_ids_of(served: Served, text: str) -> set[str]:
+    """The request ids the gateway produced for ``text`` from the first tenant."""
+    world = served.world
+    serde = AvroSerde(kafka.registry(world.settings), world.catalog)
+    schema = world.catalog.value_schema("inference.requests")
+    messages = read_all(world.settings, world.topic("inference.requests"), 0, timeout=30, settle=1)
+    return {
+        str(record["request_id"])
+        for record in (serde.decode(m.value(), schema) for m in messages)
+        if record["tenant_id"] == served.tenant and record["input_text"] == text
+    }
+
+
 def test_a_retry_through_another_replica_while_in_flight_gets_the_one_result(
     served: Served,
 ) -> None:

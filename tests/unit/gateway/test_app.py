@@ -296,6 +296,68 @@ def test_a_streamed_chat_is_openais_server_sent_events(world):
     assert chunks[2]["choices"] == [] and chunks[2]["usage"]["total_tokens"] == 7
 
 
+# -- response cache ---------------------------------------------------------------------
+def _hits_on(texts: set[str]) -> Callable[[InferenceRequest], Reply]:
+    """Answers as ``echo`` does, from infer's cache for the inputs in ``texts``."""
+
+    def answer(request: InferenceRequest) -> Reply:
+        reply = echo(request)
+        assert isinstance(reply, Completed)
+        if request.input_text not in texts:
+            return reply
+        hit = dataclasses.replace(reply.result, cache_hit=True, cached_input_tokens=3)
+        return dataclasses.replace(reply, result=hit)
+
+    return answer
+
+
+def test_a_call_the_cache_answered_whole_is_marked_a_hit(world):
+    world.dispatcher.answer = _hits_on({"a", "bb"})
+    hit = world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "bb"]})
+    assert hit.status_code == 200 and hit.headers["x-sluice-cache"] == "hit"
+    assert hit.json()["usage"] == {"prompt_tokens": 6, "total_tokens": 6}
+    # One input of two from the cache: the call still waited for the model.
+    partial = world.post("/v1/embeddings", {"model": "minilm", "input": ["a", "ccc"]})
+    assert partial.headers["x-sluice-cache"] == "miss"
+    fresh = world.post("/v1/embeddings", {"model": "minilm", "input": "dddd"})
+    assert fresh.headers["x-sluice-cache"] == "miss"
+
+
+def test_a_chat_hit_reports_its_prompt_as_openais_cached_tokens(world):
+    prompt = "User: hi\n\nAssistant:"
+    world.dispatcher.answer = _hits_on({prompt})
+    body = {"model": "textgen", "messages": [{"role": "user", "content": "hi"}], "temperature": 0}
+    response = world.post("/v1/chat/completions", body)
+    assert response.status_code == 200, response.text
+    assert response.headers["x-sluice-cache"] == "hit"
+    assert response.json()["usage"] == {
+        "prompt_tokens": 3,
+        "completion_tokens": 4,
+        "total_tokens": 7,
+        "prompt_tokens_details": {"cached_tokens": 3},
+    }
+    streamed = world.post(
+        "/v1/chat/completions",
+        body | {"stream": True, "stream_options": {"include_usage": True}},
+    )
+    assert streamed.headers["x-sluice-cache"] == "hit"
+    events = [line.removeprefix("data: ") for line in streamed.text.split("\n\n") if line]
+    usage = json.loads(events[-2])["usage"]
+    assert usage["prompt_tokens_details"] == {"cached_tokens": 3}
+    world.dispatcher.answer = echo
+    miss = world.post("/v1/chat/completions", body)
+    assert miss.headers["x-sluice-cache"] == "miss"
+    assert "prompt_tokens_details" not in miss.json()["usage"]
+
+
+def test_completions_count_the_cached_tokens_of_the_prompts_that_hit(world):
+    world.dispatcher.answer = _hits_on({"a"})
+    body = {"model": "textgen", "prompt": ["a", "b"], "temperature": 0}
+    response = world.post("/v1/completions", body)
+    assert response.headers["x-sluice-cache"] == "miss"
+    assert response.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+
+
 # -- refusals --------------------------------------------------------------------------
 @pytest.mark.parametrize(
     ("path", "body", "param"),

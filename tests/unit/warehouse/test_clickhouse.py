@@ -1,5 +1,6 @@
 """The sink and the migrations against the real embedded ClickHouse (chdb), no Kafka."""
 
+import dataclasses
 import json
 import socket
 from datetime import UTC, datetime, timedelta
@@ -380,3 +381,26 @@ def test_other_processes_query_through_the_owner(settings, tmp_path):
         server.close()
         owner.close()
     assert not clickhouse.owner_file(path).exists()
+
+
+def test_a_cache_hit_is_stored_on_its_result_and_its_usage(ctx, serde):
+    hit, miss = results(2)
+    hit = dataclasses.replace(hit, status="ok", cache_hit=True, cached_input_tokens=100)
+    sink.process_batch(batch(serde, [hit, miss]), ctx)
+    db = clickhouse.open_warehouse(ctx.settings, database="sluice")
+    try:
+        stored = db.query(
+            "SELECT request_id, cache_hit, cached_input_tokens FROM results FINAL "
+            "ORDER BY request_id"
+        ).rows
+        usage = db.query(
+            "SELECT request_id, cache_hit, cached_input_cost, output_cost FROM usage FINAL "
+            "ORDER BY request_id"
+        ).rows
+    finally:
+        db.close()
+    assert [tuple(r) for r in stored] == [("r0", True, 100), ("r1", False, 0)]
+    [(_, hit_flag, cached_cost, output_cost), (_, miss_flag, _, _)] = usage
+    # textgen's cached price (schemas/prices.yaml): 100 tokens at 0.00000005.
+    assert (hit_flag, cached_cost, output_cost) == (True, Decimal("0.000005"), Decimal(0))
+    assert miss_flag is False

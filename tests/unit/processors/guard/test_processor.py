@@ -163,3 +163,18 @@ def test_outputs_fit_their_avro_schemas(engine: GuardEngine) -> None:
     for output in outputs:
         schema = catalog.value_schema(output.topic).parsed
         assert fastavro.validate(output.value, schema, raise_errors=True)
+
+
+def test_a_cache_hit_is_redacted_like_any_result_and_stays_marked(engine: GuardEngine) -> None:
+    import dataclasses
+
+    hit = dataclasses.replace(
+        result(f"Contact {EMAIL} for a refund"), cache_hit=True, cached_input_tokens=4
+    )
+    [stored, _finding], [vector] = guard_results(
+        [hit, dataclasses.replace(result(None, [0.1, 0.2]), cache_hit=True)], engine
+    )
+    assert EMAIL not in stored.value["output_text"]
+    assert stored.value["output_guard"]["redacted"] is True
+    assert stored.value["cache_hit"] is True and stored.value["cached_input_tokens"] == 4
+    assert vector.value["cache_hit"] is True

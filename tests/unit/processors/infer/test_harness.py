@@ -36,8 +36,9 @@ def harness() -> Iterator[Harness[InferSettings, Any]]:
 
 
 def request(
-    request_id: str, model: str, text: str = "hello", action: str | None = "pass"
+    request_id: str, model: str, text: str | None = None, action: str | None = "pass"
 ) -> dict[str, Any]:
+    """A request as guard passes it; its text, unless given, is its own (no cache hits)."""
     verdict = (
         None
         if action is None
@@ -52,7 +53,7 @@ def request(
         "request_id": request_id,
         "tenant_id": "acme",
         "model": model,
-        "input_text": text,
+        "input_text": f"hello {request_id}" if text is None else text,
         "created_at": 1_700_000_000_000,
         "guard": verdict,
     }
