@@ -543,7 +543,13 @@ def main() -> None:
                 "SLUICE_GUARD__HASH_SECRET": secrets.token_hex(32),
             },
             # Every call is a minilm embedding: the embeddings lane serves them all.
-            "infer": {**scraped["infer"], "SLUICE_INFER__LANE": "embeddings"},
+            # Levels resend the texts of the levels before: infer's response cache would
+            # answer them without Triton, and the comparison is with Triton's answers.
+            "infer": {
+                **scraped["infer"],
+                "SLUICE_INFER__LANE": "embeddings",
+                "SLUICE_INFER__CACHE_MAX_ENTRIES": "0",
+            },
             "gateway": {
                 **quiet,
                 "SLUICE_GATEWAY__HOST": "127.0.0.1",

@@ -138,7 +138,10 @@ def main() -> None:
         for name, overrides in CONFIGS.items():
             # minilm is served by the embeddings lane (infra/triton/models.yaml): an infer
             # of the default lane would only skip these requests.
-            with environment({**keys, "SLUICE_INFER__LANE": "embeddings", **overrides}):
+            # The subjects repeat: with infer's response cache on, most requests would
+            # be answered without Triton, and this measures Triton's batching.
+            uncached = {"SLUICE_INFER__LANE": "embeddings", "SLUICE_INFER__CACHE_MAX_ENTRIES": "0"}
+            with environment({**keys, **uncached, **overrides}):
                 rates[name] = run(box, args.requests)
     for name, rate in rates.items():
         print(f"{name:>15}: {rate:8,.1f} requests/s")

@@ -146,7 +146,8 @@ def cost_of(result: InferenceResult) -> Decimal:
     return (
         fresh * price["input_cost_per_token"]
         + result.cached_input_tokens * price["cache_read_input_token_cost"]
-        + result.output_tokens * price["output_cost_per_token"]
+        # A response-cache hit generated nothing: its output tokens cost nothing.
+        + (0 if result.cache_hit else result.output_tokens) * price["output_cost_per_token"]
     )
 
 
