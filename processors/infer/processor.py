@@ -22,7 +22,11 @@ full batches while every request gets exactly one result:
   committed and skipped, before its verdict is checked, so that whatever a
   request is owed (a result, an error result, a dead letter) comes from exactly
   one lane. A record that does not decode names no model: it is the default
-  lane's, like a request for an unknown model.
+  lane's, like a request for an unknown model;
+* a request with ``stream: true`` for a model with the ``stream`` input has its
+  deltas produced to ``inference.chunks.raw`` as Triton sends them, by a producer
+  of their own that does not wait for the transaction (processors/infer/chunks.py);
+  its result is the same as unstreamed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
+from processors.infer.chunks import CHUNKS, ChunkPublisher
 from processors.infer.lanes import ModelPeek, in_lane
 from processors.infer.planning import (
     BACKEND_REJECTED,
@@ -57,6 +62,7 @@ from streams.contracts.records import InferenceRequest, InferenceResult, utcnow
 from streams.errors import RecordError, TransientError, UnverifiedVerdict, inference_refusal
 from streams.llm.model_catalog import DEFAULT_LANE, ModelCatalog, load_models
 from streams.llm.tokenizing import TokenCounter, search_paths
+from streams.runtime import kafka
 from streams.runtime.metrics import bounded_label
 from streams.runtime.signing import UnverifiedError, Verifier
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
@@ -110,14 +116,25 @@ def infer_batch(
     backend: TritonBackend,
     settings: InferSettings,
     device: str,
+    chunks: ChunkPublisher | None = None,
 ) -> list[Outcome]:
-    """One outcome per request: its result, or an error result plus a dead letter."""
+    """One outcome per request: its result, or an error result plus a dead letter.
+
+    With ``chunks``, the deltas of streamed requests go there as they arrive.
+    """
     requests = [(InferenceRequest.from_avro(r.value), r.timestamp_ms) for r in records]
     spans = [r.span for r in records]
     planned = plan(requests, catalog, counter.count)
     jobs = [p for p in planned if isinstance(p, Job)]
+    # A stream per Triton call: a batch the runner retries streams again, as a new attempt.
+    streams = {
+        job.index: chunks.open(job)
+        for job in jobs
+        if chunks is not None and job.request.stream and job.model.streams
+    }
     try:
-        done = backend.run(list(micro_batches(jobs, settings.max_batch_size))) if jobs else {}
+        batches = list(micro_batches(jobs, settings.max_batch_size))
+        done = backend.run(batches, streams) if jobs else {}
         versions = {j.model.triton_model: backend.model_version(j.model.triton_model) for j in jobs}
     except BackendUnavailableError as exc:
         raise TransientError(str(exc)) from exc
@@ -270,6 +287,8 @@ class InferResources:
     backend: TritonBackend
     device: str
     verifier: Verifier
+    # Produces streamed requests' deltas; None: requests are answered whole, never streamed.
+    chunks: ChunkPublisher | None = None
     # Reads the model name of another lane's record without decoding it (cached per schema).
     peek: ModelPeek = field(default_factory=ModelPeek)
 
@@ -292,6 +311,13 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
         ),
         device=ctx.config.device or "triton",
         verifier=verifier,
+        chunks=ChunkPublisher(
+            lambda: (
+                kafka.producer(ctx.settings, **{"linger.ms": ctx.config.chunk_linger_ms}),
+                ctx.serde.encoder(CHUNKS),
+                ctx.catalog.physical(CHUNKS),
+            )
+        ),
     )
 
 
@@ -318,6 +344,8 @@ def _announce_lane(ctx: Context[InferSettings, None], catalog: ModelCatalog) -> 
 
 def _teardown(ctx: InferContext) -> None:
     ctx.resources.backend.close()
+    if ctx.resources.chunks is not None:
+        ctx.resources.chunks.close()
 
 
 def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Outcome]:
@@ -355,6 +383,7 @@ def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Ou
             backend=r.backend,
             settings=ctx.config,
             device=r.device,
+            chunks=r.chunks,
         )
         for index, outcome in zip(passed, served, strict=True):
             outcomes[index] = outcome
@@ -366,7 +395,8 @@ PROCESSOR: ProcessorSpec[InferSettings, InferResources] = ProcessorSpec(
     description="Micro-batch safe requests onto Triton; exactly one result per request.",
     settings=InferSettings,
     inputs=lambda catalog, settings: [REQUESTS],
-    outputs=lambda catalog, settings: [RESPONSES],
+    # CHUNKS is written by infer's own chunk producer, outside the transaction.
+    outputs=lambda catalog, settings: [RESPONSES, CHUNKS],
     process_batch=_process_batch,
     # infer decodes itself (in_lane): a record it cannot decode is one lane's to dead-letter.
     decode_inputs=False,

@@ -47,6 +47,15 @@ class InferSettings(BaseSettings):
         "its group. Every lane reads all of inference.requests.safe and skips the others' "
         "requests.",
     )
+    chunk_linger_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="How long the producer of streamed requests' deltas (inference.chunks.raw) "
+        "waits to fill a batch: the latency a delta may gain before a caller sees it. It is "
+        "a producer of its own, idempotent and not transactional, so deltas never wait for "
+        "infer's transaction.",
+    )
     device: str = Field(
         "",
         description="Device label put on results (e.g. 'cuda:0 H100'); empty: 'triton'. "
