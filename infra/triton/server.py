@@ -253,7 +253,8 @@ def bind_textgen(triton: Any, entry: dict[str, Any], device: Any) -> None:
     triton.bind(
         model_name=entry["triton_model"],
         infer_func=infer,
-        inputs=[text_in, params, exclude, want_in, want_out] + ([stream] if stream else []),
+        inputs=[text_in, params, exclude, want_in, want_out]
+        + ([stream] if stream is not None else []),
         outputs=[text_out, n_in, n_out],
         config=ModelConfig(batching=False, decoupled=True),
         strict=False,  # the counts are optional outputs, sent only when asked for
