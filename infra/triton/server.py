@@ -189,12 +189,27 @@ def bind_textgen(triton: Any, entry: dict[str, Any], device: Any) -> None:
     exclude = tensor(entry, "inputs", "exclude_input_in_output", (1,), optional=True)
     want_in = tensor(entry, "inputs", "return_num_input_tokens", (1,), optional=True)
     want_out = tensor(entry, "inputs", "return_num_output_tokens", (1,), optional=True)
+    # Optional in the catalog too: without it the model answers every request whole.
+    stream = (
+        tensor(entry, "inputs", "stream", (1,), optional=True)
+        if "stream" in entry["inputs"]
+        else None
+    )
     text_out = tensor(entry, "outputs", "text_output", (1,))
     n_in = tensor(entry, "outputs", "num_input_tokens", (1,))
     n_out = tensor(entry, "outputs", "num_output_tokens", (1,))
 
     def flag(request: Any, spec: Any) -> bool:
-        return bool(request[spec.name][0]) if spec.name in request else False
+        return bool(request[spec.name][0]) if spec is not None and spec.name in request else False
+
+    def counts(request: Any, prompt_tokens: int, output_tokens: int) -> dict[str, npt.NDArray[Any]]:
+        # Like the vLLM backend, the counts come back only when asked for.
+        response = {}
+        if flag(request, want_in):
+            response[n_in.name] = np.asarray([prompt_tokens], dtype=n_in.dtype)
+        if flag(request, want_out):
+            response[n_out.name] = np.asarray([output_tokens], dtype=n_out.dtype)
+        return response
 
     def respond(request: Any) -> dict[str, npt.NDArray[Any]]:
         prompt = text_of(request[text_in.name][0])
@@ -203,16 +218,32 @@ def bind_textgen(triton: Any, entry: dict[str, Any], device: Any) -> None:
         generated, prompt_tokens, output_tokens = model.generate(prompt, sampling)
         text = generated if flag(request, exclude) else prompt + generated
         response = {text_out.name: np.asarray([text.encode("utf-8")], dtype=np.bytes_)}
-        # Like the vLLM backend, the counts come back only when asked for.
-        if flag(request, want_in):
-            response[n_in.name] = np.asarray([prompt_tokens], dtype=n_in.dtype)
-        if flag(request, want_out):
-            response[n_out.name] = np.asarray([output_tokens], dtype=n_out.dtype)
-        return response
+        return response | counts(request, prompt_tokens, output_tokens)
+
+    def respond_streamed(request: Any) -> Iterator[dict[str, npt.NDArray[Any]]]:
+        """One response per generated token (its text delta), then one with the counts."""
+        if exclude.name in request and not flag(request, exclude):
+            # As the vLLM backend: a stream carries the generated text only.
+            raise RequestError("when streaming, exclude_input_in_output false is not allowed")
+        prompt = text_of(request[text_in.name][0])
+        raw = request[params.name][0] if params.name in request else None
+        for piece in model.stream(prompt, Sampling.parse(raw, max_output)):
+            response = {text_out.name: np.asarray([piece.text.encode("utf-8")], dtype=np.bytes_)}
+            if piece.final:
+                response |= counts(request, piece.input_tokens, piece.output_tokens)
+            yield response
 
     def infer(requests: list[Any]) -> Iterator[list[dict[str, npt.NDArray[Any]]]]:
-        # A generator makes PyTriton answer over the decoupled (streaming) path, as vLLM does.
+        # A generator makes PyTriton answer over the decoupled (streaming) path, as vLLM does;
+        # after the last yield PyTriton sends the empty response flagged final.
         try:
+            # Each yield answers every request of the call, so only a call of one request
+            # (what Triton sends a model without batching) is streamed; several are answered
+            # whole, which a client reads as a single delta.
+            if len(requests) == 1 and flag(requests[0], stream):
+                for response in respond_streamed(requests[0]):
+                    yield [response]
+                return
             yield [respond(request) for request in requests]
         except RequestError as exc:
             from pytriton.exceptions import PyTritonValidationError  # noqa: PLC0415
@@ -222,7 +253,8 @@ def bind_textgen(triton: Any, entry: dict[str, Any], device: Any) -> None:
     triton.bind(
         model_name=entry["triton_model"],
         infer_func=infer,
-        inputs=[text_in, params, exclude, want_in, want_out],
+        inputs=[text_in, params, exclude, want_in, want_out]
+        + ([stream] if stream is not None else []),
         outputs=[text_out, n_in, n_out],
         config=ModelConfig(batching=False, decoupled=True),
         strict=False,  # the counts are optional outputs, sent only when asked for

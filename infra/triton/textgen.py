@@ -26,6 +26,10 @@ Behaviour (what tests and the platform may rely on):
   generated text unless ``exclude_input_in_output`` is true; the generated
   text starts with a space, so ``prompt + excluded == included``.
 * prompt + max_tokens must fit the context (1024 tokens by default).
+* Streamed (``stream``): one piece per generated token, its text the delta that
+  decoding that token made certain (often empty inside a word), then a final
+  piece with the rest of the text and the counts; the deltas concatenate to the
+  text ``generate`` returns for the same request (same seed, same text).
 """
 
 from __future__ import annotations
@@ -33,11 +37,14 @@ from __future__ import annotations
 import logging
 import math
 import secrets
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 from sampling_params import RequestError, Sampling
+from text_deltas import DeltaDecoder
 from torch import nn
 from torch.nn import functional as F  # noqa: N812 (the usual alias)
 
@@ -45,6 +52,16 @@ LOG = logging.getLogger("sluice.triton.textgen")
 
 #: First WordPiece id that is a real piece of text (0-998: [PAD], [unusedN], [UNK], [CLS], ...).
 FIRST_WORD_ID = 999
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """One response of a streamed generation: a text delta, or the final piece with counts."""
+
+    text: str
+    final: bool = False
+    input_tokens: int = 0
+    output_tokens: int = 0
 
 
 class _Block(nn.Module):
@@ -150,15 +167,40 @@ class TextGen:
         """Prompt tokens, counted as Sluice counts them."""
         return len(self.tokenizer.encode(text).ids)
 
-    @torch.inference_mode()
     def generate(self, prompt: str, sampling: Sampling) -> tuple[str, int, int]:
         """Generate ``sampling.max_tokens`` tokens; return (text, input tokens, output tokens)."""
-        prompt_ids = self.tokenizer.encode(prompt).ids
+        prompt_ids = self._prompt_ids(prompt, sampling)
+        out = list(self._tokens(prompt_ids, sampling))
+        text = " " + self.tokenizer.decode(out)
+        return text, len(prompt_ids), len(out)
+
+    def stream(self, prompt: str, sampling: Sampling) -> Iterator[Piece]:
+        """The same generation as ``generate``, one piece per token, then a final piece.
+
+        The pieces' texts concatenate to ``generate``'s text exactly (text_deltas.py
+        says how WordPiece decoding is cut into deltas); the final piece carries the
+        counts and the last of the text.
+        """
+        prompt_ids = self._prompt_ids(prompt, sampling)
+        deltas = DeltaDecoder(self.tokenizer.decode, lead=" ")
+        for token in self._tokens(prompt_ids, sampling):
+            yield Piece(deltas.push(token))
+        yield Piece(
+            deltas.finish(), final=True, input_tokens=len(prompt_ids), output_tokens=deltas.tokens
+        )
+
+    def _prompt_ids(self, prompt: str, sampling: Sampling) -> list[int]:
+        prompt_ids: list[int] = self.tokenizer.encode(prompt).ids
         if len(prompt_ids) + sampling.max_tokens > self.model.context:
             raise RequestError(
                 f"prompt ({len(prompt_ids)} tokens) + max_tokens ({sampling.max_tokens}) exceeds "
                 f"the test model's context of {self.model.context} tokens"
             )
+        return prompt_ids
+
+    @torch.inference_mode()
+    def _tokens(self, prompt_ids: list[int], sampling: Sampling) -> Iterator[int]:
+        """The generated token ids, each as soon as it is sampled."""
         generator = None
         if sampling.temperature > 0:
             generator = torch.Generator(device=self.device)
@@ -167,15 +209,12 @@ class TextGen:
             )
         ids = torch.tensor([prompt_ids], dtype=torch.long, device=self.device)
         logits, past = self.model(ids)
-        out: list[int] = []
         for step in range(sampling.max_tokens):
             token = self._next(logits[0, -1].float(), sampling, generator)
-            out.append(token)
+            yield token
             if step + 1 < sampling.max_tokens:
                 step_ids = torch.tensor([[token]], dtype=torch.long, device=self.device)
                 logits, past = self.model(step_ids, past)
-        text = " " + self.tokenizer.decode(out)
-        return text, len(prompt_ids), len(out)
 
     @staticmethod
     def _next(logits: torch.Tensor, sampling: Sampling, generator: torch.Generator | None) -> int:

@@ -22,7 +22,11 @@ full batches while every request gets exactly one result:
   committed and skipped, before its verdict is checked, so that whatever a
   request is owed (a result, an error result, a dead letter) comes from exactly
   one lane. A record that does not decode names no model: it is the default
-  lane's, like a request for an unknown model.
+  lane's, like a request for an unknown model;
+* a request with ``stream: true`` for a model with the ``stream`` input has its
+  deltas produced to ``inference.chunks.raw`` as Triton sends them, by a producer
+  of their own that does not wait for the transaction (processors/infer/chunks.py);
+  its result is the same as unstreamed.
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from opentelemetry import trace
 from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
+from processors.infer.chunks import CHUNKS, ChunkPublisher
 from processors.infer.lanes import ModelPeek, in_lane
 from processors.infer.planning import (
     BACKEND_REJECTED,
@@ -58,6 +63,7 @@ from streams.contracts.records import InferenceRequest, InferenceResult, utcnow
 from streams.errors import RecordError, TransientError, UnverifiedVerdict, inference_refusal
 from streams.llm.model_catalog import DEFAULT_LANE, ModelCatalog, load_models
 from streams.llm.tokenizing import TokenCounter, search_paths
+from streams.runtime import kafka
 from streams.runtime.metrics import bounded_label
 from streams.runtime.signing import UnverifiedError, Verifier
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
@@ -112,8 +118,12 @@ def infer_batch(
     settings: InferSettings,
     device: str,
     cache: ResponseCache | None = None,
+    chunks: ChunkPublisher | None = None,
 ) -> list[Outcome]:
-    """One outcome per request: its result, or an error result plus a dead letter."""
+    """One outcome per request: its result, or an error result plus a dead letter.
+
+    With ``chunks``, the deltas of streamed requests go there as they arrive.
+    """
     requests = [(InferenceRequest.from_avro(r.value), r.timestamp_ms) for r in records]
     spans = [r.span for r in records]
     planned = plan(requests, catalog, counter.count)
@@ -121,10 +131,20 @@ def infer_batch(
     cache = ResponseCache(0, 0, 0) if cache is None else cache
     try:
         versions = {j.model.triton_model: backend.model_version(j.model.triton_model) for j in jobs}
-        # Repeats of deterministic requests are answered from the cache, not sent.
+        # Repeats of deterministic requests are answered from the cache, not sent. A
+        # streamed request answered there gets no chunks: its caller gets the whole result.
         lookup = cache.lookup(jobs, versions)
         sent = lookup.to_send
-        done = backend.run(list(micro_batches(sent, settings.max_batch_size))) if sent else {}
+        # A stream per Triton call: a batch the runner retries streams again, as a new
+        # attempt.
+        streams = {
+            job.index: chunks.open(job)
+            for job in sent
+            if chunks is not None and job.request.stream and job.model.streams
+        }
+        done = (
+            backend.run(list(micro_batches(sent, settings.max_batch_size)), streams) if sent else {}
+        )
         done = lookup.answers(done)
     except BackendUnavailableError as exc:
         raise TransientError(str(exc)) from exc
@@ -285,6 +305,8 @@ class InferResources:
     cache: ResponseCache = field(
         default_factory=lambda: ResponseCache.from_settings(InferSettings())
     )
+    # Produces streamed requests' deltas; None: requests are answered whole, never streamed.
+    chunks: ChunkPublisher | None = None
     # Reads the model name of another lane's record without decoding it (cached per schema).
     peek: ModelPeek = field(default_factory=ModelPeek)
 
@@ -308,6 +330,13 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
         device=ctx.config.device or "triton",
         verifier=verifier,
         cache=ResponseCache.from_settings(ctx.config),
+        chunks=ChunkPublisher(
+            lambda: (
+                kafka.producer(ctx.settings, **{"linger.ms": ctx.config.chunk_linger_ms}),
+                ctx.serde.encoder(CHUNKS),
+                ctx.catalog.physical(CHUNKS),
+            )
+        ),
     )
 
 
@@ -334,6 +363,8 @@ def _announce_lane(ctx: Context[InferSettings, None], catalog: ModelCatalog) -> 
 
 def _teardown(ctx: InferContext) -> None:
     ctx.resources.backend.close()
+    if ctx.resources.chunks is not None:
+        ctx.resources.chunks.close()
 
 
 def _after_commit(ctx: InferContext) -> None:
@@ -381,6 +412,7 @@ def _process_batch(records: Sequence[InputRecord], ctx: InferContext) -> list[Ou
             settings=ctx.config,
             device=r.device,
             cache=r.cache,
+            chunks=r.chunks,
         )
         for index, outcome in zip(passed, served, strict=True):
             outcomes[index] = outcome
@@ -392,7 +424,8 @@ PROCESSOR: ProcessorSpec[InferSettings, InferResources] = ProcessorSpec(
     description="Micro-batch safe requests onto Triton; exactly one result per request.",
     settings=InferSettings,
     inputs=lambda catalog, settings: [REQUESTS],
-    outputs=lambda catalog, settings: [RESPONSES],
+    # CHUNKS is written by infer's own chunk producer, outside the transaction.
+    outputs=lambda catalog, settings: [RESPONSES, CHUNKS],
     process_batch=_process_batch,
     # infer decodes itself (in_lane): a record it cannot decode is one lane's to dead-letter.
     decode_inputs=False,

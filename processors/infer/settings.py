@@ -70,6 +70,15 @@ class InferSettings(BaseSettings):
         description="Seconds a cached answer may serve repeats; it holds raw model output in "
         "memory, so keep it short. 0 disables the cache.",
     )
+    chunk_linger_ms: int = Field(
+        5,
+        ge=0,
+        le=1000,
+        description="How long the producer of streamed requests' deltas (inference.chunks.raw) "
+        "waits to fill a batch: the latency a delta may gain before a caller sees it. It is "
+        "a producer of its own, idempotent and not transactional, so deltas never wait for "
+        "infer's transaction.",
+    )
     device: str = Field(
         "",
         description="Device label put on results (e.g. 'cuda:0 H100'); empty: 'triton'. "

@@ -17,6 +17,12 @@ committed), or the model refused this request (``BackendRejected``: its
 result is an error and its original goes to the DLQ). A micro-batch the
 model refuses is retried row by row, so one bad row cannot fail its
 neighbours.
+
+A generation may be streamed: given a ``GenerationStream``, a model with the
+``stream`` input is asked for one response per delta, each delta is handed to
+the stream as it arrives, and the whole text is still assembled and returned
+as without streaming. The stream learns how the call ended (``end``) as soon as
+it does, not when the rest of the batch is done.
 """
 
 from __future__ import annotations
@@ -26,9 +32,9 @@ import logging
 import queue
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import tritonclient.grpc as grpcclient
@@ -50,6 +56,16 @@ _TRANSIENT = {
     "StatusCode.NOT_FOUND",  # the model is not loaded (yet): Triton restarting or loading
 }
 Outcomes = dict[int, "Completion | BackendRejectedError"]
+
+
+class GenerationStream(Protocol):
+    """Where a streamed generation's deltas go as they arrive (processors/infer/chunks.py)."""
+
+    def delta(self, text: str) -> None:
+        """One piece of generated text, in order; never empty."""
+
+    def end(self, done: Completion | None) -> None:
+        """The call is over: its completion, or None when it failed (refused or unreachable)."""
 
 
 class BackendUnavailableError(TransientError):
@@ -93,13 +109,19 @@ class TritonBackend:
         self._pool.shutdown(wait=True, cancel_futures=True)
 
     # -- public -----------------------------------------------------------------------
-    def run(self, batches: Sequence[list[Job]]) -> Outcomes:
+    def run(
+        self,
+        batches: Sequence[list[Job]],
+        streams: Mapping[int, GenerationStream] | None = None,
+    ) -> Outcomes:
         """Every job's completion or rejection.
 
+        ``streams`` (by job index) receive the deltas of the generations they name.
         Raises BackendUnavailableError when any call could not reach the model;
         the caller then retries the whole batch.
         """
-        futures = [self._pool.submit(self._call, batch) for batch in batches]
+        streams = streams or {}
+        futures = [self._pool.submit(self._call, batch, streams) for batch in batches]
         outcomes: Outcomes = {}
         unavailable: BackendUnavailableError | None = None
         for future in futures:  # wait for all, so no call outlives the transaction
@@ -132,10 +154,24 @@ class TritonBackend:
             client = self._local.client = self._factory(self.url)
         return client
 
-    def _call(self, batch: list[Job]) -> Outcomes:
+    def _call(self, batch: list[Job], streams: Mapping[int, GenerationStream]) -> Outcomes:
         if batch[0].model.task == "embeddings":
             return self._embed(batch)
-        return {job.index: self._generate(job) for job in batch}
+        return {job.index: self._streamed(job, streams.get(job.index)) for job in batch}
+
+    def _streamed(
+        self, job: Job, stream: GenerationStream | None
+    ) -> Completion | BackendRejectedError:
+        """Generate ``job``, telling ``stream`` (if any) each delta and how the call ended."""
+        if stream is None or job.model.input("stream") is None:
+            return self._generate(job)
+        try:
+            done = self._generate(job, lambda text: _quietly(stream.delta, text))
+        except BaseException:
+            _quietly(stream.end, None)
+            raise
+        _quietly(stream.end, done if isinstance(done, Completion) else None)
+        return done
 
     def _embed(self, batch: list[Job]) -> Outcomes:
         model = batch[0].model
@@ -168,7 +204,9 @@ class TritonBackend:
             for row, job in enumerate(batch)
         }
 
-    def _generate(self, job: Job) -> Completion | BackendRejectedError:
+    def _generate(
+        self, job: Job, on_delta: Callable[[str], None] | None = None
+    ) -> Completion | BackendRejectedError:
         model, request = job.model, job.request
         inputs = [_tensor(model.inputs["text_input"], request.input_text.encode("utf-8"))]
         params: dict[str, Any] = {"max_tokens": job.max_tokens}
@@ -180,6 +218,8 @@ class TritonBackend:
             "return_num_input_tokens": True,
             "return_num_output_tokens": True,
         }
+        if on_delta is not None:
+            optional["stream"] = True  # one response per delta (the vLLM backend's input)
         inputs += [
             _tensor(spec, optional[role]) for role, spec in model.inputs.items() if role in optional
         ]
@@ -195,7 +235,7 @@ class TritonBackend:
         except InferenceServerException as exc:
             self._reset_stream()
             raise BackendUnavailableError(f"Triton at {self.url}: {_reason(exc)}") from exc
-        outputs: dict[str, Any] = {}
+        answer = _Answer(model)
         while True:
             try:
                 result, error = responses.get(timeout=self.timeout_s)
@@ -212,15 +252,16 @@ class TritonBackend:
                 self._reset_stream()
                 raise BackendUnavailableError(f"Triton at {self.url}: {_reason(error)}")
             response = result.get_response()
-            for output in response.outputs:
-                outputs[output.name] = result.as_numpy(output.name)
+            delta = answer.add(result, response)
+            if delta and on_delta is not None:
+                on_delta(delta)
             if response.parameters["triton_final_response"].bool_param:
                 break
         elapsed = (time.perf_counter() - clock) * 1000
         return Completion(
-            output_text=_text(outputs.get(model.outputs["text_output"].name)),
-            input_tokens=_count(outputs, model.outputs.get("num_input_tokens")),
-            output_tokens=_count(outputs, model.outputs.get("num_output_tokens")),
+            output_text=answer.text(),
+            input_tokens=answer.input_tokens,
+            output_tokens=answer.output_tokens,
             started_ms=started_ms,
             inference_ms=elapsed,
         )
@@ -250,6 +291,52 @@ class TritonBackend:
         self._local.responses = None
 
 
+class _Answer:
+    """A generation's responses put together: one whole answer, or a stream of deltas.
+
+    Streamed, each response carries a delta of ``text_output``; the vLLM backend also
+    sends the new tokens' count in each (its ``num_output_tokens`` is per response),
+    textgen only in its last. So texts are joined and output counts added; the input
+    count is the same in every response that has one.
+    """
+
+    def __init__(self, model: Any) -> None:
+        self._names = {
+            role: spec.name
+            for role in ("text_output", "num_input_tokens", "num_output_tokens")
+            if (spec := model.outputs.get(role)) is not None
+        }
+        self._texts: list[str] = []
+        self.input_tokens: int | None = None
+        self.output_tokens: int | None = None
+
+    def add(self, result: Any, response: Any) -> str:
+        """Take one response in; its text (empty when it has none)."""
+        names = {output.name for output in response.outputs}
+        delta = ""
+        if self._names.get("text_output") in names:
+            delta = _text(result.as_numpy(self._names["text_output"])) or ""
+            self._texts.append(delta)
+        if self._names.get("num_input_tokens") in names:
+            self.input_tokens = _count(result.as_numpy(self._names["num_input_tokens"]))
+        if self._names.get("num_output_tokens") in names:
+            count = _count(result.as_numpy(self._names["num_output_tokens"]))
+            self.output_tokens = (self.output_tokens or 0) + count
+        return delta
+
+    def text(self) -> str | None:
+        """The whole text, or None when no response had one."""
+        return "".join(self._texts) if self._texts else None
+
+
+def _quietly(deliver: Callable[[Any], None], value: Any) -> None:
+    """Pass ``value`` to a stream; a stream that fails never fails the generation it watches."""
+    try:
+        deliver(value)
+    except Exception as exc:  # the preview is lost; the result is still owed
+        log.warning("a streamed generation's chunk was not passed on (%s)", type(exc).__name__)
+
+
 def _tensor(spec: Any, value: bytes | bool) -> Any:
     tensor = grpcclient.InferInput(spec.name, [1], spec.dtype)
     dtype = np.object_ if spec.dtype == "BYTES" else np.bool_
@@ -264,7 +351,5 @@ def _text(array: Any) -> str | None:
     return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
-def _count(outputs: dict[str, Any], spec: Any) -> int | None:
-    if spec is None or spec.name not in outputs:
-        return None
-    return int(outputs[spec.name].reshape(-1)[0])
+def _count(array: Any) -> int:
+    return int(array.reshape(-1)[0])

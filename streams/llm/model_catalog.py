@@ -62,6 +62,9 @@ ROLES: dict[str, tuple[dict[str, frozenset[str]], dict[str, frozenset[str]]]] = 
                     "exclude_input_in_output",
                     "return_num_input_tokens",
                     "return_num_output_tokens",
+                    # vLLM's `stream`: a decoupled model then answers one response per
+                    # delta. Without it a model is never streamed (infer sends no chunks).
+                    "stream",
                 }
             ),
             "outputs": frozenset({"num_input_tokens", "num_output_tokens"}),
@@ -171,6 +174,11 @@ class ModelSpec(_Frozen):
     def output(self, role: str) -> TensorSpec | None:
         """The output tensor playing ``role``, or None when the model has none."""
         return self.outputs.get(role)
+
+    @property
+    def streams(self) -> bool:
+        """Whether a request may be streamed: the model has the vLLM ``stream`` input."""
+        return self.task == "text_completion" and "stream" in self.inputs
 
 
 class ModelCatalog(_Frozen):

@@ -13,6 +13,7 @@ from streams.llm.model_catalog import (
     DEFAULT_LANE,
     DEFAULT_MODELS_FILE,
     ModelCatalogError,
+    TensorSpec,
     load_models,
 )
 from streams.llm.tokenizing import TokenCounter, TokenizerNotFoundError, search_paths
@@ -82,6 +83,14 @@ def test_a_users_vllm_model_needs_only_the_required_roles(tmp_path: Path) -> Non
     llama = load_models(path).get("llama")
     assert llama.serve is None and llama.output("num_input_tokens") is None
     assert load_models(path).served_by_sluice() == []
+    assert not llama.streams  # no `stream` input: its requests are answered whole
+
+
+def test_only_a_text_completion_model_with_the_stream_input_streams() -> None:
+    catalog = load_models()
+    assert catalog.get("textgen").streams
+    assert catalog.get("textgen").input("stream") == TensorSpec(name="stream", dtype="BOOL")
+    assert not catalog.get("minilm").streams
 
 
 @pytest.mark.parametrize(

@@ -8,14 +8,17 @@ a real Triton in tests/integration/test_infer_flow.py; here a stand-in answers.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import dataclasses
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import pytest
 
+from processors.infer.chunks import CHUNKS, ChunkPublisher
 from processors.infer.planning import Completion, Job
 from processors.infer.processor import PROCESSOR, REQUESTS, RESPONSES, InferResources
 from processors.infer.settings import InferSettings
+from processors.infer.triton_calls import GenerationStream
 from streams.errors import ConfigurationError
 from streams.llm.model_catalog import ModelSpec, load_models
 from streams.runtime.signing import Verifier, new_keypair
@@ -113,7 +116,7 @@ class Answers:
     def __init__(self) -> None:
         self.served: list[str] = []
 
-    def run(self, batches: Sequence[list[Job]]) -> dict[int, Completion]:
+    def run(self, batches: Sequence[list[Job]], _streams: object = None) -> dict[int, Completion]:
         done = {}
         for batch in batches:
             for job in batch:
@@ -179,3 +182,86 @@ def test_only_what_guard_signed_and_passed_reaches_the_model(
 def test_infer_refuses_to_start_without_guards_public_keys() -> None:
     with pytest.raises(ConfigurationError, match="SLUICE_INFER__VERDICT_PUBLIC_KEYS"):
         Harness(PROCESSOR, settings=Settings(), config=InferSettings(device="cpu"))
+
+
+class Generations:
+    """A stand-in Triton that answers every generation " a b c", in deltas where streamed."""
+
+    url = "stand-in:8001"
+
+    def __init__(self) -> None:
+        self.streamed: list[str] = []
+
+    def run(
+        self, batches: Sequence[list[Job]], streams: Mapping[int, GenerationStream] | None = None
+    ) -> dict[int, Completion]:
+        done = {}
+        for batch in batches:
+            for job in batch:
+                answer = Completion(output_text=" a b c", output_tokens=3, batch_size=1)
+                stream = (streams or {}).get(job.index)
+                if stream is not None:
+                    self.streamed.append(job.request.request_id)
+                    for delta in [" a", " b", " c"]:
+                        stream.delta(delta)
+                    stream.end(answer)
+                done[job.index] = answer
+        return done
+
+    def model_version(self, _model: str) -> str:
+        return "1"
+
+    def close(self) -> None:
+        pass
+
+
+class Produced:
+    """The chunk producer's stand-in: what it was given, by topic and key."""
+
+    def __init__(self) -> None:
+        self.records: list[tuple[str, bytes, str]] = []
+
+    def produce(self, topic: str, *, value: bytes, key: str, on_delivery: Any) -> None:
+        self.records.append((topic, value, key))
+
+    def poll(self, timeout: float) -> int:
+        return 0
+
+    def flush(self, timeout: float) -> int:
+        return 0
+
+
+def test_streamed_requests_send_their_deltas_as_chunks_and_get_the_same_result() -> None:
+    backend, producer = Generations(), Produced()
+    config = InferSettings(device="cpu", verdict_public_keys=[PUBLIC])  # the default lane
+    with Harness(PROCESSOR, settings=Settings(), config=config) as harness:
+        resources = InferResources(
+            catalog=load_models(),
+            counter=Words(),  # type: ignore[arg-type]
+            backend=backend,  # type: ignore[arg-type]
+            device="cpu",
+            verifier=Verifier.from_settings([PUBLIC], "SLUICE_INFER__VERDICT_PUBLIC_KEYS"),
+            chunks=ChunkPublisher(lambda: (producer, harness.serde.encoder(CHUNKS), CHUNKS)),
+        )
+        harness.ctx = dataclasses.replace(harness.ctx, resources=resources)
+        harness.pipeline.ctx = harness.ctx
+        records = [
+            signed(harness, {**request("s1", "textgen"), "stream": True}),
+            signed(harness, request("whole", "textgen")),
+            signed(harness, {**request("refused", "textgen"), "stream": True, "max_tokens": 9999}),
+        ]
+        out = harness.run(records)
+        chunks = [harness.serde.decode_as_written(v, topic=CHUNKS) for _, v, _ in producer.records]
+    assert backend.streamed == ["s1"]  # a request that is not served is not streamed
+    results = {r["request_id"]: r for r in out.values(RESPONSES)}
+    assert results["s1"]["output_text"] == results["whole"]["output_text"] == " a b c"
+    assert {(topic, key) for topic, _, key in producer.records} == {(CHUNKS, "s1")}
+    assert [(c["seq"], c["text"], c["final"]) for c in chunks] == [
+        (0, " a", False),
+        (1, " b", False),
+        (2, " c", False),
+        (3, "", True),
+    ]
+    assert "".join(c["text"] for c in chunks) == results["s1"]["output_text"]
+    assert chunks[-1]["finish_reason"] == "stop"  # 3 tokens of the 64 allowed
+    assert out.on(CHUNKS) == []  # never through the transaction
