@@ -127,6 +127,8 @@ class InferenceRequest(_AvroRecord):
     source: str = "sdk"
     metadata: dict[str, str] = field(default_factory=dict)
     guard: GuardVerdict | None = None
+    # The caller wants the generation's deltas as they come (inference.chunks).
+    stream: bool = False
 
     _nested = {"guard": GuardVerdict}  # noqa: RUF012
 
@@ -172,3 +174,18 @@ class InferenceResult(_AvroRecord):
     metadata: dict[str, str] = field(default_factory=dict)
 
     _nested = {"input_guard": GuardVerdict, "output_guard": GuardVerdict}  # noqa: RUF012
+
+
+@dataclass(frozen=True, slots=True)
+class InferenceChunk(_AvroRecord):
+    """sluice.v1.InferenceChunk: one delta of a streamed generation (at least once)."""
+
+    request_id: str
+    tenant_id: str
+    model: str
+    attempt: str
+    seq: int
+    text: str
+    final: bool
+    created_at: datetime
+    finish_reason: str | None = None
