@@ -262,11 +262,11 @@ class Gateway:
 
         outcome = asyncio.ensure_future(outcome_of())
         try:
-            streaming = await first_event(outcome, chunks)
+            first_chunk = await first_event(outcome, chunks)
         except BaseException:
             outcome.cancel()
             raise
-        if not streaming:
+        if first_chunk is None:
             events = chat_chunks(model, outcome.result(), limit, include_usage=include_usage)
             return StreamingResponse(_sse(events), media_type="text/event-stream")
 
@@ -283,6 +283,7 @@ class Gateway:
             limit,
             include_usage=include_usage,
             outcome=outcome,
+            first_chunk=first_chunk,
             chunks=chunks,
             on_close=close,
         )

@@ -83,14 +83,14 @@ def error_event(error: OpenAIError) -> dict[str, Any]:
 
 async def first_event(
     outcome: asyncio.Future[InferenceResult], chunks: asyncio.Queue[InferenceChunk]
-) -> bool:
-    """Wait for the first delta or the outcome; True when a delta came first.
+) -> InferenceChunk | None:
+    """Wait for the first delta or the outcome: the delta, or None when the outcome came first.
 
     The outcome's exception (a refusal, a timeout) propagates: the caller answers it
     with an HTTP error, as nothing was sent yet.
     """
     if not chunks.empty():
-        return True
+        return chunks.get_nowait()
     getting = asyncio.ensure_future(chunks.get())
     try:
         await asyncio.wait(_either(outcome, getting), return_when=asyncio.FIRST_COMPLETED)
@@ -98,11 +98,10 @@ async def first_event(
         getting.cancel()
         raise
     if getting.done() and not getting.cancelled():
-        chunks.put_nowait(getting.result())  # back at the head: the queue was empty
-        return True
+        return getting.result()
     getting.cancel()
     outcome.result()  # raises the refusal
-    return False
+    return None
 
 
 async def relay(
@@ -113,10 +112,11 @@ async def relay(
     *,
     include_usage: bool,
     outcome: asyncio.Future[InferenceResult],
+    first_chunk: InferenceChunk,
     chunks: asyncio.Queue[InferenceChunk],
     on_close: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body of a streamed chat completion whose first delta is in ``chunks``."""
+    """The SSE body of a streamed chat: ``first_chunk``, the rest of ``chunks``, the end."""
     base = {
         "id": f"chatcmpl-{request_id}",
         "object": "chat.completion.chunk",
@@ -133,6 +133,8 @@ async def relay(
         return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
 
     try:
+        for text in relay.accept(first_chunk):
+            yield delta_event(text)
         while not outcome.done():
             getting = asyncio.ensure_future(chunks.get())
             await asyncio.wait(_either(outcome, getting), return_when=asyncio.FIRST_COMPLETED)

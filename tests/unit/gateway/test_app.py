@@ -35,6 +35,7 @@ from streams.gateway.dispatch import Blocked, Completed, DispatchError, NoSignin
 from streams.gateway.key_store import KeyStore, LiveKeys
 from streams.gateway.mapping import API_KEY_ID, PRIORITY, SOURCE
 from streams.gateway.settings import GatewaySettings
+from streams.gateway.streaming import ChunkRelay
 from streams.llm.model_catalog import load_models
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
@@ -782,3 +783,15 @@ def test_chat_and_completions_take_an_idempotency_key_too(world):
     chat_ids, completion_ids = ids[0::3], [ids[1:3], ids[4:6]]
     assert chat_ids[0] == ids[3] and completion_ids[0] == completion_ids[1]
     assert world.dispatcher.idempotent == [True] * 6
+
+
+def test_the_relay_keeps_the_first_attempt_and_bounds_what_it_holds_ahead() -> None:
+    request = InferenceRequest.new("acme", "textgen", "hi")
+    relay = ChunkRelay(max_held=2)
+    assert relay.accept(_chunk(request, 1, "b", attempt="a2")) == []  # held: seq 0 first
+    assert relay.accept(_chunk(request, 0, "x", attempt="a1")) == []  # not the first attempt
+    assert relay.accept(_chunk(request, 3, "d", attempt="a2")) == []
+    assert relay.accept(_chunk(request, 4, "e", attempt="a2")) == []  # beyond what it holds
+    assert relay.accept(_chunk(request, 0, "a", attempt="a2")) == ["a", "b"]
+    assert relay.accept(_chunk(request, 2, "c", attempt="a2")) == ["c", "d"]
+    assert relay.sent == "abcd"
