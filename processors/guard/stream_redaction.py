@@ -51,6 +51,7 @@ from processors.guard.engine import (
     withheld,
 )
 from streams.contracts.records import PiiFinding
+from streams.errors import SluiceError
 
 #: Verdict reasons under which guard gave back a placeholder instead of the text.
 WITHHOLDING_REASONS = frozenset({ANALYZER_ERROR, ANALYZER_TIMEOUT, INPUT_TOO_LONG})
@@ -103,8 +104,8 @@ def _clipped(findings: list[PiiFinding], start: int, end: int) -> list[PiiFindin
     return out
 
 
-class StreamClosedError(ValueError):
-    """A delta was fed to a stream that already finished."""
+class StreamClosedError(SluiceError):
+    """A delta was fed to a stream that already finished (a caller's bug, not a record's)."""
 
 
 class StreamRedactor:
