@@ -24,6 +24,8 @@ from streams.runtime.spec import EngineSpec, ProcessorSpec
 PROCESSORS: dict[str, str] = {
     "validate": "processors.validate.processor",
     "guard": "processors.guard.processor",
+    # guard's second processor (its own group, the same principal): streamed deltas.
+    "guard-stream": "processors.guard.stream_processor",
     "infer": "processors.infer.processor",
     "drift": "processors.drift.processor",
     "meter": "processors.meter.processor",

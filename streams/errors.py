@@ -184,6 +184,13 @@ class ProcessingFailed(RecordError):
     """The processor raised an unexpected exception on this record alone (``details``: its type)."""
 
 
+class InvalidChunk(RecordError):
+    """A streamed chunk that contradicts its stream (``processors.guard.stream_processor``).
+
+    Keyed by another id than its request's, or of another tenant than its stream's first chunk.
+    """
+
+
 class OutputRejected(RecordError):
     """An output the processor made does not fit its topic's schema (``details``: the cause)."""
 

@@ -208,6 +208,25 @@ class GuardEngine:
         """Redact PII in each text (model outputs): no injection scoring."""
         return self._run(items, score_injection=False)
 
+    def rewrite(self, text: str, findings: Sequence[PiiFinding], tenant_id: str) -> str:
+        """``text`` with ``findings`` (offsets into ``text``) rewritten by the tenant's policy.
+
+        The rewriting step of ``redact_batch`` alone, for a caller that redacts a text
+        piece by piece with the findings of one analysis (``stream_redaction``): each
+        entity is rewritten on its own, so the pieces join into what one call makes.
+        """
+        detections = [
+            Detection(
+                start=f.start,
+                end=f.end,
+                entity_type=f.entity_type,
+                score=f.score,
+                recognizer=f.recognizer,
+            )
+            for f in findings
+        ]
+        return self._redactor.redact(text, detections, self.policy.for_tenant(tenant_id))
+
     # -- steps ----------------------------------------------------------------------------
     def _run(self, items: Sequence[GuardItem], *, score_injection: bool) -> list[Inspection]:
         if not items:

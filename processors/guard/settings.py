@@ -205,6 +205,43 @@ class GuardSettings(BaseSettings):
         None, ge=1, description="Most texts per Triton request; default: the model's own limit."
     )
 
+    # -- guard-stream (`sluice run guard-stream`, processors/guard/stream_processor.py) --
+    stream_hold_back_chars: int = Field(
+        64,
+        ge=1,
+        description="guard-stream: characters of a streamed generation held back (and the "
+        "released text kept as context) so that no entity shorter than this is split "
+        "across the release point. Longer entities (PEM blocks, long tokens) can be: raise it "
+        "for tenants whose outputs stream them.",
+    )
+    stream_max_pending_chars: int = Field(
+        4096,
+        ge=2,
+        description="guard-stream: the most text one stream holds back; a run without "
+        "whitespace longer than this is released at the hold-back point (redacted in pieces).",
+    )
+    stream_max_open: int = Field(
+        10_000,
+        ge=1,
+        description="guard-stream: the most streams open at once per replica; beyond it the "
+        "least recently active is dropped (its caller gets the rest from the final result).",
+    )
+    stream_idle_s: float = Field(
+        300.0,
+        gt=0,
+        description="guard-stream: a stream without a chunk this long is dropped (its final "
+        "chunk was lost, or infer died; the final result still reaches the caller).",
+    )
+    stream_max_records_per_poll: int = Field(
+        64, ge=1, description="guard-stream: most chunks processed per batch."
+    )
+    stream_max_batch_latency_ms: int = Field(
+        5,
+        ge=1,
+        description="guard-stream: longest wait to fill a batch: the latency it adds to "
+        "every delta.",
+    )
+
     def budget_verifier(self) -> Verifier:
         """What checks that meter signed a budget record; a clear error without keys."""
         return Verifier.from_settings(

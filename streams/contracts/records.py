@@ -127,6 +127,7 @@ class InferenceRequest(_AvroRecord):
     source: str = "sdk"
     metadata: dict[str, str] = field(default_factory=dict)
     guard: GuardVerdict | None = None
+    # The caller wants the generation's deltas as they come (inference.chunks).
     stream: bool = False
 
     _nested = {"guard": GuardVerdict}  # noqa: RUF012
@@ -178,7 +179,7 @@ class InferenceResult(_AvroRecord):
 
 @dataclass(frozen=True, slots=True)
 class InferenceChunk(_AvroRecord):
-    """sluice.v1.InferenceChunk: one delta of a streamed generation (a live preview)."""
+    """sluice.v1.InferenceChunk: one delta of a streamed generation (at least once)."""
 
     request_id: str
     tenant_id: str

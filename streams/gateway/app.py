@@ -20,6 +20,10 @@ tenants (``streams.gateway.fair_queue``). Rate limits are checked before anythin
 ``x-ratelimit-*`` headers. An unexpected error is a 500 whose message says nothing of
 the request; the log has the traceback.
 
+A chat completion with ``stream`` is streamed token by token: the request goes out with
+``stream`` set, and the redacted deltas guard-stream writes come back as they are made
+(``streams.gateway.streaming``).
+
 A call with an ``Idempotency-Key`` header may be retried, through any key of the
 tenant and any replica, without being served or billed twice
 (``streams.gateway.idempotency``).
@@ -34,7 +38,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Protocol
 
 import orjson
@@ -45,7 +49,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
-from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.contracts.records import InferenceChunk, InferenceRequest, InferenceResult
 from streams.gateway.dispatch import Blocked, Dispatcher, DispatchError, NoSigningKeyError, Reply
 from streams.gateway.errors import (
     INVALID_REQUEST,
@@ -63,6 +67,7 @@ from streams.gateway.idempotency import KeyMemory, fingerprint, parse_key, reque
 from streams.gateway.keys import ApiKeyRecord
 from streams.gateway.mapping import (
     Caller,
+    CACHE_HEADER,
     cache_header,
     chat_chunks,
     chat_prompt,
@@ -80,6 +85,7 @@ from streams.gateway.metrics import GATEWAY_AUTH_FAILURES, GATEWAY_LATENCY, GATE
 from streams.gateway.openai_api import ChatBody, CompletionsBody, EmbeddingsBody, parse_body
 from streams.gateway.rate_limiting import RATE_LIMIT_EXCEEDED, GatewayRateLimits, call_tokens
 from streams.gateway.settings import GatewaySettings
+from streams.gateway.streaming import first_event, relay
 from streams.llm.model_catalog import ModelCatalog
 from streams.llm.rate_limits import RateLimiter, RateLimits
 
@@ -214,20 +220,88 @@ class Gateway:
         [request_record] = requests_for(
             caller, model, [prompt], max_tokens=limit, temperature=body.temperature, request_ids=ids
         )
-        # The outcome is awaited before the response starts, so a refusal is still an
-        # HTTP error (which clients raise) rather than an event inside a stream.
         tokens = call_tokens(model, [prompt], limit)
+        if body.stream:
+            usage = body.stream_options is not None and body.stream_options.include_usage
+            return await self.stream_chat(
+                request,
+                caller,
+                replace(request_record, stream=True),
+                tokens,
+                model=model.name,
+                limit=limit,
+                include_usage=usage,
+                idempotent=ids is not None,
+            )
         [result] = await self.serve(
             request, caller, [request_record], tokens, idempotent=ids is not None
         )
-        if not body.stream:
-            return JSONResponse(
-                chat_response(model.name, result, limit), headers=cache_header([result])
+        return JSONResponse(
+            chat_response(model.name, result, limit), headers=cache_header([result])
+        )
+
+    async def stream_chat(
+        self,
+        http: Request,
+        caller: Caller,
+        record: InferenceRequest,
+        tokens: int,
+        *,
+        model: str,
+        limit: int,
+        include_usage: bool,
+        idempotent: bool,
+    ) -> Response:
+        """Stream a chat completion: its deltas as they come, closed by its stored result.
+
+        The response starts with the first delta or with the outcome, whichever comes
+        first. Deltas exist only for a request guard let through, and guard's refusal
+        comes before any, so a refusal is still an HTTP error (which clients raise)
+        rather than an event inside a stream; so is one of the gateway's own (429, 503).
+        A model that does not stream gives no delta: its whole text comes with the
+        outcome, in one delta, as for a non-streaming model.
+        """
+        chunks: asyncio.Queue[InferenceChunk] = asyncio.Queue()
+
+        async def outcome_of() -> InferenceResult:
+            [result] = await self.serve(
+                http, caller, [record], tokens, idempotent=idempotent, on_chunk=chunks.put_nowait
             )
-        usage = body.stream_options is not None and body.stream_options.include_usage
-        chunks = chat_chunks(model.name, result, limit, include_usage=usage)
+            return result
+
+        outcome = asyncio.ensure_future(outcome_of())
+        try:
+            first_chunk = await first_event(outcome, chunks)
+        except BaseException:
+            outcome.cancel()
+            raise
+        if first_chunk is None:
+            result = outcome.result()
+            events = chat_chunks(model, result, limit, include_usage=include_usage)
+            return StreamingResponse(
+                _sse(events), media_type="text/event-stream", headers=cache_header([result])
+            )
+
+        async def close() -> None:
+            # The client went away mid-stream: stop waiting (serve releases what it holds).
+            if not outcome.done():
+                outcome.cancel()
+                await asyncio.gather(outcome, return_exceptions=True)
+
+        body = relay(
+            model,
+            record.request_id,
+            int(record.created_at.timestamp()),
+            limit,
+            include_usage=include_usage,
+            outcome=outcome,
+            first_chunk=first_chunk,
+            chunks=chunks,
+            on_close=close,
+        )
+        # Deltas come only from a generation: the response cache answered nothing here.
         return StreamingResponse(
-            _sse(chunks), media_type="text/event-stream", headers=cache_header([result])
+            body, media_type="text/event-stream", headers={CACHE_HEADER: "miss"}
         )
 
     # -- shared steps -------------------------------------------------------------------
@@ -302,9 +376,11 @@ class Gateway:
         tokens: int,
         *,
         idempotent: bool = False,
+        on_chunk: Callable[[InferenceChunk], None] | None = None,
     ) -> list[InferenceResult]:
         """Admit the call under its rate limits, send every request and wait for all outcomes.
 
+        ``on_chunk``: receives the redacted deltas of streamed requests (``stream_chat``).
         ``tokens`` is the call's estimate (``rate_limiting.call_tokens``), corrected to
         the metered usage once the outcomes are in. ``idempotent``: the request ids come
         from an ``Idempotency-Key`` (a retry is answered by the first call's outcomes).
@@ -329,7 +405,9 @@ class Gateway:
         produced = _Produced()
         self.in_flight.count += len(requests)
         waits = [
-            asyncio.ensure_future(self.send_in_turn(caller, r, deadline, idempotent, produced))
+            asyncio.ensure_future(
+                self.send_in_turn(caller, r, deadline, idempotent, produced, on_chunk=on_chunk)
+            )
             for r in requests
         ]
         try:
@@ -411,6 +489,8 @@ class Gateway:
         deadline: float,
         idempotent: bool,
         produced: _Produced,
+        *,
+        on_chunk: Callable[[InferenceChunk], None] | None = None,
     ) -> Reply:
         """Send ``request`` once it has a pipeline slot; a retry that joins its original needs none.
 
@@ -418,14 +498,27 @@ class Gateway:
         between them), so the dispatcher's answer still holds when it sends.
         """
         if not self.dispatcher.produces(request, idempotent=idempotent):
-            return await self.dispatcher.send(request, deadline, idempotent=idempotent)
+            return await self._send(request, deadline, idempotent, on_chunk)
         await self.fair_queue.acquire(caller.tenant, caller.priority, deadline)
         held_from = time.monotonic()
         produced.count += 1
         try:
-            return await self.dispatcher.send(request, deadline, idempotent=idempotent)
+            return await self._send(request, deadline, idempotent, on_chunk)
         finally:
             self.fair_queue.release(time.monotonic() - held_from)
+
+    async def _send(
+        self,
+        request: InferenceRequest,
+        deadline: float,
+        idempotent: bool,
+        on_chunk: Callable[[InferenceChunk], None] | None,
+    ) -> Reply:
+        if on_chunk is None:
+            return await self.dispatcher.send(request, deadline, idempotent=idempotent)
+        return await self.dispatcher.send(
+            request, deadline, idempotent=idempotent, on_chunk=on_chunk
+        )
 
 
 @dataclass

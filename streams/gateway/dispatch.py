@@ -14,10 +14,11 @@ A request's outcome is one of two records the pipeline writes:
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
-from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.contracts.records import InferenceChunk, InferenceRequest, InferenceResult
 from streams.errors import SluiceError
 
 
@@ -50,9 +51,17 @@ class Dispatcher(Protocol):
     """Sends requests into the pipeline and waits for their outcomes."""
 
     async def send(
-        self, request: InferenceRequest, deadline: float, *, idempotent: bool = False
+        self,
+        request: InferenceRequest,
+        deadline: float,
+        *,
+        idempotent: bool = False,
+        on_chunk: Callable[[InferenceChunk], None] | None = None,
     ) -> Reply:
         """Produce ``request`` and wait for its outcome until ``deadline``.
+
+        ``on_chunk``: called on the event loop with each redacted delta of the request
+        (``inference.chunks``) that arrives while it waits; chunks may repeat.
 
         ``idempotent``: its id comes from an ``Idempotency-Key`` and it may be a retry,
         answered by the first call's outcome (``streams.gateway.idempotency``).

@@ -18,6 +18,12 @@ What this slice does (docs/explanation/gateway.md has the whole design):
   The scaled design, a ``gateway.replies`` topic with one partition per replica that
   guard writes in the same transaction, is described in the design page and is not
   built yet; the ``Dispatcher`` protocol does not change with it.
+* **Streamed deltas.** A call that asked for ``stream`` passes ``on_chunk``: the same
+  consumer reads ``inference.chunks`` (guard-stream's redacted deltas, every partition),
+  and each chunk of a request this replica waits on, of the caller's tenant, is handed
+  to that callback on the event loop, in the order read. Dropping repeated and other
+  attempts' chunks is the caller's (``streams.gateway.streaming``). Chunks are never
+  kept for retries: a retry is answered from the outcome.
 * **Deadlines.** A request without an outcome by its deadline raises
   ``TimeoutError`` and is forgotten; a late outcome is then skipped.
 * **Retries** (``Idempotency-Key``, ``streams.gateway.idempotency``). The outcome
@@ -49,7 +55,7 @@ from typing import Any, Protocol
 from confluent_kafka import TIMESTAMP_NOT_AVAILABLE, KafkaError, Message, TopicPartition
 
 from streams.contracts.catalog import Catalog
-from streams.contracts.records import InferenceRequest, InferenceResult
+from streams.contracts.records import InferenceChunk, InferenceRequest, InferenceResult
 from streams.errors import ConfigurationError, RecordError
 from streams.gateway.dispatch import Blocked, Completed, DispatchError, NoSigningKeyError, Reply
 from streams.gateway.idempotency import OutcomeCache, is_derived
@@ -65,6 +71,12 @@ REQUESTS_TOPIC = "inference.requests"
 RESULTS_TOPIC = "inference.results"
 BLOCKED_TOPIC = "inference.requests.blocked"
 OUTCOME_TOPICS = (RESULTS_TOPIC, BLOCKED_TOPIC)
+# guard-stream's redacted deltas of streamed generations (a live preview, at least once).
+CHUNKS_TOPIC = "inference.chunks"
+#: Everything the gateway reads: the outcomes and the deltas.
+READ_TOPICS = (*OUTCOME_TOPICS, CHUNKS_TOPIC)
+#: Receives the chunks of one streamed call, on the event loop.
+ChunkListener = Callable[[InferenceChunk], None]
 _POLL_S = 0.1
 _OFFSETS_TIMEOUT_S = 10.0
 _POSITION_CHECK_S = 0.5
@@ -101,6 +113,7 @@ class _Waiter:
     future: asyncio.Future[Reply]
     tenant: str
     idempotent: bool
+    on_chunk: ChunkListener | None = None
 
 
 class TenantSigners:
@@ -147,7 +160,7 @@ class Codec:
     @classmethod
     def avro(cls, serde: Any, catalog: Catalog) -> Codec:
         """Avro in the Confluent wire format, checked against each topic's schema."""
-        readers = {topic: catalog.value_schema(topic) for topic in OUTCOME_TOPICS}
+        readers = {topic: catalog.value_schema(topic) for topic in READ_TOPICS}
 
         def decode(topic: str, value: bytes) -> dict[str, Any]:
             return dict(serde.decode(value, readers[topic], topic=topic))
@@ -184,8 +197,8 @@ class KafkaDispatcher:
         self.codec = codec
         self.signers = signers
         self.end_offsets = end_offsets
-        # physical topic name -> logical, for the outcomes this replica reads.
-        self._outcomes = {catalog.physical(t): t for t in OUTCOME_TOPICS}
+        # physical topic name -> logical, for the outcomes (and deltas) this replica reads.
+        self._outcomes = {catalog.physical(t): t for t in READ_TOPICS}
         self._requests_topic = catalog.physical(REQUESTS_TOPIC)
         # Changed on the event loop only; the polling thread only asks whether an id is in it
         # (a single dict lookup, atomic under the GIL) before handing an outcome over.
@@ -261,7 +274,12 @@ class KafkaDispatcher:
 
     # -- sending ---------------------------------------------------------------------------
     async def send(
-        self, request: InferenceRequest, deadline: float, *, idempotent: bool = False
+        self,
+        request: InferenceRequest,
+        deadline: float,
+        *,
+        idempotent: bool = False,
+        on_chunk: ChunkListener | None = None,
     ) -> Reply:
         """Produce ``request``, signed by its tenant; its outcome, or TimeoutError at ``deadline``.
 
@@ -269,13 +287,15 @@ class KafkaDispatcher:
         a retry. Its outcome is then taken from the cache when there, and a
         ``duplicate_request`` block (the retry's own copy, refused) never answers it.
         ``NoSigningKeyError`` when the gateway cannot sign for the request's tenant.
+        ``on_chunk``: called with each chunk of the request read on ``inference.chunks``
+        while it waits (a request with ``stream`` set).
         """
         if not self.ready():
             raise DispatchError("the gateway is not reading outcomes (starting or stopping)")
         signer = self.signers(request.tenant_id)
         loop = asyncio.get_running_loop()
         request_id = request.request_id
-        waiter = _Waiter(loop.create_future(), request.tenant_id, idempotent)
+        waiter = _Waiter(loop.create_future(), request.tenant_id, idempotent, on_chunk)
         waiters = self._pending.setdefault(request_id, [])
         # A retry while this replica still waits on the same id: the first copy is enough.
         produced_already = idempotent and bool(waiters)
@@ -402,6 +422,9 @@ class KafkaDispatcher:
         value = message.value()
         if topic is None or not isinstance(value, bytes):
             return
+        if topic == CHUNKS_TOPIC:
+            self._chunk(request_id, value)
+            return
         if self.cache is not None and is_derived(request_id):
             self.cache.put(request_id, topic, value, _timestamp_ms(message))
         # Most outcomes are other replicas' requests: skipped on the key, never decoded.
@@ -417,6 +440,34 @@ class KafkaDispatcher:
             log.warning("an outcome on %s has a key that is not its request id; skipped", topic)
             return
         self._settle(request_id, reply)
+
+    def _chunk(self, request_id: str, value: bytes) -> None:
+        """Hand a delta to the calls streaming its request (skipped undecoded when none)."""
+        if not any(w.on_chunk is not None for w in self._pending.get(request_id, ())):
+            return
+        try:
+            chunk = InferenceChunk.from_avro(self.codec.decode(CHUNKS_TOPIC, value))
+        except (RecordError, ValueError, KeyError, TypeError) as exc:
+            log.warning("a chunk could not be read: %s", type(exc).__name__)
+            return
+        if chunk.request_id != request_id:
+            log.warning("a chunk has a key that is not its request id; skipped")
+            return
+        loop = self._loop
+        if loop is None:
+            return
+
+        def deliver() -> None:
+            for waiter in list(self._pending.get(request_id, ())):
+                # Another tenant's chunk under the same id is not the caller's.
+                if (
+                    waiter.on_chunk is not None
+                    and waiter.tenant == chunk.tenant_id
+                    and not waiter.future.done()
+                ):
+                    waiter.on_chunk(chunk)
+
+        loop.call_soon_threadsafe(deliver)
 
     def _reply(self, topic: str, value: bytes) -> Reply:
         record = self.codec.decode(topic, value)

@@ -22,6 +22,10 @@ harness; this module owns Kafka: the group, the transaction, the retries.
 Replicas share the input partitions through the consumer group; each has its
 own transactional id, and an instance that dies holding a transaction is
 aborted by the broker after ``transaction_timeout_ms``.
+
+A spec with ``at_least_once`` (guard-stream) runs without transactions: each batch's
+records are produced by an idempotent producer and flushed, and the offsets are
+committed only once every record was delivered; a crash in between replays the batch.
 """
 
 from __future__ import annotations
@@ -88,6 +92,8 @@ class Runner:
         self.ctx: Context[Any, Any] | None = None
         self.committed_batches = 0
         self.committed_records = 0
+        self._undelivered = 0  # at-least-once: deliveries of the batch in hand that failed
+        self._processed_at = 0.0  # when the batch in hand was processed (stage timing)
 
     # -- lifecycle --------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -175,14 +181,19 @@ class Runner:
             tracing_on=self._tracing,
             rethrow=(KafkaException,),
         )
-        self.producer = kafka.producer(
-            self.settings,
-            **{
-                "transactional.id": f"{self.group_id}.{self.instance_id}",
-                "transaction.timeout.ms": runner.transaction_timeout_ms,
-            },
-        )
-        self.producer.init_transactions(60)
+        if self.spec.at_least_once:
+            self.producer = kafka.producer(
+                self.settings, **{"linger.ms": 1, "on_delivery": self._delivered}
+            )
+        else:
+            self.producer = kafka.producer(
+                self.settings,
+                **{
+                    "transactional.id": f"{self.group_id}.{self.instance_id}",
+                    "transaction.timeout.ms": runner.transaction_timeout_ms,
+                },
+            )
+            self.producer.init_transactions(60)
         self.consumer = kafka.consumer(
             self.settings,
             self.group_id,
@@ -273,27 +284,11 @@ class Runner:
         traced = self._tracing and any(r.topic != SPANS_TOPIC for r in batch)
         span = self._batch_span(batch) if traced else None
         try:
-            self.producer.begin_transaction()
-            try:
-                produced = self.pipeline.run(batch, self)
-                processed = time.perf_counter()
-                self.producer.send_offsets_to_transaction(
-                    self._offsets(batch, last=True), self.consumer.consumer_group_metadata(), 60
-                )
-                self.producer.commit_transaction(60)
-                committed = time.perf_counter()
-            except TransientError:
-                self._abort()
-                raise
-            except KafkaException as exc:
-                self._abort()
-                error = exc.args[0]
-                if error.fatal():
-                    raise
-                raise TransientError(f"transaction failed: {error.str()}") from exc
-            except BaseException:
-                self._abort()
-                raise
+            if self.spec.at_least_once:
+                produced = self._deliver_then_commit(batch)
+            else:
+                produced = self._transaction(batch)
+            committed = time.perf_counter()
         except TransientError as exc:
             metrics.BATCHES.labels(name, "retried").inc()
             if span is not None:
@@ -308,8 +303,8 @@ class Runner:
         metrics.BATCHES.labels(name, "committed").inc()
         metrics.BATCH_SIZE.labels(name).observe(len(batch))
         metrics.BATCH_LATENCY.labels(name).observe(time.perf_counter() - started)
-        metrics.BATCH_STAGE.labels(name, "process").observe(processed - started)
-        metrics.BATCH_STAGE.labels(name, "commit").observe(committed - processed)
+        metrics.BATCH_STAGE.labels(name, "process").observe(self._processed_at - started)
+        metrics.BATCH_STAGE.labels(name, "commit").observe(committed - self._processed_at)
         # Metrics name topics as the cluster does, like the lag librdkafka reports.
         for topic, count in Counter(record.topic for record in batch).items():
             metrics.RECORDS_IN.labels(name, self.catalog.physical(topic)).inc(count)
@@ -321,8 +316,56 @@ class Runner:
         if self.spec.after_commit is not None and self.ctx is not None:
             self.spec.after_commit(self.ctx)
 
+    def _transaction(self, batch: list[InputRecord]) -> dict[tuple[str, str], int]:
+        """The batch's records and its offsets, in one transaction."""
+        self.producer.begin_transaction()
+        try:
+            produced = self.pipeline.run(batch, self)
+            self._processed_at = time.perf_counter()
+            self.producer.send_offsets_to_transaction(
+                self._offsets(batch, last=True), self.consumer.consumer_group_metadata(), 60
+            )
+            self.producer.commit_transaction(60)
+        except TransientError:
+            self._abort()
+            raise
+        except KafkaException as exc:
+            self._abort()
+            error = exc.args[0]
+            if error.fatal():
+                raise
+            raise TransientError(f"transaction failed: {error.str()}") from exc
+        except BaseException:
+            self._abort()
+            raise
+        return produced
+
+    def _deliver_then_commit(self, batch: list[InputRecord]) -> dict[tuple[str, str], int]:
+        """The batch's records, flushed and all delivered; then its offsets (at least once)."""
+        self._undelivered = 0
+        produced = self.pipeline.run(batch, self)
+        self._processed_at = time.perf_counter()
+        left = self.producer.flush(self.settings.runner.shutdown_timeout_s)
+        if left or self._undelivered:
+            # Rewound and processed again: what was delivered is delivered twice.
+            raise TransientError(
+                f"{left + self._undelivered} records of the batch were not delivered"
+            )
+        try:
+            self.consumer.commit(offsets=self._offsets(batch, last=True), asynchronous=False)
+        except KafkaException as exc:
+            if exc.args[0].fatal():
+                raise
+            raise TransientError(f"offset commit failed: {exc.args[0].str()}") from exc
+        return produced
+
+    def _delivered(self, error: KafkaError | None, _message: Message | None) -> None:
+        if error is not None:
+            self._undelivered += 1
+            log.warning("a record was not delivered: %s", error.str())
+
     def produce(self, topic: str, value: bytes, key: bytes | None, headers: Headers) -> None:
-        """Send one record in the open transaction (the pipeline's destination)."""
+        """Send one record, in the open transaction or at least once (the pipeline's output)."""
         while True:
             try:
                 self.producer.produce(

@@ -150,6 +150,11 @@ class ProcessorSpec(Generic[C, R]):
     # it is not the processor's name: infer's lanes (``infer-<lane>``), each with its own
     # group and transactional ids, so that one lane commits without waiting for another.
     group: Callable[[C], str] | None = None
+    # True: no transaction. Outputs go through an idempotent producer, are flushed, and only
+    # then are the input offsets committed: at least once, with a batch's latency bounded by
+    # a flush rather than a transaction commit (guard-stream's live previews). Consumers of
+    # its outputs must tolerate duplicates; it uses no transactional id.
+    at_least_once: bool = False
 
     def build_settings(self) -> C:
         """The processor's settings, read from the environment (once per process)."""

@@ -64,10 +64,19 @@ PROCESSOR_PRINCIPALS: dict[str, str] = {
 #: What ``sluice run`` starts besides the processors, each with its own principal: the
 #: gateway produces tenants' signed requests and reads their outcomes.
 SERVICE_PRINCIPALS: dict[str, str] = {"gateway": "sluice-gateway"}
+#: Processors that log in as another's principal: guard-stream is guard's second processor
+#: (the same policy, pseudonym keys and trust), granted in guard's entry of schemas/acls.yaml.
+SHARED_PRINCIPALS: dict[str, str] = {"guard-stream": PROCESSOR_PRINCIPALS["guard"]}
 #: Every component ``sluice run`` starts, and the principal it logs in as.
-COMPONENT_PRINCIPALS: dict[str, str] = {**PROCESSOR_PRINCIPALS, **SERVICE_PRINCIPALS}
-#: Every principal ``sluice up`` makes a password for.
-PRINCIPALS: tuple[str, ...] = (BROKER, OPERATOR, *COMPONENT_PRINCIPALS.values(), CONNECT)
+COMPONENT_PRINCIPALS: dict[str, str] = {
+    **PROCESSOR_PRINCIPALS,
+    **SHARED_PRINCIPALS,
+    **SERVICE_PRINCIPALS,
+}
+#: Every principal ``sluice up`` makes a password for (each once).
+PRINCIPALS: tuple[str, ...] = tuple(
+    dict.fromkeys((BROKER, OPERATOR, *COMPONENT_PRINCIPALS.values(), CONNECT))
+)
 #: A tenant's principal: its producers' SCRAM user (``tenant-{tenant}`` in schemas/acls.yaml).
 TENANT_PRINCIPAL_PREFIX = "tenant-"
 #: Principals the broker is told about when its storage is formatted (it needs them to start).

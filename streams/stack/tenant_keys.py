@@ -138,9 +138,9 @@ def rotate_tenant(settings: Settings, tenant: str, *, retire: bool = False) -> l
 
 
 def local_tenant_registry(settings: Settings, processor: str) -> dict[str, str]:
-    """``SLUICE_GUARD__TENANTS_PATH`` for guard, when the local stack has a registry."""
+    """``SLUICE_GUARD__TENANTS_PATH`` for guard and guard-stream, when the stack has a registry."""
     path = tenant_registry_path(settings)
-    if processor == "guard" and path.is_file():
+    if processor in ("guard", "guard-stream") and path.is_file():
         return {TENANTS_PATH_SETTING: str(path.resolve())}
     return {}
 

@@ -132,7 +132,7 @@ def _pipeline(
     dlq_topic = catalog.physical(dataset.dlq_topic)
     before = end_offsets(settings, [raw_topic, validated_topic, dlq_topic])
     with (
-        processors(settings, ["validate", "guard", "infer"], env),
+        processors(settings, ["validate", "guard", "guard-stream", "infer"], env),
         # Embeddings get a lane of their own, so their results never wait for generations.
         processors(settings, ["infer"], {**env, **EMBEDDINGS_LANE_ENV}, label=EMBEDDINGS_LANE),
     ):

@@ -320,16 +320,20 @@ def test_no_mapping_repeats_a_key() -> None:
 # -- tenant identity ----------------------------------------------------------------------
 
 
+#: guard and guard-stream (guard's second processor: it makes the same pseudonyms).
+REGISTRY_HOLDERS = ("guard", "guard-stream")
+
+
 def test_guard_alone_gets_the_tenant_registry_as_a_required_file() -> None:
     [secret] = COMPOSE["secrets"].values()
     assert _REQUIRED.match(str(secret["file"])), "the registry file has a default"
-    guard = SERVICES["guard"]
-    [mounted] = guard["secrets"]
-    assert mounted["source"] == next(iter(COMPOSE["secrets"]))
-    path = guard["environment"]["SLUICE_GUARD__TENANTS_PATH"]
-    assert path == f"/run/secrets/{mounted['target']}"
+    for holder in REGISTRY_HOLDERS:
+        [mounted] = SERVICES[holder]["secrets"]
+        assert mounted["source"] == next(iter(COMPOSE["secrets"]))
+        path = SERVICES[holder]["environment"]["SLUICE_GUARD__TENANTS_PATH"]
+        assert path == f"/run/secrets/{mounted['target']}"
     for name, service in SERVICES.items():
-        if name != "guard":
+        if name not in REGISTRY_HOLDERS:
             assert not service.get("secrets"), f"{name} is given the tenant registry"
             assert "SLUICE_GUARD__TENANTS_PATH" not in (service.get("environment") or {})
     # Producers hold tenants' private keys; no service of the platform does.

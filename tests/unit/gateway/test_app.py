@@ -24,16 +24,24 @@ pytest.importorskip("starlette", reason="the gateway's HTTP stack: pip install '
 
 from starlette.testclient import TestClient
 
-from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
+from streams.contracts.records import (
+    GuardVerdict,
+    InferenceChunk,
+    InferenceRequest,
+    InferenceResult,
+)
 from streams.gateway.app import create_app
 from streams.gateway.dispatch import Blocked, Completed, DispatchError, NoSigningKeyError, Reply
 from streams.gateway.key_store import KeyStore, LiveKeys
 from streams.gateway.mapping import API_KEY_ID, PRIORITY, SOURCE
 from streams.gateway.settings import GatewaySettings
+from streams.gateway.streaming import ChunkRelay
 from streams.llm.model_catalog import load_models
 
 NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 Answer = Callable[[InferenceRequest], Reply | None]
+#: The redacted deltas the pipeline streams for a request, before its outcome.
+Deltas = Callable[[InferenceRequest], list[InferenceChunk]]
 
 
 def ok_result(request: InferenceRequest, **fields: Any) -> InferenceResult:
@@ -68,12 +76,22 @@ class FakeDispatcher:
         # Request ids an idempotent send would join rather than produce (as KafkaDispatcher
         # does for a retry whose original it waits on, or whose outcome it holds).
         self.joining: set[str] = set()
+        self.deltas: Deltas = lambda _request: []
 
     async def send(
-        self, request: InferenceRequest, deadline: float, *, idempotent: bool = False
+        self,
+        request: InferenceRequest,
+        deadline: float,
+        *,
+        idempotent: bool = False,
+        on_chunk: Callable[[InferenceChunk], None] | None = None,
     ) -> Reply:
         self.sent.append((request, deadline))
         self.idempotent.append(idempotent)
+        if on_chunk is not None:
+            for chunk in self.deltas(request):
+                on_chunk(chunk)
+                await asyncio.sleep(0)  # the relay sends it before the next comes
         reply = self.answer(request)
         if reply is None:
             try:
@@ -356,6 +374,119 @@ def test_completions_count_the_cached_tokens_of_the_prompts_that_hit(world):
     response = world.post("/v1/completions", body)
     assert response.headers["x-sluice-cache"] == "miss"
     assert response.json()["usage"]["prompt_tokens_details"] == {"cached_tokens": 3}
+
+
+STREAM_BODY = {
+    "model": "textgen",
+    "messages": [{"role": "user", "content": "hi"}],
+    "stream": True,
+    "stream_options": {"include_usage": True},
+}
+
+
+def _chunk(request: InferenceRequest, seq: int, text: str, **fields: Any) -> InferenceChunk:
+    values: dict[str, Any] = {
+        "request_id": request.request_id,
+        "tenant_id": request.tenant_id,
+        "model": request.model,
+        "attempt": "a1",
+        "seq": seq,
+        "text": text,
+        "final": False,
+        "created_at": NOW,
+    }
+    return InferenceChunk(**(values | fields))
+
+
+def _events(response: Any) -> list[Any]:
+    events = [line.removeprefix("data: ") for line in response.text.split("\n\n") if line]
+    return [e if e == "[DONE]" else json.loads(e) for e in events]
+
+
+def _contents(events: list[Any]) -> list[str]:
+    return [
+        e["choices"][0]["delta"]["content"]
+        for e in events
+        if e != "[DONE]" and e.get("choices") and "content" in e["choices"][0]["delta"]
+    ]
+
+
+def test_a_streamed_chat_relays_each_delta_once_in_order_from_the_first_attempt(world):
+    def deltas(request: InferenceRequest) -> list[InferenceChunk]:
+        return [
+            _chunk(request, 0, "Hel"),
+            _chunk(request, 0, "Hel"),  # delivered twice
+            _chunk(request, 0, "other attempt", attempt="a2"),
+            _chunk(request, 2, " world"),  # ahead of seq 1: held until it comes
+            _chunk(request, 1, "lo"),
+            _chunk(request, 3, "", final=True, finish_reason="stop"),
+        ]
+
+    world.dispatcher.deltas = deltas
+    world.dispatcher.answer = lambda r: Completed(
+        ok_result(r, output_text="Hello world", output_tokens=2)
+    )
+    response = world.post("/v1/chat/completions", STREAM_BODY)
+    assert response.status_code == 200
+    [(sent, _)] = world.dispatcher.sent
+    assert sent.stream, "the request asks the pipeline to stream"
+    events = _events(response)
+    assert _contents(events) == ["Hel", "lo", " world"]
+    assert events[0]["choices"][0]["delta"]["role"] == "assistant"
+    assert "role" not in events[1]["choices"][0]["delta"]
+    assert events[-3]["choices"][0]["finish_reason"] == "stop"
+    assert events[-2]["usage"]["completion_tokens"] == 2
+    assert events[-1] == "[DONE]"
+
+
+def test_what_the_deltas_did_not_carry_comes_from_the_stored_result(world):
+    world.dispatcher.deltas = lambda r: [_chunk(r, 0, "Hello ")]  # the rest was dropped
+    world.dispatcher.answer = lambda r: Completed(
+        ok_result(r, output_text="Hello there, <PERSON>.", output_tokens=5)
+    )
+    events = _events(world.post("/v1/chat/completions", STREAM_BODY))
+    assert "".join(_contents(events)) == "Hello there, <PERSON>."
+
+
+def test_a_model_that_does_not_stream_sends_its_whole_text_at_the_outcome(world):
+    events = _events(world.post("/v1/chat/completions", STREAM_BODY))
+    assert _contents(events) == ["<User: hi\n\nAssistant:>"]
+    assert events[-1] == "[DONE]"
+
+
+def test_an_output_guard_withheld_ends_the_stream_with_content_filter(world):
+    verdict = GuardVerdict(
+        policy_version="1", action="block", redacted=True, checked_at=NOW, reason="pii_policy"
+    )
+    world.dispatcher.deltas = lambda r: [_chunk(r, 0, "My card is <CREDIT_CARD> ")]
+    world.dispatcher.answer = lambda r: Completed(
+        ok_result(r, output_text="My card is <CREDIT_CARD> ok", output_guard=verdict)
+    )
+    events = _events(world.post("/v1/chat/completions", STREAM_BODY))
+    assert events[-3]["choices"][0]["finish_reason"] == "content_filter"
+
+
+def test_a_refusal_before_any_delta_is_still_an_http_error(world):
+    verdict = GuardVerdict(
+        policy_version="1", action="block", redacted=False, checked_at=NOW, reason="pii_policy"
+    )
+    world.dispatcher.answer = lambda r: Blocked(dataclasses.replace(r, guard=verdict))
+    response = world.post("/v1/chat/completions", STREAM_BODY)
+    assert response.status_code == 400
+    assert response.json()["error"]["message"]
+
+
+def test_an_error_after_the_first_delta_is_an_error_event_in_the_stream(world):
+    world.dispatcher.deltas = lambda r: [_chunk(r, 0, "Once upon ")]
+    world.dispatcher.answer = lambda r: Completed(
+        ok_result(r, status="error", error_code="triton_unavailable")
+    )
+    response = world.post("/v1/chat/completions", STREAM_BODY)
+    assert response.status_code == 200
+    events = _events(response)
+    assert _contents(events) == ["Once upon "]
+    assert events[-1]["error"]["code"] == "triton_unavailable"
+    assert "[DONE]" not in events
 
 
 # -- refusals --------------------------------------------------------------------------
@@ -714,3 +845,15 @@ def test_chat_and_completions_take_an_idempotency_key_too(world):
     chat_ids, completion_ids = ids[0::3], [ids[1:3], ids[4:6]]
     assert chat_ids[0] == ids[3] and completion_ids[0] == completion_ids[1]
     assert world.dispatcher.idempotent == [True] * 6
+
+
+def test_the_relay_keeps_the_first_attempt_and_bounds_what_it_holds_ahead() -> None:
+    request = InferenceRequest.new("acme", "textgen", "hi")
+    relay = ChunkRelay(max_held=2)
+    assert relay.accept(_chunk(request, 1, "b", attempt="a2")) == []  # held: seq 0 first
+    assert relay.accept(_chunk(request, 0, "x", attempt="a1")) == []  # not the first attempt
+    assert relay.accept(_chunk(request, 3, "d", attempt="a2")) == []
+    assert relay.accept(_chunk(request, 4, "e", attempt="a2")) == []  # beyond what it holds
+    assert relay.accept(_chunk(request, 0, "a", attempt="a2")) == ["a", "b"]
+    assert relay.accept(_chunk(request, 2, "c", attempt="a2")) == ["c", "d"]
+    assert relay.sent == "abcd"

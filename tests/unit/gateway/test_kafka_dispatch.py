@@ -24,12 +24,18 @@ from confluent_kafka import (
 )
 
 from streams.contracts.catalog import load_catalog
-from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult
+from streams.contracts.records import (
+    GuardVerdict,
+    InferenceChunk,
+    InferenceRequest,
+    InferenceResult,
+)
 from streams.errors import ConfigurationError
 from streams.gateway.dispatch import Blocked, Completed, DispatchError, NoSigningKeyError
 from streams.gateway.idempotency import OutcomeCache, fingerprint, request_ids
 from streams.gateway.kafka_dispatch import (
     BLOCKED_TOPIC,
+    CHUNKS_TOPIC,
     REQUESTS_TOPIC,
     RESULTS_TOPIC,
     Codec,
@@ -272,12 +278,12 @@ def test_a_request_is_produced_signed_by_its_tenant_keyed_by_its_id(keys_dir):
     assert rig.tokens.records[sent["value"]]["tenant_id"] == "acme"
 
 
-def test_the_outcome_consumer_starts_at_the_end_offsets_of_both_outcome_topics(keys_dir):
+def test_the_outcome_consumer_starts_at_the_end_offsets_of_the_outcome_and_chunk_topics(keys_dir):
     rig = Rig(keys_dir)
     request = _request()
     asyncio.run(_answered(rig, request, lambda: rig.reply_with(RESULTS_TOPIC, _result(request))))
     assigned = {(tp.topic, tp.partition, tp.offset) for tp in rig.consumer.assigned}
-    physical = {rig.catalog.physical(t) for t in (RESULTS_TOPIC, BLOCKED_TOPIC)}
+    physical = {rig.catalog.physical(t) for t in (RESULTS_TOPIC, BLOCKED_TOPIC, CHUNKS_TOPIC)}
     assert assigned == {(t, 0, 7) for t in physical}
     assert rig.consumer.closed
 
@@ -628,11 +634,12 @@ def test_with_a_window_the_consumer_starts_at_now_minus_the_window_and_is_ready_
 
     reply = asyncio.run(go())
     since_ms = int(NOW.timestamp() * 1000) - 600_000
+    chunks = rig.catalog.physical(CHUNKS_TOPIC)
     assert sorted(rig.consumer.times_asked) == sorted(
-        [(results, 0, since_ms), (blocked, 0, since_ms)]
+        [(results, 0, since_ms), (blocked, 0, since_ms), (chunks, 0, since_ms)]
     )
     assigned = {(tp.topic, tp.partition, tp.offset) for tp in rig.consumer.assigned}
-    assert assigned == {(results, 0, 4), (blocked, 0, 7)}
+    assert assigned == {(results, 0, 4), (blocked, 0, 7), (chunks, 0, 7)}
     assert states == [False, False]
     assert isinstance(reply, Completed) and reply.result.request_id == finished.request_id
     assert rig.producer.produced == []
@@ -699,3 +706,70 @@ def test_the_outcome_cache_stays_within_its_bound_while_reading(keys_dir):
     assert rig.cache.get(_idempotent(key="k5").request_id)
     assert not rig.cache.get(_idempotent(key="k0").request_id)
     assert rig.tokens.decoded == 0  # kept as bytes, never decoded unless asked for
+
+
+def _chunk(request: InferenceRequest, seq: int, text: str, tenant: str | None = None):
+    return InferenceChunk(
+        request_id=request.request_id,
+        tenant_id=tenant or request.tenant_id,
+        model=request.model,
+        attempt="a1",
+        seq=seq,
+        text=text,
+        final=False,
+        created_at=NOW,
+    )
+
+
+def test_a_streamed_request_gets_its_tenants_chunks_in_order_then_its_outcome(keys_dir):
+    rig = Rig(keys_dir)
+    request = _request()
+    got: list[InferenceChunk] = []
+
+    async def go() -> Any:
+        rig.dispatcher.start(asyncio.get_running_loop())
+        try:
+            sending = asyncio.create_task(
+                rig.dispatcher.send(request, time.monotonic() + 5, on_chunk=got.append)
+            )
+            while not rig.producer.produced:
+                await asyncio.sleep(0.01)
+            rig.reply_with(CHUNKS_TOPIC, _chunk(request, 0, "Hel"))
+            rig.reply_with(CHUNKS_TOPIC, _chunk(request, 1, "evil", tenant="other"))
+            rig.reply_with(CHUNKS_TOPIC, _chunk(request, 1, "lo"))
+            await _until(lambda: len(got) == 2)
+            rig.reply_with(RESULTS_TOPIC, _result(request))
+            return await sending
+        finally:
+            rig.dispatcher.stop()
+
+    reply = asyncio.run(go())
+    assert isinstance(reply, Completed)
+    assert [(c.seq, c.text) for c in got] == [(0, "Hel"), (1, "lo")]
+
+
+def test_chunks_of_calls_that_do_not_stream_are_never_decoded_nor_kept(keys_dir):
+    rig = Rig(keys_dir, window_s=600)
+    request = _idempotent(key="not-streaming")
+
+    def replies() -> None:
+        rig.reply_with(CHUNKS_TOPIC, _chunk(request, 0, "x"))
+        rig.reply_with(RESULTS_TOPIC, _result(request))
+
+    async def go() -> Any:
+        rig.dispatcher.start(asyncio.get_running_loop())
+        await _until(rig.dispatcher.ready)
+        try:
+            sending = asyncio.create_task(
+                rig.dispatcher.send(request, time.monotonic() + 5, idempotent=True)
+            )
+            while not rig.producer.produced:
+                await asyncio.sleep(0.01)
+            replies()
+            return await sending
+        finally:
+            rig.dispatcher.stop()
+
+    assert isinstance(asyncio.run(go()), Completed)
+    assert rig.tokens.decoded == 1  # the result only
+    assert {r.topic for r in rig.cache.get(request.request_id)} == {RESULTS_TOPIC}

@@ -25,11 +25,15 @@ from streams.llm.model_catalog import DEFAULT_LANE, load_models
 from streams.runtime.span_export import TOPIC as SPANS
 from streams.runtime.spec import ProcessorSpec
 from streams.settings import PROJECT_ROOT, Settings
-from streams.stack.kafka_security import SERVICE_PRINCIPALS
+from streams.stack.kafka_security import COMPONENT_PRINCIPALS, SERVICE_PRINCIPALS
 
 SCHEMAS = PROJECT_ROOT / "schemas"
 NAMES = AclNames(topic_prefix="", group_prefix="sluice")
-RUNNER_PROCESSORS = ["validate", "guard", "infer", "drift", "sink"]
+RUNNER_PROCESSORS = ["validate", "guard", "guard-stream", "infer", "drift", "sink"]
+#: Each principal and the runner processors that log in as it (guard runs guard-stream too).
+RUNNER_PRINCIPALS: dict[str, list[str]] = {}
+for _name in RUNNER_PROCESSORS:
+    RUNNER_PRINCIPALS.setdefault(COMPONENT_PRINCIPALS[_name], []).append(_name)
 
 #: Topics a processor reads outside the runner's inputs, taken from the code that reads them.
 EXTRA_READS: dict[str, set[str]] = {
@@ -64,7 +68,9 @@ def _instance_names(name: str, spec: ProcessorSpec[Any, Any]) -> tuple[set[str],
     streams/runtime/runner.py); a processor with lanes adds one family for every lane.
     """
     own = spec.group_name(spec.build_settings())
-    groups, transactional_ids = {f"sluice.{own}"}, {f"sluice.{own}.*"}
+    # An at-least-once processor (guard-stream) opens no transaction.
+    groups = {f"sluice.{own}"}
+    transactional_ids = set() if spec.at_least_once else {f"sluice.{own}.*"}
     settings_of = LANED.get(name)
     if settings_of is not None:
         family = _family(spec, settings_of)
@@ -101,26 +107,38 @@ def _dead_letters(catalog: Catalog, topics: list[str]) -> set[str]:
     return {dlq for t in topics if (dlq := catalog.topic(t).dlq_topic) is not None}
 
 
-@pytest.mark.parametrize("name", RUNNER_PROCESSORS)
+@pytest.mark.parametrize("principal", sorted(RUNNER_PRINCIPALS))
 def test_a_runner_processor_is_granted_its_inputs_outputs_and_dead_letters_and_nothing_else(
-    name: str, catalog: Catalog, declaration: AclDeclaration
+    principal: str, catalog: Catalog, declaration: AclDeclaration
 ) -> None:
-    spec: ProcessorSpec[Any, Any] = processors.load(name)
-    config = spec.build_settings()
-    inputs, outputs = spec.inputs(catalog, config), spec.outputs(catalog, config)
+    """What the processors logging in as ``principal`` declare, together, and no more."""
     grants = declaration.grants(catalog, NAMES)
-    principal = f"sluice-{name}"
+    reads: set[str] = set()
+    writes: set[str] = {SPANS}
+    groups: set[str] = set()
+    transactional_ids: set[str] = set()
+    for name in RUNNER_PRINCIPALS[principal]:
+        spec: ProcessorSpec[Any, Any] = processors.load(name)
+        config = spec.build_settings()
+        inputs, outputs = spec.inputs(catalog, config), spec.outputs(catalog, config)
+        reads |= set(inputs) | EXTRA_READS.get(name, set())
+        writes |= set(outputs) | _dead_letters(catalog, inputs)
+        # The runner's group and transactional ids (streams/runtime/runner.py).
+        own_groups, own_ids = _instance_names(name, spec)
+        groups |= own_groups | EXTRA_GROUPS.get(name, set())
+        transactional_ids |= own_ids
 
-    assert _granted(grants, principal, "TOPIC", "READ") == set(inputs) | EXTRA_READS.get(
-        name, set()
-    )
-    assert _granted(grants, principal, "TOPIC", "WRITE") == (
-        set(outputs) | _dead_letters(catalog, inputs) | {SPANS}
-    )
-    # The runner's group and transactional ids (streams/runtime/runner.py).
-    groups, transactional_ids = _instance_names(name, spec)
-    assert _granted(grants, principal, "GROUP", "READ") == groups | EXTRA_GROUPS.get(name, set())
+    assert _granted(grants, principal, "TOPIC", "READ") == reads
+    assert _granted(grants, principal, "TOPIC", "WRITE") == writes
+    assert _granted(grants, principal, "GROUP", "READ") == groups
     assert _granted(grants, principal, "TRANSACTIONAL_ID", "WRITE") == transactional_ids
+
+
+def test_guard_stream_runs_as_guard_in_a_group_of_its_own_without_transactions() -> None:
+    spec: ProcessorSpec[Any, Any] = processors.load("guard-stream")
+    assert COMPONENT_PRINCIPALS["guard-stream"] == "sluice-guard"
+    assert spec.group_name(spec.build_settings()) == "guard-stream"
+    assert spec.at_least_once, "chunks are a live preview: flushed, then committed"
 
 
 def test_every_lane_of_infer_gets_its_group_and_transactional_ids_and_no_other_processors(
@@ -159,7 +177,10 @@ def test_meter_is_granted_its_faust_topics_group_and_state(
 
 
 def test_every_processor_has_a_principal(declaration: AclDeclaration) -> None:
-    assert {f"sluice-{name}" for name in processors.PROCESSORS} <= set(declaration.principals)
+    assert set(processors.PROCESSORS) <= set(COMPONENT_PRINCIPALS)
+    assert {COMPONENT_PRINCIPALS[name] for name in processors.PROCESSORS} <= set(
+        declaration.principals
+    )
 
 
 def test_the_gateway_is_granted_exactly_what_its_dispatcher_produces_and_reads(
@@ -168,7 +189,7 @@ def test_the_gateway_is_granted_exactly_what_its_dispatcher_produces_and_reads(
     """Both ways: a topic the dispatcher gains, or a grant it no longer uses, fails here."""
     grants = declaration.grants(catalog, NAMES)
     principal = SERVICE_PRINCIPALS["gateway"]
-    assert _granted(grants, principal, "TOPIC", "READ") == set(kafka_dispatch.OUTCOME_TOPICS)
+    assert _granted(grants, principal, "TOPIC", "READ") == set(kafka_dispatch.READ_TOPICS)
     assert _granted(grants, principal, "TOPIC", "WRITE") == {kafka_dispatch.REQUESTS_TOPIC}
     settings = Settings.model_validate({"runner": {"group_prefix": NAMES.group_prefix}})
     assert _granted(grants, principal, "GROUP", "READ") == {kafka_dispatch.consumer_group(settings)}

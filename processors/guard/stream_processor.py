@@ -1,0 +1,259 @@
+"""guard-stream: the model's streamed deltas, redacted before any caller sees them.
+
+``inference.chunks.raw`` (infer: the raw deltas of a streamed generation) →
+``inference.chunks`` (what the gateway relays as server-sent events). Each stream, one
+per (request id, infer attempt), has its own ``StreamRedactor``: guard's own output
+redaction with the tenant's policy, over a hold-back tail, so an entity split across
+deltas is still found whole (``processors.guard.stream_redaction`` states the bound).
+
+Delivery is at least once, as the contract of these topics says (the stored result
+keeps going the exactly-once way, ``inference.responses`` → guard → ``inference.results``):
+the runner flushes each batch's chunks, then commits its offsets (``at_least_once``).
+Repeated chunks (the same (attempt, seq)) are dropped; the output of each stream is
+numbered 0, 1, 2, ... under the input's attempt id, one output per input chunk that
+released text, and one for the final chunk.
+
+What this processor cannot redact correctly it does not release:
+
+* a stream first seen past its first chunk (this replica restarted, or its partition
+  moved here, mid-stream) is skipped whole: without its earlier text, an entity
+  crossing the start could not be found; a stream whose chunks skip a seq is closed
+  the same way. Its caller gets the rest of the text from the final result
+  (the gateway completes a stream from ``inference.results``);
+* at most ``stream_max_open`` streams are open per replica (the least recently active
+  is dropped beyond it), and a stream idle for ``stream_idle_s`` is dropped.
+
+Chunk text is never logged; a chunk of a tenant the registry does not hold (guard
+cannot make its pseudonyms), or one that contradicts its stream, is dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from processors.guard.engine import GuardEngine
+from processors.guard.processor import TEXT_LOGGERS
+from processors.guard.settings import GuardSettings
+from processors.guard.stream_redaction import Analyse, StreamRedactor, engine_analysis
+from streams.contracts.records import InferenceChunk, utcnow
+from streams.errors import InvalidChunk, RecordError, UnauthenticatedRequest
+from streams.runtime.bounded import BoundedCache
+from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
+from streams.runtime.tenants import TenantRegistry
+
+RAW_CHUNKS = "inference.chunks.raw"
+CHUNKS = "inference.chunks"
+
+log = logging.getLogger("sluice.guard-stream")
+
+#: (request id, attempt): one stream.
+StreamKey = tuple[str, str]
+
+
+@dataclass
+class _OpenStream:
+    tenant_id: str
+    redactor: StreamRedactor
+    next_in: int = 0  # the seq expected next from infer
+    next_out: int = 0  # the seq of this stream's next redacted chunk
+    last_seen: float = 0.0
+
+
+class ChunkStreams:
+    """The open streams of one replica, and what each chunk releases. Pure of Kafka.
+
+    ``analysis_for(request_id, tenant_id)`` gives the window analysis of a stream (guard's
+    redaction with the tenant's policy); ``clock`` is monotonic seconds.
+    """
+
+    def __init__(
+        self,
+        analysis_for: Callable[[str, str], Analyse],
+        *,
+        hold_back: int = 64,
+        max_pending_chars: int = 4096,
+        max_open: int = 10_000,
+        idle_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._analysis_for = analysis_for
+        self.hold_back = hold_back
+        self.max_pending_chars = max_pending_chars
+        self.max_open = max_open
+        self.idle_s = idle_s
+        self._clock = clock
+        self._open: OrderedDict[StreamKey, _OpenStream] = OrderedDict()  # oldest activity first
+        # Streams closed, dropped or skipped: their later (repeated) chunks open nothing.
+        self._closed: BoundedCache[StreamKey, bool] = BoundedCache(max(4 * max_open, 1024))
+        self.dropped = 0
+
+    @property
+    def open_count(self) -> int:
+        """How many streams are open now."""
+        return len(self._open)
+
+    def accept(self, chunk: InferenceChunk) -> list[InferenceChunk]:
+        """The redacted chunk ``chunk`` releases (none when it releases nothing yet)."""
+        key = (chunk.request_id, chunk.attempt)
+        if key in self._closed:
+            return []
+        stream = self._open.get(key)
+        if stream is None:
+            if chunk.seq != 0:
+                self._close(key)  # begun before this replica had it: skipped whole
+                self.dropped += 1
+                return []
+            stream = self._start(key, chunk.tenant_id)
+        elif chunk.tenant_id != stream.tenant_id:
+            raise InvalidChunk(
+                "a chunk names another tenant than its stream's first chunk; check the "
+                "producer of inference.chunks.raw (only infer may write it)"
+            )
+        if chunk.seq < stream.next_in:
+            return []  # delivered again
+        if chunk.seq > stream.next_in:
+            self._drop(key)  # a chunk is missing: the rest cannot be redacted in context
+            return []
+        stream.next_in += 1
+        stream.last_seen = self._clock()
+        self._open.move_to_end(key)
+        text = stream.redactor.feed(chunk.text, final=chunk.final)
+        if chunk.final:
+            self._close(key)
+        if not text and not chunk.final:
+            return []
+        out = InferenceChunk(
+            request_id=chunk.request_id,
+            tenant_id=stream.tenant_id,
+            model=chunk.model,
+            attempt=chunk.attempt,
+            seq=stream.next_out,
+            text=text,
+            final=chunk.final,
+            created_at=utcnow(),
+            finish_reason=chunk.finish_reason if chunk.final else None,
+        )
+        stream.next_out += 1
+        return [out]
+
+    def expire(self) -> int:
+        """Drop the streams idle for ``idle_s``; how many were dropped."""
+        horizon = self._clock() - self.idle_s
+        expired = [key for key, stream in self._open.items() if stream.last_seen < horizon]
+        for key in expired:
+            self._drop(key)
+        return len(expired)
+
+    def _start(self, key: StreamKey, tenant_id: str) -> _OpenStream:
+        while len(self._open) >= self.max_open:
+            oldest = next(iter(self._open))
+            self._drop(oldest)
+        stream = _OpenStream(
+            tenant_id,
+            StreamRedactor(
+                self._analysis_for(key[0], tenant_id),
+                hold_back=self.hold_back,
+                max_pending_chars=self.max_pending_chars,
+            ),
+            last_seen=self._clock(),
+        )
+        self._open[key] = stream
+        return stream
+
+    def _drop(self, key: StreamKey) -> None:
+        self.dropped += 1
+        self._close(key)
+
+    def _close(self, key: StreamKey) -> None:
+        self._open.pop(key, None)
+        self._closed[key] = True
+
+
+def redact_chunks(
+    records: Sequence[InputRecord], streams: ChunkStreams, registry: TenantRegistry
+) -> list[Outcome]:
+    """Per raw chunk, its redacted chunk(s), nothing, or why it is dead-lettered."""
+    streams.expire()
+    outcomes: list[Outcome] = []
+    for record in records:
+        try:
+            chunk = InferenceChunk.from_avro(record.value)
+            if record.key != chunk.request_id.encode("utf-8"):
+                raise InvalidChunk(
+                    "a chunk's key is not its request id; inference.chunks.raw is keyed by "
+                    "request id so that one stream stays in order"
+                )
+            if registry.entry(chunk.tenant_id) is None:
+                raise UnauthenticatedRequest(
+                    "a streamed chunk for a tenant the tenant registry does not hold "
+                    "(retired, or not written by infer): register the tenant again and replay"
+                )
+            outcomes.append(
+                [Output(CHUNKS, c.to_avro(), key=c.request_id) for c in streams.accept(chunk)]
+            )
+        except RecordError as error:
+            outcomes.append(error)
+    return outcomes
+
+
+# -- the processor declaration --------------------------------------------------------
+@dataclass
+class StreamResources:
+    """The engine (Presidio, the policy, the pseudonym keys), the registry, the open streams."""
+
+    engine: GuardEngine
+    registry: TenantRegistry
+    streams: ChunkStreams
+
+
+def _setup(ctx: Context[GuardSettings, None]) -> StreamResources:
+    for name in TEXT_LOGGERS:
+        logging.getLogger(name).setLevel(logging.WARNING)
+    settings = ctx.config
+    registry = TenantRegistry.load(settings.tenants_path)  # before the engine starts a process
+    # Outputs are redacted, never scored for injection: no embedder, so no Triton.
+    engine = GuardEngine.from_settings(
+        settings.model_copy(update={"embedder": "none"}),
+        pseudonym_key_ids=registry.pseudonym_key_id,
+    )
+    streams = ChunkStreams(
+        lambda request_id, tenant_id: engine_analysis(engine, request_id, tenant_id),
+        hold_back=settings.stream_hold_back_chars,
+        max_pending_chars=settings.stream_max_pending_chars,
+        max_open=settings.stream_max_open,
+        idle_s=settings.stream_idle_s,
+    )
+    return StreamResources(engine, registry, streams)
+
+
+def _teardown(ctx: Context[GuardSettings, StreamResources]) -> None:
+    ctx.resources.engine.close()
+
+
+def _process_batch(
+    records: Sequence[InputRecord], ctx: Context[GuardSettings, StreamResources]
+) -> list[Outcome]:
+    return redact_chunks(records, ctx.resources.streams, ctx.resources.registry)
+
+
+PROCESSOR: ProcessorSpec[GuardSettings, StreamResources] = ProcessorSpec(
+    name="guard-stream",
+    description="Redact the deltas of streamed generations before the gateway relays them.",
+    settings=GuardSettings,
+    inputs=lambda catalog, settings: [RAW_CHUNKS],
+    outputs=lambda catalog, settings: [CHUNKS],
+    process_batch=_process_batch,
+    setup=_setup,
+    teardown=_teardown,
+    batching=lambda settings: (
+        settings.stream_max_records_per_poll,
+        settings.stream_max_batch_latency_ms,
+    ),
+    at_least_once=True,
+)
+
+__all__ = ["CHUNKS", "PROCESSOR", "RAW_CHUNKS", "ChunkStreams", "redact_chunks"]

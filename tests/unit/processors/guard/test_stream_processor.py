@@ -1,0 +1,178 @@
+"""guard-stream: its streams (repeats, gaps, bounds) and the whole processor in process."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+from pydantic import SecretStr
+
+from processors.guard.settings import GuardSettings
+from processors.guard.stream_processor import CHUNKS, PROCESSOR, RAW_CHUNKS, ChunkStreams
+from processors.guard.stream_redaction import Analyse, WindowAnalysis
+from streams.contracts.records import InferenceChunk
+from streams.errors import InvalidChunk
+from streams.runtime.testing import Harness
+from streams.settings import Settings
+from tests.support.tenants import UnitTenants
+
+NOW = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
+EMAIL = "maria.garcia@example.com"
+DIGITS = re.compile(r"\d+")
+
+
+def _digits(_request_id: str, _tenant: str) -> Analyse:
+    def analyse(window: str) -> WindowAnalysis:
+        spans = tuple((m.start(), m.end()) for m in DIGITS.finditer(window))
+
+        def render(start: int, end: int) -> str:
+            return DIGITS.sub("<N>", window[start:end])
+
+        return WindowAnalysis(spans, render)
+
+    return analyse
+
+
+def _chunk(seq: int, text: str, *, final: bool = False, **fields: Any) -> InferenceChunk:
+    values: dict[str, Any] = {
+        "request_id": "r1",
+        "tenant_id": "acme",
+        "model": "textgen",
+        "attempt": "a1",
+        "seq": seq,
+        "text": text,
+        "final": final,
+        "created_at": NOW,
+        "finish_reason": "stop" if final else None,
+    }
+    return InferenceChunk(**(values | fields))
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _streams(**kwargs: Any) -> ChunkStreams:
+    return ChunkStreams(_digits, **({"hold_back": 8, "max_pending_chars": 64} | kwargs))
+
+
+def test_a_stream_is_released_renumbered_and_closed_by_its_final_chunk() -> None:
+    streams = _streams()
+    out = [
+        *streams.accept(_chunk(0, "call me at ")),
+        *streams.accept(_chunk(1, "555 0100 after ")),
+        *streams.accept(_chunk(2, "lunch today please")),
+        *streams.accept(_chunk(3, "", final=True)),
+    ]
+    assert "".join(c.text for c in out) == "call me at <N> <N> after lunch today please"
+    assert [c.seq for c in out] == list(range(len(out)))
+    assert [c.final for c in out] == [False] * (len(out) - 1) + [True]
+    assert out[-1].finish_reason == "stop"
+    assert {(c.request_id, c.attempt, c.tenant_id) for c in out} == {("r1", "a1", "acme")}
+    assert streams.open_count == 0
+    assert streams.accept(_chunk(3, "", final=True)) == [], "a repeated final opens nothing"
+
+
+def test_repeated_chunks_are_dropped_and_attempts_are_streams_of_their_own() -> None:
+    streams = _streams()
+    first = streams.accept(_chunk(0, "one two three four five "))
+    assert streams.accept(_chunk(0, "one two three four five ")) == []
+    other = streams.accept(_chunk(0, "uno dos tres cuatro cinco ", attempt="a2"))
+    assert first and other
+    assert first[0].seq == other[0].seq == 0
+    assert streams.open_count == 2
+
+
+def test_a_stream_first_seen_mid_way_or_with_a_gap_is_not_released() -> None:
+    streams = _streams()
+    assert streams.accept(_chunk(3, "the middle of something long enough ")) == []
+    assert streams.accept(_chunk(4, "more of it, long enough again ")) == []
+    streams.accept(_chunk(0, "a beginning ", request_id="r2"))
+    assert streams.accept(_chunk(2, "a gap, long enough to release ", request_id="r2")) == []
+    assert streams.accept(_chunk(3, "and after it, long enough ", request_id="r2")) == []
+    assert streams.open_count == 0
+    assert streams.dropped == 2
+
+
+def test_open_streams_are_bounded_and_idle_ones_expire() -> None:
+    clock = Clock()
+    streams = _streams(max_open=2, idle_s=10, clock=clock)
+    for request_id in ("r1", "r2", "r3"):
+        streams.accept(_chunk(0, "hi", request_id=request_id))
+        clock.now += 1
+    assert streams.open_count == 2
+    assert streams.accept(_chunk(1, "r1 was evicted, this is dropped ", request_id="r1")) == []
+    clock.now += 30
+    assert streams.expire() == 2
+    assert streams.open_count == 0
+
+
+def test_a_chunk_of_another_tenant_in_a_stream_is_refused() -> None:
+    streams = _streams()
+    streams.accept(_chunk(0, "hi"))
+    with pytest.raises(InvalidChunk):
+        streams.accept(_chunk(1, "there", tenant_id="globex"))
+
+
+# -- the processor, in process, with guard's real engine ---------------------------------
+@pytest.fixture(scope="module")
+def tenants(tmp_path_factory: pytest.TempPathFactory) -> UnitTenants:
+    return UnitTenants(tmp_path_factory.mktemp("tenants")).add("acme")
+
+
+@pytest.fixture(scope="module")
+def harness(tenants: UnitTenants) -> Iterator[Harness[GuardSettings, Any]]:
+    config = GuardSettings(
+        embedder="none",
+        hash_secret=SecretStr("s" * 32),
+        tenants_path=tenants.path,
+        stream_hold_back_chars=32,
+    )
+    with Harness(PROCESSOR, settings=Settings(), config=config) as harness:
+        yield harness
+
+
+def test_an_email_split_across_chunks_reaches_inference_chunks_redacted(
+    harness: Harness[GuardSettings, Any],
+) -> None:
+    cut = EMAIL.index("@") + 3
+    texts = [f"Sure, write to {EMAIL[:cut]}", f"{EMAIL[cut:]} and she will answer you soon."]
+    records = [
+        harness.record(RAW_CHUNKS, _chunk(i, t).to_avro(), key="r1") for i, t in enumerate(texts)
+    ]
+    records.append(harness.record(RAW_CHUNKS, _chunk(2, "", final=True).to_avro(), key="r1"))
+    records.append(harness.record(RAW_CHUNKS, _chunk(1, texts[1]).to_avro(), key="r1"))  # again
+    out = harness.run(records)
+    chunks = out.values(CHUNKS)
+    text = "".join(c["text"] for c in chunks)
+    assert EMAIL not in text and EMAIL[:cut] not in text and EMAIL[cut:] not in text
+    assert "<EMAIL_ADDRESS>" in text
+    assert text.endswith("she will answer you soon.")
+    assert [c["seq"] for c in chunks] == list(range(len(chunks)))
+    assert chunks[-1]["final"] and chunks[-1]["finish_reason"] == "stop"
+    assert out.dead_letters == []
+
+
+def test_bad_bytes_unknown_tenants_and_wrong_keys_are_dead_lettered(
+    harness: Harness[GuardSettings, Any],
+) -> None:
+    out = harness.run(
+        [
+            harness.record(RAW_CHUNKS, b"\x00not avro", key="r9"),
+            harness.record(
+                RAW_CHUNKS, _chunk(0, "hi", request_id="r8", tenant_id="nobody").to_avro(), key="r8"
+            ),
+            harness.record(RAW_CHUNKS, _chunk(0, "hi", request_id="r7").to_avro(), key="r6"),
+        ]
+    )
+    assert out.values(CHUNKS) == []
+    assert {d.info.topic for d in out.dead_letters} == {RAW_CHUNKS}
+    assert out.kinds()[1:] == ["UnauthenticatedRequest", "InvalidChunk"]
+    assert len(out.dead_letters) == 3
