@@ -66,8 +66,8 @@ from streams.gateway.idempotency import HEADER as IDEMPOTENCY_HEADER
 from streams.gateway.idempotency import KeyMemory, fingerprint, parse_key, request_ids
 from streams.gateway.keys import ApiKeyRecord
 from streams.gateway.mapping import (
-    Caller,
     CACHE_HEADER,
+    Caller,
     cache_header,
     chat_chunks,
     chat_prompt,
