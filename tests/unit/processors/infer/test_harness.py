@@ -98,7 +98,7 @@ def test_settings_reach_the_resources_once(harness: Harness[InferSettings, Any])
     assert harness.ctx.resources.device == "cpu"
     assert harness.ctx.config.max_records_per_poll == 512
     assert PROCESSOR.batching is not None
-    assert PROCESSOR.batching(harness.ctx.config) == (512, 50)
+    assert PROCESSOR.batching(harness.ctx.config) == (512, 5)
 
 
 class Words:

@@ -158,7 +158,9 @@ class Embedder:
         self.sent: list[str] = []
         self.reject: set[str] = set()
 
-    def run(self, batches: Sequence[list[Job]]) -> dict[int, Completion | BackendRejectedError]:
+    def run(
+        self, batches: Sequence[list[Job]], _streams: object = None
+    ) -> dict[int, Completion | BackendRejectedError]:
         done: dict[int, Completion | BackendRejectedError] = {}
         for batch in batches:
             for j in batch:
