@@ -74,14 +74,22 @@ def _calls(client: Any) -> list[tuple[str, float, str]]:
         return f"{answer.usage.completion_tokens} tokens, {answer.choices[0].finish_reason}"
 
     def streamed() -> str:
+        started = time.perf_counter()
         chunks = client.chat.completions.create(
             model="textgen",
             messages=[{"role": "user", "content": PROMPT}],
             max_tokens=16,
             stream=True,
         )
-        events = [chunk for chunk in chunks]
-        return f"{len(events)} server-sent events"
+        # The deltas that carry text, and when the first of them reached the caller.
+        first_ms, deltas = None, 0
+        for chunk in chunks:
+            if chunk.choices and chunk.choices[0].delta.content:
+                deltas += 1
+                if first_ms is None:
+                    first_ms = (time.perf_counter() - started) * 1000
+        first = "no text" if first_ms is None else f"first after {first_ms:,.0f} ms"
+        return f"{deltas} text deltas, {first}"
 
     calls: list[tuple[str, Callable[[], str]]] = [
         ("embeddings (minilm)", embed),
