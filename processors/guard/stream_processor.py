@@ -33,7 +33,7 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from processors.guard.engine import GuardEngine
 from processors.guard.processor import TEXT_LOGGERS
@@ -61,6 +61,11 @@ class _OpenStream:
     next_in: int = 0  # the seq expected next from infer
     next_out: int = 0  # the seq of this stream's next redacted chunk
     last_seen: float = 0.0
+    # What the batch at hand brought: its deltas, whether the last was final, and why.
+    staged: list[str] = field(default_factory=list)
+    staged_final: bool = False
+    staged_model: str = ""
+    finish_reason: str | None = None
 
 
 class ChunkStreams:
@@ -89,6 +94,8 @@ class ChunkStreams:
         self._open: OrderedDict[StreamKey, _OpenStream] = OrderedDict()  # oldest activity first
         # Streams closed, dropped or skipped: their later (repeated) chunks open nothing.
         self._closed: BoundedCache[StreamKey, bool] = BoundedCache(max(4 * max_open, 1024))
+        # Streams with text staged in the batch at hand, in the order they were staged.
+        self._staged: dict[StreamKey, None] = {}
         self.dropped = 0
 
     @property
@@ -98,47 +105,79 @@ class ChunkStreams:
 
     def accept(self, chunk: InferenceChunk) -> list[InferenceChunk]:
         """The redacted chunk ``chunk`` releases (none when it releases nothing yet)."""
+        self.stage(chunk)
+        return self.release()
+
+    def stage(self, chunk: InferenceChunk) -> bool:
+        """Take ``chunk`` into its stream's text of this batch; False when it adds nothing.
+
+        Staged text is analysed by ``release``, once per stream however many deltas of it
+        the batch holds: a delta costs guard an analysis only when the batch has no later
+        one of its stream, so a replica that falls behind catches up with bigger batches
+        instead of analysing every token. Raises ``InvalidChunk`` for a chunk that
+        contradicts its stream.
+        """
         key = (chunk.request_id, chunk.attempt)
         if key in self._closed:
-            return []
+            return False
         stream = self._open.get(key)
         if stream is None:
             if chunk.seq != 0:
                 self._close(key)  # begun before this replica had it: skipped whole
                 self.dropped += 1
-                return []
+                return False
             stream = self._start(key, chunk.tenant_id)
         elif chunk.tenant_id != stream.tenant_id:
             raise InvalidChunk(
                 "a chunk names another tenant than its stream's first chunk; check the "
                 "producer of inference.chunks.raw (only infer may write it)"
             )
-        if chunk.seq < stream.next_in:
-            return []  # delivered again
+        if chunk.seq < stream.next_in or stream.staged_final:
+            return False  # delivered again
         if chunk.seq > stream.next_in:
             self._drop(key)  # a chunk is missing: the rest cannot be redacted in context
-            return []
+            return False
         stream.next_in += 1
         stream.last_seen = self._clock()
         self._open.move_to_end(key)
-        text = stream.redactor.feed(chunk.text, final=chunk.final)
+        stream.staged.append(chunk.text)
+        stream.staged_model = chunk.model
         if chunk.final:
-            self._close(key)
-        if not text and not chunk.final:
-            return []
-        out = InferenceChunk(
-            request_id=chunk.request_id,
-            tenant_id=stream.tenant_id,
-            model=chunk.model,
-            attempt=chunk.attempt,
-            seq=stream.next_out,
-            text=text,
-            final=chunk.final,
-            created_at=utcnow(),
-            finish_reason=chunk.finish_reason if chunk.final else None,
-        )
-        stream.next_out += 1
-        return [out]
+            stream.staged_final = True
+            stream.finish_reason = chunk.finish_reason
+        self._staged[key] = None
+        return True
+
+    def release(self) -> list[InferenceChunk]:
+        """One redacted chunk per stream with staged text that releases some (or ends)."""
+        out: list[InferenceChunk] = []
+        for key in self._staged:
+            stream = self._open.get(key)
+            if stream is None:
+                continue  # dropped after its text was staged
+            delta, final = "".join(stream.staged), stream.staged_final
+            stream.staged.clear()
+            text = stream.redactor.feed(delta, final=final)
+            if final:
+                self._close(key)
+            if not text and not final:
+                continue
+            out.append(
+                InferenceChunk(
+                    request_id=key[0],
+                    tenant_id=stream.tenant_id,
+                    model=stream.staged_model,
+                    attempt=key[1],
+                    seq=stream.next_out,
+                    text=text,
+                    final=final,
+                    created_at=utcnow(),
+                    finish_reason=stream.finish_reason if final else None,
+                )
+            )
+            stream.next_out += 1
+        self._staged.clear()
+        return out
 
     def expire(self) -> int:
         """Drop the streams idle for ``idle_s``; how many were dropped."""
@@ -179,7 +218,8 @@ def redact_chunks(
     """Per raw chunk, its redacted chunk(s), nothing, or why it is dead-lettered."""
     streams.expire()
     outcomes: list[Outcome] = []
-    for record in records:
+    last_of: dict[StreamKey, int] = {}  # a stream's last staged chunk: its record's index
+    for index, record in enumerate(records):
         try:
             chunk = InferenceChunk.from_avro(record.value)
             if record.key != chunk.request_id.encode("utf-8"):
@@ -192,11 +232,16 @@ def redact_chunks(
                     "a streamed chunk for a tenant the tenant registry does not hold "
                     "(retired, or not written by infer): register the tenant again and replay"
                 )
-            outcomes.append(
-                [Output(CHUNKS, c.to_avro(), key=c.request_id) for c in streams.accept(chunk)]
-            )
+            if streams.stage(chunk):
+                last_of[(chunk.request_id, chunk.attempt)] = index
+            outcomes.append([])
         except RecordError as error:
             outcomes.append(error)
+    # Each stream's redacted text goes out with its last chunk of the batch.
+    for released in streams.release():
+        outcome = outcomes[last_of[(released.request_id, released.attempt)]]
+        if isinstance(outcome, list):  # always: a staged chunk is never dead-lettered
+            outcome.append(Output(CHUNKS, released.to_avro(), key=released.request_id))
     return outcomes
 
 

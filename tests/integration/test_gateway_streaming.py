@@ -23,8 +23,6 @@ from streams.gateway.key_store import KeyStore
 from streams.runtime import kafka
 from streams.settings import Settings
 from tests.integration.test_gateway import GUARD_ENV, Served, _start_gateway
-from tests.support import metering as m
-from tests.support import tenants
 from tests.support.world import make_world, read_all, running_all
 
 openai = pytest.importorskip("openai", reason="the gateway is tested with OpenAI's client")
@@ -32,13 +30,18 @@ pytest.importorskip("starlette", reason="the gateway's HTTP stack: pip install '
 pytest.importorskip("uvicorn", reason="the gateway's HTTP stack: pip install 'sluice[gateway]'")
 
 EMAIL = "maria.garcia@example.com"
+STREAM_TENANT = "telemetry"
 
 
 @pytest.fixture(scope="module")
 def served(triton: Settings, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     world = make_world(triton, tmp_path_factory.mktemp("gateway-streaming"))
-    [tenant] = m.tenants(1)
-    tenants.register(world.settings, [tenant])  # before guard and guard-stream start
+    # A tenant the stack registered, whose policy finds entities by their patterns only
+    # (PERSON off, schemas/guard/policy.yaml): what a pattern matches does not depend on
+    # the text around it, so the redacted stream must equal the stored result. Where the
+    # name model runs, a name can be judged differently in a window than in the whole
+    # text (docs/explanation/gateway.md, Streaming).
+    tenant = STREAM_TENANT
     store = KeyStore(world.settings.stack.root / "secrets")
     created = store.create(tenant, {tenant}, user="integration-suite", name="streaming test")
     with running_all(world, ["guard", "guard-stream", "infer"], **GUARD_ENV):
@@ -62,7 +65,7 @@ def test_a_streamed_chat_completion_arrives_delta_by_delta_and_equals_the_stored
     stream = served.client().chat.completions.create(
         model="textgen",
         messages=[{"role": "user", "content": "Tell me a long story about Kafka"}],
-        max_tokens=48,
+        max_tokens=200,  # about 2 s of the test model: deltas have time to arrive first
         stream=True,
         stream_options={"include_usage": True},
     )
@@ -81,7 +84,7 @@ def test_a_streamed_chat_completion_arrives_delta_by_delta_and_equals_the_stored
     assert deltas[0][0] * 1000 < stored_at_ms
     assert "".join(text for _, text in deltas) == result["output_text"]
     assert [c.choices[0].finish_reason for c in chunks if c.choices][-1] in {"stop", "length"}
-    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 48
+    assert chunks[-1].usage is not None and chunks[-1].usage.completion_tokens <= 200
     # What the gateway relayed came from guard-stream, numbered from 0 without a gap.
     relayed = [record for _, record in _decoded(served, "inference.chunks", request_id)]
     first_attempt = relayed[0]["attempt"]

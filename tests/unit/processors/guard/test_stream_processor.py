@@ -80,6 +80,40 @@ def test_a_stream_is_released_renumbered_and_closed_by_its_final_chunk() -> None
     assert streams.accept(_chunk(3, "", final=True)) == [], "a repeated final opens nothing"
 
 
+def test_a_streams_deltas_in_one_batch_are_analysed_once_and_released_together() -> None:
+    windows: list[str] = []
+
+    def counting(request_id: str, tenant: str) -> Analyse:
+        analyse = _digits(request_id, tenant)
+
+        def record(window: str) -> WindowAnalysis:
+            windows.append(window)
+            return analyse(window)
+
+        return record
+
+    streams = ChunkStreams(counting, hold_back=8, max_pending_chars=64)
+    other = {"request_id": "r2", "attempt": "b1"}
+    staged = [
+        streams.stage(_chunk(0, "call me at ")),
+        streams.stage(_chunk(0, "no digits here, ", **other)),
+        streams.stage(_chunk(1, "555 0100 after ")),
+        streams.stage(_chunk(2, "lunch today please")),
+        streams.stage(_chunk(1, "", final=True, **other)),
+    ]
+    assert staged == [True] * 5 and windows == [], "nothing is analysed while staging"
+    released = streams.release()
+    # One analysis per stream, not per delta; one output each, in staging order.
+    assert len(windows) == 2
+    assert [(c.request_id, c.seq, c.final) for c in released] == [("r1", 0, False), ("r2", 0, True)]
+    assert released[0].text == "call me at <N> <N> after lunch "  # back to a space
+    rest = streams.accept(_chunk(3, "", final=True))
+    assert "".join(c.text for c in [released[0], *rest]) == (
+        "call me at <N> <N> after lunch today please"
+    )
+    assert streams.stage(_chunk(1, "", final=True, **other)) is False, "closed: a repeat"
+
+
 def test_repeated_chunks_are_dropped_and_attempts_are_streams_of_their_own() -> None:
     streams = _streams()
     first = streams.accept(_chunk(0, "one two three four five "))
