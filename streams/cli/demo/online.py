@@ -75,10 +75,12 @@ def _calls(client: Any) -> list[tuple[str, float, str]]:
 
     def streamed() -> str:
         started = time.perf_counter()
+        # Long enough to be seen streaming: guard-stream holds back a tail of 64
+        # characters, about the whole of a 16-token answer.
         chunks = client.chat.completions.create(
             model="textgen",
             messages=[{"role": "user", "content": PROMPT}],
-            max_tokens=16,
+            max_tokens=128,
             stream=True,
         )
         # The deltas that carry text, and when the first of them reached the caller.
