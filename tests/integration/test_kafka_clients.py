@@ -18,7 +18,7 @@ from confluent_kafka.serialization import MessageField, SerializationContext
 from streams.contracts.records import InferenceRequest
 from streams.contracts.serde import AvroSerde
 from streams.runtime import kafka
-from tests.support.world import World, make_world, read_all
+from tests.support.world import TOPIC_SUBJECTS, World, make_world, read_all
 
 #: A faust-streaming app, run as its own process (faust owns the event loop).
 FAUST_SCRIPT = Path(__file__).parents[1] / "support" / "faust_round_trip.py"
@@ -105,7 +105,7 @@ def test_serde_interoperates_with_confluent_serializers(stack, tmp_path):
     }
 
     ours = serde.encoder("raw.support_tickets")(event)
-    theirs = AvroDeserializer(client)(ours, context)
+    theirs = AvroDeserializer(client, conf=TOPIC_SUBJECTS)(ours, context)
     assert theirs["event_id"] == "e"
     assert theirs["attributes"] == {"a": "b"}
 

@@ -11,6 +11,7 @@ from streams.contracts.serde import AvroSerde
 from streams.runtime.dead_letters import parse_error_headers
 from streams.sdk.client import SluiceClient
 from tests.support.world import (
+    TOPIC_SUBJECTS,
     World,
     make_world,
     process_log,
@@ -116,7 +117,9 @@ def test_validated_records_decode_with_the_registered_schema(world: World, ticke
         client.send_record(world.dataset, ticket(1))
     with running(world, "validate"):
         [message] = read_all(world.settings, world.validated, 1, settle=0.5)
-    deserializer = AvroDeserializer(SchemaRegistryClient(world.settings.registry.client_config()))
+    deserializer = AvroDeserializer(
+        SchemaRegistryClient(world.settings.registry.client_config()), conf=TOPIC_SUBJECTS
+    )
     value = deserializer(message.value(), SerializationContext(world.validated, MessageField.VALUE))
     assert value["ticket_id"] == "TCK-00000001"
     assert value["meta"]["raw_topic"] == world.raw

@@ -256,3 +256,10 @@ def reference(texts: list[str]) -> dict[str, Any]:
     )
     result: dict[str, Any] = json.loads(done.stdout)
     return result
+
+
+#: For confluent-kafka's own AvroDeserializer: subjects by topic name, as Sluice registers
+#: them. Its default first asks the registry for the topic's schema associations, an API
+#: the Apicurio registry of the local stack does not serve; that request was seen to
+#: hang waiting for the response.
+TOPIC_SUBJECTS = {"subject.name.strategy.type": "TOPIC"}
