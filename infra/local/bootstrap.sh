@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Sets up everything Sluice needs on a fresh Debian machine, idempotently:
-# system packages (Java, Maven, PostgreSQL for the CDC tests), the Python virtual environment (.venv) with the
+# system packages (Java, Maven, PostgreSQL for the CDC tests, Chromium for the report's
+# test), the Python virtual environment (.venv) with the
 # package and its extras. Jars are fetched by `sluice up` itself (Maven, cached in ~/.m2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -12,6 +13,8 @@ command -v mvn >/dev/null || need_apt+=(maven)
 # PostgreSQL for the CDC tests (Debezium); they run their own cluster with initdb/pg_ctl.
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null && command -v psql >/dev/null \
   || need_apt+=(postgresql)
+# Headless Chromium renders `sluice report`'s HTML page in its test (skipped without it).
+command -v chromium >/dev/null || need_apt+=(chromium)
 if ((${#need_apt[@]})); then
   echo "bootstrap: installing ${need_apt[*]} (apt)"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd="sudo"
