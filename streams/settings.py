@@ -259,6 +259,18 @@ class RunnerSettings(_Frozen):
         30.0,
         description="On SIGTERM, longest wait for the producer to flush after the last commit.",
     )
+    fair_window_records: int = Field(
+        10_000,
+        ge=0,
+        description="Records a processor that schedules fairly across tenants (guard, infer) "
+        "reads ahead and holds, so that another tenant's records behind one tenant's backlog "
+        "are taken in their turn; 0 takes records in offset order.",
+    )
+    fair_window_bytes: int = Field(
+        64 * 1024 * 1024,
+        ge=1,
+        description="Bytes (keys and values) that read-ahead window may hold.",
+    )
     max_dlq_message_chars: int = Field(
         1000,
         description="Longest sluice.error.message header; longer reasons are cut with an ellipsis.",

@@ -54,14 +54,23 @@ from processors.guard.rate_gate import RATE_LIMITED, RateGate
 from processors.guard.replay import RequestIdGate
 from processors.guard.reservations import ReservationLedger
 from processors.guard.settings import GuardSettings
+from processors.guard.shares import GuardShares
 from streams.contracts.records import GuardVerdict, InferenceRequest, InferenceResult, PiiFinding
 from streams.errors import TransientError, UnauthenticatedRequest
 from streams.llm.budgets import load_budgets
 from streams.llm.model_catalog import load_models
 from streams.llm.pricing import load_prices
-from streams.llm.rate_limits import load_rate_limits
+from streams.llm.rate_limits import UNATTRIBUTED, load_rate_limits, load_shares
 from streams.runtime.signing import Signer
-from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, RecordSigner
+from streams.runtime.spec import (
+    Context,
+    InputRecord,
+    Outcome,
+    Output,
+    ProcessorSpec,
+    RecordSigner,
+    Share,
+)
 from streams.runtime.tenants import TenantRegistry
 
 REQUESTS = "inference.requests"
@@ -285,6 +294,8 @@ class GuardResources:
     identity: TenantIdentity
     request_ids: RequestIdGate | None = None
     rate_limits: RateGate | None = None
+    # Whose turn each record waits for in the runner's fair window (shares.py).
+    shares: GuardShares | None = None
 
 
 GuardContext = Context[GuardSettings, GuardResources]
@@ -328,10 +339,15 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
                 max_per_tenant=settings.max_reservations_per_tenant,
             ),
         )
+    identity = TenantIdentity.of(tenants, engine.policy)
+    shares_path = settings.rate_limits_path(ctx.settings.schemas_dir)
     return GuardResources(
         engine=engine,
         over_budget=over_budget,
-        identity=TenantIdentity.of(tenants, engine.policy),
+        identity=identity,
+        shares=GuardShares(
+            identity, rate_limits.shares if rate_limits is not None else load_shares(shares_path)
+        ),
         request_ids=(
             RequestIdGate.from_kafka(
                 ctx.settings,
@@ -351,6 +367,11 @@ def _setup(ctx: Context[GuardSettings, None]) -> GuardResources:
             else None
         ),
     )
+
+
+def _share_of(ctx: GuardContext, record: InputRecord) -> Share:
+    shares = ctx.resources.shares
+    return shares.of(record, ctx.serde) if shares is not None else Share(UNATTRIBUTED)
 
 
 def _teardown(ctx: GuardContext) -> None:
@@ -527,4 +548,5 @@ PROCESSOR: ProcessorSpec[GuardSettings, GuardResources] = ProcessorSpec(
     rollback=_rollback,
     batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),
     signers=_signers,
+    share_of=_share_of,
 )

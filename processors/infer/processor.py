@@ -41,7 +41,7 @@ from opentelemetry.trace import SpanKind
 from prometheus_client import Counter, Histogram
 
 from processors.infer.chunks import CHUNKS, ChunkPublisher
-from processors.infer.lanes import ModelPeek, in_lane
+from processors.infer.lanes import in_lane, model_peek
 from processors.infer.planning import (
     BACKEND_REJECTED,
     Completion,
@@ -59,14 +59,16 @@ from processors.infer.triton_calls import (
     BackendUnavailableError,
     TritonBackend,
 )
+from streams.contracts.peek import TENANT_FIELD, FieldPeek
 from streams.contracts.records import InferenceRequest, InferenceResult, utcnow
 from streams.errors import RecordError, TransientError, UnverifiedVerdict, inference_refusal
 from streams.llm.model_catalog import DEFAULT_LANE, ModelCatalog, load_models
+from streams.llm.rate_limits import Shares, load_shares
 from streams.llm.tokenizing import TokenCounter, search_paths
 from streams.runtime import kafka
 from streams.runtime.metrics import bounded_label
 from streams.runtime.signing import UnverifiedError, Verifier
-from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
+from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec, Share
 
 _TRACER = trace.get_tracer("sluice.infer")
 REQUESTS = "inference.requests.safe"
@@ -308,7 +310,11 @@ class InferResources:
     # Produces streamed requests' deltas; None: requests are answered whole, never streamed.
     chunks: ChunkPublisher | None = None
     # Reads the model name of another lane's record without decoding it (cached per schema).
-    peek: ModelPeek = field(default_factory=ModelPeek)
+    peek: FieldPeek = field(default_factory=model_peek)
+    # Each tenant's weight when tenants compete (the rate limits file's shares).
+    shares: Shares = field(default_factory=Shares)
+    # Reads a request's tenant for the runner's fair window without decoding it.
+    tenant_peek: FieldPeek = field(default_factory=lambda: FieldPeek(TENANT_FIELD))
 
 
 InferContext = Context[InferSettings, InferResources]
@@ -330,6 +336,7 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
         device=ctx.config.device or "triton",
         verifier=verifier,
         cache=ResponseCache.from_settings(ctx.config),
+        shares=load_shares(ctx.config.rate_limits_path(ctx.settings.schemas_dir)),
         chunks=ChunkPublisher(
             lambda: (
                 kafka.producer(ctx.settings, **{"linger.ms": ctx.config.chunk_linger_ms}),
@@ -338,6 +345,17 @@ def _setup(ctx: Context[InferSettings, None]) -> InferResources:
             )
         ),
     )
+
+
+def _share_of(ctx: Context[InferSettings, InferResources], record: InputRecord) -> Share:
+    """Whose turn a request waits for: the ``tenant_id`` guard signed into it.
+
+    Read from the bytes, unverified: only guard's principal may write
+    ``inference.requests.safe``, and a record guard did not sign is dead-lettered when its
+    turn comes, whichever share it waited in.
+    """
+    r = ctx.resources
+    return r.shares.share(r.tenant_peek.read(ctx.serde, record.raw, record.topic))
 
 
 def _announce_lane(ctx: Context[InferSettings, None], catalog: ModelCatalog) -> None:
@@ -435,4 +453,5 @@ PROCESSOR: ProcessorSpec[InferSettings, InferResources] = ProcessorSpec(
     after_commit=_after_commit,
     rollback=_rollback,
     batching=lambda settings: (settings.max_records_per_poll, settings.max_batch_latency_ms),
+    share_of=_share_of,
 )

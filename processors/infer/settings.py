@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -25,6 +27,12 @@ class InferSettings(BaseSettings):
         description="Longest a request waits, after the first of its poll, for more to fill "
         "it. Under load polls fill while the last one runs; raise it for a GPU that needs "
         "bigger micro-batches at moderate load (bench/README.md, gateway latency).",
+    )
+    rate_limits_file: Path | None = Field(
+        None,
+        description="Default <schemas>/rate_limits.yaml. infer reads only its shares: each "
+        "tenant's weight when tenants compete (equal shares without the file). Read once at "
+        "start.",
     )
     max_records_per_poll: int = Field(
         512, ge=1, description="Requests taken from Kafka per poll (and per transaction)."
@@ -84,6 +92,10 @@ class InferSettings(BaseSettings):
         description="Device label put on results (e.g. 'cuda:0 H100'); empty: 'triton'. "
         "`sluice run` fills it from the local stack's Triton when one is running.",
     )
+
+    def rate_limits_path(self, schemas_dir: Path) -> Path:
+        """The tenants' shares: ``rate_limits_file``, or ``rate_limits.yaml`` in ``schemas_dir``."""
+        return self.rate_limits_file or schemas_dir / "rate_limits.yaml"
 
 
 def group_of(settings: InferSettings) -> str:

@@ -1,5 +1,9 @@
 """Rate limits: the declaration (``schemas/rate_limits.yaml``) and the buckets that enforce it.
 
+The same file holds each tenant's **share**: its weight when tenants compete for guard
+and infer (``streams.runtime.fair_window``). Limits cap what a tenant may send; shares
+divide what the processors can do among the tenants that have work waiting.
+
 A limit is a number of requests and of tokens per minute. The gateway applies it per
 API key and per tenant before a call reaches Kafka (429 with ``Retry-After``); guard
 applies the tenant's to every request, Kafka-native producers included (blocked with
@@ -26,11 +30,13 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from streams.errors import ConfigurationError
+from streams.runtime.spec import Share
 
 SECONDS_PER_MINUTE = 60.0
 # Refills are sums of float products: a wait computed exactly may leave a hair's worth
@@ -56,6 +62,32 @@ class Rate(BaseModel):
 
 
 UNLIMITED = Rate()
+#: The share key of records no tenant is known to own (a tenant id is never empty).
+UNATTRIBUTED = ""
+#: The largest share: a tenant may be given at most 64 times another's turns.
+MAX_SHARE = 64
+
+
+class Shares(BaseModel):
+    """Each tenant's weight in fair scheduling: ``default`` for every tenant not listed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    default: int = Field(1, ge=1, le=MAX_SHARE)
+    tenants: dict[str, Annotated[int, Field(ge=1, le=MAX_SHARE)]] = Field(default_factory=dict)
+
+    def of(self, tenant: str) -> int:
+        """The tenant's share, else the default."""
+        return self.tenants.get(tenant, self.default)
+
+    def share(self, tenant: str | None) -> Share:
+        """The scheduling share of a record of ``tenant``.
+
+        None: a record nobody is known to own, which waits in the unattributed share (it
+        is refused or dead-lettered, fast).
+        """
+        if tenant is None:
+            return Share(UNATTRIBUTED)
+        return Share(tenant, self.of(tenant))
 
 
 class RateLimits(BaseModel):
@@ -65,6 +97,7 @@ class RateLimits(BaseModel):
     default: Rate = UNLIMITED
     tenants: dict[str, Rate] = Field(default_factory=dict)
     key_default: Rate = UNLIMITED
+    shares: Shares = Shares()
 
     def for_tenant(self, tenant: str) -> Rate:
         """The tenant's own limits, else the default."""
@@ -85,6 +118,13 @@ def load_rate_limits(path: Path) -> RateLimits:
             f"  {'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
         )
         raise RateLimitConfigError(f"{path} is not a valid rate limits file:\n{problems}") from exc
+
+
+def load_shares(path: Path) -> Shares:
+    """The shares in ``path``; equal shares when there is no such file (one is optional)."""
+    if not path.exists():
+        return Shares()
+    return load_rate_limits(path).shares
 
 
 @dataclass(slots=True)

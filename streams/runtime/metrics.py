@@ -52,6 +52,22 @@ BATCH_STAGE = Histogram(
     ["processor", "stage"],
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+WINDOW_RECORDS = Gauge(
+    "sluice_fair_window_records",
+    "Records read ahead and waiting for their turn (processors that schedule fairly).",
+    ["processor"],
+)
+WINDOW_SHARES = Gauge(
+    "sluice_fair_window_shares",
+    "Tenants (shares) with records waiting in the read-ahead window.",
+    ["processor"],
+)
+SKIPPED_DONE = Counter(
+    "sluice_fair_skipped_total",
+    "Records read again that were committed already (done ahead of their partition's "
+    "commit point) and skipped.",
+    ["processor"],
+)
 IN_FLIGHT = Gauge("sluice_batches_in_flight", "Batches being processed right now.", ["processor"])
 CONSUMER_LAG = Gauge(
     "sluice_consumer_lag",

@@ -23,6 +23,13 @@ Replicas share the input partitions through the consumer group; each has its
 own transactional id, and an instance that dies holding a transaction is
 aborted by the broker after ``transaction_timeout_ms``.
 
+A spec with ``share_of`` (guard, infer) is scheduled fairly across tenants: the
+runner reads up to ``SLUICE_RUNNER__FAIR_WINDOW_RECORDS`` ahead and builds each batch by
+weighted fair queuing (``streams.runtime.fair_window``); records then finish out of
+offset order, and each commit carries the partition's done-offsets map in its metadata
+(``streams.runtime.offset_ledger``), so that whoever reads the partition next skips
+what is done: still exactly once.
+
 A spec with ``at_least_once`` (guard-stream) runs without transactions: each batch's
 records are produced by an idempotent producer and flushed, and the offsets are
 committed only once every record was delivered; a crash in between replays the batch.
@@ -49,6 +56,8 @@ from streams.contracts.catalog import Catalog, catalog_for
 from streams.contracts.serde import AvroSerde
 from streams.errors import ConfigurationError, TransientError
 from streams.runtime import kafka, metrics, tracing
+from streams.runtime.fair_window import FairWindow
+from streams.runtime.offset_ledger import MetadataError, PartitionLedger, decode_done
 from streams.runtime.pipeline import BatchPipeline
 from streams.runtime.span_export import TOPIC as SPANS_TOPIC
 from streams.runtime.spec import Context, Headers, InputRecord, ProcessorSpec
@@ -58,6 +67,9 @@ log = logging.getLogger(__name__)
 
 #: How long an idle runner waits for a record before it looks at its stop flag again.
 IDLE_WAIT_S = 0.25
+#: Most records a fair runner takes from the consumer while its window is full (records of
+#: partitions assigned since it paused the others).
+READ_AHEAD_CHUNK = 1000
 
 
 class Runner:
@@ -94,6 +106,14 @@ class Runner:
         self.committed_records = 0
         self._undelivered = 0  # at-least-once: deliveries of the batch in hand that failed
         self._processed_at = 0.0  # when the batch in hand was processed (stage timing)
+        runner = settings.runner
+        fair = spec.share_of is not None and not spec.at_least_once
+        self._window = (
+            FairWindow(runner.fair_window_records, runner.fair_window_bytes)
+            if fair and runner.fair_window_records > 0
+            else None
+        )
+        self._reading_paused = False  # the window is full: its partitions are paused
 
     # -- lifecycle --------------------------------------------------------------
     def stop(self, *_: object) -> None:
@@ -115,7 +135,7 @@ class Runner:
         self._start()
         try:
             while not self._stopping.is_set():
-                batch = self._usable(self._poll())
+                batch = self._next_batch()
                 if not batch:
                     continue
                 try:
@@ -128,6 +148,50 @@ class Runner:
                     self._attempt = 0
         finally:
             self._close()
+
+    def _next_batch(self) -> list[InputRecord]:
+        """The records to process next: in offset order, or fairly from the window."""
+        if self._window is None:
+            return self._usable(self._poll())
+        self._read_ahead(self._window)
+        batch = self._window.take(self._batch_size)
+        metrics.WINDOW_RECORDS.labels(self.spec.name).set(self._window.records)
+        metrics.WINDOW_SHARES.labels(self.spec.name).set(len(self._window.queued()))
+        return batch
+
+    def _read_ahead(self, window: FairWindow) -> None:
+        """Top the window up from the consumer, pausing reads while it is full.
+
+        An empty window waits for a record (and a batch's worth of company) as the
+        in-order runner does; a window with records waiting takes only what the consumer
+        has already fetched. A full window still calls the consumer, which serves
+        rebalances and keeps this member in the group; its partitions are paused so that
+        nothing more is fetched, and resumed once a quarter of the window is free.
+        """
+        if window.full:
+            if not self._reading_paused:
+                self.consumer.pause(self.consumer.assignment())
+                self._reading_paused = True
+            messages = self.consumer.consume(READ_AHEAD_CHUNK, 0)
+        else:
+            if self._reading_paused and window.records <= window.max_records * 3 // 4:
+                self.consumer.resume(self.consumer.assignment())
+                self._reading_paused = False
+            # An empty window waits for a record and a batch's worth of company; then
+            # everything fetched already, up to the room: a record read a loop late
+            # waits a whole batch longer for its turn.
+            messages = self._poll() if window.records == 0 else []
+            if window.room > len(messages):
+                messages += self.consumer.consume(window.room - len(messages), 0)
+        share_of, ctx = self.spec.share_of, self.ctx
+        if share_of is None or ctx is None:  # a window exists only with both
+            raise RuntimeError("a fair window without share_of or before start")
+        skipped = 0
+        for record in self._usable(messages):
+            if not window.add(record, share_of(ctx, record)):
+                skipped += 1
+        if skipped:
+            metrics.SKIPPED_DONE.labels(self.spec.name).inc(skipped)
 
     def _poll(self) -> list[Message]:
         """The next batch: whatever arrives within the batch timeout of its first record.
@@ -257,12 +321,52 @@ class Runner:
             with suppress(OSError):
                 self._registration.unlink()
 
-    def _on_assign(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
+    def _on_assign(self, consumer: Any, partitions: list[TopicPartition]) -> None:
         log.info("assigned %s", _describe(partitions))
+        if self._window is not None and partitions:
+            self._load_ledgers(consumer, self._window, partitions)
+            if self._reading_paused:
+                consumer.pause(partitions)
 
     def _on_revoke(self, _consumer: Any, partitions: list[TopicPartition]) -> None:
         # No transaction is ever open here: callbacks run inside consume(), between batches.
         log.info("revoked %s", _describe(partitions))
+        if self._window is not None:
+            self._window.revoke((self.catalog.logical(p.topic), p.partition) for p in partitions)
+
+    def _load_ledgers(
+        self, consumer: Any, window: FairWindow, partitions: list[TopicPartition]
+    ) -> None:
+        """Each newly assigned partition's committed offset and done-offsets map.
+
+        Read with the consumer's isolation (read_committed asks the broker for stable
+        offsets), so a previous owner's open transaction is settled first.
+        """
+        for tp in consumer.committed(partitions, timeout=60):
+            committed = tp.offset if tp.offset >= 0 else None
+            done: set[int] = set()
+            if committed is not None:
+                try:
+                    done = decode_done(committed, tp.metadata)
+                except MetadataError as exc:
+                    log.warning(
+                        "%s[%d]: %s; records above offset %d will be processed again",
+                        tp.topic,
+                        tp.partition,
+                        exc,
+                        committed,
+                    )
+            if done:
+                log.info(
+                    "%s[%d]: committed at %d, %d records after it done already (skipped)",
+                    tp.topic,
+                    tp.partition,
+                    committed,
+                    len(done),
+                )
+            window.assign(
+                (self.catalog.logical(tp.topic), tp.partition), PartitionLedger(committed, done)
+            )
 
     # -- one batch --------------------------------------------------------------
     def _usable(self, messages: list[Message]) -> list[InputRecord]:
@@ -298,6 +402,8 @@ class Runner:
             metrics.IN_FLIGHT.labels(name).dec()
             if span is not None:
                 span.end()
+        if self._window is not None:
+            self._window.committed(batch)
         self.committed_batches += 1
         self.committed_records += len(batch)
         metrics.BATCHES.labels(name, "committed").inc()
@@ -323,7 +429,7 @@ class Runner:
             produced = self.pipeline.run(batch, self)
             self._processed_at = time.perf_counter()
             self.producer.send_offsets_to_transaction(
-                self._offsets(batch, last=True), self.consumer.consumer_group_metadata(), 60
+                self._commit_offsets(batch), self.consumer.consumer_group_metadata(), 60
             )
             self.producer.commit_transaction(60)
         except TransientError:
@@ -384,6 +490,15 @@ class Runner:
             log.warning("abort_transaction: %s", exc.args[0].str())
 
     # -- retry ------------------------------------------------------------------
+    def _commit_offsets(self, batch: list[InputRecord]) -> list[TopicPartition]:
+        """What the batch's transaction commits: the offsets after it, or the window's."""
+        if self._window is None:
+            return self._offsets(batch, last=True)
+        return [
+            TopicPartition(self.catalog.physical(topic), partition, offset, metadata=metadata)
+            for (topic, partition), (offset, metadata) in self._window.commit_offsets(batch).items()
+        ]
+
     def _offsets(self, batch: list[InputRecord], *, last: bool) -> list[TopicPartition]:
         """Per partition of the batch, where to commit to or rewind to.
 
@@ -402,8 +517,19 @@ class Runner:
         ]
 
     def _rewind(self, batch: list[InputRecord]) -> None:
-        """Seek every partition of the batch back to its first record in the batch."""
-        for tp in self._offsets(batch, last=False):
+        """Seek every partition of the batch back to its first record in the batch.
+
+        A fair runner empties its window and seeks every partition back to its commit
+        point: what it had read ahead is read again, and what is done is skipped.
+        """
+        if self._window is not None:
+            seeks = [
+                TopicPartition(self.catalog.physical(topic), partition, offset)
+                for (topic, partition), offset in self._window.rewind().items()
+            ]
+        else:
+            seeks = self._offsets(batch, last=False)
+        for tp in seeks:
             try:
                 self.consumer.seek(tp)
             except KafkaException as exc:  # partition revoked meanwhile: committed offset rules
@@ -435,6 +561,7 @@ class Runner:
                 self.consumer.seek(tp)
                 self.consumer.pause([tp])
         self.consumer.resume(self.consumer.assignment())
+        self._reading_paused = False
 
     # -- tracing ----------------------------------------------------------------
     def _batch_span(self, batch: list[InputRecord]) -> trace.Span:

@@ -70,6 +70,14 @@ class InputRecord:
 
 
 @dataclass(frozen=True, slots=True)
+class Share:
+    """Whose a record is, for fair scheduling, and that owner's weight (at least 1)."""
+
+    key: str
+    weight: int = 1
+
+
+@dataclass(frozen=True, slots=True)
 class Output:
     """One record to produce. ``value`` is an Avro-ready dict, or bytes for byte topics."""
 
@@ -155,6 +163,12 @@ class ProcessorSpec(Generic[C, R]):
     # a flush rather than a transaction commit (guard-stream's live previews). Consumers of
     # its outputs must tolerate duplicates; it uses no transactional id.
     at_least_once: bool = False
+    # Whose a raw input record is, for weighted fair scheduling across tenants
+    # (``streams.runtime.fair_window``): the runner then reads ahead and takes each batch
+    # fairly, so one tenant's backlog does not delay another's records. Called on every
+    # record before it is decoded, so it must be cheap and must not trust what a producer
+    # could forge (guard: the tenant whose key signed it). None: batches in offset order.
+    share_of: Callable[[Context[C, R], InputRecord], Share] | None = None
 
     def build_settings(self) -> C:
         """The processor's settings, read from the environment (once per process)."""

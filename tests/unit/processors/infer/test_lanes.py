@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from processors.infer.lanes import ModelPeek, in_lane
+from processors.infer.lanes import in_lane, model_peek
 from processors.infer.processor import (
     PROCESSOR,
     REQUESTS,
@@ -198,12 +198,12 @@ def test_together_the_lanes_owe_every_request_exactly_one_thing(
 
 # -- reading the model name -------------------------------------------------------------------
 def test_the_model_is_read_from_the_bytes_as_the_full_decode_reads_it(embeddings: Lane) -> None:
-    h, peek = embeddings.harness, ModelPeek()
+    h, peek = embeddings.harness, model_peek()
     for model in ("minilm", "textgen", "", "ünïcode-model", "x" * 300):
         value = request("r", model, text="a prompt " * 50) | {"user_id": "u-1"}
         raw = h.encode(REQUESTS, value)
         schema_id, writer = h.serde.check_writer(raw, topic=REQUESTS)
-        assert peek.model_of(raw, schema_id, writer) == model
+        assert peek.value_of(raw, schema_id, writer) == model
 
 
 @pytest.mark.parametrize("cut", [5, 6, 8, 12])
@@ -213,7 +213,7 @@ def test_bytes_cut_before_the_model_name_make_the_record_the_default_lanes(
     h = default.harness
     raw = h.encode(REQUESTS, request("r1", "minilm"))[:cut]  # request_id, tenant_id, model
     record = h.record(REQUESTS, raw, key="r1")
-    assert ModelPeek().model_of(raw, *h.serde.check_writer(raw, topic=REQUESTS)) is None
+    assert model_peek().value_of(raw, *h.serde.check_writer(raw, topic=REQUESTS)) is None
     fast, slow = embeddings.run([record]), default.run([record])
     assert not fast.produced and not fast.dead_letters
     assert slow.kinds() == ["CorruptAvro"]
@@ -230,13 +230,13 @@ def test_a_body_corrupt_after_the_model_name_is_dead_lettered_by_the_models_lane
 
 
 def test_a_writer_schema_without_a_plain_model_string_is_read_in_full_by_the_default_lane() -> None:
-    peek = ModelPeek()
+    peek = model_peek()
     union_first = {"fields": [{"name": "a", "type": ["null", "string"]}, {"name": "model"}]}
     no_model = {"fields": [{"name": "a", "type": "string"}]}
     union_model = {"fields": [{"name": "model", "type": ["null", "string"]}]}
     raw = b"\x00\x00\x00\x00\x01" + b"\x02a\x02b"
     for schema_id, writer in enumerate((union_first, no_model, union_model, "string")):
-        assert peek.model_of(raw, schema_id, writer) is None
+        assert peek.value_of(raw, schema_id, writer) is None
 
 
 # -- the cost of skipping ------------------------------------------------------------------------
@@ -253,7 +253,7 @@ def test_skipping_another_lanes_record_costs_less_than_checking_its_verdict(
     prompt = "Summarise this support ticket for the agent: " + "the printer is on fire " * 40
     records = [signed(h, request(f"g{i}", "textgen", text=prompt)) for i in range(500)]
     models, topics, serde = h.ctx.resources.catalog, h.catalog, h.serde
-    verifier, peek = embeddings.verifier.inner, ModelPeek()
+    verifier, peek = embeddings.verifier.inner, model_peek()
 
     def skip_all() -> None:
         for record in records:
