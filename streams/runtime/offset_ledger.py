@@ -32,6 +32,8 @@ import zlib
 from collections import deque
 from collections.abc import Iterable
 
+from streams.errors import SluiceError
+
 #: Most offsets a partition's done records may run ahead of its commit point: a
 #: bitmap of 16,384 bits is 2 KiB, 2.7 KiB in base64, under the broker's 4 KiB default.
 MAX_SPAN = 16_384
@@ -39,7 +41,7 @@ MAX_SPAN = 16_384
 PREFIX = "sluice-done-v1:"
 
 
-class MetadataError(ValueError):
+class MetadataError(SluiceError, ValueError):
     """Commit metadata that is not a done-offsets map this runner can read."""
 
 
