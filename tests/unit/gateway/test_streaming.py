@@ -191,7 +191,9 @@ def test_a_silent_stream_gets_keep_alive_comments_between_deltas_never_before(tm
     frames = _frames(response.text)
     deltas = [i for i, f in enumerate(frames) if f is not KEEP_ALIVE and f != "[DONE]"]
     between = frames[deltas[0] : deltas[2]]
-    assert between.count(KEEP_ALIVE) >= 2, "each 0.15 s pause holds several 0.03 s intervals"
+    # Each 0.15 s pause holds several 0.03 s intervals; at least one shows even on a
+    # machine so loaded that the timers fire late.
+    assert between.count(KEEP_ALIVE) >= 1
     assert b": keep-alive\n\n" in response.content
     assert [f for f in frames if f is not KEEP_ALIVE][-1] == "[DONE]"
 
@@ -266,12 +268,13 @@ async def _relayed(
 
 def test_the_relay_sends_keep_alives_only_while_silent_and_restarts_after_a_delta():
     frames = asyncio.run(
-        _relayed(0.04, [(0.1, _raw_chunk(1, "b")), (0.01, _result(output_text="ab"))])
+        _relayed(0.04, [(0.1, _raw_chunk(1, "b")), (0.0, _result(output_text="ab"))])
     )
     assert frames[0].startswith(b"data: ")
-    assert frames.count(KEEP_ALIVE) in {2, 3}, frames  # 0.1 s of silence, 0.04 s apart
     after_b = frames.index(next(f for f in frames if b'"text":"b"' in f))
-    # 0.01 s between the last delta and the outcome: shorter than the interval.
+    assert frames[1:after_b].count(KEEP_ALIVE) >= 2, frames  # 0.1 s of silence, 0.04 s apart
+    assert set(frames[1:after_b]) == {KEEP_ALIVE}
+    # The outcome follows the last delta at once: no interval passed in between.
     assert KEEP_ALIVE not in frames[after_b:]
     assert frames[-1] == b"data: [DONE]\n\n"
 
