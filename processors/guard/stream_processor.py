@@ -25,6 +25,11 @@ What this processor cannot redact correctly it does not release:
 
 Chunk text is never logged; a chunk of a tenant the registry does not hold (guard
 cannot make its pseudonyms), or one that contradicts its stream, is dead-lettered.
+
+Metrics (``sluice_guard_stream_*``, labels from fixed sets only, never a tenant): raw
+chunks read by what became of them, deltas released, the characters each stream holds
+back, the open streams, streams dropped by reason, streams withheld by reason, and the
+entities redacted in released text by entity type.
 """
 
 from __future__ import annotations
@@ -35,13 +40,22 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from prometheus_client import Counter, Gauge, Histogram
+
 from processors.guard.engine import GuardEngine
+from processors.guard.policy import Entity
 from processors.guard.processor import TEXT_LOGGERS
 from processors.guard.settings import GuardSettings
-from processors.guard.stream_redaction import Analyse, StreamRedactor, engine_analysis
+from processors.guard.stream_redaction import (
+    WITHHOLDING_REASONS,
+    Analyse,
+    StreamRedactor,
+    engine_analysis,
+)
 from streams.contracts.records import InferenceChunk, utcnow
 from streams.errors import InvalidChunk, RecordError, UnauthenticatedRequest
 from streams.runtime.bounded import BoundedCache
+from streams.runtime.metrics import bounded_label
 from streams.runtime.spec import Context, InputRecord, Outcome, Output, ProcessorSpec
 from streams.runtime.tenants import TenantRegistry
 
@@ -52,6 +66,59 @@ log = logging.getLogger("sluice.guard-stream")
 
 #: (request id, attempt): one stream.
 StreamKey = tuple[str, str]
+
+# What became of a raw chunk (``sluice_guard_stream_chunks_in_total{outcome}``).
+STAGED = "staged"  # its stream's next: its text is redacted and released
+REPEAT = "repeat"  # delivered again (at least once), or past its stream's final chunk
+CLOSED = "closed"  # its stream had ended or was dropped
+DROPPING = "dropped"  # it made guard-stream drop its stream (see the reasons below)
+# Why a stream was dropped before its end (``sluice_guard_stream_dropped_total{reason}``).
+FIRST_SEEN_MIDWAY = "first_seen_midway"  # begun before this replica had it
+GAP = "gap"  # a seq is missing
+IDLE = "idle"  # no chunk for ``idle_s``
+EVICTED = "evicted"  # the least recently active beyond ``max_open``
+_ENTITY_TYPES = frozenset(e.value for e in Entity)
+
+CHUNKS_IN = Counter(
+    "sluice_guard_stream_chunks_in_total",
+    "Raw chunks guard-stream read, by what became of them: staged (redacted and released "
+    "in order), repeat (delivered again), closed (its stream had ended or was dropped), "
+    "dropped (it made guard-stream drop its stream).",
+    ["outcome"],
+)
+DELTAS_RELEASED = Counter(
+    "sluice_guard_stream_deltas_released_total",
+    "Redacted deltas with text written to inference.chunks.",
+)
+HELD_BACK_CHARS = Histogram(
+    "sluice_guard_stream_held_back_chars",
+    "Characters a stream still holds back (received, not released) after each release, "
+    "per stream and batch: the hold-back, or more while a run of text has no whitespace.",
+    buckets=(0, 16, 32, 64, 128, 256, 512, 1024, 2048, 4096, 8192),
+)
+OPEN_STREAMS = Gauge("sluice_guard_stream_open_streams", "Streams open on this replica.")
+STREAMS_DROPPED = Counter(
+    "sluice_guard_stream_dropped_total",
+    "Streams dropped before their end, by reason: first_seen_midway (begun before this "
+    "replica had it), gap (a chunk is missing), idle (silent for stream_idle_s), evicted "
+    "(beyond stream_max_open). Their callers get the rest from the stored result.",
+    ["reason"],
+)
+STREAMS_WITHHELD = Counter(
+    "sluice_guard_stream_withheld_total",
+    "Streams whose rest guard-stream withheld because it could not analyse their text, by "
+    "reason (analyzer_error, analyzer_timeout, input_too_long).",
+    ["reason"],
+)
+ENTITIES_REDACTED = Counter(
+    "sluice_guard_stream_entities_redacted_total",
+    "Entities redacted in the text of streams guard-stream released, by entity type.",
+    ["entity_type"],
+)
+
+
+def _count_entity(entity_type: str) -> None:
+    ENTITIES_REDACTED.labels(bounded_label(entity_type, _ENTITY_TYPES)).inc()
 
 
 @dataclass
@@ -119,12 +186,13 @@ class ChunkStreams:
         """
         key = (chunk.request_id, chunk.attempt)
         if key in self._closed:
+            CHUNKS_IN.labels(CLOSED).inc()
             return False
         stream = self._open.get(key)
         if stream is None:
             if chunk.seq != 0:
-                self._close(key)  # begun before this replica had it: skipped whole
-                self.dropped += 1
+                self._drop(key, FIRST_SEEN_MIDWAY)  # skipped whole
+                CHUNKS_IN.labels(DROPPING).inc()
                 return False
             stream = self._start(key, chunk.tenant_id)
         elif chunk.tenant_id != stream.tenant_id:
@@ -133,10 +201,13 @@ class ChunkStreams:
                 "producer of inference.chunks.raw (only infer may write it)"
             )
         if chunk.seq < stream.next_in or stream.staged_final:
+            CHUNKS_IN.labels(REPEAT).inc()
             return False  # delivered again
         if chunk.seq > stream.next_in:
-            self._drop(key)  # a chunk is missing: the rest cannot be redacted in context
+            self._drop(key, GAP)  # a chunk is missing: the rest cannot be redacted in context
+            CHUNKS_IN.labels(DROPPING).inc()
             return False
+        CHUNKS_IN.labels(STAGED).inc()
         stream.next_in += 1
         stream.last_seen = self._clock()
         self._open.move_to_end(key)
@@ -157,9 +228,17 @@ class ChunkStreams:
                 continue  # dropped after its text was staged
             delta, final = "".join(stream.staged), stream.staged_final
             stream.staged.clear()
+            was_withheld = stream.redactor.withheld
             text = stream.redactor.feed(delta, final=final)
+            if stream.redactor.withheld is not None and was_withheld is None:
+                reason = bounded_label(stream.redactor.withheld, WITHHOLDING_REASONS)
+                STREAMS_WITHHELD.labels(reason).inc()
+            if text:
+                DELTAS_RELEASED.inc()
             if final:
                 self._close(key)
+            else:
+                HELD_BACK_CHARS.observe(stream.redactor.pending_chars)
             if not text and not final:
                 continue
             out.append(
@@ -177,6 +256,7 @@ class ChunkStreams:
             )
             stream.next_out += 1
         self._staged.clear()
+        OPEN_STREAMS.set(len(self._open))
         return out
 
     def expire(self) -> int:
@@ -184,27 +264,30 @@ class ChunkStreams:
         horizon = self._clock() - self.idle_s
         expired = [key for key, stream in self._open.items() if stream.last_seen < horizon]
         for key in expired:
-            self._drop(key)
+            self._drop(key, IDLE)
+        OPEN_STREAMS.set(len(self._open))
         return len(expired)
 
     def _start(self, key: StreamKey, tenant_id: str) -> _OpenStream:
         while len(self._open) >= self.max_open:
             oldest = next(iter(self._open))
-            self._drop(oldest)
+            self._drop(oldest, EVICTED)
         stream = _OpenStream(
             tenant_id,
             StreamRedactor(
                 self._analysis_for(key[0], tenant_id),
                 hold_back=self.hold_back,
                 max_pending_chars=self.max_pending_chars,
+                on_redacted=_count_entity,
             ),
             last_seen=self._clock(),
         )
         self._open[key] = stream
         return stream
 
-    def _drop(self, key: StreamKey) -> None:
+    def _drop(self, key: StreamKey, reason: str) -> None:
         self.dropped += 1
+        STREAMS_DROPPED.labels(reason).inc()
         self._close(key)
 
     def _close(self, key: StreamKey) -> None:

@@ -65,11 +65,13 @@ class WindowAnalysis:
     ``render(start, end)``: the redacted text of ``window[start:end]``; a finding that
     crosses ``start`` or ``end`` is clipped to the slice, so no part of it is in clear.
     ``withheld``: the reason the window could not be analysed (then nothing is released).
+    ``entity_types``: the entity type of each span, in the same order (for metrics).
     """
 
     spans: tuple[tuple[int, int], ...]
     render: Callable[[int, int], str]
     withheld: str | None = None
+    entity_types: tuple[str, ...] = ()
 
 
 #: Analyses one window (context + pending text) of a stream.
@@ -89,7 +91,11 @@ def engine_analysis(engine: GuardEngine, request_id: str, tenant_id: str) -> Ana
         def render(start: int, end: int) -> str:
             return engine.rewrite(window[start:end], _clipped(findings, start, end), tenant_id)
 
-        return WindowAnalysis(tuple((f.start, f.end) for f in findings), render)
+        return WindowAnalysis(
+            tuple((f.start, f.end) for f in findings),
+            render,
+            entity_types=tuple(f.entity_type for f in findings),
+        )
 
     return analyse
 
@@ -111,15 +117,26 @@ class StreamClosedError(SluiceError):
 class StreamRedactor:
     """One streamed generation's redaction: ``feed`` deltas, release what is safe, ``finish``.
 
-    Not thread-safe; one per (request, attempt).
+    Not thread-safe; one per (request, attempt). ``on_redacted(entity_type)`` is told of
+    each entity in the text it releases, once: where its first released character is,
+    or, for one found only after its start was released, where its rest is.
     """
 
     def __init__(
-        self, analyse: Analyse, *, hold_back: int = 64, max_pending_chars: int = 4096
+        self,
+        analyse: Analyse,
+        *,
+        hold_back: int = 64,
+        max_pending_chars: int = 4096,
+        on_redacted: Callable[[str], None] | None = None,
     ) -> None:
         if hold_back < 1 or max_pending_chars <= hold_back:
             raise ValueError("need 1 <= hold_back < max_pending_chars")
         self._analyse = analyse
+        self._on_redacted = on_redacted
+        # The last release cut through an entity (a long run of text): its rest, at the
+        # start of the next window, is the same entity, already told.
+        self._cut_entity = False
         self.hold_back = hold_back
         self.max_pending_chars = max_pending_chars
         self._context = ""  # the tail of the released text (original), for the recognizers
@@ -155,6 +172,7 @@ class StreamRedactor:
         if point <= start:
             return ""
         released = analysis.render(start, point)
+        self._tell(analysis, start, point)
         self._context = window[max(0, point - self.hold_back) : point]
         self._pending = window[point:]
         return released
@@ -172,8 +190,23 @@ class StreamRedactor:
         if analysis.withheld is not None:
             return self._withhold(analysis.withheld)
         released = analysis.render(len(self._context), len(window))
+        self._tell(analysis, len(self._context), len(window))
         self._context = self._pending = ""
         return released
+
+    def _tell(self, analysis: WindowAnalysis, start: int, end: int) -> None:
+        """Tell ``on_redacted`` of the entities released with ``window[start:end]``."""
+        cut = False
+        for index, (span_start, span_end) in enumerate(analysis.spans):
+            if span_end <= start or span_start >= end:
+                continue
+            cut = cut or span_end > end
+            if span_start < start and self._cut_entity:
+                continue  # the rest of the entity the last release cut
+            if self._on_redacted is not None:
+                types = analysis.entity_types
+                self._on_redacted(types[index] if index < len(types) else "")
+        self._cut_entity = cut
 
     def _withhold(self, reason: str) -> str:
         """Stop releasing this stream's text: once the placeholder, then nothing."""

@@ -5,7 +5,7 @@ Routes:
 * ``GET /healthz`` (the process is up), ``GET /readyz`` (it can reach the pipeline),
   ``GET /metrics`` (Prometheus): no key;
 * ``GET /v1/models``, ``GET /v1/models/{model}``, ``POST /v1/embeddings``,
-  ``POST /v1/chat/completions`` (``stream`` included), ``POST /v1/completions``:
+  ``POST /v1/chat/completions`` and ``POST /v1/completions`` (``stream`` included):
   ``Authorization: Bearer <API key>``.
 
 Every refusal is in OpenAI's error format, with OpenAI's status codes: 400 (with
@@ -20,9 +20,10 @@ tenants (``streams.gateway.fair_queue``). Rate limits are checked before anythin
 ``x-ratelimit-*`` headers. An unexpected error is a 500 whose message says nothing of
 the request; the log has the traceback.
 
-A chat completion with ``stream`` is streamed token by token: the request goes out with
-``stream`` set, and the redacted deltas guard-stream writes come back as they are made
-(``streams.gateway.streaming``).
+A chat completion or a (single-prompt) completion with ``stream`` is streamed token by
+token: the request goes out with ``stream`` set, and the redacted deltas guard-stream
+writes come back as they are made (``streams.gateway.streaming``), with an SSE comment
+every ``stream_keepalive_s`` while a started stream is silent.
 
 A call with an ``Idempotency-Key`` header may be retried, through any key of the
 tenant and any replica, without being served or billed twice
@@ -69,7 +70,6 @@ from streams.gateway.mapping import (
     CACHE_HEADER,
     Caller,
     cache_header,
-    chat_chunks,
     chat_prompt,
     chat_response,
     completions_response,
@@ -85,6 +85,7 @@ from streams.gateway.metrics import GATEWAY_AUTH_FAILURES, GATEWAY_LATENCY, GATE
 from streams.gateway.openai_api import ChatBody, CompletionsBody, EmbeddingsBody, parse_body
 from streams.gateway.rate_limiting import RATE_LIMIT_EXCEEDED, GatewayRateLimits, call_tokens
 from streams.gateway.settings import GatewaySettings
+from streams.gateway.stream_formats import ChatFormat, StreamFormat, TextFormat
 from streams.gateway.streaming import first_event, relay
 from streams.llm.model_catalog import ModelCatalog
 from streams.llm.rate_limits import RateLimiter, RateLimits
@@ -187,10 +188,12 @@ class Gateway:
         body = parse_body(CompletionsBody, raw)
         model = model_for(self.catalog, body.model, "text_completion", "/v1/completions")
         self.check_count(body.prompt, "prompt")
-        if body.stream:
+        if body.stream and len(body.prompt) > 1:
+            # Each prompt is a request of its own, which guard may refuse after another
+            # prompt's text has started streaming: that refusal could not be an HTTP error.
             raise invalid(
-                "stream is supported on /v1/chat/completions only; call this without it.",
-                "stream",
+                "stream takes a single prompt; send one call per prompt, or call without stream.",
+                "prompt",
             )
         limit = token_limit(model, body.max_tokens)
         ids = self.idempotent_ids(request, caller, "/v1/completions", raw, len(body.prompt))
@@ -203,6 +206,18 @@ class Gateway:
             request_ids=ids,
         )
         tokens = call_tokens(model, body.prompt, limit)
+        if body.stream:
+            [record] = requests
+            return await self.stream(
+                request,
+                caller,
+                replace(record, stream=True),
+                tokens,
+                TextFormat(model.name, record.request_id, int(record.created_at.timestamp())),
+                limit=limit,
+                include_usage=_include_usage(body),
+                idempotent=ids is not None,
+            )
         results = await self.serve(request, caller, requests, tokens, idempotent=ids is not None)
         return JSONResponse(
             completions_response(model.name, results, limit), headers=cache_header(results)
@@ -222,15 +237,15 @@ class Gateway:
         )
         tokens = call_tokens(model, [prompt], limit)
         if body.stream:
-            usage = body.stream_options is not None and body.stream_options.include_usage
-            return await self.stream_chat(
+            created = int(request_record.created_at.timestamp())
+            return await self.stream(
                 request,
                 caller,
                 replace(request_record, stream=True),
                 tokens,
-                model=model.name,
+                ChatFormat(model.name, request_record.request_id, created),
                 limit=limit,
-                include_usage=usage,
+                include_usage=_include_usage(body),
                 idempotent=ids is not None,
             )
         [result] = await self.serve(
@@ -240,26 +255,30 @@ class Gateway:
             chat_response(model.name, result, limit), headers=cache_header([result])
         )
 
-    async def stream_chat(
+    async def stream(
         self,
         http: Request,
         caller: Caller,
         record: InferenceRequest,
         tokens: int,
+        events: StreamFormat,
         *,
-        model: str,
         limit: int,
         include_usage: bool,
         idempotent: bool,
     ) -> Response:
-        """Stream a chat completion: its deltas as they come, closed by its stored result.
+        """Stream a completion: its deltas as they come, closed by its stored result.
+
+        ``events`` is the route's event format (chat's chunks, completions' text).
 
         The response starts with the first delta or with the outcome, whichever comes
         first. Deltas exist only for a request guard let through, and guard's refusal
         comes before any, so a refusal is still an HTTP error (which clients raise)
         rather than an event inside a stream; so is one of the gateway's own (429, 503).
         A model that does not stream gives no delta: its whole text comes with the
-        outcome, in one delta, as for a non-streaming model.
+        outcome, in one delta, as for a non-streaming model. Once started, a silent
+        stream gets a keep-alive comment every ``stream_keepalive_s``; before, nothing
+        can be sent without committing the call to 200.
         """
         chunks: asyncio.Queue[InferenceChunk] = asyncio.Queue()
 
@@ -277,9 +296,9 @@ class Gateway:
             raise
         if first_chunk is None:
             result = outcome.result()
-            events = chat_chunks(model, result, limit, include_usage=include_usage)
+            whole = events.whole(result, limit, include_usage=include_usage)
             return StreamingResponse(
-                _sse(events), media_type="text/event-stream", headers=cache_header([result])
+                _sse(whole), media_type="text/event-stream", headers=cache_header([result])
             )
 
         async def close() -> None:
@@ -289,14 +308,13 @@ class Gateway:
                 await asyncio.gather(outcome, return_exceptions=True)
 
         body = relay(
-            model,
-            record.request_id,
-            int(record.created_at.timestamp()),
+            events,
             limit,
             include_usage=include_usage,
             outcome=outcome,
             first_chunk=first_chunk,
             chunks=chunks,
+            keepalive_s=self.settings.stream_keepalive_s,
             on_close=close,
         )
         # Deltas come only from a generation: the response cache answered nothing here.
@@ -380,7 +398,7 @@ class Gateway:
     ) -> list[InferenceResult]:
         """Admit the call under its rate limits, send every request and wait for all outcomes.
 
-        ``on_chunk``: receives the redacted deltas of streamed requests (``stream_chat``).
+        ``on_chunk``: receives the redacted deltas of streamed requests (``stream``).
         ``tokens`` is the call's estimate (``rate_limiting.call_tokens``), corrected to
         the metered usage once the outcomes are in. ``idempotent``: the request ids come
         from an ``Idempotency-Key`` (a retry is answered by the first call's outcomes).
@@ -533,6 +551,11 @@ def _metered_tokens(reply: Reply) -> int:
     if isinstance(reply, Blocked):
         return 0
     return reply.result.input_tokens + reply.result.output_tokens
+
+
+def _include_usage(body: ChatBody | CompletionsBody) -> bool:
+    """Whether a streamed call asked for its usage (``stream_options.include_usage``)."""
+    return body.stream_options is not None and body.stream_options.include_usage
 
 
 def _too_large(limit: int) -> OpenAIError:

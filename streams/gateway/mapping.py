@@ -245,6 +245,11 @@ def _usage(results: Sequence[InferenceResult], *, completion: bool) -> dict[str,
     return usage
 
 
+def completion_usage(results: Sequence[InferenceResult]) -> dict[str, Any]:
+    """The ``usage`` of a completion (or chat) call over ``results``."""
+    return _usage(results, completion=True)
+
+
 def _vector(values: Sequence[float], encoding: str) -> list[float] | str:
     if encoding == "base64":
         # What OpenAI sends: little-endian float32, base64 (its Python client asks for it).
@@ -327,35 +332,6 @@ def chat_response(model: str, result: InferenceResult, max_tokens: int) -> dict[
         ],
         "usage": _usage([result], completion=True),
     }
-
-
-def chat_chunks(
-    model: str, result: InferenceResult, max_tokens: int, *, include_usage: bool
-) -> list[dict[str, Any]]:
-    """The ``chat.completion.chunk`` events of a streamed answer, whole text in one delta.
-
-    The pipeline returns a text once guard has checked all of it, so the stream has
-    one content chunk, then the finish reason, then (when asked) the usage.
-    """
-    base = {
-        "id": f"chatcmpl-{result.request_id}",
-        "object": "chat.completion.chunk",
-        "created": created_at(result),
-        "model": model,
-    }
-    content = {"role": "assistant", "content": result.output_text or ""}
-    chunks: list[dict[str, Any]] = [
-        {**base, "choices": [{"index": 0, "delta": content, "finish_reason": None}]},
-        {
-            **base,
-            "choices": [
-                {"index": 0, "delta": {}, "finish_reason": finish_reason(result, max_tokens)}
-            ],
-        },
-    ]
-    if include_usage:
-        chunks.append({**base, "choices": [], "usage": _usage([result], completion=True)})
-    return chunks
 
 
 def models_response(catalog: ModelCatalog) -> dict[str, Any]:

@@ -77,6 +77,15 @@ class GatewaySettings(BaseSettings):
         description="Most request ids whose outcomes a replica keeps for retries (and "
         "Idempotency-Keys whose body it remembers); past it the oldest leave first.",
     )
+    stream_keepalive_s: float = Field(
+        15.0,
+        ge=0,
+        description="How long a started stream may stay silent before the gateway sends an "
+        "SSE comment (': keep-alive'), which clients skip, so that proxies and load "
+        "balancers do not close it as idle (0: never). Nothing is sent before a stream's "
+        "first delta or outcome (a refusal must stay an HTTP error): a proxy's idle timeout "
+        "must outlast the wait for the first token.",
+    )
     rate_limits_file: Path | None = Field(
         None,
         description="Requests and tokens per minute per tenant and per API key, read at start; "

@@ -1,18 +1,26 @@
-"""A streamed chat completion: guard-stream's deltas as they come, closed by the stored result.
+"""A streamed completion: guard-stream's deltas as they come, closed by the stored result.
 
 The pipeline streams a generation twice: its deltas, redacted by guard-stream, on
 ``inference.chunks`` (a live preview, at least once, possibly from several infer
 attempts), and its whole result, exactly once, on ``inference.results``. The caller
-sees the first: one ``chat.completion.chunk`` per delta, from the first attempt seen,
-each delta once and in order (``ChunkRelay``). The second ends the stream: whatever of
-the stored text the deltas did not carry (a stream guard-stream dropped, or a model
-that does not stream at all), the finish reason (``content_filter`` when guard withheld
-the output), the usage when asked for, then ``[DONE]``.
+sees the first: one event per delta (a ``chat.completion.chunk`` or a
+``text_completion``, as ``streams.gateway.stream_formats`` writes them), from the
+first attempt seen, each delta once and in order (``ChunkRelay``). The second ends the
+stream: whatever of the stored text the deltas did not carry (a stream guard-stream
+dropped, or a model that does not stream at all), the finish reason
+(``content_filter`` when guard withheld the output), the usage when asked for, then
+``[DONE]``.
 
 Refusals stay HTTP errors: chunks exist only for requests guard let through, and a
 refusal (``inference.requests.blocked``) comes before any of them, so the response
 starts only once the first delta or the outcome is in (``first_event``). An error
 after the first byte is an OpenAI error event inside the stream.
+
+Once the response has started, a stream that stays silent (a slow model between two
+deltas, guard-stream holding text back) gets an SSE comment every ``keepalive_s``,
+so that a proxy or load balancer does not close it as idle. Before the first event
+nothing can be sent: the status line would commit the call to 200 before guard's
+verdict is known.
 """
 
 from __future__ import annotations
@@ -26,7 +34,8 @@ import orjson
 
 from streams.contracts.records import InferenceChunk, InferenceResult
 from streams.gateway.errors import SERVER, OpenAIError
-from streams.gateway.mapping import chat_chunks, finish_reason
+from streams.gateway.mapping import finish_reason
+from streams.gateway.stream_formats import StreamFormat
 
 log = logging.getLogger("sluice.gateway.streaming")
 
@@ -34,6 +43,8 @@ log = logging.getLogger("sluice.gateway.streaming")
 MAX_HELD_CHUNKS = 256
 
 DONE = b"data: [DONE]\n\n"
+#: An SSE comment: clients skip it, proxies see bytes move (``relay``'s ``keepalive_s``).
+KEEP_ALIVE = b": keep-alive\n\n"
 
 
 class ChunkRelay:
@@ -105,44 +116,60 @@ async def first_event(
 
 
 async def relay(
-    model: str,
-    request_id: str,
-    created: int,
+    events: StreamFormat,
     max_tokens: int,
     *,
     include_usage: bool,
     outcome: asyncio.Future[InferenceResult],
     first_chunk: InferenceChunk,
     chunks: asyncio.Queue[InferenceChunk],
+    keepalive_s: float = 0.0,
     on_close: Callable[[], Awaitable[None]] | None = None,
 ) -> AsyncIterator[bytes]:
-    """The SSE body of a streamed chat: ``first_chunk``, the rest of ``chunks``, the end."""
-    base = {
-        "id": f"chatcmpl-{request_id}",
-        "object": "chat.completion.chunk",
-        "created": created,
-        "model": model,
-    }
+    """The SSE body of a streamed call: ``first_chunk``, the rest of ``chunks``, the end.
+
+    ``events`` says how the route writes an event (chat's chunks, completions' text).
+    ``keepalive_s``: after that long without sending anything, an SSE comment
+    (``KEEP_ALIVE``, which clients skip) keeps proxies from closing an idle stream;
+    0: none.
+    """
     relay = ChunkRelay()
     first = True
+    loop = asyncio.get_running_loop()
+    last_sent = loop.time()
+    getting: asyncio.Future[InferenceChunk] | None = None
 
     def delta_event(text: str) -> bytes:
-        nonlocal first
-        delta = {"role": "assistant", "content": text} if first else {"content": text}
+        nonlocal first, last_sent
+        event = events.delta(text, first=first)
         first = False
-        return sse({**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]})
+        last_sent = loop.time()
+        return sse(event)
+
+    def silence_left() -> float | None:
+        return max(0.0, last_sent + keepalive_s - loop.time()) if keepalive_s > 0 else None
 
     try:
         for text in relay.accept(first_chunk):
             yield delta_event(text)
         while not outcome.done():
-            getting = asyncio.ensure_future(chunks.get())
-            await asyncio.wait(_either(outcome, getting), return_when=asyncio.FIRST_COMPLETED)
-            if not getting.done():
-                getting.cancel()
-                break
-            for text in relay.accept(getting.result()):
-                yield delta_event(text)
+            if getting is None:
+                getting = asyncio.ensure_future(chunks.get())
+            await asyncio.wait(
+                _either(outcome, getting),
+                timeout=silence_left(),
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if getting.done():
+                chunk, getting = getting.result(), None
+                for text in relay.accept(chunk):
+                    yield delta_event(text)
+            elif not outcome.done():  # silent for keepalive_s
+                last_sent = loop.time()
+                yield KEEP_ALIVE
+        if getting is not None:
+            getting.cancel()
+            getting = None
         while not chunks.empty():  # what arrived with the outcome
             for text in relay.accept(chunks.get_nowait()):
                 yield delta_event(text)
@@ -165,12 +192,12 @@ async def relay(
             yield delta_event(stored[len(relay.sent) :])
         elif not stored.startswith(relay.sent):
             log.info("a streamed text differs from its stored result; the stream ends as it is")
-        reason = finish_reason(result, max_tokens)
-        yield sse({**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reason}]})
+        yield sse(events.finish(finish_reason(result, max_tokens)))
         if include_usage:
-            [*_, usage] = chat_chunks(model, result, max_tokens, include_usage=True)
-            yield sse({**base, "choices": [], "usage": usage["usage"]})
+            yield sse(events.usage(result))
         yield DONE
     finally:
+        if getting is not None:  # the client went away while the relay waited
+            getting.cancel()
         if on_close is not None:
             await on_close()

@@ -93,6 +93,37 @@ def test_a_streamed_chat_completion_arrives_delta_by_delta_and_equals_the_stored
     )
 
 
+def test_a_streamed_completion_arrives_delta_by_delta_and_equals_the_stored_result(
+    served: Served,
+) -> None:
+    stream = served.client().completions.create(
+        model="textgen",
+        prompt="Once upon a time, in a land of message brokers,",
+        max_tokens=200,  # about 2 s of the test model: deltas have time to arrive first
+        stream=True,
+        stream_options={"include_usage": True},
+    )
+    deltas: list[tuple[float, str]] = []
+    events = []
+    for event in stream:
+        events.append(event)
+        if event.choices and event.choices[0].text:
+            deltas.append((time.time(), event.choices[0].text))
+    assert len(deltas) > 1, "the text came in more than one delta"
+    assert deltas[0][0] < deltas[-1][0]
+    assert {e.object for e in events} == {"text_completion"}
+    request_id = events[0].id.removeprefix("cmpl-")
+    [(result_message, result)] = _decoded(served, "inference.results", request_id)
+    # The first delta reached the client before the whole result was even stored.
+    _kind, stored_at_ms = result_message.timestamp()
+    assert deltas[0][0] * 1000 < stored_at_ms
+    assert "".join(text for _, text in deltas) == result["output_text"]
+    assert [e.choices[0].finish_reason for e in events if e.choices][-1] in {"stop", "length"}
+    assert events[-1].usage is not None and events[-1].usage.completion_tokens <= 200
+    relayed = [record for _, record in _decoded(served, "inference.chunks", request_id)]
+    assert relayed, "the deltas came from guard-stream's inference.chunks"
+
+
 def test_guard_stream_redacts_an_email_split_across_two_raw_chunks(served: Served) -> None:
     world = served.world
     serde = AvroSerde(kafka.registry(world.settings), world.catalog)

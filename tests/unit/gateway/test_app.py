@@ -77,6 +77,7 @@ class FakeDispatcher:
         # does for a retry whose original it waits on, or whose outcome it holds).
         self.joining: set[str] = set()
         self.deltas: Deltas = lambda _request: []
+        self.delta_pause_s = 0.0  # how long the model takes before each delta
 
     async def send(
         self,
@@ -90,6 +91,7 @@ class FakeDispatcher:
         self.idempotent.append(idempotent)
         if on_chunk is not None:
             for chunk in self.deltas(request):
+                await asyncio.sleep(self.delta_pause_s)
                 on_chunk(chunk)
                 await asyncio.sleep(0)  # the relay sends it before the next comes
         reply = self.answer(request)
@@ -546,7 +548,11 @@ def test_an_error_after_the_first_delta_is_an_error_event_in_the_stream(world):
             {"model": "minilm", "messages": [{"role": "user", "content": "x"}]},
             "model",
         ),
-        ("/v1/completions", {"model": "textgen", "prompt": "x", "stream": True}, "stream"),
+        (
+            "/v1/completions",
+            {"model": "textgen", "prompt": ["x", "y"], "stream": True},
+            "prompt",
+        ),
         ("/v1/completions", {"model": "textgen"}, "prompt"),
     ],
 )

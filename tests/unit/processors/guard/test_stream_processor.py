@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 from pydantic import SecretStr
 
 from processors.guard.settings import GuardSettings
@@ -155,6 +156,105 @@ def test_a_chunk_of_another_tenant_in_a_stream_is_refused() -> None:
         streams.accept(_chunk(1, "there", tenant_id="globex"))
 
 
+# -- metrics ---------------------------------------------------------------------------
+def _sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels) or 0.0
+
+
+class Moved:
+    """How far each named sample moved since this was made."""
+
+    def __init__(self, *samples: tuple[str, dict[str, str]]) -> None:
+        self._before = {(n, tuple(sorted(ls.items()))): _sample(n, **ls) for n, ls in samples}
+
+    def __call__(self, name: str, **labels: str) -> float:
+        key = (name, tuple(sorted(labels.items())))
+        return _sample(name, **labels) - self._before[key]
+
+
+CHUNKS_IN = "sluice_guard_stream_chunks_in_total"
+DROPPED = "sluice_guard_stream_dropped_total"
+
+
+def test_chunks_are_counted_by_outcome_and_dropped_streams_by_reason() -> None:
+    outcomes = ["staged", "repeat", "closed", "dropped"]
+    reasons = ["first_seen_midway", "gap", "idle", "evicted"]
+    moved = Moved(
+        *[(CHUNKS_IN, {"outcome": o}) for o in outcomes],
+        *[(DROPPED, {"reason": r}) for r in reasons],
+    )
+    clock = Clock()
+    streams = _streams(max_open=2, idle_s=10, clock=clock)
+    streams.accept(_chunk(3, "mid-way ", request_id="m"))  # first seen past seq 0
+    streams.accept(_chunk(4, "more ", request_id="m"))  # its stream is closed
+    streams.accept(_chunk(0, "a beginning ", request_id="g"))
+    streams.accept(_chunk(0, "a beginning ", request_id="g"))  # again
+    streams.accept(_chunk(2, "past a gap ", request_id="g"))
+    streams.accept(_chunk(0, "one ", request_id="e1"))
+    streams.accept(_chunk(0, "two ", request_id="e2"))
+    streams.accept(_chunk(0, "three ", request_id="e3"))  # e1 is evicted
+    clock.now += 30
+    streams.expire()  # e2 and e3 idle
+    assert [moved(CHUNKS_IN, outcome=o) for o in outcomes] == [4, 1, 1, 2]
+    assert [moved(DROPPED, reason=r) for r in reasons] == [1, 1, 2, 1]
+    assert streams.dropped == 5
+
+
+def test_released_deltas_held_back_text_and_open_streams_are_measured() -> None:
+    held = "sluice_guard_stream_held_back_chars"
+    moved = Moved(
+        ("sluice_guard_stream_deltas_released_total", {}),
+        (f"{held}_count", {}),
+        (f"{held}_sum", {}),
+    )
+    streams = _streams()
+    streams.accept(_chunk(0, "short"))  # held back whole: 5 characters
+    assert _sample("sluice_guard_stream_open_streams") == 1
+    streams.accept(_chunk(1, " text and then some more words"))
+    streams.accept(_chunk(2, "", final=True))
+    assert moved("sluice_guard_stream_deltas_released_total") == 2
+    assert moved(f"{held}_count") == 2, "observed after each release but the final one"
+    # 5 ("short"), then 10: the release stops at the last space before the 8-character
+    # hold-back, so "more words" stays behind.
+    assert moved(f"{held}_sum") == 5 + len("more words")
+    assert _sample("sluice_guard_stream_open_streams") == 0
+
+
+def test_withheld_streams_are_counted_by_reason() -> None:
+    def failing(_request_id: str, _tenant: str) -> Analyse:
+        return lambda _window: WindowAnalysis((), lambda _s, _e: "", withheld="analyzer_timeout")
+
+    name = "sluice_guard_stream_withheld_total"
+    moved = Moved((name, {"reason": "analyzer_timeout"}))
+    streams = ChunkStreams(failing, hold_back=4, max_pending_chars=64)
+    streams.accept(_chunk(0, "some text that guard cannot read "))
+    streams.accept(_chunk(1, "and more of it "))
+    assert moved(name, reason="analyzer_timeout") == 1, "once per stream"
+
+
+def test_entities_redacted_in_streams_are_counted_by_bounded_entity_type() -> None:
+    def typed(request_id: str, tenant: str) -> Analyse:
+        digits = _digits(request_id, tenant)
+
+        def analyse(window: str) -> WindowAnalysis:
+            plain = digits(window)
+            types = tuple(
+                "US_SSN" if window[a:b] == "0100" else "SOMETHING_ELSE" for a, b in plain.spans
+            )
+            return WindowAnalysis(plain.spans, plain.render, entity_types=types)
+
+        return analyse
+
+    name = "sluice_guard_stream_entities_redacted_total"
+    moved = Moved((name, {"entity_type": "US_SSN"}), (name, {"entity_type": "other"}))
+    streams = ChunkStreams(typed, hold_back=8, max_pending_chars=64)
+    streams.accept(_chunk(0, "call 555 or 0100 "))
+    streams.accept(_chunk(1, "or 42 then ", final=False))
+    streams.accept(_chunk(2, "", final=True))
+    assert moved(name, entity_type="other") == 2  # 555 and 42: a type guard does not know
+    assert moved(name, entity_type="US_SSN") == 1  # 0100
+
+
 # -- the processor, in process, with guard's real engine ---------------------------------
 @pytest.fixture(scope="module")
 def tenants(tmp_path_factory: pytest.TempPathFactory) -> UnitTenants:
@@ -183,7 +283,10 @@ def test_an_email_split_across_chunks_reaches_inference_chunks_redacted(
     ]
     records.append(harness.record(RAW_CHUNKS, _chunk(2, "", final=True).to_avro(), key="r1"))
     records.append(harness.record(RAW_CHUNKS, _chunk(1, texts[1]).to_avro(), key="r1"))  # again
+    name = "sluice_guard_stream_entities_redacted_total"
+    moved = Moved((name, {"entity_type": "EMAIL_ADDRESS"}))
     out = harness.run(records)
+    assert moved(name, entity_type="EMAIL_ADDRESS") == 1
     chunks = out.values(CHUNKS)
     text = "".join(c["text"] for c in chunks)
     assert EMAIL not in text and EMAIL[:cut] not in text and EMAIL[cut:] not in text

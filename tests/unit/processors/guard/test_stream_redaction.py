@@ -136,6 +136,44 @@ def test_a_window_guard_cannot_analyse_withholds_the_rest_of_the_stream() -> Non
     assert redactor.finish() == ""
 
 
+def _typed_digit_tagger(window: str) -> WindowAnalysis:
+    plain = _digit_tagger(window)
+    return WindowAnalysis(plain.spans, plain.render, entity_types=("NUMBER",) * len(plain.spans))
+
+
+@pytest.mark.parametrize("cuts", [[], [7], [3, 9, 20, 40], list(range(1, len(LOGIC_TEXT)))])
+def test_each_entity_released_is_told_once_however_the_stream_is_split(cuts: list[int]) -> None:
+    told: list[str] = []
+    redactor = StreamRedactor(
+        _typed_digit_tagger, hold_back=16, max_pending_chars=256, on_redacted=told.append
+    )
+    _run(redactor, _splits(LOGIC_TEXT, cuts))
+    # Released text is seen again as context; its entities must not be told again.
+    assert told == ["NUMBER"] * len(_digit_tagger(LOGIC_TEXT).spans)
+
+
+def test_an_entity_cut_in_an_unbroken_run_is_told_once() -> None:
+    text = "x" * 50 + " " + "1" * 200 + " done"
+    told: list[str] = []
+    redactor = StreamRedactor(
+        _typed_digit_tagger, hold_back=16, max_pending_chars=100, on_redacted=told.append
+    )
+    released = "".join(redactor.feed(char) for char in text) + redactor.finish()
+    assert released.count("<N>") > 1, "the run was released in pieces"
+    assert told == ["NUMBER"]
+
+
+def test_a_withheld_stream_tells_of_no_entity() -> None:
+    told: list[str] = []
+
+    def failing(_window: str) -> WindowAnalysis:
+        return WindowAnalysis(((0, 3),), lambda _s, _e: "", withheld="analyzer_error")
+
+    redactor = StreamRedactor(failing, hold_back=4, max_pending_chars=64, on_redacted=told.append)
+    _run(redactor, ["123 456 789 ", "and more"])
+    assert told == []
+
+
 def test_settings_that_cannot_work_are_refused() -> None:
     with pytest.raises(ValueError, match="hold_back"):
         StreamRedactor(_digit_tagger, hold_back=64, max_pending_chars=64)
@@ -193,6 +231,18 @@ def test_a_stream_longer_than_the_hold_back_releases_before_it_ends(engine: Guar
     assert early, "text was released before the stream finished"
     assert not [v for v in VALUES if v in early]
     assert (early + redactor.finish()).rstrip() == _redacted_whole(engine, text)
+
+
+def test_guards_entity_types_are_told_for_what_a_stream_releases(engine: GuardEngine) -> None:
+    told: list[str] = []
+    redactor = StreamRedactor(
+        engine_analysis(engine, "r", TENANT),
+        hold_back=HOLD_BACK,
+        max_pending_chars=1024,
+        on_redacted=told.append,
+    )
+    _run(redactor, _splits(TEXTS[0], [20, 30, 50]))
+    assert sorted(told) == ["EMAIL_ADDRESS", "PHONE_NUMBER"]
 
 
 def test_an_analyzer_failure_withholds_the_stream(make_engine: EngineFactory) -> None:
