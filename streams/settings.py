@@ -217,10 +217,17 @@ class RegistrySettings(_Frozen):
         "a version registered later is accepted within this time and an unknown id never "
         "costs a registry call per record.",
     )
+    timeout_s: float = Field(
+        30.0,
+        gt=0,
+        description="Longest wait for one Schema Registry request. confluent-kafka's client "
+        "has none by default, so a registry that accepts a request and never answers would "
+        "hang the caller; past this the request fails and the batch is retried later.",
+    )
 
     def client_config(self) -> dict[str, Any]:
         """Configuration for confluent_kafka's SchemaRegistryClient."""
-        conf: dict[str, Any] = {"url": self.url}
+        conf: dict[str, Any] = {"url": self.url, "timeout": self.timeout_s}
         if self.basic_auth_user_info is not None:
             conf["basic.auth.user.info"] = self.basic_auth_user_info.get_secret_value()
         return conf
