@@ -2,7 +2,8 @@
 # Sets up everything Sluice needs on a fresh Debian machine, idempotently:
 # system packages (Java, Maven, PostgreSQL for the CDC tests, Chromium for the report's
 # test), the Python virtual environment (.venv) with the
-# package and its extras. Jars are fetched by `sluice up` itself (Maven, cached in ~/.m2).
+# package and its extras, and promtool (the alert rules' tests). Jars are fetched by
+# `sluice up` itself (Maven, cached in ~/.m2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -35,4 +36,24 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "bootstrap: installing sluice[$extras] into .venv (pip cache makes reruns fast)"
   .venv/bin/pip install -q -e ".[$extras]"
   echo "$want" > "$stamp"
+fi
+
+# promtool checks Prometheus's config and alert rules and runs their unit tests
+# (tests/unit/deploy/test_alert_rules.py). Built from the Prometheus Go module at the
+# version pinned in infra/prometheus/promtool.version: several minutes on two cores, once
+# per machine; the binary is cached per version in SLUICE_TOOLS_DIR.
+promtool_version="$(tr -d '[:space:]' < infra/prometheus/promtool.version)"
+tools_dir="${SLUICE_TOOLS_DIR:-$HOME/.cache/sluice/tools}"
+promtool_dir="$tools_dir/promtool-$promtool_version"
+if [ ! -x "$promtool_dir/promtool" ]; then
+  go_bin="$(command -v go || echo /usr/local/go/bin/go)"
+  if [ ! -x "$go_bin" ]; then
+    echo "bootstrap: promtool is built with Go 1.26 or newer, and no 'go' was found:" \
+      "install Go, or put a promtool $promtool_version at $promtool_dir/promtool" >&2
+    exit 1
+  fi
+  echo "bootstrap: building promtool $promtool_version with $("$go_bin" version) (several minutes, once)"
+  mkdir -p "$promtool_dir"
+  GOBIN="$promtool_dir" GOFLAGS=-mod=mod "$go_bin" install \
+    "github.com/prometheus/prometheus/cmd/promtool@$promtool_version"
 fi
