@@ -156,32 +156,39 @@ def test_every_alert_has_a_case_that_fires_and_one_that_does_not(rule: dict[str,
     assert False in outcomes, f"no promtool case where {rule['alert']} stays quiet"
 
 
-# -- promtool ---------------------------------------------------------------------------
+# -- promtool and amtool --------------------------------------------------------------
+
+ALERTMANAGER = PROJECT_ROOT / "infra" / "alertmanager"
 
 
-def promtool() -> Path:
-    """The promtool that infra/local/bootstrap.sh builds (or SLUICE_PROMTOOL): missing is a
-    failure, not a skip, so that no machine passes without checking the rules."""
-    if os.environ.get("SLUICE_PROMTOOL"):
-        path = Path(os.environ["SLUICE_PROMTOOL"])
+def go_tool(name: str, version_file: Path) -> Path:
+    """The tool infra/local/bootstrap.sh builds (or SLUICE_PROMTOOL, SLUICE_AMTOOL): missing
+    is a failure, not a skip, so that no machine passes without checking the configs."""
+    override = os.environ.get(f"SLUICE_{name.upper()}")
+    if override:
+        path = Path(override)
     else:
-        version = (PROMETHEUS / "promtool.version").read_text().strip()
+        version = version_file.read_text().strip()
         tools = Path(os.environ.get("SLUICE_TOOLS_DIR") or Path.home() / ".cache/sluice/tools")
-        path = tools / f"promtool-{version}" / "promtool"
+        path = tools / f"{name}-{version}" / name
     if not os.access(path, os.X_OK):
-        pytest.fail(f"no promtool at {path}: run infra/local/bootstrap.sh, which builds it")
+        pytest.fail(f"no {name} at {path}: run infra/local/bootstrap.sh, which builds it")
     return path
 
 
-def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+def run_tool(name: str, version_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [str(promtool()), *args],
+        [str(go_tool(name, version_file)), *args],
         cwd=PROJECT_ROOT,
         capture_output=True,
         text=True,
         timeout=300,
         check=False,
     )
+
+
+def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
+    return run_tool("promtool", PROMETHEUS / "promtool.version", *args)
 
 
 def test_promtool_accepts_the_rules() -> None:
@@ -212,3 +219,17 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     broken.write_text(yaml.safe_dump(case))
     result = run_promtool("test", "rules", str(broken))
     assert result.returncode != 0
+
+
+def test_amtool_accepts_the_alertmanager_config() -> None:
+    config = str(ALERTMANAGER / "alertmanager.yml")
+    result = run_tool("amtool", ALERTMANAGER / "amtool.version", "check-config", config)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "1 receivers" in result.stdout
+
+
+def test_amtool_is_the_version_of_the_alertmanager_image() -> None:
+    # Its check-config knows the fields of the Alertmanager that compose runs.
+    compose = yaml.safe_load((PROJECT_ROOT / "docker-compose.yml").read_text())
+    image = compose["services"]["alertmanager"]["image"]
+    assert image == f"prom/alertmanager:{(ALERTMANAGER / 'amtool.version').read_text().strip()}"
