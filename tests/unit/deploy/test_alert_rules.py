@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import functools
 import importlib
-import os
 import re
 import subprocess
 import sys
@@ -17,8 +16,8 @@ import pytest
 import yaml
 
 from streams.settings import PROJECT_ROOT
+from tests.support.monitoring_tools import ALERTMANAGER, PROMETHEUS, run_tool
 
-PROMETHEUS = PROJECT_ROOT / "infra" / "prometheus"
 RULE_FILES = sorted((PROMETHEUS / "rules").glob("*.rules.yml"))
 RULE_TESTS = sorted((PROMETHEUS / "rules" / "tests").glob("*.yml"))
 RUNBOOKS = PROJECT_ROOT / "docs" / "how-to" / "runbooks.md"
@@ -158,37 +157,9 @@ def test_every_alert_has_a_case_that_fires_and_one_that_does_not(rule: dict[str,
 
 # -- promtool and amtool --------------------------------------------------------------
 
-ALERTMANAGER = PROJECT_ROOT / "infra" / "alertmanager"
-
-
-def go_tool(name: str, version_file: Path) -> Path:
-    """The tool infra/local/bootstrap.sh builds (or SLUICE_PROMTOOL, SLUICE_AMTOOL): missing
-    is a failure, not a skip, so that no machine passes without checking the configs."""
-    override = os.environ.get(f"SLUICE_{name.upper()}")
-    if override:
-        path = Path(override)
-    else:
-        version = version_file.read_text().strip()
-        tools = Path(os.environ.get("SLUICE_TOOLS_DIR") or Path.home() / ".cache/sluice/tools")
-        path = tools / f"{name}-{version}" / name
-    if not os.access(path, os.X_OK):
-        pytest.fail(f"no {name} at {path}: run infra/local/bootstrap.sh, which builds it")
-    return path
-
-
-def run_tool(name: str, version_file: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [str(go_tool(name, version_file)), *args],
-        cwd=PROJECT_ROOT,
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
-
 
 def run_promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return run_tool("promtool", PROMETHEUS / "promtool.version", *args)
+    return run_tool("promtool", *args)
 
 
 def test_promtool_accepts_the_rules() -> None:
@@ -222,8 +193,7 @@ def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
 
 
 def test_amtool_accepts_the_alertmanager_config() -> None:
-    config = str(ALERTMANAGER / "alertmanager.yml")
-    result = run_tool("amtool", ALERTMANAGER / "amtool.version", "check-config", config)
+    result = run_tool("amtool", "check-config", str(ALERTMANAGER / "alertmanager.yml"))
     assert result.returncode == 0, result.stdout + result.stderr
     assert "1 receivers" in result.stdout
 
