@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Sets up everything Sluice needs on a fresh Debian machine, idempotently:
 # system packages (Java, Maven, PostgreSQL for the CDC tests, Chromium for the report's
-# test), the Python virtual environment (.venv) with the
-# package and its extras. Jars are fetched by `sluice up` itself (Maven, cached in ~/.m2).
+# test), the Python virtual environment (.venv) with the package and its extras, and
+# promtool and amtool (the alerting configs' tests). Jars are fetched by `sluice up`
+# itself (Maven, cached in ~/.m2).
 set -euo pipefail
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$root"
@@ -36,3 +37,29 @@ if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   .venv/bin/pip install -q -e ".[$extras]"
   echo "$want" > "$stamp"
 fi
+
+# Prometheus's promtool and Alertmanager's amtool check the monitoring configs and run
+# the alert rules' unit tests (tests/unit/deploy/test_alert_rules.py). Each is built from
+# its project's Go module at the version pinned beside its config
+# (infra/prometheus/promtool.version, infra/alertmanager/amtool.version), once per
+# machine: promtool takes several minutes on two cores, amtool about two more. The
+# binaries are cached per version in SLUICE_TOOLS_DIR (default ~/.cache/sluice/tools).
+tools_dir="${SLUICE_TOOLS_DIR:-$HOME/.cache/sluice/tools}"
+go_tool() {  # name, package, version file
+  local name=$1 package=$2 version
+  version="$(tr -d '[:space:]' < "$3")"
+  local dir="$tools_dir/$name-$version"
+  [ -x "$dir/$name" ] && return 0
+  local go_bin
+  go_bin="$(command -v go || echo /usr/local/go/bin/go)"
+  if [ ! -x "$go_bin" ]; then
+    echo "bootstrap: $name is built with Go 1.26 or newer, and no 'go' was found:" \
+      "install Go, or put $name $version at $dir/$name" >&2
+    exit 1
+  fi
+  echo "bootstrap: building $name $version with $("$go_bin" version) (minutes, once)"
+  mkdir -p "$dir"
+  GOBIN="$dir" GOFLAGS=-mod=mod "$go_bin" install "$package@$version"
+}
+go_tool promtool github.com/prometheus/prometheus/cmd/promtool infra/prometheus/promtool.version
+go_tool amtool github.com/prometheus/alertmanager/cmd/amtool infra/alertmanager/amtool.version

@@ -28,7 +28,15 @@ PROMETHEUS = PROJECT_ROOT / "infra" / "prometheus" / "prometheus.yml"
 #: Config files of the stack that may hold credentials.
 CONFIG_FILES = [DATASOURCES, COLLECTOR, PROMETHEUS]
 #: Services only other services use: never published on the host.
-INTERNAL = ["schema-registry", "connect", "triton", "prometheus", "otel-collector", "clickhouse"]
+INTERNAL = [
+    "schema-registry",
+    "connect",
+    "triton",
+    "prometheus",
+    "alertmanager",
+    "otel-collector",
+    "clickhouse",
+]
 #: Who may share a network with Triton: its callers, and Prometheus for its metrics.
 TRITON_PEERS = {"infer", "infer-embeddings", "guard", "prometheus"}
 _SECRET_KEY = re.compile(r"password|secret|passwd|_key$|token|credential", re.IGNORECASE)
@@ -157,6 +165,11 @@ def _file_targets() -> dict[str, set[str]]:
         for discovery in job.get("dns_sd_configs", []):
             scraped |= set(discovery["names"])
         for static in job.get("static_configs", []):
+            scraped |= {target.rsplit(":", 1)[0] for target in static["targets"]}
+    # Where Prometheus sends its alerts.
+    prometheus = yaml.safe_load(PROMETHEUS.read_text())
+    for alertmanager in prometheus.get("alerting", {}).get("alertmanagers", []):
+        for static in alertmanager.get("static_configs", []):
             scraped |= {target.rsplit(":", 1)[0] for target in static["targets"]}
     sources = yaml.safe_load(DATASOURCES.read_text())["datasources"]
     grafana = {s.get("jsonData", {}).get("host") or urlsplit(s["url"]).hostname for s in sources}
@@ -324,17 +337,32 @@ def test_no_mapping_repeats_a_key() -> None:
 REGISTRY_HOLDERS = ("guard", "guard-stream")
 
 
+#: Each file secret of compose and the only services it is given to.
+SECRET_HOLDERS = {"sluice-tenants": set(REGISTRY_HOLDERS), "alert-webhook-url": {"alertmanager"}}
+
+
+def _secret_sources(service: dict[str, Any]) -> set[str]:
+    return {mounted["source"] for mounted in service.get("secrets") or []}
+
+
+def test_every_file_secret_is_required_and_given_to_its_holders_only() -> None:
+    assert set(COMPOSE["secrets"]) == set(SECRET_HOLDERS)
+    for secret, holders in SECRET_HOLDERS.items():
+        file = str(COMPOSE["secrets"][secret]["file"])
+        assert _REQUIRED.match(file), f"the {secret} file has a default"
+        given = {name for name, service in SERVICES.items() if secret in _secret_sources(service)}
+        assert given == holders, secret
+
+
 def test_guard_alone_gets_the_tenant_registry_as_a_required_file() -> None:
-    [secret] = COMPOSE["secrets"].values()
-    assert _REQUIRED.match(str(secret["file"])), "the registry file has a default"
     for holder in REGISTRY_HOLDERS:
         [mounted] = SERVICES[holder]["secrets"]
-        assert mounted["source"] == next(iter(COMPOSE["secrets"]))
+        assert mounted["source"] == "sluice-tenants"
         path = SERVICES[holder]["environment"]["SLUICE_GUARD__TENANTS_PATH"]
         assert path == f"/run/secrets/{mounted['target']}"
     for name, service in SERVICES.items():
         if name not in REGISTRY_HOLDERS:
-            assert not service.get("secrets"), f"{name} is given the tenant registry"
+            assert "sluice-tenants" not in _secret_sources(service), name
             assert "SLUICE_GUARD__TENANTS_PATH" not in (service.get("environment") or {})
     # Producers hold tenants' private keys; no service of the platform does.
     for name, service in SERVICES.items():
@@ -488,3 +516,45 @@ def test_kafka_users_stores_the_credential_of_every_components_principal() -> No
     for principal in stored:
         short = principal.removeprefix("sluice-").upper()
         assert env[f"KAFKA_{short}_PASSWORD"].startswith(f"${{SLUICE_KAFKA_{short}_PASSWORD:?")
+
+
+# -- alerting -------------------------------------------------------------------------------
+
+ALERTMANAGER = PROJECT_ROOT / "infra" / "alertmanager" / "alertmanager.yml"
+
+
+def test_alertmanager_reads_its_webhook_url_from_the_mounted_secret() -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    [mounted] = SERVICES["alertmanager"]["secrets"]
+    webhooks = [hook for r in config["receivers"] for hook in r.get("webhook_configs", [])]
+    assert webhooks
+    for hook in webhooks:
+        assert "url" not in hook, "the webhook URL is a secret: url_file, not url"
+        assert hook["url_file"] == f"/run/secrets/{mounted['target']}"
+
+
+def test_alertmanager_routes_each_severity_of_the_rules() -> None:
+    config = yaml.safe_load(ALERTMANAGER.read_text())
+    routed = {
+        matcher.split("=", 1)[1].strip('"')
+        for route in config["route"]["routes"]
+        for matcher in route["matchers"]
+        if matcher.startswith("severity=")
+    }
+    rules = PROJECT_ROOT / "infra" / "prometheus" / "rules" / "sluice.rules.yml"
+    groups = yaml.safe_load(rules.read_text())["groups"]
+    severities = {r["labels"]["severity"] for g in groups for r in g["rules"] if "alert" in r}
+    assert severities == routed == {"page", "ticket"}
+    receivers = {r["name"] for r in config["receivers"]}
+    assert all(route["receiver"] in receivers for route in config["route"]["routes"])
+
+
+def test_prometheus_loads_the_mounted_rules_and_alerts_alertmanager() -> None:
+    prometheus = yaml.safe_load(PROMETHEUS.read_text())
+    assert prometheus["rule_files"] == ["rules/*.rules.yml"]  # beside prometheus.yml
+    mounts = [str(v) for v in SERVICES["prometheus"]["volumes"]]
+    assert "./infra/prometheus/prometheus.yml:/etc/prometheus/prometheus.yml:ro" in mounts
+    assert "./infra/prometheus/rules:/etc/prometheus/rules:ro" in mounts
+    [target] = prometheus["alerting"]["alertmanagers"][0]["static_configs"][0]["targets"]
+    assert target == "alertmanager:9093"
+    assert _networks("prometheus") & _networks("alertmanager")
