@@ -91,11 +91,13 @@ MICRO_BATCH = Histogram(
     ["model"],
     buckets=(1, 2, 4, 8, 16, 32, 64, 128, 256, 512),
 )
+#: A model's latency SLO threshold must be one of these (infra/triton/models.yaml `slo:`).
+TRITON_SECONDS_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 TRITON_SECONDS = Histogram(
     "sluice_infer_triton_seconds",
-    "Duration of one Triton call.",
+    "Duration of one Triton call, observed once per request it served.",
     ["model"],
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+    buckets=TRITON_SECONDS_BUCKETS,
 )
 SKIPPED = Counter(
     "sluice_infer_skipped_total",

@@ -61,6 +61,7 @@ def _register() -> None:
         report,
         run,
         schemas,
+        slo,
         sql,
         stack,
         tenants,
@@ -83,6 +84,7 @@ def _register() -> None:
         docs,
         tenants,
         keys,
+        slo,
     )
     for module in modules:
         for command in module.COMMANDS:

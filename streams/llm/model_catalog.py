@@ -121,6 +121,29 @@ class ServeSpec(_Frozen):
     options: dict[str, str | int | float | bool] = Field(default_factory=dict)
 
 
+class LatencySlo(_Frozen):
+    """A latency objective: ``target`` of the requests' Triton calls take at most ``threshold_s``.
+
+    The threshold must be a bucket boundary of ``sluice_infer_triton_seconds`` (Prometheus
+    can only count the observations under a boundary); ``sluice slo rules`` refuses others.
+    """
+
+    threshold_s: float = Field(gt=0)
+    target: float = Field(gt=0, lt=1)
+
+
+class SloSpec(_Frozen):
+    """A model's service-level objectives over a rolling window.
+
+    Availability is the share of results with status ``ok``. The alert rules'
+    burn-rate factors follow from ``window_days`` (docs/explanation/slos.md).
+    """
+
+    window_days: int = Field(30, ge=7, le=90)
+    availability: float = Field(gt=0, lt=1)
+    latency: LatencySlo
+
+
 class ModelSpec(_Frozen):
     """Everything Sluice knows about one platform model."""
 
@@ -140,6 +163,7 @@ class ModelSpec(_Frozen):
     tokenizer: TokenizerSpec
     price_key: str = Field(pattern=r"^[a-z0-9._-]+/[A-Za-z0-9._:-]+$")
     serve: ServeSpec | None = None
+    slo: SloSpec | None = None
 
     @model_validator(mode="after")
     def _fits_task(self) -> Self:

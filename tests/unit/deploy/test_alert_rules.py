@@ -182,7 +182,7 @@ def test_the_alerts_pass_their_promtool_unit_tests() -> None:
 def test_promtool_unit_tests_can_fail(tmp_path: Path) -> None:
     # A case that expects the wrong thing must fail, or the tests above prove nothing.
     case = yaml.safe_load(RULE_TESTS[0].read_text())
-    case["rule_files"] = [str(RULE_FILES[0])]
+    case["rule_files"] = [str(RULE_TESTS[0].parent / name) for name in case["rule_files"]]
     for test in case["tests"]:
         for alert in test.get("alert_rule_test", []):
             alert["exp_alerts"] = [] if alert.get("exp_alerts") else [{"exp_labels": {}}]

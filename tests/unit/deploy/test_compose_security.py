@@ -541,8 +541,8 @@ def test_alertmanager_routes_each_severity_of_the_rules() -> None:
         for matcher in route["matchers"]
         if matcher.startswith("severity=")
     }
-    rules = PROJECT_ROOT / "infra" / "prometheus" / "rules" / "sluice.rules.yml"
-    groups = yaml.safe_load(rules.read_text())["groups"]
+    rule_files = sorted((PROJECT_ROOT / "infra" / "prometheus" / "rules").glob("*.rules.yml"))
+    groups = [g for path in rule_files for g in yaml.safe_load(path.read_text())["groups"]]
     severities = {r["labels"]["severity"] for g in groups for r in g["rules"] if "alert" in r}
     assert severities == routed == {"page", "ticket"}
     receivers = {r["name"] for r in config["receivers"]}
