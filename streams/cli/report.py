@@ -10,10 +10,26 @@ from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn
 
 from streams.cli import console
 from streams.cli.sql import warehouse
+from streams.llm.model_catalog import ModelCatalog, load_models
 from streams.settings import get_settings
 from streams.warehouse import clickhouse
-from streams.warehouse.report import build
+from streams.warehouse.report import Objective, build
 from streams.warehouse.report.queries import QUERIES, Query
+
+
+def objectives(catalog: ModelCatalog) -> list[Objective]:
+    """The SLOs the catalog declares, as the report's query takes them."""
+    return [
+        Objective(
+            model=model.name,
+            window_days=model.slo.window_days,
+            availability=model.slo.availability,
+            latency_target=model.slo.latency.target,
+            latency_threshold_ms=model.slo.latency.threshold_s * 1000,
+        )
+        for model in catalog.models.values()
+        if model.slo is not None
+    ]
 
 
 @click.command()
@@ -33,14 +49,16 @@ from streams.warehouse.report.queries import QUERIES, Query
 def report(out: Path | None, hours: float) -> None:
     """Write one self-contained HTML page with the key plots of the last HOURS hours.
 
-    Cost per tenant and model, latency quantiles and throughput per model, dead letters,
-    blocked requests, PII findings, drift alerts, budgets and the slowest traces, from
+    Cost per tenant and model, latency quantiles and throughput per model, each model's
+    SLOs and error budget (over its SLO window), dead letters, blocked requests, PII
+    findings, drift alerts, budgets and the slowest traces, from
     Sluice's ClickHouse (through the sink while it holds the embedded database). The page
     needs no network: open it in any browser.
     """
     now = datetime.now(UTC)
     path = out or Path(f"sluice-report-{now:%Y%m%dT%H%MZ}.html")
     settings = get_settings()
+    declared = objectives(load_models())
     db = warehouse(settings)
     try:
         with Progress(
@@ -58,7 +76,7 @@ def report(out: Path | None, hours: float) -> None:
                     task, description=f"querying {query.title}", completed=QUERIES.index(query)
                 )
 
-            data, page = build(db, hours=hours, now=now, on_query=on_query)
+            data, page = build(db, hours=hours, now=now, on_query=on_query, objectives=declared)
             progress.update(task, description="rendering", completed=len(QUERIES) + 1)
     except clickhouse.WarehouseError as exc:
         raise clickhouse.WarehouseError(_advice(str(exc))) from exc

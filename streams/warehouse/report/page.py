@@ -36,6 +36,7 @@ from streams.warehouse.report.charts import (
     usd,
 )
 from streams.warehouse.report.queries import SLOWEST_TRACES, BudgetRow, ReportData, TraceRow
+from streams.warehouse.report.slo import BURN_HOURS, SloRow, exhaustion
 
 WIDE = 1240
 HALF = 600
@@ -351,6 +352,67 @@ def traces_table(traces: Sequence[TraceRow]) -> str:
     )
 
 
+def _share(share: float | None) -> str:
+    """``0.995`` as ``99.5 %``; no measurement as a dash."""
+    if share is None:
+        return "-"
+    return f"{100 * share:.2f}".rstrip("0").rstrip(".") + " %"
+
+
+def _budget(spent_pct: float | None, hours_left: float | None) -> str:
+    if spent_pct is None:
+        return '<td class="num muted">-</td><td class="muted">-</td>'
+    cls = "bad" if spent_pct >= 100 else ""
+    return (
+        f'<td class="num"><span class="{cls}">{spent_pct:.1f} %</span></td>'
+        f"<td>{esc(exhaustion(hours_left))}</td>"
+    )
+
+
+def slo_table(rows: Sequence[SloRow]) -> str:
+    """Each model's SLOs: achieved against target, budget spent, when it runs out."""
+    if not rows:
+        return (
+            '<p class="no-data" data-table="slo" data-empty="true">No model declares an SLO '
+            "(the <code>slo:</code> blocks of <code>infra/triton/models.yaml</code>).</p>"
+        )
+    body = []
+    for row in rows:
+        o = row.objective
+        since = f"since {row.first:%Y-%m-%d %H:%M}" if row.first else "no results in its window"
+        body.append(
+            "<tr>"
+            f"<td>{esc(o.model)}</td>"
+            f'<td class="num">{row.requests:,}<br><span class="muted">{o.window_days} days, '
+            f"{esc(since)}</span></td>"
+            f'<td class="num">{esc(_share(row.availability))}<br><span class="muted">target '
+            f"{esc(_share(o.availability))}</span></td>"
+            f"{_budget(row.availability_budget_spent_pct, row.availability_hours_left)}"
+            f'<td class="num">{esc(_share(row.latency_compliance))}<br><span class="muted">'
+            f"target {esc(_share(o.latency_target))} ≤ {esc(millis(o.latency_threshold_ms))}"
+            "</span></td>"
+            f"{_budget(row.latency_budget_spent_pct, row.latency_hours_left)}"
+            "</tr>"
+        )
+    head = "".join(
+        f"<th{' class=num' if n not in ('model', 'runs out') else ''}>{n}</th>"
+        for n in (
+            "model",
+            "results",
+            "availability",
+            "budget spent",
+            "runs out",
+            "within latency",
+            "budget spent",
+            "runs out",
+        )
+    )
+    return (
+        f'<table class="traces" data-table="slo"><thead><tr>{head}</tr></thead>'
+        f"<tbody>{''.join(body)}</tbody></table>"
+    )
+
+
 # -- the page ---------------------------------------------------------------------------
 def _tiles(data: ReportData) -> list[tuple[str, str, str]]:
     """(label, value, detail) of the headline numbers."""
@@ -439,6 +501,15 @@ def render(data: ReportData, *, generated_at: datetime | None = None) -> str:
     for heading, charts in sections:
         figures = "".join(_figure(chart(data), note, wide=wide) for chart, note, wide in charts)
         body.append(f'<section><h2>{esc(heading)}</h2><div class="grid">{figures}</div></section>')
+    body.append(
+        "<section><h2>Service-level objectives</h2>"
+        '<div class="card wide"><p class="caption"><code>results FINAL</code> over each '
+        "model's SLO window up to the end of the report: availability is the share of results "
+        "that are ok, latency the share of successful Triton calls within the threshold (cache "
+        "hits made none). A budget runs out at the pace of the last "
+        f"{BURN_HOURS} h; never when nothing failed then.</p>{slo_table(data.slos)}</div>"
+        "</section>"
+    )
     body.append(
         "<section><h2>Slowest traces</h2>"
         '<div class="card wide"><p class="caption"><code>otel_traces FINAL</code>: the '

@@ -17,6 +17,7 @@ from decimal import Decimal
 from typing import Any
 
 from streams.warehouse.clickhouse import Warehouse
+from streams.warehouse.report.slo import SloRow
 
 #: Bucket widths (seconds) the time charts choose from: the smallest giving <= 60 bars.
 BUCKETS = (60, 120, 300, 600, 900, 1800, 3600, 7200, 10800, 21600, 43200, 86400)
@@ -332,6 +333,8 @@ class ReportData:
     drift: list[DriftRow] = field(default_factory=list)
     budgets: list[BudgetRow] = field(default_factory=list)
     traces: list[TraceRow] = field(default_factory=list)
+    # Over each model's SLO window ending at the report's end, not the report's window.
+    slos: list[SloRow] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:

@@ -272,8 +272,10 @@ def test_no_data_is_said_not_drawn(svg):
 def test_an_empty_report_has_every_chart_in_its_empty_state():
     data = ReportData(window=Window.last(24, T0), source="chdb:///x")
     html = page.render(data, generated_at=T0)
-    assert html.count('data-empty="true"') == 9  # eight charts and the traces table
+    # Eight charts, the traces table and the SLO table (which says that no SLO is declared).
+    assert html.count('data-empty="true"') == 10
     assert html.count(charts.NO_DATA) == 9
+    assert "No model declares an SLO" in html
     assert "<script" not in html
 
 
