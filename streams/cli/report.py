@@ -58,7 +58,7 @@ def report(out: Path | None, hours: float) -> None:
     now = datetime.now(UTC)
     path = out or Path(f"sluice-report-{now:%Y%m%dT%H%MZ}.html")
     settings = get_settings()
-    declared = objectives(load_models())
+    declared = objectives(load_models(settings.triton.models_file))
     db = warehouse(settings)
     try:
         with Progress(

@@ -7,6 +7,7 @@ import click
 from processors.infer.processor import TRITON_SECONDS_BUCKETS
 from streams.llm.model_catalog import load_models
 from streams.llm.slo_rules import render
+from streams.settings import get_settings
 
 
 @click.group()
@@ -21,7 +22,8 @@ def rules() -> None:
     Commit the output as infra/prometheus/rules/slo.rules.yml:
     ``sluice slo rules > infra/prometheus/rules/slo.rules.yml``.
     """
-    click.echo(render(load_models(), TRITON_SECONDS_BUCKETS), nl=False)
+    catalog = load_models(get_settings().triton.models_file)
+    click.echo(render(catalog, TRITON_SECONDS_BUCKETS), nl=False)
 
 
 COMMANDS = (slo,)
